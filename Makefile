@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test check lint typecheck bench fmt clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check agentgw tests bench
+	$(BIN)/ruff format --check agentgw tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format agentgw tests bench
+	$(BIN)/ruff check --fix agentgw tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/llm.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""python -m agentgw"""
+
+from agentgw.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""create_app(settings): the gateway as one ASGI app: lifespan, the planes, health and readiness.
+
+Dispatch is a path-prefix switch (the LLM plane's hot path never goes through a framework router).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from agentgw.audit.log import JsonLinesSink, NullSink
+from agentgw.http import Receive, Scope, Send, send_bytes
+from agentgw.keys import KeyStore
+from agentgw.llm.plane import LLMPlane
+from agentgw.pipeline import Pipeline
+from agentgw.settings import Settings
+from agentgw.stages import AuditSink, default_stages
+from agentgw.supervisor import Spec, Supervisor
+from agentgw.upstream import UpstreamPool
+
+log = logging.getLogger("agentgw")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = UpstreamPool(settings.upstream)
+        audit = settings.audit.log
+        self.sink: AuditSink = (
+            JsonLinesSink(settings.resolve(audit.path) if audit.path else None) if audit.enabled else NullSink()
+        )
+        self.keys = KeyStore(settings)
+        self.pipeline = Pipeline(default_stages(settings, self.sink, self.keys))
+        self.llm = LLMPlane(settings, self.pipeline, self.pool)
+        self.supervisor = Supervisor(
+            [
+                Spec(name, list(entry.command or []), dict(entry.env), settings.resolve(entry.cwd) if entry.cwd else settings.base_dir)
+                for name, entry in settings.registry_data.supervised()
+            ]
+        )
+        self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/"):
+                await self.llm(scope, receive, send)
+            elif path == "/healthz":
+                await send_bytes(send, 200, b'{"status":"ok"}')
+            elif path == "/readyz":
+                ready, detail = self.readiness()
+                await send_bytes(send, 200 if ready else 503, orjson.dumps({"ready": ready, **detail}))
+            else:
+                body = orjson.dumps({"error": {"message": f"Unknown path {path}.", "type": "invalid_request_error",
+                                               "param": None, "code": "unknown_url"}})
+                await send_bytes(send, 404, body)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks = {
+            "config": True,
+            "upstream_pool": self.pool.ready,
+            "supervised": self.supervisor.ready,
+        }
+        return all(checks.values()) and self.started, {"checks": checks, "processes": self.supervisor.status()}
+
+    async def startup(self) -> None:
+        await self.pool.start()
+        await self.sink.start()
+        await self.supervisor.start()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        self.started = False
+        await self.supervisor.stop()
+        await self.pool.aclose()
+        await self.sink.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings) -> Gateway:
+    return Gateway(settings)

@@ -1,0 +1,1 @@
+"""Audit: the record every Exchange leaves, and the sinks that keep it."""

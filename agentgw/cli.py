@@ -1,0 +1,142 @@
+"""The `agentgw` command: serve, check-config, keys.
+
+Exit codes: 0 ok, 2 usage, 3 configuration problems (one line per problem on stderr).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from agentgw.settings import ConfigError, Settings, load_settings
+
+CONFIG_ENV = "AGENTGW_CONFIG"
+
+
+def _load_or_exit(config: str, host: str | None = None) -> Settings:
+    try:
+        return load_settings(config, host=host)
+    except ConfigError as err:
+        for p in err.problems:
+            click.echo(str(p), err=True)
+        sys.exit(3)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        out = {"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+@click.group()
+@click.version_option(package_name="agentgw")
+def main() -> None:
+    """agentgw: one gateway for LLM providers, MCP servers and A2A agents."""
+
+
+@main.command()
+@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
+              type=click.Path(dir_okay=False), help="Path to agentgw.yaml.")
+@click.option("--host", default=None, help="Override listen.host.")
+@click.option("--port", default=None, type=int, help="Override listen.port.")
+@click.option("--workers", default=None, type=int, help="Worker processes (override server.workers).")
+def serve(config: str, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    settings = _load_or_exit(config, host)
+    setup_logging(settings.logging.level, settings.logging.format)
+    n = workers or settings.server.workers
+    kwargs = dict(
+        host=host or settings.listen.host,
+        port=port if port is not None else settings.listen.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.server.access_log,
+        timeout_graceful_shutdown=settings.server.graceful_shutdown_s,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=30,
+    )
+    if n > 1:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+        uvicorn.run("agentgw.cli:app_from_env", factory=True, workers=n, **kwargs)  # type: ignore[arg-type]
+    else:
+        from agentgw.app import create_app
+
+        uvicorn.run(create_app(settings), **kwargs)  # type: ignore[arg-type]
+
+
+def app_from_env() -> object:
+    """Worker entry point for `--workers N`: each worker loads the same config."""
+    from agentgw.app import create_app
+
+    settings = load_settings(os.environ[CONFIG_ENV])
+    setup_logging(settings.logging.level, settings.logging.format)
+    return create_app(settings)
+
+
+@main.command("check-config")
+@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
+              type=click.Path(dir_okay=False))
+def check_config(config: str) -> None:
+    """Validate agentgw.yaml, the registry and the keys; print every problem (exit 3) or a summary (exit 0)."""
+    s = _load_or_exit(config)
+    reg = s.registry_data
+    click.echo(
+        f"ok: {len(reg.llm.providers)} providers, {len(reg.llm.models)} models, {len(reg.mcp.servers)} MCP servers, "
+        f"{len(reg.a2a.agents)} agents, {len(s.all_keys)} API keys"
+    )
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (only their SHA-256 is stored)."""
+
+
+@keys.command("create")
+@click.option("--subject", required=True, help="The principal the key authenticates as.")
+@click.option("--role", "roles", multiple=True, help="A role (repeatable).")
+@click.option("--name", default=None, help="A label for the key.")
+@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--keys-file", default=None, type=click.Path(dir_okay=False),
+              help="Where to store the hash (default: auth.keys_file of the config, else keys.yaml beside it).")
+def keys_create(subject: str, roles: tuple[str, ...], name: str | None, config: str, keys_file: str | None) -> None:
+    """Create a key; print it once; store only its hash."""
+    from agentgw.keys import append_key
+
+    if keys_file is None:
+        s = _load_or_exit(config)
+        path = s.keys_path() or s.base_dir / "keys.yaml"
+    else:
+        path = Path(keys_file)
+    key = append_key(path, subject, list(roles), name)
+    click.echo(key)
+    click.echo(f"stored the hash for subject {subject!r} in {path}; the key is not shown again", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

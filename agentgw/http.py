@@ -1,0 +1,124 @@
+"""Pure-ASGI helpers shared by the planes: headers, bounded body reads, JSON and streamed responses, and the
+disconnect watcher that turns a client going away into cancellation of the upstream call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from agentgw.errors import PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def header_dict(scope: Scope) -> dict[str, str]:
+    """Lower-cased request headers; a repeated header keeps its first value."""
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        name = k.decode("latin-1").lower()
+        if name not in out:
+            out[name] = v.decode("latin-1")
+    return out
+
+
+def client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+class ClientGone(Exception):
+    """The client disconnected before the body was read."""
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """Read the whole body, refusing more than `limit` bytes (by Content-Length up front, then as it arrives)."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = msg.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def encode_headers(extra: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = JSON_HEADERS,
+    extra: dict[str, str] | None = None,
+) -> None:
+    raw = [*headers, (b"content-length", str(len(body)).encode()), *encode_headers(extra)]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_stream(
+    send: Send,
+    status: int,
+    frames: AsyncIterator[bytes],
+    headers: Iterable[tuple[bytes, bytes]] = SSE_HEADERS,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Relay frames as they come; always closes the iterator (so its cleanup runs even on disconnect)."""
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, *encode_headers(extra)]})
+        async for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        close = getattr(frames, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> bool:
+    """Run `work`; if the client disconnects first, cancel it. Returns False when the client went away."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await task
+        return True
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return False  # the watcher cancelled the work: the client went away
+        raise  # we ourselves were cancelled (shutdown)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -1,0 +1,201 @@
+"""The LLM plane's endpoints as pure ASGI: parse only the routing fields, run the pipeline, relay bytes.
+
+`/v1/chat/completions` and `/v1/embeddings` (POST), `/v1/models` and `/v1/models/{id}` (GET). Errors are
+rendered in the OpenAI envelope; no input yields a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from agentgw.errors import BadRequest, GatewayError, InvalidJSON, NotFound, UnsupportedMediaType
+from agentgw.exchange import Exchange, Result, task_from_headers
+from agentgw.http import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    cancel_on_disconnect,
+    client_host,
+    header_dict,
+    read_body,
+    send_bytes,
+    send_stream,
+)
+from agentgw.llm.errors import error_body
+from agentgw.llm.providers import Call, build_provider
+from agentgw.llm.router import Router
+from agentgw.llm.sse import ChatStreamMeter
+from agentgw.llm.usage import usage_from_body
+from agentgw.pipeline import Pipeline
+from agentgw.settings import Settings
+from agentgw.upstream import UpstreamPool
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _check_chat(p: dict[str, Any]) -> None:
+    msgs = p.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise BadRequest("'messages' must be a non-empty array.", code="invalid_messages")
+    for m in msgs:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadRequest("Each message must be an object with a string 'role'.", code="invalid_messages")
+    if "stream" in p and not isinstance(p["stream"], bool) and p["stream"] is not None:
+        raise BadRequest("'stream' must be a boolean.", code="invalid_type")
+    for key in ("max_tokens", "max_completion_tokens"):
+        v = p.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise BadRequest(f"'{key}' must be a non-negative integer.", code="invalid_type")
+    tools = p.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise BadRequest("'tools' must be an array of objects.", code="invalid_type")
+    opts = p.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise BadRequest("'stream_options' must be an object.", code="invalid_type")
+    choice = p.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise BadRequest("'tool_choice' must be a string or an object.", code="invalid_type")
+
+
+def _check_embeddings(p: dict[str, Any]) -> None:
+    inp = p.get("input")
+    ok = isinstance(inp, str) or (
+        isinstance(inp, list) and inp and all(isinstance(x, str | int) or isinstance(x, list) for x in inp)
+    )
+    if not ok:
+        raise BadRequest("'input' must be a string or an array of strings or token arrays.", code="invalid_input")
+
+
+class LLMPlane:
+    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool) -> None:
+        reg = settings.registry_data
+        self.pipeline = pipeline
+        self.limit = settings.limits.max_body_bytes
+        providers = {p.name: build_provider(p, pool) for p in reg.llm.providers}
+        self.router = Router(reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker)
+        self.created = int(time.time())
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): self.chat,
+            ("POST", "/v1/embeddings"): self.embeddings,
+            ("GET", "/v1/models"): self.models,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch `/v1/*`; unknown paths and methods get OpenAI-shaped 404/405."""
+        path, method = scope["path"], scope["method"]
+        handler = self.routes.get((method, path))
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+        if method == "GET" and path.startswith("/v1/models/"):
+            await self.models(scope, receive, send)
+            return
+        if any(p == path for (_, p) in self.routes):
+            err = GatewayError(f"Method {method} is not allowed on {path}.", status=405, code="method_not_allowed")
+        else:
+            err = NotFound(f"Unknown path {path}.", code="unknown_url")
+        await send_bytes(send, err.status, error_body(err))
+
+    # -- handlers -------------------------------------------------------------------------------------------
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._post(scope, receive, send, "chat", _check_chat)
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._post(scope, receive, send, "embeddings", _check_embeddings)
+
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, operation: str, check: Callable[[dict[str, Any]], None]
+    ) -> None:
+        headers = header_dict(scope)
+        ex = Exchange("llm", operation, "llm:", headers, client_host(scope))
+        ex.task = task_from_headers(headers)
+        reply = {"x-agentgw-task": ex.task.task_id}
+        try:
+            ctype = headers.get("content-type", "")
+            if not ctype.split(";", 1)[0].strip().lower() == "application/json":
+                raise UnsupportedMediaType("Content-Type must be application/json.")
+            ex.body = await read_body(receive, headers, self.limit)
+            try:
+                payload = orjson.loads(ex.body)
+            except orjson.JSONDecodeError:
+                raise InvalidJSON("The request body is not valid JSON.") from None
+            if not isinstance(payload, dict):
+                raise BadRequest("The request body must be a JSON object.")
+            model = payload.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("You must provide a model parameter.", code="missing_model")
+            check(payload)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            err = await self.pipeline.reject(ex, err)
+            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            return
+        ex.payload = payload
+        ex.target = f"llm:{model}"
+        await cancel_on_disconnect(receive, self._mediate(ex, send, reply))
+
+    async def _mediate(self, ex: Exchange, send: Send, reply: dict[str, str]) -> None:
+        try:
+            result = await self.pipeline.run(ex, self._forward)
+        except GatewayError as err:
+            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            return
+        extra = {**reply, **result.headers}
+        if result.stream is not None:
+            await send_stream(send, result.status, result.stream, extra=extra)
+        else:
+            await send_bytes(send, result.status, result.body or b"", extra=extra)
+
+    async def _forward(self, ex: Exchange) -> Result:
+        payload = ex.payload or {}
+        model = self.router.resolve(payload.get("model"))
+        stream = ex.operation == "chat" and payload.get("stream") is True
+        call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
+        strip_usage = False
+        if stream:
+            opts = payload.get("stream_options") or {}
+            if not opts.get("include_usage"):  # ask for usage; strip that chunk before it reaches the client
+                call.payload = {**payload, "stream_options": {**opts, "include_usage": True}}
+                call.dirty = True
+                strip_usage = True
+        result = await self.router.call(model, call)
+        if result.stream is not None:
+            meter = ChatStreamMeter(ex, payload, strip_usage)
+            result.stream = meter.relay(result.stream)
+        else:
+            ex.usage = usage_from_body(payload, result.body or b"")
+        return result
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_dict(scope)
+        ex = Exchange("llm", "models", "llm:*", headers, client_host(scope))
+        ex.task = task_from_headers(headers)
+        reply = {"x-agentgw-task": ex.task.task_id}
+        wanted = scope["path"][len("/v1/models/") :] if scope["path"].startswith("/v1/models/") else None
+
+        async def forward(ex: Exchange) -> Result:
+            data = [self._model_entry(name) for name in sorted(self.router.models)]
+            if wanted is not None:
+                entry = next((d for d in data if d["id"] == wanted), None)
+                if entry is None:
+                    self.router.resolve(wanted)  # raises model_not_found
+                return Result(body=orjson.dumps(entry))
+            return Result(body=orjson.dumps({"object": "list", "data": data}))
+
+        try:
+            result = await self.pipeline.run(ex, forward)
+        except GatewayError as err:
+            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            return
+        await send_bytes(send, 200, result.body or b"", extra=reply)
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "agentgw"}
+

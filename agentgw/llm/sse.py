@@ -1,0 +1,102 @@
+"""Server-sent events as bytes: split a byte stream into whole frames, and meter OpenAI chat chunk streams.
+
+Frames are relayed as the upstream sent them; only the routing view (usage, content for estimates) is parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from agentgw.exchange import Exchange, Usage
+from agentgw.llm.usage import estimate, usage_from_openai
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Whole SSE frames (each ending in a blank line, normalised to `\\n\\n`) from arbitrary byte chunks."""
+    buf = b""
+    async for chunk in chunks:
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buf = buf + chunk if buf else chunk
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            frame, buf = buf[: end + 2], buf[end + 2 :]
+            if frame.strip():
+                yield frame
+    if buf.strip():
+        yield buf if buf.endswith(b"\n\n") else buf.rstrip(b"\n") + b"\n\n"
+
+
+def frame_data(frame: bytes) -> bytes | None:
+    """The `data:` payload of one frame (multi-line data joined), or None for comments/other fields."""
+    if frame.startswith(b"data: ") and frame.count(b"\n") == 2:  # the common case: one data line
+        return frame[6:-2]
+    lines = [ln[5:].lstrip(b" ") for ln in frame.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+class ChatStreamMeter:
+    """Reads usage (or gathers text for an estimate) from OpenAI `chat.completion.chunk` frames and drops the
+    usage chunk the gateway asked for when the client did not."""
+
+    def __init__(self, ex: Exchange, payload: dict[str, Any], strip_usage: bool) -> None:
+        self.ex = ex
+        self.payload = payload
+        self.strip_usage = strip_usage
+        self.usage: Usage | None = None
+        self.text: list[str] = []
+        self.done = False
+
+    def feed(self, frame: bytes) -> bytes | None:
+        data = frame_data(frame)
+        if data is None:
+            return frame
+        if data == b"[DONE]":
+            self.done = True
+            return frame
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return frame
+        if not isinstance(obj, dict):
+            return frame
+        usage = obj.get("usage")
+        if usage:
+            self.usage = usage_from_openai(usage)
+            if self.strip_usage and not obj.get("choices"):
+                return None
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.text.append(content)
+            for call in delta.get("tool_calls") or ():
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict):
+                    self.text.append(str(fn.get("name") or ""))
+                    self.text.append(str(fn.get("arguments") or ""))
+        return frame
+
+    def final_usage(self) -> Usage:
+        return self.usage or estimate(self.payload, "".join(self.text))
+
+    async def relay(self, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for frame in upstream:
+                out = self.feed(frame)
+                if out is not None:
+                    yield out
+        finally:
+            self.ex.usage = self.final_usage()
+            close = getattr(upstream, "aclose", None)
+            if close is not None:
+                await close()

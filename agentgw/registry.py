@@ -1,0 +1,157 @@
+"""The tool registry: what exists (LLM providers and model aliases, MCP servers and virtual servers, A2A agents).
+
+Every `registry/*.yaml` file merges into one Registry; names are unique across files. Frozen pydantic models,
+validated once at load, never on the request path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Supervised(Frozen):
+    """An upstream the gateway may launch and watch (`command:`)."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class MockFailure(Frozen):
+    status: int = Field(default=500, ge=400, le=599)
+    times: int = Field(default=1, ge=1)
+
+
+class MockOptions(Frozen):
+    """In-process deterministic provider behaviour, for the quickstart, examples and tests."""
+
+    replies: list[str] = Field(default_factory=list)  # cycled; empty means echo the last user message
+    latency_ms: float = Field(default=0.0, ge=0)  # before the first byte
+    chunk_delay_ms: float = Field(default=0.0, ge=0)  # between stream chunks
+    chunk_tokens: int = Field(default=1, ge=1)  # tokens per stream chunk
+    failures: list[MockFailure] = Field(default_factory=list)  # consumed in order, then success
+    embedding_dims: int = Field(default=8, ge=1, le=4096)
+
+
+class Provider(Supervised):
+    name: str = Field(pattern=NAME)
+    kind: Literal["openai", "azure", "anthropic", "mock"]
+    base_url: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None  # azure: ?api-version=…; anthropic: anthropic-version header
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60.0, gt=0)  # whole request (non-streaming) / first byte (streaming)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    mock: MockOptions | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Provider:
+        if self.kind in ("openai", "azure") and not self.base_url:
+            raise ValueError(f"provider kind {self.kind!r} needs base_url")
+        if self.kind != "mock" and self.mock is not None:
+            raise ValueError("mock options are only for kind: mock")
+        if self.kind == "azure" and not self.api_version:
+            raise ValueError("provider kind 'azure' needs api_version")
+        return self
+
+
+class Target(Frozen):
+    provider: str
+    model: str
+
+
+class Retry(Frozen):
+    attempts: int = Field(default=2, ge=1, le=10)  # tries per target before failing over
+    backoff_ms: float = Field(default=100.0, ge=0)
+    max_backoff_ms: float = Field(default=2000.0, ge=0)
+
+
+class Model(Frozen):
+    name: str = Field(pattern=NAME)
+    targets: list[Target] = Field(min_length=1)
+    retry: Retry | None = None  # falls back to the gateway-wide default
+    description: str | None = None
+    type: Literal["chat", "embeddings"] | None = None  # informational; listed in /v1/models
+
+
+class LLMSection(Frozen):
+    providers: list[Provider] = Field(default_factory=list)
+    models: list[Model] = Field(default_factory=list)
+
+
+class ToolTrim(Frozen):
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    rename: dict[str, str] = Field(default_factory=dict)
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class MCPServer(Supervised):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # no '_' runs: `__` separates server and tool
+    transport: Literal["stdio", "streamable-http", "sse"] = "streamable-http"
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60.0, gt=0)
+    tools: ToolTrim = Field(default_factory=ToolTrim)
+
+    @model_validator(mode="after")
+    def _needs(self) -> MCPServer:
+        if self.transport == "stdio" and not self.command:
+            raise ValueError("transport stdio needs command")
+        if self.transport != "stdio" and not self.url:
+            raise ValueError(f"transport {self.transport} needs url")
+        return self
+
+
+class VirtualServer(Frozen):
+    name: str = Field(pattern=NAME)
+    tools: list[str] = Field(min_length=1)
+    prefix: Literal["always", "never", "conditional"] = "always"
+
+
+class MCPSection(Frozen):
+    servers: list[MCPServer] = Field(default_factory=list)
+    virtual_servers: list[VirtualServer] = Field(default_factory=list)
+
+
+class Agent(Supervised):
+    name: str = Field(pattern=NAME)
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
+class A2ASection(Frozen):
+    agents: list[Agent] = Field(default_factory=list)
+
+
+class Registry(Frozen):
+    llm: LLMSection = Field(default_factory=LLMSection)
+    mcp: MCPSection = Field(default_factory=MCPSection)
+    a2a: A2ASection = Field(default_factory=A2ASection)
+
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.llm.providers if p.name == name), None)
+
+    def supervised(self) -> list[tuple[str, Supervised]]:
+        """Every entry with a `command:` that is not a stdio MCP server (those are owned by the MCP plane)."""
+        out: list[tuple[str, Supervised]] = []
+        for p in self.llm.providers:
+            if p.command:
+                out.append((f"llm:{p.name}", p))
+        for s in self.mcp.servers:
+            if s.command and s.transport != "stdio":
+                out.append((f"mcp:{s.name}", s))
+        for a in self.a2a.agents:
+            if a.command:
+                out.append((f"a2a:{a.name}", a))
+        return out
