@@ -16,7 +16,8 @@ from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
 from agentgw.pipeline import Pipeline
 from agentgw.settings import Settings
-from agentgw.stages import AuditSink, default_stages
+from agentgw.stages import default_stages
+from agentgw.stages.audit import AuditSink
 from agentgw.supervisor import Spec, Supervisor
 from agentgw.upstream import UpstreamPool
 
@@ -29,14 +30,21 @@ class Gateway:
         self.pool = UpstreamPool(settings.upstream)
         audit = settings.audit.log
         self.sink: AuditSink = (
-            JsonLinesSink(settings.resolve(audit.path) if audit.path else None) if audit.enabled else NullSink()
+            JsonLinesSink(settings.resolve(audit.path) if audit.path else None)
+            if audit.enabled
+            else NullSink()
         )
         self.keys = KeyStore(settings)
         self.pipeline = Pipeline(default_stages(settings, self.sink, self.keys))
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         self.supervisor = Supervisor(
             [
-                Spec(name, list(entry.command or []), dict(entry.env), settings.resolve(entry.cwd) if entry.cwd else settings.base_dir)
+                Spec(
+                    name,
+                    list(entry.command or []),
+                    dict(entry.env),
+                    settings.resolve(entry.cwd) if entry.cwd else settings.base_dir,
+                )
                 for name, entry in settings.registry_data.supervised()
             ]
         )
@@ -54,8 +62,16 @@ class Gateway:
                 ready, detail = self.readiness()
                 await send_bytes(send, 200 if ready else 503, orjson.dumps({"ready": ready, **detail}))
             else:
-                body = orjson.dumps({"error": {"message": f"Unknown path {path}.", "type": "invalid_request_error",
-                                               "param": None, "code": "unknown_url"}})
+                body = orjson.dumps(
+                    {
+                        "error": {
+                            "message": f"Unknown path {path}.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "unknown_url",
+                        }
+                    }
+                )
                 await send_bytes(send, 404, body)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -66,7 +82,10 @@ class Gateway:
             "upstream_pool": self.pool.ready,
             "supervised": self.supervisor.ready,
         }
-        return all(checks.values()) and self.started, {"checks": checks, "processes": self.supervisor.status()}
+        return all(checks.values()) and self.started, {
+            "checks": checks,
+            "processes": self.supervisor.status(),
+        }
 
     async def startup(self) -> None:
         await self.pool.start()

@@ -41,8 +41,12 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         import orjson
 
-        out = {"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
-               "message": record.getMessage()}
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out).decode()
@@ -55,8 +59,14 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
-              type=click.Path(dir_okay=False), help="Path to agentgw.yaml.")
+@click.option(
+    "--config",
+    "config",
+    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Path to agentgw.yaml.",
+)
 @click.option("--host", default=None, help="Override listen.host.")
 @click.option("--port", default=None, type=int, help="Override listen.port.")
 @click.option("--workers", default=None, type=int, help="Worker processes (override server.workers).")
@@ -99,8 +109,13 @@ def app_from_env() -> object:
 
 
 @main.command("check-config")
-@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
-              type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    "config",
+    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
 def check_config(config: str) -> None:
     """Validate agentgw.yaml, the registry and the keys; print every problem (exit 3) or a summary (exit 0)."""
     s = _load_or_exit(config)
@@ -120,11 +135,22 @@ def keys() -> None:
 @click.option("--subject", required=True, help="The principal the key authenticates as.")
 @click.option("--role", "roles", multiple=True, help="A role (repeatable).")
 @click.option("--name", default=None, help="A label for the key.")
-@click.option("--config", "config", default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"), show_default=True,
-              type=click.Path(dir_okay=False))
-@click.option("--keys-file", default=None, type=click.Path(dir_okay=False),
-              help="Where to store the hash (default: auth.keys_file of the config, else keys.yaml beside it).")
-def keys_create(subject: str, roles: tuple[str, ...], name: str | None, config: str, keys_file: str | None) -> None:
+@click.option(
+    "--config",
+    "config",
+    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
+@click.option(
+    "--keys-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where to store the hash (default: auth.keys_file of the config, else keys.yaml beside it).",
+)
+def keys_create(
+    subject: str, roles: tuple[str, ...], name: str | None, config: str, keys_file: str | None
+) -> None:
     """Create a key; print it once; store only its hash."""
     from agentgw.keys import append_key
 

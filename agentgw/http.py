@@ -89,7 +89,9 @@ async def send_stream(
 ) -> None:
     """Relay frames as they come; always closes the iterator (so its cleanup runs even on disconnect)."""
     try:
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, *encode_headers(extra)]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [*headers, *encode_headers(extra)]}
+        )
         async for frame in frames:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

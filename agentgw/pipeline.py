@@ -137,9 +137,10 @@ class Pipeline:
             async for frame in upstream:
                 out: bytes | None = frame
                 for stage in chunk_stages:
-                    out = await stage.on_chunk(ex, out)
+                    out = await stage.on_chunk(ex, frame)
                     if out is None:
                         break
+                    frame = out
                 if out:
                     yield out
             if ex.status == "pending":

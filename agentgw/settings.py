@@ -247,7 +247,9 @@ def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
                     key = (kind, str(item.get("name")))
                     if key in origin:
                         problems.append(
-                            Problem(fname, f"{kind}[{i}].name", f"{key[1]!r} is also defined in {origin[key]}")
+                            Problem(
+                                fname, f"{kind}[{i}].name", f"{key[1]!r} is also defined in {origin[key]}"
+                            )
                         )
                         continue
                     origin[key] = fname
@@ -262,8 +264,11 @@ def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
         for i, t in enumerate(m.targets):
             if t.provider not in providers:
                 problems.append(
-                    Problem(origin[("llm.models", m.name)], f"llm.models[{m.name}].targets[{i}].provider",
-                            f"unknown provider {t.provider!r}")
+                    Problem(
+                        origin[("llm.models", m.name)],
+                        f"llm.models[{m.name}].targets[{i}].provider",
+                        f"unknown provider {t.provider!r}",
+                    )
                 )
     return registry
 
@@ -313,8 +318,11 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     for i, k in enumerate(settings.auth.api_keys):
         if k.loopback_only and not is_loopback(listen_host):
             problems.append(
-                Problem(str(cfg_path), f"auth.api_keys[{i}].loopback_only",
-                        f"a loopback-only key cannot be used while listening on {listen_host!r}")
+                Problem(
+                    str(cfg_path),
+                    f"auth.api_keys[{i}].loopback_only",
+                    f"a loopback-only key cannot be used while listening on {listen_host!r}",
+                )
             )
     if settings.policies is not None:
         for key in ("model", "policy"):

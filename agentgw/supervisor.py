@@ -38,7 +38,12 @@ class Watched:
 
 class Supervisor:
     def __init__(
-        self, specs: list[Spec], *, backoff_s: float = 0.5, max_backoff_s: float = 30.0, stop_timeout_s: float = 5.0
+        self,
+        specs: list[Spec],
+        *,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        stop_timeout_s: float = 5.0,
     ) -> None:
         self.watched = {s.name: Watched(s) for s in specs}
         self.backoff_s = backoff_s

@@ -40,7 +40,9 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: [{"type": "text", "text": …}, …]
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return " ".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -57,7 +59,9 @@ def count_messages(messages: Any, tools: Any = None) -> int:
             for call in m.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict):
-                    total += count_tokens(str(fn.get("name", ""))) + count_tokens(str(fn.get("arguments", "")))
+                    total += count_tokens(str(fn.get("name", ""))) + count_tokens(
+                        str(fn.get("arguments", ""))
+                    )
     if tools:
         import orjson
 

@@ -17,7 +17,8 @@ def build_record(ex: Exchange) -> dict[str, Any]:
     err = ex.error
     return {
         "record_id": new_id(16),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ex.started)) + f".{int(ex.started % 1 * 1000):03d}Z",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ex.started))
+        + f".{int(ex.started % 1 * 1000):03d}Z",
         "trace_id": t.trace_id if t else None,
         "span_id": ex.span_id,
         "parent_span_id": t.parent_span_id if t else None,
@@ -34,7 +35,16 @@ def build_record(ex: Exchange) -> dict[str, Any]:
         "error_code": err.code if err else None,
         "stream_cut": ex.stream_cut,
         "decisions": [
-            {k: v for k, v in (("stage", d.stage), ("outcome", d.outcome), ("rule", d.rule), ("detail", d.detail)) if v}
+            {
+                k: v
+                for k, v in (
+                    ("stage", d.stage),
+                    ("outcome", d.outcome),
+                    ("rule", d.rule),
+                    ("detail", d.detail),
+                )
+                if v
+            }
             for d in ex.decisions
         ],
         "attempts": [

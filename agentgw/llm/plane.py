@@ -65,10 +65,12 @@ def _check_chat(p: dict[str, Any]) -> None:
 def _check_embeddings(p: dict[str, Any]) -> None:
     inp = p.get("input")
     ok = isinstance(inp, str) or (
-        isinstance(inp, list) and inp and all(isinstance(x, str | int) or isinstance(x, list) for x in inp)
+        isinstance(inp, list) and inp and all(isinstance(x, str | int | list) for x in inp)
     )
     if not ok:
-        raise BadRequest("'input' must be a string or an array of strings or token arrays.", code="invalid_input")
+        raise BadRequest(
+            "'input' must be a string or an array of strings or token arrays.", code="invalid_input"
+        )
 
 
 class LLMPlane:
@@ -77,7 +79,9 @@ class LLMPlane:
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
         providers = {p.name: build_provider(p, pool) for p in reg.llm.providers}
-        self.router = Router(reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker)
+        self.router = Router(
+            reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
+        )
         self.created = int(time.time())
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat,
@@ -96,7 +100,9 @@ class LLMPlane:
             await self.models(scope, receive, send)
             return
         if any(p == path for (_, p) in self.routes):
-            err = GatewayError(f"Method {method} is not allowed on {path}.", status=405, code="method_not_allowed")
+            err = GatewayError(
+                f"Method {method} is not allowed on {path}.", status=405, code="method_not_allowed"
+            )
         else:
             err = NotFound(f"Unknown path {path}.", code="unknown_url")
         await send_bytes(send, err.status, error_body(err))
@@ -110,7 +116,12 @@ class LLMPlane:
         await self._post(scope, receive, send, "embeddings", _check_embeddings)
 
     async def _post(
-        self, scope: Scope, receive: Receive, send: Send, operation: str, check: Callable[[dict[str, Any]], None]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        operation: str,
+        check: Callable[[dict[str, Any]], None],
     ) -> None:
         headers = header_dict(scope)
         ex = Exchange("llm", operation, "llm:", headers, client_host(scope))
@@ -198,4 +209,3 @@ class LLMPlane:
 
     def _model_entry(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": self.created, "owned_by": "agentgw"}
-

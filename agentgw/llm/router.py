@@ -88,7 +88,9 @@ class Router:
                     break
                 started = time.perf_counter()
                 try:
-                    result = await (provider.chat(call) if call.operation == "chat" else provider.embeddings(call))
+                    result = await (
+                        provider.chat(call) if call.operation == "chat" else provider.embeddings(call)
+                    )
                     if result.stream is not None:
                         result.stream = await _commit(result.stream)
                 except ProviderError as err:
@@ -104,7 +106,9 @@ class Router:
                         await asyncio.sleep(_backoff(retry, attempt))
                     continue
                 breaker.success()
-                ex.attempts.append(Attempt(number, key, "ok", result.status, (time.perf_counter() - started) * 1000))
+                ex.attempts.append(
+                    Attempt(number, key, "ok", result.status, (time.perf_counter() - started) * 1000)
+                )
                 ex.attrs["target"] = key
                 return result
         assert last is not None
@@ -121,11 +125,15 @@ def _backoff(retry: Retry, attempt: int) -> float:
 def _relay(err: ProviderError) -> GatewayError:
     status = err.status or 502
     if status in (401, 403):  # our upstream credential was refused: the caller's request is not at fault
-        return UpstreamError(f"The upstream refused the gateway's credentials ({status}).", code="upstream_auth_failed")
+        return UpstreamError(
+            f"The upstream refused the gateway's credentials ({status}).", code="upstream_auth_failed"
+        )
     code = "upstream_rejected"
     if isinstance(err.body, dict) and isinstance(err.body.get("code"), str):
         code = err.body["code"]
-    return UpstreamRejected(err.message, status=status, code=code, detail=err.body if isinstance(err.body, dict) else None)
+    return UpstreamRejected(
+        err.message, status=status, code=code, detail=err.body if isinstance(err.body, dict) else None
+    )
 
 
 async def _commit(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -139,8 +147,11 @@ async def _commit(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         raise
     except Exception as exc:
         await _close(stream)
-        raise ProviderError(f"upstream stream failed before the first frame: {type(exc).__name__}",
-                            retryable=True, timeout=isinstance(exc, TimeoutError)) from None
+        raise ProviderError(
+            f"upstream stream failed before the first frame: {type(exc).__name__}",
+            retryable=True,
+            timeout=isinstance(exc, TimeoutError),
+        ) from None
     return _chain(first, stream)
 
 

@@ -37,7 +37,8 @@ class AuthnStage(Stage):
         if token is None:
             exchange.decide(self.name, "deny", detail="no credentials")
             raise Unauthenticated(
-                "Missing credentials: send 'Authorization: Bearer <key>' or 'x-api-key'.", code="missing_api_key"
+                "Missing credentials: send 'Authorization: Bearer <key>' or 'x-api-key'.",
+                code="missing_api_key",
             )
         hit = self.keys.lookup(token)
         if hit is not None and hit[1] and not (exchange.client and is_loopback(exchange.client)):

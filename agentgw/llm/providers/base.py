@@ -36,7 +36,13 @@ class Call:
 
 class ProviderError(Exception):
     def __init__(
-        self, message: str, *, status: int | None = None, retryable: bool, timeout: bool = False, body: Any = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        timeout: bool = False,
+        body: Any = None,
     ) -> None:
         super().__init__(message)
         self.message = message

@@ -40,8 +40,9 @@ def _fill_args(schema: Any, text: str) -> dict[str, Any]:
         return args
     props = schema.get("properties") or {}
     for name in schema.get("required") or []:
-        kind = (props.get(name) or {}).get("type")
-        args[name] = {"integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}.get(kind, text)
+        kind = (props.get(name) or {}).get("type") if isinstance(props, dict) else None
+        defaults: dict[str, Any] = {"integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
+        args[str(name)] = defaults.get(kind, text) if isinstance(kind, str) else text
     return args
 
 
@@ -56,8 +57,12 @@ class MockProvider:
     async def _before(self) -> None:
         if self._failures:
             status = self._failures.pop(0)
-            raise ProviderError(f"mock failure {status}", status=status, retryable=is_retryable_status(status),
-                                body={"message": f"scripted mock failure {status}", "type": "mock_error"})
+            raise ProviderError(
+                f"mock failure {status}",
+                status=status,
+                retryable=is_retryable_status(status),
+                body={"message": f"scripted mock failure {status}", "type": "mock_error"},
+            )
         if self.opts.latency_ms:
             await asyncio.sleep(self.opts.latency_ms / 1000.0)
 
@@ -73,9 +78,14 @@ class MockProvider:
                 tool = next((t for t in tools if (t.get("function") or {}).get("name") == wanted), tool)
             fn = tool.get("function") or {}
             args = _fill_args(fn.get("parameters"), _content_text(last.get("content")))
-            call_id = "call_" + hashlib.sha256(orjson.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
-            return None, {"id": call_id, "type": "function",
-                          "function": {"name": fn.get("name", ""), "arguments": orjson.dumps(args).decode()}}
+            call_id = (
+                "call_" + hashlib.sha256(orjson.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
+            )
+            return None, {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": fn.get("name", ""), "arguments": orjson.dumps(args).decode()},
+            }
         if last.get("role") == "tool":
             return f"Tool result: {_content_text(last.get('content'))}", None
         if self._replies is not None:
@@ -89,8 +99,13 @@ class MockProvider:
         prompt = count_messages(call.payload.get("messages"), call.payload.get("tools"))
         out_text = text if text is not None else (tool_call or {}).get("function", {}).get("arguments", "")
         completion = count_tokens(out_text or "")
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                 "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
         cid = f"chatcmpl-mock-{next(self._seq)}"
         created = int(time.time())
         finish = "tool_calls" if tool_call else "stop"
@@ -98,17 +113,34 @@ class MockProvider:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tool_call:
                 message["tool_calls"] = [tool_call]
-            body = {"id": cid, "object": "chat.completion", "created": created, "model": call.model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage}
+            body = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": call.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": usage,
+            }
             return Result(body=orjson.dumps(body))
         opts = call.payload.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-        return Result(stream=self._stream(call, cid, created, text, tool_call, finish, usage if include_usage else None),
-                      media_type="text/event-stream")
+        return Result(
+            stream=self._stream(
+                call, cid, created, text, tool_call, finish, usage if include_usage else None
+            ),
+            media_type="text/event-stream",
+        )
 
-    async def _stream(self, call: Call, cid: str, created: int, text: str | None, tool_call: dict[str, Any] | None,
-                      finish: str, usage: dict[str, Any] | None) -> AsyncIterator[bytes]:
+    async def _stream(
+        self,
+        call: Call,
+        cid: str,
+        created: int,
+        text: str | None,
+        tool_call: dict[str, Any] | None,
+        finish: str,
+        usage: dict[str, Any] | None,
+    ) -> AsyncIterator[bytes]:
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": call.model}
 
         def frame(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
@@ -121,8 +153,18 @@ class MockProvider:
         yield frame({"role": "assistant", "content": "" if text is not None else None})
         if tool_call is not None:
             fn = tool_call["function"]
-            yield frame({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function",
-                                         "function": {"name": fn["name"], "arguments": ""}}]})
+            yield frame(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": tool_call["id"],
+                            "type": "function",
+                            "function": {"name": fn["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             for piece in _split_tokens(fn["arguments"], self.opts.chunk_tokens):
                 if delay:
                     await asyncio.sleep(delay)
@@ -145,10 +187,18 @@ class MockProvider:
         tokens = 0
         for i, item in enumerate(items):
             text = item if isinstance(item, str) else orjson.dumps(item).decode()
-            tokens += count_tokens(text) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
-            data.append({"object": "embedding", "index": i, "embedding": _vector(text, self.opts.embedding_dims)})
-        body = {"object": "list", "data": data, "model": call.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            tokens += (
+                count_tokens(text) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
+            )
+            data.append(
+                {"object": "embedding", "index": i, "embedding": _vector(text, self.opts.embedding_dims)}
+            )
+        body = {
+            "object": "list",
+            "data": data,
+            "model": call.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
         return Result(body=orjson.dumps(body))
 
 

@@ -6,7 +6,6 @@ come back as bytes (non-streaming) or as whole SSE frames (streaming).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -48,14 +47,14 @@ class OpenAIProvider:
                 headers=headers,
                 timeout=timeout(self.cfg.timeout_s, self.cfg.connect_timeout_s, call.stream),
             )
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
         except aiohttp.ClientError as exc:
             raise ProviderError(f"upstream connection failed: {type(exc).__name__}", retryable=True) from None
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 raw = b""
             finally:
                 resp.release()
@@ -63,7 +62,7 @@ class OpenAIProvider:
         if not call.stream:
             try:
                 body = await resp.read()
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 resp.close()
                 raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
             except aiohttp.ClientError as exc:
