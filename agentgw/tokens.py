@@ -56,7 +56,8 @@ def count_messages(messages: Any, tools: Any = None) -> int:
             total += 3 + count_tokens(_content_text(m.get("content")))
             if isinstance(m.get("name"), str):
                 total += 1
-            for call in m.get("tool_calls") or []:
+            calls = m.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict):
                     total += count_tokens(str(fn.get("name", ""))) + count_tokens(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -10,8 +11,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every `async def` test runs under anyio (asyncio backend)."""
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    """Every `async def` test (hypothesis-wrapped ones too) runs under anyio's asyncio backend."""
+    inner = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)
+    if name.startswith("test") and inspect.iscoroutinefunction(inner):
+        pytest.mark.anyio(obj)

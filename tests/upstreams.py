@@ -62,8 +62,11 @@ class FakeOpenAI:
             }
         )
         self.started.set()
-        if self.hang:
-            await anyio.sleep_forever()
+        if self.hang:  # never answer; report when the caller goes away
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.set()
+            return body, Response(status_code=499)
         if self.failures:
             status = self.failures.pop(0)
             err = self.error_body or {

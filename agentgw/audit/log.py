@@ -30,10 +30,16 @@ class JsonLinesSink:
         if self._task is None:  # no running loop yet (e.g. a test without lifespan): write through
             self._flush_sync()
 
-    async def start(self) -> None:
-        if self.path is not None:
+    def _open(self) -> BinaryIO:
+        if self.path is None:
+            return sys.stderr.buffer
+        if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("ab")
+        return self._fh
+
+    async def start(self) -> None:
+        self._open()
         self._task = asyncio.create_task(self._run(), name="audit-log-writer")
 
     async def _run(self) -> None:
@@ -47,7 +53,7 @@ class JsonLinesSink:
             return
         batch, self._buf = self._buf, []
         data = b"".join(batch)
-        out = self._fh if self._fh is not None else sys.stderr.buffer
+        out = self._open()
         out.write(data)
         out.flush()
         self.written += len(batch)

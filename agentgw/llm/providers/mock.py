@@ -46,6 +46,11 @@ def _fill_args(schema: Any, text: str) -> dict[str, Any]:
     return args
 
 
+def _fn(tool: Any) -> dict[str, Any]:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    return fn if isinstance(fn, dict) else {}
+
+
 class MockProvider:
     def __init__(self, cfg: ProviderConfig) -> None:
         self.name = cfg.name
@@ -73,10 +78,10 @@ class MockProvider:
         choice = payload.get("tool_choice")
         if tools and choice != "none" and last.get("role") == "user":
             tool = tools[0]
-            if isinstance(choice, dict):
-                wanted = (choice.get("function") or {}).get("name")
-                tool = next((t for t in tools if (t.get("function") or {}).get("name") == wanted), tool)
-            fn = tool.get("function") or {}
+            if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+                wanted = choice["function"].get("name")
+                tool = next((t for t in tools if _fn(t).get("name") == wanted), tool)
+            fn = _fn(tool)
             args = _fill_args(fn.get("parameters"), _content_text(last.get("content")))
             call_id = (
                 "call_" + hashlib.sha256(orjson.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
