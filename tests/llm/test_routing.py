@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import httpx
-import orjson
 
 from tests.support import TEST_KEY, audit_records, gateway, serve
 from tests.upstreams import FakeOpenAI
