@@ -5,6 +5,7 @@ Dispatch is a path-prefix switch (the LLM plane's hot path never goes through a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from agentgw.settings import Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
 from agentgw.supervisor import Spec, Supervisor
+from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw")
@@ -88,6 +90,8 @@ class Gateway:
         }
 
     async def startup(self) -> None:
+        # Load the tokenizer now (~0.2 s, in a thread) rather than on the first request that needs a count.
+        await asyncio.to_thread(count_tokens, "warm up")
         await self.pool.start()
         await self.sink.start()
         await self.supervisor.start()
