@@ -15,8 +15,10 @@ from agentgw.audit.log import JsonLinesSink, NullSink
 from agentgw.http import Receive, Scope, Send, send_bytes
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
+from agentgw.mcp import MCPPlane
 from agentgw.pipeline import Pipeline
-from agentgw.settings import Settings
+from agentgw.policy import PolicyStore
+from agentgw.settings import Policies, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
 from agentgw.supervisor import Spec, Supervisor
@@ -37,8 +39,10 @@ class Gateway:
             else NullSink()
         )
         self.keys = KeyStore(settings)
-        self.pipeline = Pipeline(default_stages(settings, self.sink, self.keys))
+        self.policy = policy_store(settings)
+        self.pipeline = Pipeline(default_stages(self.sink, self.keys, self.policy))
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
+        self.mcp = MCPPlane(settings, self.pipeline)
         self.supervisor = Supervisor(
             [
                 Spec(
@@ -58,6 +62,8 @@ class Gateway:
             path: str = scope["path"]
             if path.startswith("/v1/"):
                 await self.llm(scope, receive, send)
+            elif path == "/mcp" or path.startswith("/mcp/"):
+                await self.mcp(scope, receive, send)
             elif path == "/healthz":
                 await send_bytes(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
@@ -81,6 +87,7 @@ class Gateway:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks = {
             "config": True,
+            "policy": self.policy.engine is not None,
             "upstream_pool": self.pool.ready,
             "supervised": self.supervisor.ready,
         }
@@ -94,12 +101,16 @@ class Gateway:
         await asyncio.to_thread(count_tokens, "warm up")
         await self.pool.start()
         await self.sink.start()
+        await self.policy.start()
         await self.supervisor.start()
+        await self.mcp.start()
         self.started = True
 
     async def shutdown(self) -> None:
         self.started = False
+        await self.mcp.aclose()
         await self.supervisor.stop()
+        await self.policy.aclose()
         await self.pool.aclose()
         await self.sink.aclose()
 
@@ -118,6 +129,19 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def policy_store(settings: Settings) -> PolicyStore:
+    """The policy named by `policies:` (default `policies/model.conf` + `policy.csv` beside the config),
+    with registry tool tags available to rules as `tag:<name>`. Loaded now: a broken policy denies all."""
+    paths = settings.policies or Policies()
+    tags: dict[str, frozenset[str]] = {}
+    for server in settings.registry_data.mcp.servers:
+        for tool, names in server.tools.tags.items():
+            tags[f"mcp:{server.name}/{tool}"] = frozenset(names)
+    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags)
+    store.load()
+    return store
 
 
 def create_app(settings: Settings) -> Gateway:

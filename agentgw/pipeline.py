@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from agentgw.errors import GatewayError, UpstreamError
-from agentgw.exchange import Exchange, Result
+from agentgw.exchange import Exchange, Principal, Result
 
 log = logging.getLogger("agentgw.pipeline")
 
@@ -38,6 +38,10 @@ class Stage:
 
     async def on_finish(self, exchange: Exchange) -> None:
         return None
+
+    def allows(self, principal: Principal, target: str, action: str = "call") -> bool:
+        """For listings: would this stage let `principal` do `action` on `target`? (Default: no opinion.)"""
+        return True
 
 
 class StopStream(Exception):
@@ -65,6 +69,7 @@ class Pipeline:
         self._chunk = [s for s in self.stages if _overrides(s, "on_chunk")]
         self._finish = [s for s in reversed(self.stages) if _overrides(s, "on_finish")]
         self._identify = [s for s in self.stages if s.identifies]
+        self._filters = [s for s in self.stages if _overrides(s, "allows")]
 
     async def run(self, ex: Exchange, forward: Forward) -> Result:
         """Mediate one Exchange. Returns the result (a stream is returned wrapped, finished when it ends);
@@ -109,6 +114,12 @@ class Pipeline:
             ex.status = "ok"
         await self._run_finish(ex)
         return result
+
+    def allows(self, principal: Principal | None, target: str, action: str = "call") -> bool:
+        """Whether every filtering stage would let `principal` at `target`: listings show exactly this."""
+        if principal is None:
+            return False
+        return all(s.allows(principal, target, action) for s in self._filters)
 
     async def reject(self, ex: Exchange, err: GatewayError) -> GatewayError:
         """Record a request refused before mediation (malformed input). Identity stages still run first, so an

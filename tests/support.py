@@ -19,6 +19,7 @@ import yaml
 from agentgw import create_app, load_settings
 from agentgw.app import Gateway
 
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
 TEST_KEY = "agw-test-key-0123456789"
 OTHER_KEY = "agw-other-key-0123456789"
 
@@ -92,6 +93,7 @@ def write_config(
             ]
         },
         "audit": {"log": {"path": "audit.jsonl"}},
+        "policies": {"model": str(POLICIES / "model.conf"), "policy": str(POLICIES / "policy.csv")},
     }
     for key, value in (settings or {}).items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
