@@ -1,11 +1,28 @@
-"""Anthropic Messages provider (being written)."""
+"""The Anthropic Messages provider: OpenAI chat completions in, `POST /v1/messages` upstream, OpenAI answers and
+`chat.completion.chunk` streams back out (the translation itself lives in `anthropic_translate`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
 from agentgw.exchange import Result
-from agentgw.llm.providers.base import Call, ProviderError
+from agentgw.llm.providers import transport
+from agentgw.llm.providers.anthropic_translate import (
+    StreamTranslator,
+    message_to_completion,
+    request_to_messages,
+)
+from agentgw.llm.providers.base import Call, ProviderError, upstream_error
+from agentgw.llm.sse import frame_data, frames
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import UpstreamPool
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
 
 
 class AnthropicProvider:
@@ -13,9 +30,68 @@ class AnthropicProvider:
         self.name = cfg.name
         self.cfg = cfg
         self.pool = pool
+        base = (cfg.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        self.headers = {
+            "Content-Type": "application/json",
+            "anthropic-version": cfg.api_version or DEFAULT_VERSION,
+            **cfg.headers,
+        }
+        if cfg.api_key:
+            self.headers["x-api-key"] = cfg.api_key
+        self.secrets = [s for s in (cfg.api_key, *cfg.headers.values()) if s]
 
     async def chat(self, call: Call) -> Result:
-        raise ProviderError("not yet", retryable=False, status=501)
+        body = orjson.dumps(request_to_messages(call.payload, call.model))
+        headers = {**self.headers, **call.headers} if call.headers else self.headers
+        resp = await transport.post(
+            self.pool, self.cfg, self.url, body, headers, stream=call.stream, secrets=self.secrets
+        )
+        if call.stream:
+            opts = call.payload.get("stream_options")
+            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+            translator = StreamTranslator(call.model, include_usage, self.secrets)
+            return Result(stream=_translate(translator, resp), media_type="text/event-stream")
+        raw = await transport.read_all(resp)
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            msg = None
+        if not isinstance(msg, dict) or msg.get("type") == "error":
+            raise upstream_error(502, raw, self.secrets)
+        return Result(body=orjson.dumps(message_to_completion(msg, call.model)))
 
     async def embeddings(self, call: Call) -> Result:
-        raise ProviderError("Anthropic has no embeddings API", retryable=False, status=400)
+        raise ProviderError(
+            f"Provider '{self.name}' is Anthropic, which has no embeddings API; "
+            "route embeddings models to an OpenAI-compatible provider.",
+            status=400,
+            retryable=False,
+            body={
+                "message": "Anthropic has no embeddings API.",
+                "type": "invalid_request_error",
+                "code": "embeddings_not_supported",
+            },
+        )
+
+
+async def _translate(translator: StreamTranslator, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """OpenAI frames from the Anthropic event stream. After `message_stop` the rest of the body is drained
+    (normally nothing), so the connection goes back to the pool; a read failure then no longer matters."""
+    chunks = transport.body_chunks(resp)
+    try:
+        async for frame in frames(chunks):
+            if translator.done:
+                continue
+            data = frame_data(frame)
+            if data is None:
+                continue
+            for out in translator.feed(data):
+                yield out
+    except Exception:
+        if not translator.done:
+            raise
+    finally:
+        await chunks.aclose()
+    if not translator.done:
+        raise ProviderError("upstream stream ended before message_stop", status=502, retryable=True)

@@ -6,15 +6,12 @@ come back as bytes (non-streaming) or as whole SSE frames (streaming).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
-
 from agentgw.exchange import Result
-from agentgw.llm.providers.base import Call, ProviderError, upstream_error
+from agentgw.llm.providers import transport
+from agentgw.llm.providers.base import Call
 from agentgw.llm.sse import frames
 from agentgw.registry import Provider as ProviderConfig
-from agentgw.upstream import UpstreamPool, timeout
+from agentgw.upstream import UpstreamPool
 
 
 class OpenAIProvider:
@@ -40,50 +37,18 @@ class OpenAIProvider:
 
     async def post(self, call: Call) -> Result:
         headers = {**self.headers, **call.headers} if call.headers else self.headers
-        try:
-            resp = await self.pool.session.post(
-                self.url(call.operation, call.model),
-                data=call.body_for_upstream(),
-                headers=headers,
-                timeout=timeout(self.cfg.timeout_s, self.cfg.connect_timeout_s, call.stream),
-            )
-        except TimeoutError:
-            raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
-        except aiohttp.ClientError as exc:
-            raise ProviderError(f"upstream connection failed: {type(exc).__name__}", retryable=True) from None
-        if resp.status >= 400:
-            try:
-                raw = await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
-                raw = b""
-            finally:
-                resp.release()
-            raise upstream_error(resp.status, raw, self.secrets)
+        resp = await transport.post(
+            self.pool,
+            self.cfg,
+            self.url(call.operation, call.model),
+            call.body_for_upstream(),
+            headers,
+            stream=call.stream,
+            secrets=self.secrets,
+        )
         if not call.stream:
-            try:
-                body = await resp.read()
-            except TimeoutError:
-                resp.close()
-                raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
-            except aiohttp.ClientError as exc:
-                resp.close()
-                raise ProviderError(f"upstream read failed: {type(exc).__name__}", retryable=True) from None
-            return Result(status=200, body=body)
-        return Result(status=200, stream=frames(_body(resp)), media_type="text/event-stream")
-
-
-async def _body(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The response body as it arrives; closes the connection (the upstream sees it) unless fully read."""
-    complete = False
-    try:
-        async for chunk in resp.content.iter_any():
-            yield chunk
-        complete = True
-    finally:
-        if complete:
-            resp.release()
-        else:
-            resp.close()
+            return Result(status=200, body=await transport.read_all(resp))
+        return Result(status=200, stream=frames(transport.body_chunks(resp)), media_type="text/event-stream")
 
 
 class AzureProvider(OpenAIProvider):

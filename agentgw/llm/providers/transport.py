@@ -1,0 +1,72 @@
+"""One POST to an LLM upstream over the shared aiohttp pool, for every HTTP provider kind: timeouts and
+connection failures become retryable ProviderErrors, error statuses go through `upstream_error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+
+import aiohttp
+
+from agentgw.llm.providers.base import ProviderError, upstream_error
+from agentgw.registry import Provider as ProviderConfig
+from agentgw.upstream import UpstreamPool, timeout
+
+
+async def post(
+    pool: UpstreamPool,
+    cfg: ProviderConfig,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    stream: bool,
+    secrets: list[str],
+) -> aiohttp.ClientResponse:
+    """Send the request; return the response when its status is < 400, else raise (scrubbed)."""
+    try:
+        resp = await pool.session.post(
+            url,
+            data=data,
+            headers=headers,
+            timeout=timeout(cfg.timeout_s, cfg.connect_timeout_s, stream),
+        )
+    except TimeoutError:
+        raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
+    except aiohttp.ClientError as exc:
+        raise ProviderError(f"upstream connection failed: {type(exc).__name__}", retryable=True) from None
+    if resp.status >= 400:
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raw = b""
+        finally:
+            resp.release()
+        raise upstream_error(resp.status, raw, secrets)
+    return resp
+
+
+async def read_all(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body of a non-streaming answer; a timeout or broken read is retryable."""
+    try:
+        return await resp.read()
+    except TimeoutError:
+        resp.close()
+        raise ProviderError("upstream timed out", retryable=True, timeout=True) from None
+    except aiohttp.ClientError as exc:
+        resp.close()
+        raise ProviderError(f"upstream read failed: {type(exc).__name__}", retryable=True) from None
+
+
+async def body_chunks(resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+    """The response body as it arrives; closes the connection (the upstream sees it) unless fully read."""
+    complete = False
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+        complete = True
+    finally:
+        if complete:
+            resp.release()
+        else:
+            resp.close()
