@@ -12,7 +12,14 @@ from typing import Any
 
 import orjson
 
-from agentgw.errors import BadRequest, GatewayError, InvalidJSON, NotFound, UnsupportedMediaType
+from agentgw.errors import (
+    BadRequest,
+    GatewayError,
+    InvalidJSON,
+    ModelNotFound,
+    NotFound,
+    UnsupportedMediaType,
+)
 from agentgw.exchange import Exchange, Result, task_from_headers
 from agentgw.http import (
     ClientGone,
@@ -187,18 +194,25 @@ class LLMPlane:
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_dict(scope)
         ex = Exchange("llm", "models", "llm:*", headers, client_host(scope))
+        ex.attrs["listing"] = True
         ex.task = task_from_headers(headers)
         reply = {"x-agentgw-task": ex.task.task_id}
         wanted = scope["path"][len("/v1/models/") :] if scope["path"].startswith("/v1/models/") else None
 
         async def forward(ex: Exchange) -> Result:
-            data = [self._model_entry(name) for name in sorted(self.router.models)]
+            # A caller sees exactly the models it may call; anything else does not exist for it.
+            visible = [
+                n for n in sorted(self.router.models) if self.pipeline.allows(ex.principal, f"llm:{n}")
+            ]
             if wanted is not None:
-                entry = next((d for d in data if d["id"] == wanted), None)
-                if entry is None:
-                    self.router.resolve(wanted)  # raises model_not_found
-                return Result(body=orjson.dumps(entry))
-            return Result(body=orjson.dumps({"object": "list", "data": data}))
+                if wanted not in visible:
+                    raise ModelNotFound(
+                        f"The model '{wanted}' does not exist or you do not have access to it."
+                    )
+                return Result(body=orjson.dumps(self._model_entry(wanted)))
+            return Result(
+                body=orjson.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})
+            )
 
         try:
             result = await self.pipeline.run(ex, forward)

@@ -8,9 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import orjson
 
+from agentgw.errors import UpstreamError
 from agentgw.exchange import Exchange, Usage
+from agentgw.llm.errors import error_body
+from agentgw.llm.providers.base import ProviderError
 from agentgw.llm.usage import estimate, usage_from_openai
 
 DONE = b"data: [DONE]\n\n"
@@ -90,11 +94,22 @@ class ChatStreamMeter:
         return self.usage or estimate(self.payload, "".join(self.text))
 
     async def relay(self, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Relay frames; if the upstream breaks mid-stream, tell the client in an OpenAI error frame (the SDK
+        raises on it) and fail the Exchange, rather than just stopping."""
         try:
             async for frame in upstream:
                 out = self.feed(frame)
                 if out is not None:
                     yield out
+        except (ProviderError, aiohttp.ClientError, TimeoutError) as exc:
+            message = (
+                exc.message
+                if isinstance(exc, ProviderError)
+                else f"upstream stream failed: {type(exc).__name__}"
+            )
+            err = UpstreamError(message)
+            yield b"data: " + error_body(err) + b"\n\n"
+            raise err from None
         finally:
             self.ex.usage = self.final_usage()
             close = getattr(upstream, "aclose", None)

@@ -24,6 +24,9 @@ class AuthzStage(Stage):
         if p is None:  # authn runs first; reaching here without a principal is a wiring error: deny
             exchange.decide(self.name, "deny", detail="no principal")
             raise Forbidden("Not allowed.")
+        if exchange.attrs.get("listing"):  # a listing is open to every principal; its content is filtered
+            exchange.decide(self.name, "allow", rule="listing (filtered by policy)")
+            return
         action = exchange.attrs.get("action", "call")
         decision = self.store.decide(p.subject, p.roles, exchange.target, action)
         rule = f"policy.csv:{decision.line}: {decision.rule}" if decision.rule else "default deny"

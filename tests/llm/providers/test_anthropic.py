@@ -376,13 +376,17 @@ def _partial_stream(tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ],
     ids=["error_event", "no_message_stop"],
 )
-async def test_a_stream_that_fails_midway_ends_and_is_audited_as_an_upstream_error(
+async def test_a_stream_that_fails_midway_ends_with_an_error_frame_and_is_audited(
     tmp_path: Path, tail: list[dict[str, Any]]
 ) -> None:
     fake = FakeAnthropic(streams=[_partial_stream(tail)])
     async with claude(tmp_path, fake) as client:
         stream = await client.chat.completions.create(model="claude-fast", messages=[user("hi")], stream=True)
-        chunks = [c async for c in stream]
+        chunks: list[Any] = []
+        with pytest.raises(openai.APIError) as err:  # the gateway ends the stream with an error frame
+            async for c in stream:
+                chunks.append(c)
+    assert "upstream" in err.value.message
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "partial answer"
     assert not any(c.choices[0].finish_reason for c in chunks if c.choices)
     assert len(fake.requests) == 1  # output had reached the client: never retried
