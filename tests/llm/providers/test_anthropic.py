@@ -383,9 +383,13 @@ async def test_a_stream_that_fails_midway_ends_with_an_error_frame_and_is_audite
     async with claude(tmp_path, fake) as client:
         stream = await client.chat.completions.create(model="claude-fast", messages=[user("hi")], stream=True)
         chunks: list[Any] = []
-        with pytest.raises(openai.APIError) as err:  # the gateway ends the stream with an error frame
+
+        async def drain() -> None:
             async for c in stream:
                 chunks.append(c)
+
+        with pytest.raises(openai.APIError) as err:  # the gateway ends the stream with an error frame
+            await drain()
     assert "upstream" in err.value.message
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "partial answer"
     assert not any(c.choices[0].finish_reason for c in chunks if c.choices)
