@@ -73,6 +73,23 @@ class PolicyEngine:
         self.rows = _csv_rows(policy_path)
         self._cache: dict[tuple[str, tuple[str, ...], str, str], PolicyDecision] = {}
         self.lines = sum(1 for _ in self.rows)
+        # casbin scans every `p` line per decision; index them by subject so a decision only evaluates the
+        # lines of the subject and the roles it inherits through `g` (the same set g(r.sub, p.sub) selects).
+        self._assertion = self.enforcer.model.model["p"]["p"]
+        self._all = list(self._assertion.policy)
+        self._by_sub: dict[str, list[list[str]]] = {}
+        for row in self._all:
+            self._by_sub.setdefault(row[0], []).append(row)
+
+    def _enforce(self, who: str, obj: str, act: str) -> tuple[bool, list[str]]:
+        names = [who, *self.enforcer.get_implicit_roles_for_user(who)]
+        rows = [row for name in dict.fromkeys(names) for row in self._by_sub.get(name, ())]
+        self._assertion.policy = rows
+        try:
+            ok, rule = self.enforcer.enforce_ex(who, obj, act)
+        finally:
+            self._assertion.policy = self._all
+        return bool(ok), list(rule)
 
     def _explain(self, allowed: bool, rule: list[str]) -> PolicyDecision:
         if not rule:
@@ -89,7 +106,7 @@ class PolicyEngine:
         allow: PolicyDecision | None = None
         decision = PolicyDecision(False, None, None)
         for who in (subject, *roles):
-            ok, rule = self.enforcer.enforce_ex(who, obj, act)
+            ok, rule = self._enforce(who, obj, act)
             if not ok and rule and rule[-1] == "deny":
                 decision = self._explain(False, rule)
                 break
