@@ -1,0 +1,135 @@
+"""Both ledger backends keep the same promises: all-or-nothing reservations over a task and its ancestors,
+settle and release that leave nothing reserved, exactness under 1,000 concurrent calls, and fixed windows.
+The Redis backend runs against the real Redis on 127.0.0.1:6379 (a failure under CI=true, never a skip)."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from agentgw.budget.ledger import Ledger
+from agentgw.budget.memory import MemoryLedger
+from agentgw.budget.redis import RedisLedger
+
+REDIS_URL = os.environ.get("AGENTGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger()
+        return
+    led = RedisLedger(REDIS_URL, prefix=f"agwtest-{uuid.uuid4().hex[:8]}", task_ttl_s=600)
+    try:
+        await led.client.ping()
+    except Exception as exc:
+        await led.aclose()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required in CI and is not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    try:
+        yield led
+    finally:
+        keys = await led.client.keys(f"{led.prefix}:*")
+        if keys:
+            await led.client.delete(*keys)
+        await led.aclose()
+
+
+async def test_a_reservation_within_the_limit_is_granted_and_counted_as_reserved(ledger: Ledger) -> None:
+    await ledger.open("t", {"tokens": 100}, None)
+    assert await ledger.reserve(["t"], {"tokens": 60}) is None
+    st = await ledger.state("t")
+    assert st is not None
+    assert (st.reserved["tokens"], st.remaining("tokens")) == (60, 40)
+
+
+async def test_a_reservation_over_the_limit_is_refused_and_names_what_ran_out(ledger: Ledger) -> None:
+    await ledger.open("t", {"tokens": 100, "tool_calls": 1}, None)
+    assert await ledger.reserve(["t"], {"tokens": 60}) is None
+    rej = await ledger.reserve(["t"], {"tokens": 50})
+    assert rej is not None
+    assert (rej.task, rej.metric, rej.limit, rej.reserved, rej.asked) == ("t", "tokens", 100, 60, 50)
+    st = await ledger.state("t")
+    assert st is not None and st.reserved["tokens"] == 60  # nothing of the refused call was kept
+
+
+async def test_a_child_charges_every_ancestor_and_cannot_spend_more_than_its_parent_has_left(
+    ledger: Ledger,
+) -> None:
+    await ledger.open("root", {"tokens": 100}, None)
+    await ledger.open("child", {"tokens": 1000}, "root")
+    await ledger.open("grandchild", {}, "child")
+    chain = ["grandchild", "child", "root"]
+    assert await ledger.reserve(chain, {"tokens": 70}) is None
+    await ledger.settle(chain, {"tokens": 70}, {"tokens": 65})
+    for task in chain:
+        st = await ledger.state(task)
+        assert st is not None
+        assert (st.spent.get("tokens"), st.reserved.get("tokens", 0)) == (65, 0)
+    rej = await ledger.reserve(chain, {"tokens": 40})
+    assert rej is not None and rej.task == "root"  # the child's own limit is larger; the parent's is not
+
+
+async def test_release_gives_the_whole_reservation_back(ledger: Ledger) -> None:
+    await ledger.open("t", {"tokens": 10, "tool_calls": 2}, None)
+    assert await ledger.reserve(["t"], {"tokens": 10, "tool_calls": 1}) is None
+    await ledger.release(["t"], {"tokens": 10, "tool_calls": 1})
+    st = await ledger.state("t")
+    assert st is not None
+    assert (st.reserved.get("tokens"), st.reserved.get("tool_calls"), st.spent.get("tokens", 0)) == (0, 0, 0)
+
+
+async def test_limits_are_fixed_when_a_task_is_opened(ledger: Ledger) -> None:
+    await ledger.open("t", {"tokens": 10}, None)
+    await ledger.open("t", {"tokens": 10_000}, None)  # a later request cannot raise it
+    st = await ledger.state("t")
+    assert st is not None and st.limits["tokens"] == 10
+
+
+async def test_an_unlimited_metric_is_never_refused(ledger: Ledger) -> None:
+    await ledger.open("t", {"tokens": 10}, None)
+    assert await ledger.reserve(["t"], {"tool_calls": 10_000}) is None
+
+
+async def test_a_thousand_concurrent_calls_never_overspend_and_account_every_token(ledger: Ledger) -> None:
+    limit, max_call = 50_000, 200
+    await ledger.open("t", {"tokens": limit}, None)
+    rng = random.Random(7)
+    settled: list[int] = []
+
+    async def call() -> None:
+        ask = rng.randint(50, max_call)
+        if await ledger.reserve(["t"], {"tokens": ask}) is not None:
+            return
+        await anyio.lowlevel.checkpoint()
+        used = rng.randint(0, ask)  # the provider reports at most what was reserved (max_tokens)
+        if rng.random() < 0.1:
+            await ledger.release(["t"], {"tokens": ask})  # an error: nothing spent
+            return
+        await ledger.settle(["t"], {"tokens": ask}, {"tokens": used})
+        settled.append(used)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(1000):
+                tg.start_soon(call)
+    st = await ledger.state("t")
+    assert st is not None
+    assert st.reserved.get("tokens", 0) == 0
+    assert st.spent["tokens"] == sum(settled)
+    assert st.spent["tokens"] <= limit
+
+
+async def test_a_window_refuses_past_its_limit_and_says_when_it_resets(ledger: Ledger) -> None:
+    key = f"rpm:{uuid.uuid4().hex}"
+    assert (await ledger.hit(key, 1, 2, 60))[0]
+    assert (await ledger.hit(key, 1, 2, 60))[0]
+    ok, retry_after = await ledger.hit(key, 1, 2, 60)
+    assert not ok
+    assert 0 < retry_after <= 60
