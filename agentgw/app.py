@@ -6,13 +6,18 @@ Dispatch is a path-prefix switch (the LLM plane's hot path never goes through a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
+from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.audit.log import JsonLinesSink, NullSink
 from agentgw.http import Receive, Scope, Send, send_bytes
+from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import MCPPlane
@@ -21,6 +26,7 @@ from agentgw.policy import PolicyStore
 from agentgw.settings import Policies, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
+from agentgw.stages.authn import Authenticator
 from agentgw.supervisor import Spec, Supervisor
 from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
@@ -40,7 +46,21 @@ class Gateway:
         )
         self.keys = KeyStore(settings)
         self.policy = policy_store(settings)
-        self.pipeline = Pipeline(default_stages(self.sink, self.keys, self.policy))
+        jwt_cfg = settings.auth.jwt
+        self.jwt = JWTVerifier(jwt_cfg, settings.base_dir) if jwt_cfg else None
+        challenge: dict[str, str] = {}
+        if jwt_cfg is not None:  # MCP clients discover the authorization server from this (RFC 9728)
+            meta = WELL_KNOWN + urlsplit(protected_resource_url(jwt_cfg, self.mcp_url())).path
+            origin = urlsplit(protected_resource_url(jwt_cfg, self.mcp_url()))
+            challenge["mcp"] = f'resource_metadata="{origin.scheme}://{origin.netloc}{meta}"'
+        self.auth = Authenticator(
+            self.keys,
+            self.jwt,
+            {plane: list(kinds) for plane, kinds in settings.auth.accept.items()},
+            challenge,
+        )
+        self.pipeline = Pipeline(default_stages(self.sink, self.auth, self.policy))
+        self.admin = Admin(self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url)
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         self.mcp = MCPPlane(settings, self.pipeline)
         self.supervisor = Supervisor(
@@ -64,6 +84,10 @@ class Gateway:
                 await self.llm(scope, receive, send)
             elif path == "/mcp" or path.startswith("/mcp/"):
                 await self.mcp(scope, receive, send)
+            elif path.startswith("/admin/"):
+                await self.admin(scope, receive, send)
+            elif path.startswith(WELL_KNOWN):
+                await self.admin.metadata(scope, receive, send)
             elif path == "/healthz":
                 await send_bytes(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
@@ -84,6 +108,10 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    def mcp_url(self) -> str:
+        listen = self.settings.listen
+        return f"http://{listen.host}:{listen.port}/mcp"
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks = {
             "config": True,
@@ -91,17 +119,25 @@ class Gateway:
             "upstream_pool": self.pool.ready,
             "supervised": self.supervisor.ready,
         }
-        return all(checks.values()) and self.started, {
-            "checks": checks,
-            "processes": self.supervisor.status(),
-        }
+        detail = {"checks": checks, "policy": self.policy.status(), "processes": self.supervisor.status()}
+        return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
         # Load the tokenizer now (~0.2 s, in a thread) rather than on the first request that needs a count.
         await asyncio.to_thread(count_tokens, "warm up")
         await self.pool.start()
+        if self.jwt is not None:
+            self.jwt.session = self.pool.session
+            try:
+                await self.jwt.refresh()
+            except Exception as exc:  # the issuer may be down at start: keys are fetched again on first use
+                log.warning("could not load the JWKS at startup: %s", exc)
         await self.sink.start()
         await self.policy.start()
+        with contextlib.suppress(
+            NotImplementedError, RuntimeError, ValueError
+        ):  # not the main thread / Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.policy.load)
         await self.supervisor.start()
         await self.mcp.start()
         self.started = True

@@ -9,21 +9,26 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from agentgw.settings import ConfigError, Settings, load_settings
+from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings
 
 CONFIG_ENV = "AGENTGW_CONFIG"
+
+
+def _exit_with(err: ConfigError) -> NoReturn:
+    for p in err.problems:
+        click.echo(str(p), err=True)
+    sys.exit(3)
 
 
 def _load_or_exit(config: str, host: str | None = None) -> Settings:
     try:
         return load_settings(config, host=host)
     except ConfigError as err:
-        for p in err.problems:
-            click.echo(str(p), err=True)
-        sys.exit(3)
+        _exit_with(err)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -154,12 +159,11 @@ def keys_create(
     """Create a key; print it once; store only its hash."""
     from agentgw.keys import append_key
 
-    if keys_file is None:
-        s = _load_or_exit(config)
-        path = s.keys_path() or s.base_dir / "keys.yaml"
-    else:
-        path = Path(keys_file)
-    key = append_key(path, subject, list(roles), name)
+    try:
+        path = Path(keys_file) if keys_file is not None else keys_file_of(config)
+        key = append_key(path, subject, list(roles), name)
+    except ConfigError as err:
+        _exit_with(err)
     click.echo(key)
     click.echo(f"stored the hash for subject {subject!r} in {path}; the key is not shown again", err=True)
 

@@ -92,6 +92,7 @@ class Result:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     media_type: str = "application/json"
+    payload: Any = None  # the response as an object, for planes that relay parsed JSON (MCP) instead of bytes
 
 
 @dataclass(slots=True)

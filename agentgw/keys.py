@@ -1,23 +1,27 @@
 """API keys: generation, SHA-256 storage, and the in-memory lookup table authn uses.
 
 Only hashes are kept (config or a keys file); the key itself is printed once by `agentgw keys create`.
-The keys file is re-read when it changes, so a key created while the gateway runs works without a restart.
+The keys file is re-read when it changes: a key created while the gateway runs works without a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import time
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from agentgw.exchange import Principal
-from agentgw.settings import ApiKey, Problem, Settings, _load_keys_file
+from agentgw.settings import ApiKey, ConfigError, Problem, Settings, _load_keys_file, _validation_problems
 
 KEY_PREFIX = "agw-"
+
+log = logging.getLogger("agentgw.keys")
 
 
 def hash_key(key: str) -> str:
@@ -34,21 +38,29 @@ def generate_key() -> str:
 
 
 def append_key(path: Path, subject: str, roles: list[str], name: str | None = None) -> str:
-    """Create a key, store its hash in `path` (a YAML list, created 0600 if missing), return the key."""
+    """Create a key, store its hash in `path` (a YAML list, written 0600), return the key.
+
+    Raises ConfigError when the existing file is not a valid keys file or the entry would not be valid."""
     key = generate_key()
-    entries: list[dict[str, object]] = []
+    problems: list[Problem] = []
+    entries: list[object] = []
     if path.exists():
-        loaded = yaml.safe_load(path.read_text()) or []
-        if not isinstance(loaded, list):
-            raise ValueError(f"{path}: expected a list of keys")
-        entries = loaded
+        _load_keys_file(path, problems)  # refuse to add to a file the gateway cannot read
+        if not problems:
+            entries = list(yaml.safe_load(path.read_text()) or [])
     entry: dict[str, object] = {"subject": subject, "roles": roles, "sha256": hash_key(key)}
     if name:
         entry["name"] = name
     entry["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        ApiKey.model_validate(entry)
+    except ValidationError as err:
+        problems.extend(_validation_problems(str(path), err, (len(entries),)))
+    if problems:
+        raise ConfigError(problems)
     entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(entries, fh, sort_keys=False)
@@ -57,47 +69,69 @@ def append_key(path: Path, subject: str, roles: list[str], name: str | None = No
 
 
 class KeyStore:
-    """hash → (principal, loopback_only). Lookups are a dict hit; the keys file is re-checked at most once a
-    second, and only when a presented key is unknown."""
+    """hash → (principal, loopback_only); a lookup is one dict hit.
 
-    def __init__(self, settings: Settings) -> None:
-        self._static = [k for k in settings.auth.api_keys]
+    The keys file is re-read when it changes (size, mtime or inode): checked on every unknown key, so a key
+    created while the gateway runs works at once, and at most every `check_interval_s` otherwise, so a key
+    removed from the file stops working within that interval. A broken file keeps the last good table.
+    """
+
+    def __init__(self, settings: Settings, *, check_interval_s: float = 1.0) -> None:
+        self._static = list(settings.auth.api_keys)
         self._file = settings.keys_path()
-        self._file_mtime: float | None = None
-        self._checked = 0.0
+        self._interval = check_interval_s
+        self._checked = time.monotonic()
         self._table: dict[str, tuple[Principal, bool]] = {}
         self._build(list(settings.all_keys))
-        if self._file is not None and self._file.exists():
-            self._file_mtime = self._file.stat().st_mtime
+        try:
+            self._sig = self._signature()
+        except OSError:
+            self._sig = None
 
     def _build(self, keys: list[ApiKey]) -> None:
         table: dict[str, tuple[Principal, bool]] = {}
         for k in keys:
+            if k.sha256 in table:
+                continue  # the first definition wins (check-config reports the duplicate)
             principal = Principal(k.subject, tuple(k.roles), "api_key", fingerprint(k.sha256))
             table[k.sha256] = (principal, k.loopback_only)
         self._table = table
 
-    def _maybe_reload(self) -> None:
+    def _signature(self) -> tuple[int, int, int] | None:
+        """Changes whenever the file is rewritten (`append_key` replaces it, so the inode changes too)."""
+        try:
+            st = os.stat(self._file)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _maybe_reload(self, force: bool) -> None:
         now = time.monotonic()
-        if self._file is None or now - self._checked < 1.0:
+        if not force and now - self._checked < self._interval:
             return
         self._checked = now
         try:
-            mtime = self._file.stat().st_mtime
+            sig = self._signature()
         except OSError:
             return
-        if mtime == self._file_mtime:
+        if sig == self._sig:
             return
-        problems: list[Problem] = []
-        keys = _load_keys_file(self._file, problems)
-        if not problems:  # a broken file keeps the last good table
-            self._file_mtime = mtime
-            self._build(self._static + keys)
+        self._sig = sig
+        keys: list[ApiKey] = []
+        if sig is not None:
+            problems: list[Problem] = []
+            keys = _load_keys_file(self._file, problems)
+            if problems:
+                log.warning("keys file not reloaded, keeping the previous keys: %s", problems[0])
+                return
+        self._build(self._static + keys)
+        log.info("keys file reloaded: %d keys", len(self._table))
 
     def lookup(self, key: str) -> tuple[Principal, bool] | None:
         digest = hash_key(key)
+        self._maybe_reload(force=False)
         hit = self._table.get(digest)
         if hit is None:
-            self._maybe_reload()
+            self._maybe_reload(force=True)
             hit = self._table.get(digest)
         return hit

@@ -6,15 +6,31 @@ validated once at load, never on the request path.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
+def _http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers become strings where strings are expected (`env: {PORT: 9001}`, `model: 3.5`).
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
 
 class Supervised(Frozen):
@@ -44,7 +60,7 @@ class MockOptions(Frozen):
 class Provider(Supervised):
     name: str = Field(pattern=NAME)
     kind: Literal["openai", "azure", "anthropic", "mock"]
-    base_url: str | None = None
+    base_url: HttpUrl | None = None
     api_key: str | None = None
     api_version: str | None = None  # azure: ?api-version=…; anthropic: anthropic-version header
     headers: dict[str, str] = Field(default_factory=dict)
@@ -64,8 +80,8 @@ class Provider(Supervised):
 
 
 class Target(Frozen):
-    provider: str
-    model: str
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)  # the upstream's model name
 
 
 class Retry(Frozen):
@@ -98,7 +114,7 @@ class ToolTrim(Frozen):
 class MCPServer(Supervised):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # no '_' runs: `__` separates server and tool
     transport: Literal["stdio", "streamable-http", "sse"] = "streamable-http"
-    url: str | None = None
+    url: HttpUrl | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0)
     tools: ToolTrim = Field(default_factory=ToolTrim)
@@ -125,7 +141,7 @@ class MCPSection(Frozen):
 
 class Agent(Supervised):
     name: str = Field(pattern=NAME)
-    url: str
+    url: HttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=300.0, gt=0)
 

@@ -1,4 +1,4 @@
-"""agentgw.yaml: frozen, validated settings (declare → load → run), plus loading the registry files it names.
+"""agentgw.yaml: frozen, validated settings (declare → load → run), plus the registry and keys files it names.
 
 `load_settings(path)` interpolates `${VAR}` / `${VAR:-default}`, validates with `extra="forbid"`, merges the
 registry, runs cross-file checks, and raises ConfigError listing every problem as `file: key.path: what`.
@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from agentgw.jwt_auth import JWTSettings
 from agentgw.registry import Registry
 
 _ENV = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -44,12 +45,20 @@ class ApiKey(Frozen):
     # A well-known demo key: accepted only while the gateway listens on loopback, and only from loopback peers.
     loopback_only: bool = False
     name: str | None = None
+    created: str | None = None  # set by `agentgw keys create` (UTC, ISO 8601); informational
 
 
 class Auth(Frozen):
     api_keys: list[ApiKey] = Field(default_factory=list)
-    keys_file: str | None = None  # YAML list of ApiKey entries; `agentgw keys create` appends here
+    # A YAML list of ApiKey entries, relative to this file; `agentgw keys create` appends to it.
+    keys_file: str = "keys.yaml"
     public_paths: list[str] = Field(default_factory=lambda: ["/healthz", "/readyz"])
+    jwt: JWTSettings | None = None  # JWT bearer tokens from one trusted issuer (see docs/configuration.md)
+    # Which credential kinds each plane takes (api_key, jwt); a plane not named takes every configured kind.
+    accept: dict[Literal["llm", "mcp", "a2a", "admin"], list[Literal["api_key", "jwt"]]] = Field(
+        default_factory=dict
+    )
+    admin_roles: list[str] = Field(default_factory=lambda: ["admins"])  # roles that may use /admin/
 
 
 class Limits(Frozen):
@@ -80,6 +89,15 @@ class Upstream(Frozen):
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
 
 
+class SupervisorSettings(Frozen):
+    """How registry entries with `command:` are restarted and stopped (agentgw/supervisor.py)."""
+
+    backoff_s: float = Field(default=0.5, ge=0)  # first restart delay; doubles on each consecutive crash
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    stable_after_s: float = Field(default=30.0, ge=0)  # up this long → the next crash starts the backoff over
+    stop_timeout_s: float = Field(default=5.0, gt=0)  # SIGTERM, then SIGKILL after this long
+
+
 class AuditLog(Frozen):
     enabled: bool = True
     path: str | None = None  # JSON lines file; default: the gateway log (stderr)
@@ -104,6 +122,7 @@ class Settings(Frozen):
     upstream: Upstream = Field(default_factory=Upstream)
     audit: Audit = Field(default_factory=Audit)
     logging: Logging = Field(default_factory=Logging)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)
@@ -129,8 +148,8 @@ class Settings(Frozen):
         p = Path(relative)
         return p if p.is_absolute() else self.base_dir / p
 
-    def keys_path(self) -> Path | None:
-        return self.resolve(self.auth.keys_file) if self.auth.keys_file else None
+    def keys_path(self) -> Path:
+        return self.resolve(self.auth.keys_file)
 
 
 @dataclass(frozen=True)
@@ -157,7 +176,11 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 
 
 def interpolate(node: Any, file: str, problems: list[Problem], loc: tuple[Any, ...] = ()) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string; `$$` is a literal `$`. Unset → a problem."""
+    """Replace `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`.
+
+    `${VAR:-default}` uses the default when VAR is unset or empty. An unset `${VAR}` (no default) is a problem
+    naming the variable; the reference is left in place so it causes no second, confusing problem.
+    """
     if isinstance(node, dict):
         return {k: interpolate(v, file, problems, (*loc, k)) for k, v in node.items()}
     if isinstance(node, list):
@@ -174,22 +197,41 @@ def interpolate(node: Any, file: str, problems: list[Problem], loc: tuple[Any, .
             if default is not None:
                 return default
             problems.append(Problem(file, _key_path(loc), f"environment variable {name} is not set"))
-            return ""
+            return m.group(0)
         return value
 
     return _ENV.sub(sub, node)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may be overridden; that is their purpose
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, problems: list[Problem]) -> Any:
     try:
         with path.open("rb") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
     except FileNotFoundError:
         problems.append(Problem(str(path), "", "file not found"))
+    except IsADirectoryError:
+        problems.append(Problem(str(path), "", "is a directory, not a file"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        problems.append(Problem(str(path), where, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+        problems.append(Problem(str(path), where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"))
     except OSError as exc:
         problems.append(Problem(str(path), "", f"cannot read: {exc.strerror}"))
     return None
@@ -206,6 +248,20 @@ def _validation_problems(file: str, err: ValidationError, prefix: tuple[Any, ...
         yield Problem(file, _key_path(loc), msg)
 
 
+def _interpolated(
+    data: Any, file: str, problems: list[Problem], loc: tuple[Any, ...] = ()
+) -> tuple[Any, set[str]]:
+    """Interpolate; also return the key paths of unset variables (their validation errors would be noise)."""
+    before = len(problems)
+    data = interpolate(data, file, problems, loc)
+    return data, {p.path for p in problems[before:]}
+
+
+def _add(problems: list[Problem], found: Iterator[Problem], unset: set[str]) -> None:
+    """Add the problems that are not at the key path of an unset variable (already reported, by name)."""
+    problems.extend(p for p in found if p.path not in unset)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -215,18 +271,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
-    """Merge every registry file the settings name; names must be unique across files."""
-    merged: dict[str, dict[str, list[Any]]] = {}
-    origin: dict[tuple[str, str], str] = {}  # (kind, name) → file, for duplicate reports
-    files: list[Path] = []
-    for pattern in settings.registry:
-        found = sorted(glob.glob(str(settings.resolve(pattern))))
+_SECTIONS = {"llm": ("providers", "models"), "mcp": ("servers", "virtual_servers"), "a2a": ("agents",)}
+
+
+def _entries(data: Any, section: str, list_name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The mappings in `data[section][list_name]` with their indexes (tolerating a file that failed validation)."""
+    part = data.get(section) if isinstance(data, dict) else None
+    items = part.get(list_name) if isinstance(part, dict) else None
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict):
+            yield i, item
+
+
+def registry_files(settings: Settings, problems: list[Problem]) -> list[Path]:
+    """The files the `registry` globs match (relative to the config file), in order, each once."""
+    files: dict[Path, None] = {}
+    for i, pattern in enumerate(settings.registry):
+        full = pattern if Path(pattern).is_absolute() else f"{glob.escape(str(settings.base_dir))}/{pattern}"
+        found = sorted(glob.glob(full, recursive=True))
         if not found:
-            problems.append(Problem(str(settings.path), "registry", f"no file matches {pattern!r}"))
-        files.extend(Path(f) for f in found)
-    sections = {"llm": ("providers", "models"), "mcp": ("servers", "virtual_servers"), "a2a": ("agents",)}
-    for file in files:
+            problems.append(Problem(str(settings.path), f"registry[{i}]", f"no file matches {pattern!r}"))
+        files.update((Path(f), None) for f in found if Path(f).is_file())
+    return list(files)
+
+
+def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
+    """Merge every registry file the settings name; names must be unique across files; references must resolve."""
+    merged: dict[str, dict[str, list[Any]]] = {}
+    # (kind, name) → "file: key.path" where it is first defined, for duplicate reports
+    origin: dict[tuple[str, str], str] = {}
+    refs: list[tuple[str, str, str]] = []  # (file, key path, provider) of every model target
+    for file in registry_files(settings, problems):
         fname = str(file)
         data = _read_yaml(file, problems)
         if data is None:
@@ -234,43 +309,44 @@ def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
         if not isinstance(data, dict):
             problems.append(Problem(fname, "", "expected a mapping with llm, mcp and a2a sections"))
             continue
-        data = interpolate(data, fname, problems)
+        data, unset = _interpolated(data, fname, problems)
         try:  # validate each file on its own first, so problems name the file they are in
             Registry.model_validate(data)
+            valid = True
         except ValidationError as err:
-            problems.extend(_validation_problems(fname, err))
-            continue
-        for section, lists in sections.items():
+            _add(problems, _validation_problems(fname, err), unset)
+            valid = False
+        # Names and references are checked even in an invalid file, so one run reports everything.
+        for section, lists in _SECTIONS.items():
             for list_name in lists:
-                for i, item in enumerate((data.get(section) or {}).get(list_name) or []):
-                    kind = f"{section}.{list_name}"
-                    key = (kind, str(item.get("name")))
-                    if key in origin:
-                        problems.append(
-                            Problem(
-                                fname, f"{kind}[{i}].name", f"{key[1]!r} is also defined in {origin[key]}"
-                            )
-                        )
+                kind = f"{section}.{list_name}"
+                for i, item in _entries(data, section, list_name):
+                    name = item.get("name")
+                    if not isinstance(name, str):
                         continue
-                    origin[key] = fname
-                    merged.setdefault(section, {}).setdefault(list_name, []).append(item)
+                    where = f"{kind}[{i}].name"
+                    seen = origin.get((kind, name))
+                    if seen is not None:
+                        other = seen.split(": ", 1)
+                        also = f"at {other[1]}" if other[0] == fname else f"in {other[0]}"
+                        problems.append(Problem(fname, where, f"{name!r} is also defined {also}"))
+                        continue
+                    origin[(kind, name)] = f"{fname}: {where}"
+                    if valid:
+                        merged.setdefault(section, {}).setdefault(list_name, []).append(item)
+        for i, model in _entries(data, "llm", "models"):
+            targets = model.get("targets")
+            for j, t in enumerate(targets if isinstance(targets, list) else []):
+                if isinstance(t, dict) and isinstance(t.get("provider"), str):
+                    refs.append((fname, f"llm.models[{i}].targets[{j}].provider", t["provider"]))
+    for fname, where, provider in refs:
+        if ("llm.providers", provider) not in origin:
+            problems.append(Problem(fname, where, f"unknown provider {provider!r}"))
     try:
-        registry = Registry.model_validate(merged)
-    except ValidationError as err:  # pragma: no cover - every file validated on its own above
+        return Registry.model_validate(merged)
+    except ValidationError as err:  # pragma: no cover - every merged entry validated in its own file above
         problems.extend(_validation_problems("registry", err))
         return Registry()
-    providers = {p.name: p for p in registry.llm.providers}
-    for m in registry.llm.models:
-        for i, t in enumerate(m.targets):
-            if t.provider not in providers:
-                problems.append(
-                    Problem(
-                        origin[("llm.models", m.name)],
-                        f"llm.models[{m.name}].targets[{i}].provider",
-                        f"unknown provider {t.provider!r}",
-                    )
-                )
-    return registry
 
 
 def _load_keys_file(path: Path, problems: list[Problem]) -> list[ApiKey]:
@@ -291,9 +367,59 @@ def _load_keys_file(path: Path, problems: list[Problem]) -> list[ApiKey]:
     return keys
 
 
+def _validate_settings(
+    raw: dict[str, Any], file: str, unset: set[str], problems: list[Problem]
+) -> tuple[Settings, set[str]]:
+    """Validate; on problems, keep going with the top-level sections that are valid (and return the names of the
+    invalid ones), so the registry, keys and policies are still checked and every problem is reported at once."""
+    try:
+        return Settings.model_validate(raw), set()
+    except ValidationError as err:
+        _add(problems, _validation_problems(file, err), unset)
+    good: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in Settings.model_fields:
+            try:
+                Settings.model_validate({key: value})
+            except ValidationError:
+                continue
+            good[key] = value
+    return Settings.model_validate(good), {str(k) for k in raw if k not in good}
+
+
+def _check_keys(settings: Settings, listen_host: str, problems: list[Problem]) -> None:
+    sources = [(str(settings.path), "auth.api_keys", list(settings.auth.api_keys))]
+    file_keys = _load_keys_file(settings.keys_path(), problems)
+    sources.append((str(settings.keys_path()), "", file_keys))
+    seen: dict[str, str] = {}
+    all_keys: list[ApiKey] = []
+    for file, prefix, keys in sources:
+        for i, k in enumerate(keys):
+            where = f"{prefix}[{i}]"
+            if k.loopback_only and not is_loopback(listen_host):
+                problems.append(
+                    Problem(
+                        file,
+                        f"{where}.loopback_only",
+                        f"a loopback-only key cannot be used while listening on {listen_host!r}",
+                    )
+                )
+            if k.sha256 in seen:
+                problems.append(
+                    Problem(file, f"{where}.sha256", f"the same key is also configured {seen[k.sha256]}")
+                )
+                continue
+            seen[k.sha256] = f"for subject {k.subject!r} in {file}"
+            all_keys.append(k)
+    settings._keys = tuple(all_keys)
+
+
 def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> Settings:
-    """Load and check everything; raise ConfigError with every problem found (not just the first)."""
+    """Load and check everything; raise ConfigError with every problem found (not just the first).
+
+    `host` is the `--host` override of `agentgw serve` (it matters for loopback-only keys)."""
     cfg_path = Path(path).resolve()
+    file = str(cfg_path)
     problems: list[Problem] = []
     raw = _read_yaml(cfg_path, problems)
     if problems:
@@ -301,34 +427,40 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([Problem(str(cfg_path), "", "expected a mapping at the top level")])
-    raw = interpolate(raw, str(cfg_path), problems)
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as err:
-        problems.extend(_validation_problems(str(cfg_path), err))
-        raise ConfigError(problems) from None
+        raise ConfigError([Problem(file, "", "expected a mapping at the top level")])
+    raw, unset = _interpolated(raw, file, problems)
+    settings, invalid = _validate_settings(raw, file, unset, problems)
     settings._path = cfg_path
-    settings._registry = load_registry(settings, problems)
-    keys = list(settings.auth.api_keys)
-    if settings.keys_path() is not None:
-        keys += _load_keys_file(settings.keys_path(), problems)  # type: ignore[arg-type]
-    settings._keys = tuple(keys)
-    listen_host = host or settings.listen.host
-    for i, k in enumerate(settings.auth.api_keys):
-        if k.loopback_only and not is_loopback(listen_host):
-            problems.append(
-                Problem(
-                    str(cfg_path),
-                    f"auth.api_keys[{i}].loopback_only",
-                    f"a loopback-only key cannot be used while listening on {listen_host!r}",
-                )
-            )
+    if "registry" not in invalid:
+        settings._registry = load_registry(settings, problems)
+    _check_keys(settings, host or settings.listen.host, problems)
     if settings.policies is not None:
         for key in ("model", "policy"):
             p = settings.resolve(getattr(settings.policies, key))
-            if not p.exists():
-                problems.append(Problem(str(cfg_path), f"policies.{key}", f"file not found: {p}"))
+            if not p.is_file():
+                problems.append(Problem(file, f"policies.{key}", f"file not found: {p}"))
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def keys_file_of(path: str | os.PathLike[str]) -> Path:
+    """Where `agentgw keys create` stores hashes: `auth.keys_file` of the config at `path` (default keys.yaml
+    beside it). Reads only the `auth` section, so creating a key needs no provider secrets in the environment."""
+    cfg_path = Path(path).resolve()
+    problems: list[Problem] = []
+    raw = _read_yaml(cfg_path, problems)
+    auth = raw.get("auth") if isinstance(raw, dict) else None
+    if raw is not None and not isinstance(raw, dict):
+        problems.append(Problem(str(cfg_path), "", "expected a mapping at the top level"))
+    keys_file = "keys.yaml"
+    if auth is not None:
+        auth, unset = _interpolated(auth, str(cfg_path), problems, ("auth",))
+        try:
+            keys_file = Auth.model_validate(auth).keys_file
+        except ValidationError as err:
+            _add(problems, _validation_problems(str(cfg_path), err, ("auth",)), unset)
+    if problems:
+        raise ConfigError(problems)
+    p = Path(keys_file)
+    return p if p.is_absolute() else cfg_path.parent / p

@@ -3,14 +3,13 @@ audit hook in finally."""
 
 from __future__ import annotations
 
-from agentgw.keys import KeyStore
 from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
 from agentgw.stages.audit import AuditSink, AuditStage
-from agentgw.stages.authn import AuthnStage
+from agentgw.stages.authn import Authenticator, AuthnStage
 from agentgw.stages.authz import AuthzStage
 
 
-def default_stages(sink: AuditSink, keys: KeyStore, policy: PolicyStore) -> list[Stage]:
+def default_stages(sink: AuditSink, auth: Authenticator, policy: PolicyStore) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided)."""
-    return [AuditStage(sink), AuthnStage(keys), AuthzStage(policy)]
+    return [AuditStage(sink), AuthnStage(auth), AuthzStage(policy)]

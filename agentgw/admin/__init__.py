@@ -1,0 +1,95 @@
+"""Operator endpoints: `/admin/*` (admin role only) and the MCP OAuth protected-resource metadata
+(RFC 9728) at `/.well-known/oauth-protected-resource[/mcp…]` when JWTs are configured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from agentgw.errors import Forbidden, GatewayError, NotFound
+from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
+from agentgw.jwt_auth import JWTSettings
+from agentgw.policy import PolicyStore
+from agentgw.stages.authn import Authenticator
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def _error(err: GatewayError) -> bytes:
+    return orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}})
+
+
+def protected_resource_url(jwt: JWTSettings, fallback: str) -> str:
+    return (jwt.resource or fallback).rstrip("/")
+
+
+class Admin:
+    def __init__(
+        self,
+        auth: Authenticator,
+        policy: PolicyStore,
+        admin_roles: list[str],
+        jwt: JWTSettings | None,
+        mcp_url: Callable[[], str],
+    ) -> None:
+        self.auth = auth
+        self.policy = policy
+        self.admin_roles = set(admin_roles)
+        self.jwt = jwt
+        self.mcp_url = mcp_url
+
+    async def metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """RFC 9728 metadata for the MCP endpoint (path-inserted and root forms)."""
+        if self.jwt is None:
+            await send_bytes(
+                send, 404, _error(NotFound("No protected-resource metadata: JWTs are not configured."))
+            )
+            return
+        resource = protected_resource_url(self.jwt, self.mcp_url())
+        suffix = scope["path"][len(WELL_KNOWN) :]
+        if suffix and suffix != urlsplit(resource).path and not suffix.startswith("/mcp"):
+            await send_bytes(send, 404, _error(NotFound("Unknown protected resource.")))
+            return
+        if suffix.startswith("/mcp/"):  # a virtual server: its own resource URL under the same issuer
+            resource = resource.rsplit("/mcp", 1)[0] + suffix
+        body: dict[str, Any] = {
+            "resource": resource,
+            "authorization_servers": [self.jwt.issuer],
+            "bearer_methods_supported": ["header"],
+            "scopes_supported": self.jwt.required_scopes,
+        }
+        await send_bytes(send, 200, orjson.dumps(body), extra={"cache-control": "max-age=300"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_dict(scope)
+        try:
+            principal, _ = await self.auth.authenticate(headers, client_host(scope), "admin")
+            if not self.admin_roles.intersection(principal.roles):
+                raise Forbidden("The admin API needs an admin role.", code="admin_role_required")
+            path = scope["path"]
+            if path == "/admin/policy/check" and scope["method"] == "GET":
+                q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+                missing = [k for k in ("subject", "object", "action") if not q.get(k)]
+                if missing:
+                    raise GatewayError(
+                        f"Missing query parameters: {', '.join(missing)}.", status=400, code="invalid_request"
+                    )
+                roles = tuple(r for r in q.get("roles", "").split(",") if r)
+                d = self.policy.decide(q["subject"], roles, q["object"], q["action"])
+                body = {
+                    "allowed": d.allowed,
+                    "rule": d.rule,
+                    "line": d.line,
+                    "subject": q["subject"],
+                    "roles": list(roles),
+                    "object": q["object"],
+                    "action": q["action"],
+                }
+                await send_bytes(send, 200, orjson.dumps(body))
+                return
+            raise NotFound(f"Unknown admin path {path}.", code="unknown_url")
+        except GatewayError as err:
+            await send_bytes(send, err.status, _error(err), extra=err.headers)

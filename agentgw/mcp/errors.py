@@ -1,0 +1,92 @@
+"""The MCP plane's failures and their JSON-RPC shape: which GatewayError becomes which JSON-RPC error code.
+The table is a contract (docs/mcp.md): clients may switch on `error.code` and on `error.data.code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+
+from agentgw.errors import GatewayError, NotFound, UpstreamError
+
+# JSON-RPC 2.0 and MCP codes the plane emits itself.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Gateway codes: JSON-RPC leaves -32000..-32099 to implementations; MCP reserves -32020..-32099 for the spec
+# and the SDK uses -32000 (connection closed) and -32001 (request timeout), so the gateway lives in -32010..-32019.
+UPSTREAM_TIMEOUT = -32001  # the same meaning as the SDK's REQUEST_TIMEOUT
+UNAUTHENTICATED = -32010
+PERMISSION_DENIED = -32011
+LIMIT_EXCEEDED = -32012
+UPSTREAM_FAILED = -32013
+PAYLOAD_TOO_LARGE = -32014
+
+_BY_STATUS = {
+    400: INVALID_PARAMS,
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
+    404: INVALID_PARAMS,  # the spec's answer to an unknown tool, prompt or resource
+    413: PAYLOAD_TOO_LARGE,
+    429: LIMIT_EXCEEDED,
+    502: UPSTREAM_FAILED,
+    503: UPSTREAM_FAILED,
+    504: UPSTREAM_TIMEOUT,
+}
+_BY_CODE = {"stage_failed": INTERNAL_ERROR, "internal_error": INTERNAL_ERROR}
+
+
+class UnknownTool(NotFound):
+    code = "unknown_tool"
+
+
+class UnknownPrompt(NotFound):
+    code = "unknown_prompt"
+
+
+class UnknownResource(NotFound):
+    code = "unknown_resource"
+
+
+class ServerUnavailable(UpstreamError):
+    """The MCP server cannot be reached right now (down, restarting, or backing off after a failure)."""
+
+    status, code = 503, "mcp_server_unavailable"
+
+
+class UpstreamRPCError(GatewayError):
+    """The MCP server answered with a JSON-RPC error: relayed to the caller unchanged (code, message, data)."""
+
+    status, code = 502, "upstream_rpc_error"
+
+    def __init__(self, rpc_code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.rpc_code = rpc_code
+        self.rpc_data = data
+
+
+def rpc_code(err: GatewayError) -> int:
+    if isinstance(err, UpstreamRPCError):
+        return err.rpc_code
+    return _BY_CODE.get(err.code) or _BY_STATUS.get(err.status, INTERNAL_ERROR)
+
+
+def to_mcp_error(err: GatewayError, task_id: str | None = None) -> MCPError:
+    """The JSON-RPC error a caller sees for `err`: upstream errors verbatim, gateway errors by the table above,
+    with the stable agentgw code (and the task) in `data`."""
+    if isinstance(err, UpstreamRPCError):
+        return MCPError(err.rpc_code, err.message, err.rpc_data)
+    data: dict[str, Any] = {"code": err.code, "status": err.status}
+    if task_id:
+        data["task"] = task_id
+    return MCPError(rpc_code(err), err.message, data)
+
+
+def error_body(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-RPC error response with `id: null`, for refusals before a request reaches the protocol layer."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": None, "error": error}

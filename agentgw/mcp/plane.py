@@ -1,0 +1,299 @@
+"""The MCP plane's front door (pure ASGI, both eras, `/mcp` and `/mcp/{virtual_server}`): Host/Origin checks, API key,
+body limit, batch and JSON refusals, the task context and the session's owner, then the endpoint's session
+manager. It also owns the upstream connections' lifetime (start/aclose)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+
+from agentgw.errors import GatewayError, PayloadTooLarge
+from agentgw.exchange import Exchange, Principal, TaskContext, task_from_headers
+from agentgw.http import (
+    ClientGone,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    client_host,
+    header_dict,
+    read_body,
+    send_bytes,
+)
+from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.endpoint import FRONT_KEY, TASK_META_KEY, Endpoint, Front
+from agentgw.mcp.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    PAYLOAD_TOO_LARGE,
+    UNAUTHENTICATED,
+    error_body,
+    rpc_code,
+)
+from agentgw.mcp.naming import views
+from agentgw.mcp.upstream import Upstreams
+from agentgw.pipeline import Pipeline
+from agentgw.registry import MCPServer
+from agentgw.settings import Settings, is_loopback
+
+log = logging.getLogger("agentgw.mcp")
+
+# DNS-rebinding protection for loopback peers (the SDK's own checks and defaults): the Host must be a loopback
+# name and a browser Origin a loopback origin. A remote peer's Origin, when sent, must be the Host's own.
+LOOPBACK_SECURITY = TransportSecuritySettings(
+    enable_dns_rebinding_protection=True,
+    allowed_hosts=["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*", "[::1]:*"],
+    allowed_origins=[
+        *(
+            f"{scheme}://{host}"
+            for scheme in ("http", "https")
+            for host in ("127.0.0.1", "localhost", "[::1]")
+        ),
+        *(
+            f"{scheme}://{host}:*"
+            for scheme in ("http", "https")
+            for host in ("127.0.0.1", "localhost", "[::1]")
+        ),
+    ],
+)
+_LOOPBACK_CHECK = TransportSecurityMiddleware(LOOPBACK_SECURITY)
+_SECURITY_REFUSALS = {
+    421: "Invalid Host header.",
+    403: "Invalid Origin header.",
+    400: "Invalid Content-Type header.",
+}
+
+
+class MCPPlane:
+    """The MCP endpoint. Decides who may talk to it (a valid API key on every HTTP request; a session is usable
+    only by the principal that opened it, anyone else gets 404), which browser origins may (loopback rules for
+    loopback peers, same-origin otherwise), and what each request's task is (`x-agentgw-task`, else
+    `params._meta["io.agentgw/task"]`, else one per handshake session or one per request).
+    Fails with HTTP 401 (+ `WWW-Authenticate: Bearer`), 403/421 (origin, host), 404 (unknown endpoint or
+    session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
+    error body; everything after that is the protocol's (see endpoint.py)."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        section = settings.registry_data.mcp
+        self.pipeline = pipeline
+        self.limit = settings.limits.max_body_bytes
+        self.identify = [s for s in pipeline.stages if s.identifies]
+
+        def cwd_of(server: MCPServer) -> Path:
+            return settings.resolve(server.cwd) if server.cwd else settings.base_dir
+
+        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed)
+        self.catalog = Catalog(section, self.upstreams)
+        # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
+        # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
+        self.endpoints = {
+            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit)
+            for name, view in views(section).items()
+        }
+        self._stack: AsyncExitStack | None = None
+        self._users: dict[Principal, AuthenticatedUser] = {}
+
+    def _user(self, principal: Principal) -> AuthenticatedUser:
+        """The SDK's view of the principal (what a session is bound to), built once per principal."""
+        user = self._users.get(principal)
+        if user is None:
+            if len(self._users) > 10_000:
+                self._users.clear()
+            user = self._users[principal] = AuthenticatedUser(
+                AccessToken(
+                    token=f"agentgw:{principal.key_id or principal.subject}",  # never the credential itself
+                    client_id=principal.subject,
+                    scopes=list(principal.roles),
+                    subject=principal.subject,
+                )
+            )
+        return user
+
+    def _changed(self, server: str, kind: str | None) -> None:
+        self.catalog.invalidate(server, kind)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every endpoint's session manager and every upstream's owner task (stdio servers launch now)."""
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            self.upstreams.start(tg)
+            for endpoint in self.endpoints.values():
+                await stack.enter_async_context(endpoint.manager.run())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        """Close every session, stop every upstream (stdio processes are terminated)."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return self.upstreams.status()
+
+    # -- the front door ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = header_dict(scope)
+        client = client_host(scope)
+        refusal = await self._check_origin(scope, receive, headers, client)
+        if refusal is not None:
+            await _refuse(send, refusal[0], INVALID_REQUEST, refusal[1], "origin_refused")
+            return
+
+        ex = Exchange("mcp", "connect", "mcp:*", headers, client)
+        try:
+            for stage in self.identify:
+                await stage.on_request(ex)
+        except GatewayError as err:
+            err = await self.pipeline.reject(Exchange("mcp", "connect", "mcp:*", headers, client), err)
+            # authn's own challenge when it has one (e.g. with resource_metadata for OAuth discovery)
+            extra = {k.lower(): v for k, v in err.headers.items()}
+            if err.status == 401 and "www-authenticate" not in extra:
+                extra["www-authenticate"] = 'Bearer realm="agentgw"' + (
+                    ', error="invalid_token"' if "authorization" in headers else ""
+                )
+            code = UNAUTHENTICATED if err.status == 401 else rpc_code(err)
+            await _refuse(send, err.status, code, err.message, err.code, extra)
+            return
+        principal = ex.principal or Principal("anonymous", auth="anonymous")
+        rule = next((d.rule for d in ex.decisions if d.outcome == "allow"), None)
+
+        name = scope["path"][len("/mcp") :].strip("/")
+        endpoint = self.endpoints.get(name)
+        if self._stack is None:  # not started yet, or shutting down: the session managers are not running
+            await _refuse(send, 503, INTERNAL_ERROR, "The MCP endpoint is not running.", "unavailable")
+            return
+        if endpoint is None:
+            await _refuse(
+                send, 404, INVALID_REQUEST, f"Unknown MCP endpoint {scope['path']}.", "unknown_endpoint"
+            )
+            return
+
+        parsed: Any = None
+        body: bytes | None = None
+        if scope["method"] == "POST":
+            try:
+                body = await read_body(receive, headers, self.limit)
+            except ClientGone:
+                return
+            except PayloadTooLarge as err:
+                await _refuse(send, 413, PAYLOAD_TOO_LARGE, err.message, err.code)
+                return
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                await _refuse(
+                    send, 400, PARSE_ERROR, "Parse error: the body is not valid JSON.", "invalid_json"
+                )
+                return
+            if isinstance(parsed, list):
+                await _refuse(send, 400, INVALID_REQUEST, "Batch requests are not supported.", "batch")
+                return
+            if not isinstance(parsed, dict):
+                await _refuse(send, 400, INVALID_REQUEST, "The body must be one JSON-RPC message.", "invalid")
+                return
+
+        task, chosen = _task(headers, parsed)
+        scope[FRONT_KEY] = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        # The SDK binds each session to the credential that opened it and answers 404 to anyone else.
+        scope["user"] = self._user(principal)
+        task_id = task.task_id.encode("latin-1")
+
+        async def send_with_task(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = list(message.get("headers", []))
+                tid = task_id
+                if not chosen:  # the `initialize` answer: name the task the new session's requests will carry
+                    sid = next((v for k, v in raw if k.lower() == b"mcp-session-id"), None)
+                    tid = _session_task(sid.decode("latin-1")).encode() if sid else task_id
+                message = {**message, "headers": [*raw, (b"x-agentgw-task", tid)]}
+            await send(message)
+
+        await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+
+    async def _check_origin(
+        self, scope: Scope, receive: Receive, headers: dict[str, str], client: str | None
+    ) -> tuple[int, str] | None:
+        if client is not None and is_loopback(client):
+            refused = await _LOOPBACK_CHECK.validate_request(Request(scope, receive), is_post=False)
+            if refused is not None:
+                return refused.status_code, _SECURITY_REFUSALS.get(refused.status_code, "Refused.")
+            return None
+        origin = headers.get("origin")
+        if origin is not None and origin.partition("://")[2].lower() != headers.get("host", "").lower():
+            return 403, "Invalid Origin header."
+        return None
+
+
+def _session_task(session_id: str) -> str:
+    return "s-" + hashlib.sha256(session_id.encode("latin-1")).hexdigest()[:24]
+
+
+def _task(headers: dict[str, str], parsed: Any) -> tuple[TaskContext, bool]:
+    """`x-agentgw-task` wins; else `params._meta["io.agentgw/task"]`; else one task per handshake session
+    (derived from the session id, so it needs no state); else a fresh one for this request. The flag says
+    whether the task was chosen (by the caller or by the session) rather than made up for this request."""
+    if "x-agentgw-task" in headers:
+        return task_from_headers(headers), True
+    params = parsed.get("params") if isinstance(parsed, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    hints: dict[str, str] = {}
+    if isinstance(meta, dict):
+        hint = meta.get(TASK_META_KEY)
+        if isinstance(hint, str) and hint.isascii():
+            hints["x-agentgw-task"] = hint
+        tp = meta.get("traceparent")
+        if "traceparent" not in headers and isinstance(tp, str) and tp.isascii():
+            hints["traceparent"] = tp
+    session = headers.get("mcp-session-id")
+    if "x-agentgw-task" not in hints and session:
+        hints["x-agentgw-task"] = _session_task(session)
+    chosen = "x-agentgw-task" in hints
+    return task_from_headers({**headers, **hints} if hints else headers), chosen
+
+
+def _replay(body: bytes | None, receive: Receive) -> Receive:
+    """Hand the already-read body to the SDK once, then pass the real channel through (disconnects)."""
+    if body is None:
+        return receive
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+async def _refuse(
+    send: Send,
+    status: int,
+    code: int,
+    message: str,
+    reason: str,
+    extra: dict[str, str] | None = None,
+) -> None:
+    body = orjson.dumps(error_body(code, message, {"code": reason, "status": status}))
+    await send_bytes(send, status, body, extra=extra)

@@ -1,0 +1,122 @@
+"""The policy engine and its store: deciding lines, deny-wins, tags, roles via `g`, reload on change and on
+SIGHUP, and a broken file that keeps the last good policy while /readyz reports it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from agentgw.policy import PolicyEngine, PolicyStore, object_match
+from tests.support import MOCK_REGISTRY, POLICIES, TEST_KEY, gateway
+
+TAGS = {"mcp:fs/write_file": frozenset({"write"}), "mcp:fs/rm": frozenset({"write", "dangerous"})}
+
+
+@pytest.fixture
+def engine() -> PolicyEngine:
+    return PolicyEngine(POLICIES / "model.conf", POLICIES / "policy.csv", TAGS)
+
+
+@pytest.mark.parametrize(
+    ("subject", "roles", "obj", "act", "allowed", "line"),
+    [
+        ("bot", ("agents",), "llm:anything", "call", True, 8),
+        ("bot", ("agents",), "mcp:fs/read_file", "call", True, 9),
+        ("bot", ("agents",), "mcp:fs/rm", "call", False, 12),  # tag:dangerous deny wins over mcp:* allow
+        ("bot", ("agents",), "a2a:planner", "call", True, 10),
+        ("ivy", ("interns",), "llm:mock-fast", "call", True, 15),
+        ("ivy", ("interns",), "llm:mock-smart", "call", False, None),
+        ("ivy", ("interns",), "mcp:fs/read_file", "call", True, 16),
+        ("ivy", ("interns",), "mcp:fs/write_file", "call", False, 17),
+        ("ivy", ("interns",), "mcp:docs/resource/file:///a", "read", False, None),
+        ("rex", ("reviewer",), "mcp:docs/resource/file:///a", "read", True, 26),  # g, reviewer, interns
+        ("rex", ("reviewer",), "mcp:fs/write_file", "call", False, 17),  # inherits the intern deny
+        ("alice", (), "mcp:acme-docs/search", "call", True, 20),  # g, alice, tenant:acme
+        ("alice", (), "mcp:other/search", "call", False, None),
+        ("root", ("admins",), "mcp:fs/rm", "call", True, 5),
+        ("nobody", (), "llm:mock-fast", "call", False, None),
+    ],
+)
+def test_decisions_follow_the_shipped_policy_and_name_the_deciding_line(
+    engine: PolicyEngine,
+    subject: str,
+    roles: tuple[str, ...],
+    obj: str,
+    act: str,
+    allowed: bool,
+    line: int | None,
+) -> None:
+    d = engine.decide(subject, roles, obj, act)
+    assert (d.allowed, d.line) == (allowed, line)
+    if line is not None:
+        assert d.rule == (POLICIES / "policy.csv").read_text().splitlines()[line - 1].strip()
+
+
+@pytest.mark.parametrize(
+    ("obj", "pattern", "match"),
+    [
+        ("mcp:docs/search", "mcp:docs/*", True),
+        ("mcp:docs/resource/file:///x", "mcp:*/resource/*", True),
+        ("mcp:docsx/search", "mcp:docs/*", False),
+        ("MCP:docs/search", "mcp:*", False),
+        ("mcp:docs/search", "mcp:docs/searc?", True),
+        ("mcp:a.b/c", "mcp:a?b/c", True),
+        ("mcp:a+b/c", "mcp:a+b/c", True),  # regex characters are literal
+        ("mcp:aab/c", "mcp:a+b/c", False),
+        ("mcp:fs/rm", "tag:dangerous", True),
+        ("mcp:fs/ls", "tag:dangerous", False),
+    ],
+)
+def test_object_patterns_are_literal_globs_or_tags(obj: str, pattern: str, match: bool) -> None:
+    assert object_match(obj, pattern, TAGS) is match
+
+
+def test_a_broken_policy_file_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    shutil.copy(POLICIES / "model.conf", tmp_path / "model.conf")
+    (tmp_path / "policy.csv").write_text("p, agents, llm:*, call, allow\n")
+    store = PolicyStore(tmp_path / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    (tmp_path / "model.conf").write_text("[matchers]\nm = this is not a model\n")
+    assert not store.load()
+    assert store.error is not None
+    assert store.decide("x", ("agents",), "llm:m", "call").allowed  # still the last good one
+    shutil.copy(POLICIES / "model.conf", tmp_path / "model.conf")
+    assert store.load()
+    assert store.error is None
+
+
+async def test_the_gateway_reloads_the_policy_when_the_file_changes_and_on_sighup(tmp_path: Path) -> None:
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    shutil.copy(POLICIES / "model.conf", pol / "model.conf")
+    (pol / "policy.csv").write_text("p, agents, llm:*, call, allow\n")
+    settings = {"policies": {"model": str(pol / "model.conf"), "policy": str(pol / "policy.csv")}}
+    body = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
+    auth = {"authorization": f"Bearer {TEST_KEY}"}
+    async with gateway(tmp_path, MOCK_REGISTRY, settings) as (url, app), httpx.AsyncClient() as c:
+        assert (await c.post(f"{url}/v1/chat/completions", json=body, headers=auth)).status_code == 200
+        (pol / "policy.csv").write_text("p, agents, llm:*, call, deny\n")
+        os.utime(pol / "policy.csv", (1, 1))  # a distinct mtime even within the filesystem's resolution
+        os.kill(os.getpid(), signal.SIGHUP)
+        with anyio.fail_after(5):
+            while (
+                app.policy.engine is None
+                or app.policy.engine.decide("t", ("agents",), "llm:x", "call").allowed
+            ):
+                await anyio.lowlevel.checkpoint()
+        assert (await c.post(f"{url}/v1/chat/completions", json=body, headers=auth)).status_code == 403
+
+        (pol / "model.conf").write_text("broken")
+        os.kill(os.getpid(), signal.SIGHUP)
+        with anyio.fail_after(5):
+            while app.policy.error is None:
+                await anyio.lowlevel.checkpoint()
+        ready = await c.get(f"{url}/readyz")
+        assert ready.json()["policy"]["error"]
+        assert (await c.post(f"{url}/v1/chat/completions", json=body, headers=auth)).status_code == 403
