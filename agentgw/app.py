@@ -20,14 +20,14 @@ from agentgw.http import Receive, Scope, Send, send_bytes
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
-from agentgw.mcp import MCPPlane
+from agentgw.mcp import MCPPlane, check_collisions, tool_tags
 from agentgw.pipeline import Pipeline
-from agentgw.policy import PolicyStore
-from agentgw.settings import Policies, Settings
+from agentgw.policy import PolicyEngine, PolicyStore
+from agentgw.settings import Policies, Problem, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
 from agentgw.stages.authn import Authenticator
-from agentgw.supervisor import Spec, Supervisor
+from agentgw.supervisor import Supervisor
 from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
 
@@ -63,17 +63,7 @@ class Gateway:
         self.admin = Admin(self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url)
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         self.mcp = MCPPlane(settings, self.pipeline)
-        self.supervisor = Supervisor(
-            [
-                Spec(
-                    name,
-                    list(entry.command or []),
-                    dict(entry.env),
-                    settings.resolve(entry.cwd) if entry.cwd else settings.base_dir,
-                )
-                for name, entry in settings.registry_data.supervised()
-            ]
-        )
+        self.supervisor = Supervisor.from_settings(settings)
         self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,7 +109,12 @@ class Gateway:
             "upstream_pool": self.pool.ready,
             "supervised": self.supervisor.ready,
         }
-        detail = {"checks": checks, "policy": self.policy.status(), "processes": self.supervisor.status()}
+        detail = {
+            "checks": checks,
+            "policy": self.policy.status(),
+            "processes": self.supervisor.status(),
+            "mcp": self.mcp.status(),  # per upstream: informational (one broken server never blocks readiness)
+        }
         return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
@@ -167,14 +162,25 @@ class Gateway:
                 return
 
 
+def check(settings: Settings) -> list[Problem]:
+    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions and whether
+    the policy files parse. `check-config` and `serve` report these like every other problem."""
+    problems = [Problem("registry", "", message) for message in check_collisions(settings.registry_data)]
+    paths = settings.policies or Policies()
+    try:
+        PolicyEngine(settings.resolve(paths.model), settings.resolve(paths.policy))
+    except FileNotFoundError as exc:
+        problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
+    except Exception as exc:
+        problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
+    return problems
+
+
 def policy_store(settings: Settings) -> PolicyStore:
     """The policy named by `policies:` (default `policies/model.conf` + `policy.csv` beside the config),
     with registry tool tags available to rules as `tag:<name>`. Loaded now: a broken policy denies all."""
     paths = settings.policies or Policies()
-    tags: dict[str, frozenset[str]] = {}
-    for server in settings.registry_data.mcp.servers:
-        for tool, names in server.tools.tags.items():
-            tags[f"mcp:{server.name}/{tool}"] = frozenset(names)
+    tags = tool_tags(settings.registry_data.mcp)  # keyed by the upstream's own tool names, as targets are
     store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags)
     store.load()
     return store

@@ -26,9 +26,15 @@ def _exit_with(err: ConfigError) -> NoReturn:
 
 def _load_or_exit(config: str, host: str | None = None) -> Settings:
     try:
-        return load_settings(config, host=host)
+        settings = load_settings(config, host=host)
     except ConfigError as err:
         _exit_with(err)
+    from agentgw.app import check  # the assembled gateway's own checks (MCP names, policy files)
+
+    problems = check(settings)
+    if problems:
+        _exit_with(ConfigError(problems))
+    return settings
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -39,6 +45,8 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream MCP request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     root.setLevel(level.upper())
 
 

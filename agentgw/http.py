@@ -101,14 +101,19 @@ async def send_stream(
             await close()
 
 
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> bool:
-    """Run `work`; if the client disconnects first, cancel it. Returns False when the client went away."""
+async def cancel_on_disconnect(
+    receive: Receive, work: Awaitable[None], on_disconnect: Callable[[], None] | None = None
+) -> bool:
+    """Run `work`; if the client disconnects first, call `on_disconnect` (to record why) and cancel it.
+    Returns False when the client went away."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
+                if on_disconnect is not None:
+                    on_disconnect()
                 task.cancel()
                 return
 

@@ -165,7 +165,11 @@ class Pipeline:
             ex.error = err
             ex.status = "error"
             ex.stream_cut = ex.stream_cut or "upstream_error"
-        except (asyncio.CancelledError, GeneratorExit):
+        except asyncio.CancelledError:  # the plane marks a client disconnect; otherwise it is a shutdown
+            ex.status = "cancelled"
+            ex.stream_cut = ex.stream_cut or "cancelled"
+            raise
+        except GeneratorExit:  # the consumer closed the stream: the client is gone
             ex.status = "cancelled"
             ex.stream_cut = ex.stream_cut or "client_disconnect"
             raise

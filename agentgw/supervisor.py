@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentgw.supervisor")
 
 _LINE_LIMIT = 1 << 20  # longest output line kept whole; longer ones are logged in pieces
+
+
+def local_command(command: list[str]) -> list[str]:
+    """`python`/`python3` in a registry command means the gateway's own interpreter, so a server written with
+    the packages agentgw installed runs without activating its virtualenv."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return list(command)
 
 
 @dataclass
@@ -84,7 +93,7 @@ class Supervisor:
         for name, entry in settings.registry_data.supervised():
             url = getattr(entry, "url", None) or getattr(entry, "base_url", None)
             cwd = settings.resolve(entry.cwd) if entry.cwd else settings.base_dir
-            specs.append(Spec(name, list(entry.command or []), dict(entry.env), cwd, probe_of(url)))
+            specs.append(Spec(name, local_command(entry.command or []), dict(entry.env), cwd, probe_of(url)))
         cfg = settings.supervisor
         return cls(
             specs,

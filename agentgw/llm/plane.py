@@ -157,7 +157,11 @@ class LLMPlane:
             return
         ex.payload = payload
         ex.target = f"llm:{model}"
-        await cancel_on_disconnect(receive, self._mediate(ex, send, reply))
+
+        def gone() -> None:
+            ex.stream_cut = "client_disconnect"
+
+        await cancel_on_disconnect(receive, self._mediate(ex, send, reply), gone)
 
     async def _mediate(self, ex: Exchange, send: Send, reply: dict[str, str]) -> None:
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
@@ -51,6 +50,7 @@ from pydantic import ValidationError
 from agentgw.errors import GatewayError, UpstreamTimeout
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
 from agentgw.registry import MCPServer
+from agentgw.supervisor import local_command
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -237,12 +237,7 @@ class Upstream:
                 box[0].close("the connection closed")
 
         if spec.transport == "stdio":
-            command = list(spec.command or [])
-            if command[0] in (
-                "python",
-                "python3",
-            ):  # the gateway's own interpreter: no venv activation needed
-                command[0] = sys.executable
+            command = local_command(spec.command or [])
             params = StdioServerParameters(
                 command=command[0], args=command[1:], env=dict(spec.env) or None, cwd=str(self.cwd)
             )
