@@ -176,5 +176,47 @@ def keys_create(
     click.echo(f"stored the hash for subject {subject!r} in {path}; the key is not shown again", err=True)
 
 
+@main.group()
+def policy() -> None:
+    """Inspect the authorization policy."""
+
+
+@policy.command("check")
+@click.argument("subject")
+@click.argument("object_")
+@click.argument("action")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="A role of the subject (repeatable); default: the roles its API keys carry.",
+)
+@click.option(
+    "--config",
+    "config",
+    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
+def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...], config: str) -> None:
+    """Would SUBJECT be allowed ACTION on OBJECT? Prints allowed/denied and the deciding policy line.
+    Exit 0 when allowed, 1 when denied."""
+    from agentgw.app import policy_store
+
+    settings = _load_or_exit(config)
+    if not roles:
+        roles = tuple(dict.fromkeys(r for k in settings.all_keys if k.subject == subject for r in k.roles))
+    store = policy_store(settings)
+    d = store.decide(subject, roles, object_, action)
+    verdict = "allowed" if d.allowed else "denied"
+    who = f"{subject} (roles: {', '.join(roles) or 'none'})"
+    click.echo(f"{verdict}: {who} {action} {object_}")
+    if d.rule is not None:
+        click.echo(f"  by {store.policy_path}:{d.line}: {d.rule}")
+    else:
+        click.echo("  by default deny: no policy line matched")
+    sys.exit(0 if d.allowed else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

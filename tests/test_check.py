@@ -57,3 +57,25 @@ def test_a_policy_model_that_does_not_load_is_a_config_error(tmp_path: Path) -> 
     code, err = run("check-config", "--config", str(cfg))
     assert code == 3
     assert f"{tmp_path / 'model.conf'}: policy does not load" in err
+
+
+def test_policy_check_prints_the_verdict_and_the_deciding_line(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, {}))
+    allowed = CliRunner().invoke(
+        main, ["policy", "check", "tester", "llm:mock-fast", "call", "--config", cfg]
+    )
+    denied = CliRunner().invoke(
+        main, ["policy", "check", "ivy", "llm:mock-smart", "call", "--role", "interns", "--config", cfg]
+    )
+    tagged = CliRunner().invoke(
+        main, ["policy", "check", "x", "mcp:fs/rm", "call", "--role", "admins", "--config", cfg]
+    )
+    assert allowed.exit_code == 0
+    assert allowed.stdout.splitlines()[0] == "allowed: tester (roles: agents) call llm:mock-fast"
+    assert allowed.stdout.splitlines()[1].endswith("policy.csv:8: p, agents, llm:*, call, allow")
+    assert denied.exit_code == 1
+    assert denied.stdout.splitlines() == [
+        "denied: ivy (roles: interns) call llm:mock-smart",
+        "  by default deny: no policy line matched",
+    ]
+    assert tagged.exit_code == 0
