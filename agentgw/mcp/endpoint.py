@@ -162,10 +162,20 @@ class Endpoint:
             ex.attrs["scopes"] = front.scopes
         return ex
 
-    async def _run(self, ex: Exchange, forward: Callable[[Exchange], Awaitable[Result]]) -> HandlerResult:
+    async def _run(
+        self,
+        ex: Exchange,
+        forward: Callable[[Exchange], Awaitable[Result]],
+        unseen: GatewayError | None = None,
+    ) -> HandlerResult:
+        """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
+        exactly that error: what a caller may not use is indistinguishable from what does not exist. The
+        audit record still says denied, with the deciding rule."""
         try:
             result = await self.pipeline.run(ex, forward)
         except GatewayError as err:
+            if unseen is not None and err.code == "permission_denied":
+                err = unseen
             raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
         payload: dict[str, Any] = result.payload
         return payload
@@ -285,7 +295,7 @@ class Endpoint:
                     _rewrite_content(item, expose)
             return Result(payload=result)
 
-        return await self._run(ex, forward)
+        return await self._run(ex, forward, UnknownTool(f"Unknown tool: {name}"))
 
     async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> HandlerResult:
         name = params.name
@@ -313,7 +323,7 @@ class Endpoint:
                         _rewrite_content(message.get("content"), expose)
             return Result(payload=result)
 
-        return await self._run(ex, forward)
+        return await self._run(ex, forward, UnknownPrompt(f"Unknown prompt: {name}"))
 
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> HandlerResult:
         uri = params.uri
@@ -337,4 +347,4 @@ class Endpoint:
             result.setdefault("cacheScope", "private")
             return Result(payload=result)
 
-        return await self._run(ex, forward)
+        return await self._run(ex, forward, UnknownResource(f"Unknown resource: {uri}"))

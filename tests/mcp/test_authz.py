@@ -1,5 +1,5 @@
 """Every MCP operation passes the gateway's policy: listings show exactly what the caller may use, and a call to
-anything else is refused with permission_denied."""
+anything else answers exactly as if it did not exist."""
 
 from __future__ import annotations
 
@@ -43,11 +43,12 @@ async def test_listings_show_only_what_the_policy_allows_and_other_calls_are_den
                 with pytest.raises(MCPError) as denied:
                     await other.call_tool("docs__search_docs", {"query": "x"})
     assert "docs__echo" not in agent_tools and "docs__add" in agent_tools
-    assert dangerous.value.code == -32011 and dangerous.value.data["code"] == "permission_denied"
+    # what a caller may not use answers exactly like what does not exist (no existence leak)
+    assert dangerous.value.code == -32602 and dangerous.value.data["code"] == "unknown_tool"
     assert other_tools == ["docs__add"] and other_prompts == []
     assert other_resources == ["agentgw://docs/file:///readme.md"]
     assert added.structured_content == {"result": 2}
     assert readme.contents[0].text == "# docs readme"  # type: ignore[union-attr]
-    assert denied.value.code == -32011
+    assert (denied.value.code, denied.value.message) == (-32602, "Unknown tool: docs__search_docs")
     record = next(r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/search_docs")
     assert record["status"] == "denied" and record["principal"] == "other"
