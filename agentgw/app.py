@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.audit.log import JsonLinesSink, NullSink
-from agentgw.http import Receive, Scope, Send, send_bytes
+from agentgw.errors import GatewayError, NotFound
+from agentgw.exchange import Exchange, task_from_headers
+from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
-from agentgw.mcp import MCPPlane, check_collisions, tool_tags
+from agentgw.mcp import check_collisions, tool_tags
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyEngine, PolicyStore
 from agentgw.settings import Policies, Problem, Settings
@@ -30,6 +33,9 @@ from agentgw.stages.authn import Authenticator
 from agentgw.supervisor import Supervisor
 from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from agentgw.mcp.plane import MCPPlane
 
 log = logging.getLogger("agentgw")
 
@@ -62,7 +68,12 @@ class Gateway:
         self.pipeline = Pipeline(default_stages(self.sink, self.auth, self.policy))
         self.admin = Admin(self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url)
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
-        self.mcp = MCPPlane(settings, self.pipeline)
+        mcp = settings.registry_data.mcp
+        self.mcp: MCPPlane | None = None
+        if mcp.servers:  # the MCP SDK is loaded only when there is something to serve
+            from agentgw.mcp import MCPPlane
+
+            self.mcp = MCPPlane(settings, self.pipeline)
         self.supervisor = Supervisor.from_settings(settings)
         self.started = False
 
@@ -73,7 +84,10 @@ class Gateway:
             if path.startswith("/v1/"):
                 await self.llm(scope, receive, send)
             elif path == "/mcp" or path.startswith("/mcp/"):
-                await self.mcp(scope, receive, send)
+                if self.mcp is not None:
+                    await self.mcp(scope, receive, send)
+                else:
+                    await self._no_mcp(scope, send)
             elif path.startswith("/admin/"):
                 await self.admin(scope, receive, send)
             elif path.startswith(WELL_KNOWN):
@@ -98,6 +112,22 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    async def _no_mcp(self, scope: Scope, send: Send) -> None:
+        """No MCP servers configured: still authenticate first (nothing is revealed to anonymous callers)."""
+        ex = Exchange("mcp", "request", "mcp:*", header_dict(scope), client_host(scope))
+        ex.task = task_from_headers(ex.headers)
+        err: GatewayError = NotFound("No MCP servers are configured.", code="no_mcp_servers")
+        err = await self.pipeline.reject(ex, err)
+        rpc = -32010 if err.status == 401 else -32601
+        body = {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": rpc, "message": err.message, "data": {"code": err.code, "status": err.status}},
+        }
+        await send_bytes(
+            send, err.status, orjson.dumps(body), extra={"x-agentgw-task": ex.task.task_id, **err.headers}
+        )
+
     def mcp_url(self) -> str:
         listen = self.settings.listen
         return f"http://{listen.host}:{listen.port}/mcp"
@@ -113,13 +143,17 @@ class Gateway:
             "checks": checks,
             "policy": self.policy.status(),
             "processes": self.supervisor.status(),
-            "mcp": self.mcp.status(),  # per upstream: informational (one broken server never blocks readiness)
+            "mcp": self.mcp.status()
+            if self.mcp is not None
+            else {},  # per upstream: informational (one broken server never blocks readiness)
         }
         return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
-        # Load the tokenizer now (~0.2 s, in a thread) rather than on the first request that needs a count.
-        await asyncio.to_thread(count_tokens, "warm up")
+        if any(p.kind == "mock" for p in self.settings.registry_data.llm.providers):
+            # The mock counts tokens on every call: load the tokenizer now (~0.2 s, ~40 MiB, in a thread)
+            # rather than on the first request. Real providers report usage; counting is only a fallback.
+            await asyncio.to_thread(count_tokens, "warm up")
         await self.pool.start()
         if self.jwt is not None:
             self.jwt.session = self.pool.session
@@ -134,12 +168,18 @@ class Gateway:
         ):  # not the main thread / Windows
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.policy.load)
         await self.supervisor.start()
-        await self.mcp.start()
+        if self.mcp is not None:
+            await self.mcp.start()
+        # Everything loaded so far lives as long as the process: move it out of the collector's reach, so
+        # full collections under load do not walk ~100k long-lived objects (measured: p99 82 → 16 ms at c=32).
+        gc.collect()
+        gc.freeze()
         self.started = True
 
     async def shutdown(self) -> None:
         self.started = False
-        await self.mcp.aclose()
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.supervisor.stop()
         await self.policy.aclose()
         await self.pool.aclose()

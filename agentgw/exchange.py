@@ -5,6 +5,7 @@ hot path, so no validation here."""
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,10 +13,13 @@ from typing import Any
 
 from agentgw.errors import GatewayError
 
+_rand = random.Random(os.urandom(32))
+
 
 def new_id(nbytes: int = 8) -> str:
-    """A random hex id (span ids are 8 bytes, trace ids 16, as in W3C trace context)."""
-    return os.urandom(nbytes).hex()
+    """A random hex id (span ids are 8 bytes, trace ids 16, as in W3C trace context). A PRNG seeded from the
+    OS, as OpenTelemetry does: these ids name records, they are not secrets (a syscall each was 2.6% of CPU)."""
+    return f"{_rand.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
 
 @dataclass(slots=True, frozen=True)

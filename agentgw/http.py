@@ -4,7 +4,6 @@ disconnect watcher that turns a client going away into cancellation of the upstr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -101,31 +100,41 @@ async def send_stream(
             await close()
 
 
+_watchers: set[asyncio.Task[None]] = set()
+
+
 async def cancel_on_disconnect(
     receive: Receive, work: Awaitable[None], on_disconnect: Callable[[], None] | None = None
 ) -> bool:
-    """Run `work`; if the client disconnects first, call `on_disconnect` (to record why) and cancel it.
-    Returns False when the client went away."""
-    task = asyncio.ensure_future(work)
+    """Run `work` in this task; if the client disconnects first, call `on_disconnect` (to record why) and
+    cancel it. Returns False when the client went away.
+
+    One watcher task per request and no cancellation on the normal path: once the response is complete the
+    server answers the watcher's pending `receive()` with `http.disconnect`, and the watcher ends by itself.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    state = {"done": False, "cut": False}
 
     async def watch() -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                if on_disconnect is not None:
-                    on_disconnect()
-                task.cancel()
-                return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not state["done"]:
+            state["cut"] = True
+            if on_disconnect is not None:
+                on_disconnect()
+            current.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
+    _watchers.add(watcher)  # the loop keeps only weak references to tasks
+    watcher.add_done_callback(_watchers.discard)
     try:
-        await task
+        await work
         return True
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            return False  # the watcher cancelled the work: the client went away
-        raise  # we ourselves were cancelled (shutdown)
+        if state["cut"]:
+            current.uncancel()
+            return False
+        raise
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        state["done"] = True  # the watcher sees this when the server answers its receive() and just ends

@@ -83,7 +83,9 @@ class RetryDefaults(Frozen):
 
 
 class Upstream(Frozen):
-    pool_size: int = Field(default=1000, ge=1)  # total keep-alive connections per process
+    pool_size: int = Field(
+        default=4096, ge=1
+    )  # total upstream connections per process (streams hold one each)
     pool_per_host: int = Field(default=0, ge=0)  # 0 = no per-host cap
     retry: RetryDefaults = Field(default_factory=RetryDefaults)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)

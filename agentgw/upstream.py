@@ -6,6 +6,8 @@ stream response bodies as bytes and close the response on any abnormal exit, so 
 
 from __future__ import annotations
 
+import functools
+
 import aiohttp
 
 from agentgw.settings import Upstream as UpstreamSettings
@@ -25,8 +27,6 @@ class UpstreamPool:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            # No Accept-Encoding: bodies arrive as identity bytes we can meter and relay as they are.
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,  # no proxy from the environment: upstreams come only from the registry
         )
@@ -47,8 +47,15 @@ class UpstreamPool:
             self._session = None
 
 
+# Sent on every upstream request: identity bodies (the gateway meters and relays the bytes as they are) and
+# a fixed User-Agent. Set here rather than left to aiohttp's auto headers, whose skip list is a slow path.
+BASE_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "agentgw"}
+
+
+@functools.lru_cache(maxsize=256)
 def timeout(total_s: float, connect_s: float, stream: bool) -> aiohttp.ClientTimeout:
-    """Non-streaming: `total_s` bounds the whole call. Streaming: it bounds each read (first byte and gaps)."""
+    """Non-streaming: `total_s` bounds the whole call. Streaming: it bounds each read (first byte and gaps).
+    Cached: the same few values serve every request."""
     if stream:
         return aiohttp.ClientTimeout(total=None, connect=connect_s, sock_read=total_s)
     return aiohttp.ClientTimeout(total=total_s, connect=connect_s)

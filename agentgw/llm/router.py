@@ -77,7 +77,9 @@ class Router:
         number = 0
         for target in model.targets:
             key = f"{target.provider}/{target.model}"
-            breaker = self.breakers.setdefault(key, Breaker())
+            breaker = self.breakers.get(key)
+            if breaker is None:
+                breaker = self.breakers[key] = Breaker()
             provider = self.providers[target.provider]
             call.model = target.model
             for attempt in range(retry.attempts):

@@ -155,7 +155,10 @@ async def mcp_client(
 
 
 def registry(*servers: dict[str, Any], virtual: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"mcp": {"servers": list(servers), "virtual_servers": virtual or []}}
+    """Without servers, one that is down: the endpoint exists (the gateway serves /mcp only when the registry
+    has MCP servers) and a broken server is left out of every listing."""
+    entries = list(servers) or [server_entry("down", "http://127.0.0.1:9", timeout_s=1)]
+    return {"mcp": {"servers": entries, "virtual_servers": virtual or []}}
 
 
 INIT = {

@@ -19,7 +19,7 @@ from agentgw.llm.providers.anthropic_translate import (
 from agentgw.llm.providers.base import Call, ProviderError, upstream_error
 from agentgw.llm.sse import frame_data, frames
 from agentgw.registry import Provider as ProviderConfig
-from agentgw.upstream import UpstreamPool
+from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -33,6 +33,7 @@ class AnthropicProvider:
         base = (cfg.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
         self.headers = {
+            **BASE_HEADERS,
             "Content-Type": "application/json",
             "anthropic-version": cfg.api_version or DEFAULT_VERSION,
             **cfg.headers,

@@ -11,7 +11,7 @@ from agentgw.llm.providers import transport
 from agentgw.llm.providers.base import Call
 from agentgw.llm.sse import frames
 from agentgw.registry import Provider as ProviderConfig
-from agentgw.upstream import UpstreamPool
+from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
 
 class OpenAIProvider:
@@ -20,7 +20,12 @@ class OpenAIProvider:
         self.name = cfg.name
         self.pool = pool
         self.base = (cfg.base_url or "").rstrip("/")
-        self.headers = {"Content-Type": "application/json", **cfg.headers, **self.auth_headers()}
+        self.headers = {
+            **BASE_HEADERS,
+            "Content-Type": "application/json",
+            **cfg.headers,
+            **self.auth_headers(),
+        }
         self.secrets = [s for s in (cfg.api_key, *cfg.headers.values()) if s]
 
     def auth_headers(self) -> dict[str, str]:
