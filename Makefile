@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck bench fmt clean
+.PHONY: install run test check lint typecheck bench conformance fmt clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/policy.py
+
+conformance: $(STAMP)
+	bash conformance/run.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

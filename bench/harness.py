@@ -1,0 +1,315 @@
+"""Process plumbing for bench/llm.py: the temp gateway config, spawning and stopping the upstream mock, the floor
+proxy and `agentgw serve`, readiness polling, RSS and CPU accounting from /proc, and the load-generator runs
+(wrk with bench/wrk_post.lua, or bench/loadgen.py). Loopback only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+API_KEY = "agw-bench-key-0123456789abcdef"
+UPSTREAM_KEY = "sk-bench-upstream-0123456789"
+CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+MIB = 1024 * 1024
+TARGETS = (
+    "direct",
+    "floor",
+    "gateway",
+)  # client → upstream; → minimal proxy → upstream; → agentgw → upstream
+# A small, realistic policy: the bench key's role may call every model (the authz stage runs on each request).
+POLICY = """\
+p, admins, *, *, allow
+p, agents, llm:*, call, allow
+p, agents, mcp:*, *, allow
+p, agents, tag:dangerous, call, deny
+p, interns, llm:small-*, call, allow
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise the soft open-file limit (children inherit it: the gateway needs 2 sockets per stream)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.perf_counter() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout} s")
+        time.sleep(0.005)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM (bytes) from /proc/<pid>/status."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    return proc_status(pid)["VmRSS"] / MIB
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return float(sum(v) - idle), float(sum(v))
+
+
+def children_cpu() -> float:
+    """CPU seconds of reaped children (the load generators)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Env:
+    """The temp dir and the three server processes (upstream mock, floor proxy, gateway)."""
+
+    tmp: Path
+    ports: dict[str, int] = field(default_factory=lambda: {t: free_port() for t in TARGETS})
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[Any] = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.tmp / "agentgw.yaml"
+
+    def pid(self, target: str) -> int:
+        return self.procs["upstream" if target == "direct" else target].pid
+
+    def url(self, target: str) -> str:
+        return f"http://127.0.0.1:{self.ports[target]}/v1/chat/completions"
+
+    def _log(self, name: str) -> Any:
+        fh = open(self.tmp / name, "ab")  # noqa: SIM115 - closed in close()
+        self.logs.append(fh)
+        return fh
+
+    def write_config(self) -> None:
+        """agentgw.yaml + registry/llm.yaml (+ policies/) in the temp dir: one openai-kind provider pointing at
+        the upstream mock with an API key, one API key for the load, audit log to a file."""
+        reg = self.tmp / "registry"
+        reg.mkdir(exist_ok=True)
+        provider = {
+            "name": "upstream",
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{self.ports['direct']}/v1",
+            "api_key": UPSTREAM_KEY,
+        }
+        llm = {
+            "llm": {
+                "providers": [provider],
+                "models": [{"name": "bench", "targets": [{"provider": "upstream", "model": "bench"}]}],
+            }
+        }
+        key = {
+            "subject": "bench",
+            "roles": ["agents"],
+            "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+        }
+        cfg: dict[str, Any] = {
+            "listen": {"host": "127.0.0.1", "port": self.ports["gateway"]},
+            "registry": ["registry/*.yaml"],
+            "auth": {"api_keys": [key]},
+            "server": {"graceful_shutdown_s": 3},
+            # The default pool (1,000 connections) cannot carry 2,000 concurrent streams to one upstream.
+            "upstream": {"pool_size": 8192},
+            "audit": {"log": {"enabled": True, "path": "audit.jsonl"}},
+            "logging": {"level": "warning"},
+        }
+        model_conf = HERE.parent / "policies" / "model.conf"  # the project's own Casbin model
+        if model_conf.exists():
+            pol = self.tmp / "policies"
+            pol.mkdir(exist_ok=True)
+            shutil.copy(model_conf, pol / "model.conf")
+            (pol / "policy.csv").write_text(POLICY)
+            cfg["policies"] = {"model": "policies/model.conf", "policy": "policies/policy.csv"}
+        (reg / "llm.yaml").write_text(yaml.safe_dump(llm, sort_keys=False))
+        self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def start_upstream(self) -> None:
+        port = self.ports["direct"]
+        cmd = [PY, str(HERE / "upstream.py"), "--port", str(port)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("upstream.log"))
+        self.procs["upstream"] = proc
+        wait_until(lambda: http_status(port, "/") == 404, 20, proc, "upstream")
+
+    def start_floor(self) -> float:
+        """Spawn the floor proxy; seconds from spawn to its first answer."""
+        port = self.ports["floor"]
+        cmd = [PY, str(HERE / "proxy.py"), "--port", str(port)]
+        cmd += ["--upstream", f"http://127.0.0.1:{self.ports['direct']}"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("floor.log"))
+        self.procs["floor"] = proc
+        wait_until(lambda: http_status(port, "/") is not None, 20, proc, "floor proxy")
+        return time.perf_counter() - t0
+
+    def start_gateway(self) -> float:
+        """Spawn `agentgw serve` (one worker); seconds from spawn to the first 200 from GET /readyz."""
+        exe = Path(PY).parent / "agentgw"
+        cmd = [str(exe)] if exe.exists() else [PY, "-m", "agentgw"]
+        port = self.ports["gateway"]
+        cmd += ["serve", "--config", str(self.config), "--port", str(port), "--workers", "1"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("gateway.log"))
+        self.procs["gateway"] = proc
+        wait_until(lambda: http_status(port, "/readyz", 0.5) == 200, 30, proc, "gateway")
+        return time.perf_counter() - t0
+
+    def stop_gateway(self) -> None:
+        proc = self.procs.pop("gateway", None)
+        if proc is not None:
+            stop(proc)
+
+    def close(self) -> None:
+        for name in ("gateway", "floor", "upstream"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                stop(proc)
+        for fh in self.logs:
+            fh.close()
+
+
+class CpuWatch:
+    """CPU seconds used by each server process, the load generator, and everything else on the machine."""
+
+    def __init__(self, env: Env) -> None:
+        self.pids = {name: p.pid for name, p in env.procs.items()}
+        self.t0 = time.perf_counter()
+        self.cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.ch0 = children_cpu()
+        self.busy0, self.total0 = machine_busy()
+
+    def done(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        out = {f"{name}_cpu_s": cpu_seconds(pid) - self.cpu0[name] for name, pid in self.pids.items()}
+        out["loadgen_cpu_s"] = children_cpu() - self.ch0
+        ours = sum(out.values()) / max(wall, 1e-9)
+        busy, total = machine_busy()
+        busy_cores = (busy - self.busy0) / max(1.0, total - self.total0) * (os.cpu_count() or 1)
+        out["wall_s"] = wall
+        out["background_cores"] = max(0.0, busy_cores - ours)
+        return out
+
+
+# -- load generators -------------------------------------------------------------------------------------------
+
+
+def _json_out(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    res = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, check=False)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(b"{")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"{cmd[0]} failed ({res.returncode}): {res.stderr.decode()[-2000:]}")
+    out: dict[str, Any] = orjson.loads(lines[-1])
+    return out
+
+
+def run_wrk(url: str, body: bytes, n: int, c: int, seconds: float) -> dict[str, Any]:
+    """wrk, one thread: stops at `n` responses or after `seconds` (whole seconds)."""
+    env = {**os.environ, "BENCH_BODY": body.decode(), "BENCH_AUTH": f"Bearer {API_KEY}"}
+    env["BENCH_MAX_PER_THREAD"] = str(n)
+    secs = max(1, round(seconds))
+    cmd = ["wrk", "-t1", f"-c{c}", f"-d{secs}s", "--timeout", "10s", "-s", str(HERE / "wrk_post.lua"), url]
+    r = _json_out(cmd, secs + 30, env)
+    errors = {k: v for k, v in r["errors"].items() if v}
+    ok = r["requests"] - errors.get("status", 0)
+    elapsed = r["elapsed_us"] / 1e6
+    return {
+        "requests": ok,
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "rps": ok / elapsed if elapsed else 0.0,
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "max_ms": r["max_us"] / 1000,
+        "mean_ms": r["mean_us"] / 1000,
+    }
+
+
+def run_loadgen(mode: str, url: str, body: bytes, args: list[str], timeout: float) -> dict[str, Any]:
+    cmd = [PY, str(HERE / "loadgen.py"), mode, "--url", url, "--body", body.decode()]
+    cmd += ["--header", f"Authorization: Bearer {API_KEY}", *args]
+    return _json_out(cmd, timeout)
+
+
+def requests_run(tool: str, url: str, n: int, c: int, seconds: float) -> dict[str, Any]:
+    """Non-streaming chat completions at concurrency `c`, bounded by `n` requests and `seconds`."""
+    body = orjson.dumps(CHAT)
+    if tool == "wrk":
+        return run_wrk(url, body, n, c, seconds)
+    args = ["-n", str(n), "-c", str(c), "--duration", str(seconds)]
+    return run_loadgen("requests", url, body, args, seconds + 30)

@@ -1,0 +1,91 @@
+"""What each pipeline stage costs per Exchange, in-process: the pipeline with a trivial forward step, run with
+growing stage lists (nothing, audit, + authn, + authz). Divide by the gateway's CPU per request from
+bench/llm.py for a stage's share of a real call. Not a test: `make bench`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from agentgw.audit.log import JsonLinesSink, NullSink  # noqa: E402
+from agentgw.exchange import Exchange, Result, task_from_headers  # noqa: E402
+from agentgw.keys import KeyStore, hash_key  # noqa: E402
+from agentgw.pipeline import Pipeline, Stage  # noqa: E402
+from agentgw.policy import PolicyStore  # noqa: E402
+from agentgw.settings import load_settings  # noqa: E402
+from agentgw.stages.audit import AuditStage  # noqa: E402
+from agentgw.stages.authn import Authenticator, AuthnStage  # noqa: E402
+from agentgw.stages.authz import AuthzStage  # noqa: E402
+
+KEY = "agw-bench-key-0123456789"
+RESULT = Result(body=b"{}")
+
+
+async def forward(ex: Exchange) -> Result:
+    return RESULT
+
+
+async def per_call_us(pipeline: Pipeline, n: int) -> float:
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    t = time.perf_counter()
+    for _ in range(n):
+        ex = Exchange("llm", "chat", "llm:m", headers, "127.0.0.1")
+        ex.task = task_from_headers(headers)
+        await pipeline.run(ex, forward)
+    return (time.perf_counter() - t) / n * 1e6
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, default=50_000)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "registry.yaml").write_text("{}\n")
+        cfg = {
+            "registry": ["registry.yaml"],
+            "auth": {"api_keys": [{"subject": "bench", "roles": ["agents"], "sha256": hash_key(KEY)}]},
+            "policies": {
+                "model": str(ROOT / "policies/model.conf"),
+                "policy": str(ROOT / "policies/policy.csv"),
+            },
+        }
+        (folder / "agentgw.yaml").write_text(yaml.safe_dump(cfg))
+        settings = load_settings(folder / "agentgw.yaml")
+        policy = PolicyStore(ROOT / "policies/model.conf", ROOT / "policies/policy.csv")
+        policy.load()
+        authn = AuthnStage(Authenticator(KeyStore(settings)))
+        sink = JsonLinesSink(folder / "audit.jsonl")
+        await sink.start()
+        lists: dict[str, list[Stage]] = {
+            "nothing": [],
+            "audit (null sink)": [AuditStage(NullSink())],
+            "audit (JSON lines)": [AuditStage(sink)],
+            "audit + authn": [AuditStage(sink), authn],
+            "audit + authn + authz": [AuditStage(sink), authn, AuthzStage(policy)],
+        }
+        out: dict[str, float] = {}
+        for name, stages in lists.items():
+            pipeline = Pipeline(stages)
+            await per_call_us(pipeline, 2000)  # warm caches
+            out[name] = round(min([await per_call_us(pipeline, args.n) for _ in range(3)]), 2)
+        await sink.aclose()
+    out["authz stage"] = round(out["audit + authn + authz"] - out["audit + authn"], 2)
+    print(json.dumps({"us_per_exchange": out}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
