@@ -52,7 +52,6 @@ class Auth(Frozen):
     api_keys: list[ApiKey] = Field(default_factory=list)
     # A YAML list of ApiKey entries, relative to this file; `agentgw keys create` appends to it.
     keys_file: str = "keys.yaml"
-    public_paths: list[str] = Field(default_factory=lambda: ["/healthz", "/readyz"])
     jwt: JWTSettings | None = None  # JWT bearer tokens from one trusted issuer (see docs/configuration.md)
     # Which credential kinds each plane takes (api_key, jwt); a plane not named takes every configured kind.
     accept: dict[Literal["llm", "mcp", "a2a", "admin"], list[Literal["api_key", "jwt"]]] = Field(
