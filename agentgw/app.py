@@ -17,19 +17,22 @@ import orjson
 
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.audit.log import JsonLinesSink, NullSink
+from agentgw.budget.ledger import Ledger
+from agentgw.budget.memory import MemoryLedger
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
-from agentgw.mcp import check_collisions, tool_tags
+from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyEngine, PolicyStore
-from agentgw.settings import Policies, Problem, Settings
+from agentgw.settings import Budgets, Policies, Problem, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
 from agentgw.stages.authn import Authenticator
+from agentgw.stages.budget import BudgetStage
 from agentgw.supervisor import Supervisor
 from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
@@ -65,8 +68,18 @@ class Gateway:
             {plane: list(kinds) for plane, kinds in settings.auth.accept.items()},
             challenge,
         )
-        self.pipeline = Pipeline(default_stages(self.sink, self.auth, self.policy))
-        self.admin = Admin(self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url)
+        self.ledger = make_ledger(settings.budgets) if settings.budgets.rules else None
+        budget = None
+        if self.ledger is not None:
+            pricing = {f"llm:{m.name}": m.pricing for m in settings.registry_data.llm.models if m.pricing}
+            budget = BudgetStage(
+                settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
+            )
+        self.budget = budget
+        self.pipeline = Pipeline(default_stages(self.sink, self.auth, self.policy, budget))
+        self.admin = Admin(
+            self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url, self.ledger
+        )
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         mcp = settings.registry_data.mcp
         self.mcp: MCPPlane | None = None
@@ -180,6 +193,8 @@ class Gateway:
         self.started = False
         if self.mcp is not None:
             await self.mcp.aclose()
+        if self.ledger is not None:
+            await self.ledger.aclose()
         await self.supervisor.stop()
         await self.policy.aclose()
         await self.pool.aclose()
@@ -214,6 +229,14 @@ def check(settings: Settings) -> list[Problem]:
     except Exception as exc:
         problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
     return problems
+
+
+def make_ledger(cfg: Budgets) -> Ledger:
+    if cfg.ledger == "redis":
+        from agentgw.budget.redis import RedisLedger  # only deployments that use Redis import its client
+
+        return RedisLedger(cfg.redis_url, cfg.key_prefix, cfg.task_ttl_s)
+    return MemoryLedger()
 
 
 def policy_store(settings: Settings) -> PolicyStore:

@@ -90,6 +90,10 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     settings = _load_or_exit(config, host)
     setup_logging(settings.logging.level, settings.logging.format)
     n = workers or settings.server.workers
+    if n > 1 and settings.budgets.rules and settings.budgets.ledger == "memory":
+        from agentgw.settings import memory_ledger_problem
+
+        _exit_with(ConfigError([memory_ledger_problem(settings.path, n)]))
     kwargs = dict(
         host=host or settings.listen.host,
         port=port if port is not None else settings.listen.port,
@@ -216,6 +220,56 @@ def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...]
     else:
         click.echo("  by default deny: no policy line matched")
     sys.exit(0 if d.allowed else 1)
+
+
+@main.group()
+def budget() -> None:
+    """Inspect task budgets (through a running gateway's admin API)."""
+
+
+@budget.command("show")
+@click.argument("task")
+@click.option(
+    "--principal", default=None, help="The subject that owns the task (not needed for c-… child ids)."
+)
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="The gateway's base URL.")
+@click.option(
+    "--key", envvar="AGENTGW_ADMIN_KEY", required=True, help="An admin API key ($AGENTGW_ADMIN_KEY)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def budget_show(task: str, principal: str | None, url: str, key: str, as_json: bool) -> None:
+    """Limits, spent, reserved and children of TASK."""
+    import httpx
+
+    params = {"principal": principal} if principal else {}
+    try:
+        r = httpx.get(
+            f"{url.rstrip('/')}/admin/tasks/{task}/budget",
+            params=params,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"cannot reach {url}: {exc}", err=True)
+        sys.exit(2)
+    if r.status_code != 200:
+        click.echo(f"{r.status_code}: {r.json().get('error', {}).get('message', r.text)}", err=True)
+        sys.exit(1)
+    data = r.json()
+    if as_json:
+        click.echo(r.text)
+        return
+    click.echo(f"task {data['task']}  (ledger key {data['key']})")
+    for metric in sorted(set(data["limits"]) | set(data["spent"]) | set(data["reserved"])):
+        limit = data["limits"].get(metric)
+        click.echo(
+            f"  {metric:12} spent {data['spent'].get(metric, 0):>10}  reserved {data['reserved'].get(metric, 0):>8}"
+            f"  limit {limit if limit is not None else 'none'}"
+        )
+    if data["parents"]:
+        click.echo("  parents: " + " → ".join(data["parents"]))
+    for child in data["children"]:
+        click.echo(f"  child {child}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,8 +90,17 @@ class Retry(Frozen):
     max_backoff_ms: float = Field(default=2000.0, ge=0)
 
 
+class Pricing(Frozen):
+    """USD per million tokens, for task budgets in USD and the cost in audit records."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+
+
 class Model(Frozen):
     name: str = Field(pattern=NAME)
+    pricing: Pricing | None = None
     targets: list[Target] = Field(min_length=1)
     retry: Retry | None = None  # falls back to the gateway-wide default
     description: str | None = None
@@ -109,6 +118,7 @@ class ToolTrim(Frozen):
     rename: dict[str, str] = Field(default_factory=dict)
     descriptions: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, list[str]] = Field(default_factory=dict)
+    costs: dict[str, int] = Field(default_factory=dict)  # extra budget tokens charged per call of a tool
 
 
 class MCPServer(Supervised):

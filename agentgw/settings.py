@@ -108,6 +108,49 @@ class Audit(Frozen):
     log: AuditLog = Field(default_factory=AuditLog)
 
 
+class BudgetMatch(Frozen):
+    subjects: list[str] = Field(default_factory=list)  # any of these principals (empty: any)
+    roles: list[str] = Field(default_factory=list)  # or any principal with one of these roles (empty: any)
+
+
+class TaskLimits(Frozen):
+    """What one task may spend. Absent: unlimited."""
+
+    tokens: int | None = Field(default=None, ge=0)  # input + output tokens, weighted by `weights`
+    tool_calls: int | None = Field(default=None, ge=0)
+    agent_calls: int | None = Field(default=None, ge=0)
+    usd: float | None = Field(default=None, ge=0)  # priced from the registry's model pricing
+
+
+class TokenWeights(Frozen):
+    input: float = Field(default=1.0, ge=0)
+    output: float = Field(default=1.0, ge=0)
+
+
+class Windows(Frozen):
+    """Per-principal rate limits (fixed windows)."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+
+
+class BudgetRule(Frozen):
+    match: BudgetMatch = Field(default_factory=BudgetMatch)
+    task: TaskLimits = Field(default_factory=TaskLimits)
+    weights: TokenWeights = Field(default_factory=TokenWeights)
+    windows: Windows = Field(default_factory=Windows)
+
+
+class Budgets(Frozen):
+    ledger: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "agentgw"
+    on_ledger_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    task_ttl_s: int = Field(default=7 * 86400, ge=60)
+    rules: list[BudgetRule] = Field(default_factory=list)  # the first rule that matches the principal applies
+
+
 class Logging(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -122,6 +165,7 @@ class Settings(Frozen):
     server: Server = Field(default_factory=Server)
     upstream: Upstream = Field(default_factory=Upstream)
     audit: Audit = Field(default_factory=Audit)
+    budgets: Budgets = Field(default_factory=Budgets)
     logging: Logging = Field(default_factory=Logging)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
@@ -415,6 +459,14 @@ def _check_keys(settings: Settings, listen_host: str, problems: list[Problem]) -
     settings._keys = tuple(all_keys)
 
 
+def memory_ledger_problem(cfg_path: Path, workers: int) -> Problem:
+    return Problem(
+        str(cfg_path),
+        "budgets.ledger",
+        f"the memory ledger cannot be shared by {workers} workers: use ledger: redis, or one worker",
+    )
+
+
 def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> Settings:
     """Load and check everything; raise ConfigError with every problem found (not just the first).
 
@@ -435,6 +487,8 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     if "registry" not in invalid:
         settings._registry = load_registry(settings, problems)
     _check_keys(settings, host or settings.listen.host, problems)
+    if settings.budgets.rules and settings.budgets.ledger == "memory" and settings.server.workers > 1:
+        problems.append(memory_ledger_problem(cfg_path, settings.server.workers))
     if settings.policies is not None:
         for key in ("model", "policy"):
             p = settings.resolve(getattr(settings.policies, key))

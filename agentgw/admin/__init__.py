@@ -9,11 +9,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from agentgw.budget.ledger import Ledger
 from agentgw.errors import Forbidden, GatewayError, NotFound
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTSettings
 from agentgw.policy import PolicyStore
 from agentgw.stages.authn import Authenticator
+from agentgw.stages.budget import BudgetStage
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
@@ -34,12 +36,38 @@ class Admin:
         admin_roles: list[str],
         jwt: JWTSettings | None,
         mcp_url: Callable[[], str],
+        ledger: Ledger | None = None,
     ) -> None:
         self.auth = auth
         self.policy = policy
         self.admin_roles = set(admin_roles)
         self.jwt = jwt
         self.mcp_url = mcp_url
+        self.ledger = ledger
+
+    async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
+        """Limits, spent, reserved, ancestors and children of one task's budget."""
+        if self.ledger is None:
+            raise NotFound("No budgets are configured.", code="no_budgets")
+        q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        key = BudgetStage.task_key(task_id, q.get("principal"))
+        if key is None:
+            raise GatewayError(
+                "Name the task's principal: ?principal=<subject>.", status=400, code="invalid_request"
+            )
+        st = await self.ledger.state(key)
+        if st is None:
+            raise NotFound(f"No budget is recorded for task {task_id}.", code="task_not_found")
+        body = {
+            "task": task_id,
+            "key": key,
+            "limits": st.limits,
+            "spent": st.spent,
+            "reserved": st.reserved,
+            "parents": st.chain,
+            "children": await self.ledger.children(key),
+        }
+        await send_bytes(send, 200, orjson.dumps(body))
 
     async def metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         """RFC 9728 metadata for the MCP endpoint (path-inserted and root forms)."""
@@ -89,6 +117,9 @@ class Admin:
                     "action": q["action"],
                 }
                 await send_bytes(send, 200, orjson.dumps(body))
+                return
+            if path.startswith("/admin/tasks/") and path.endswith("/budget") and scope["method"] == "GET":
+                await self.task_budget(scope, send, path[len("/admin/tasks/") : -len("/budget")])
                 return
             raise NotFound(f"Unknown admin path {path}.", code="unknown_url")
         except GatewayError as err:

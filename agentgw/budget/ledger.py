@@ -1,6 +1,9 @@
 """The ledger protocol: atomic reserve / settle / release over a task and all its ancestors, and fixed-window
 counters. Amounts are integers per metric (tokens, tool_calls, agent_calls, usd_micros); a limit < 0 or
 absent means unlimited. Backends: memory.py (one process) and redis.py (atomic Lua, many replicas).
+
+A task's limits are fixed by the first reservation that names it (later requests cannot raise them); its
+ancestors are named by the caller on every call (`chain`: the task first, then its parent, …).
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ class Rejection:
     asked: int
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    amount: Amount  # what was reserved on every task of the chain
+    remaining: dict[str, int]  # per limited metric, the least any task of the chain has left afterwards
+
+
 @dataclass(slots=True)
 class TaskState:
     task: str
     limits: Amount = field(default_factory=dict)
     spent: Amount = field(default_factory=dict)
     reserved: Amount = field(default_factory=dict)
-    parent: str | None = None
+    chain: list[str] = field(default_factory=list)  # ancestors, nearest first
 
     def remaining(self, metric: str) -> int | None:
         limit = self.limits.get(metric, -1)
@@ -39,11 +48,12 @@ class TaskState:
 
 
 class Ledger(Protocol):
-    async def open(self, task: str, limits: Amount, parent: str | None) -> None:
-        """Create the task with its limits if it does not exist (limits of an existing task never change)."""
-
-    async def reserve(self, chain: list[str], amount: Amount) -> Rejection | None:
-        """Reserve `amount` on every task of `chain` (the task, then its ancestors) or on none of them."""
+    async def reserve(
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+    ) -> Reservation | Rejection:
+        """Reserve `amount` on every task of `chain` or on none. `limits` become chain[0]'s limits if it is new.
+        With `rest` (a metric), reserve everything the chain has left of it instead, as long as that is at least
+        `amount[rest]` (an LLM call without max_tokens may use all that is left, and no more)."""
 
     async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
         """Turn a reservation into spending: reserved -= reserved, spent += actual, on every task of `chain`."""
@@ -53,7 +63,15 @@ class Ledger(Protocol):
 
     async def state(self, task: str) -> TaskState | None: ...
 
+    async def link(self, parent: str, child: str) -> None:
+        """Remember that `child` was delegated from `parent` (for inspection; charging follows the chain)."""
+
+    async def children(self, task: str) -> list[str]: ...
+
     async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
         """Count `amount` in the current fixed window of `key`; (allowed, seconds until the window resets)."""
+
+    async def adjust(self, key: str, amount: int, window_s: int) -> None:
+        """Correct the current window of `key` by `amount` (settling an estimate; may be negative)."""
 
     async def aclose(self) -> None: ...

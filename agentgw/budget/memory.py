@@ -1,41 +1,59 @@
-"""The in-process ledger: exact under asyncio concurrency (every operation completes without awaiting), for a
-single gateway process. `check-config` refuses it with more than one worker."""
+"""The in-process ledger: exact under asyncio concurrency (no operation awaits midway), for one gateway process.
+`check-config` refuses it with more than one worker."""
 
 from __future__ import annotations
 
 import time
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, TaskState
+from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState
 
 
 class MemoryLedger:
     def __init__(self) -> None:
         self.tasks: dict[str, TaskState] = {}
         self.windows: dict[str, tuple[int, int]] = {}  # key → (window start, count)
+        self.kids: dict[str, list[str]] = {}
 
-    async def open(self, task: str, limits: Amount, parent: str | None) -> None:
-        if task not in self.tasks:
-            self.tasks[task] = TaskState(task, dict(limits), {}, {}, parent)
+    def _task(self, key: str) -> TaskState:
+        st = self.tasks.get(key)
+        if st is None:
+            st = self.tasks[key] = TaskState(key)
+        return st
 
-    async def reserve(self, chain: list[str], amount: Amount) -> Rejection | None:
-        states = [self.tasks.setdefault(t, TaskState(t)) for t in chain]
+    async def reserve(
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+    ) -> Reservation | Rejection:
+        if chain[0] not in self.tasks:
+            self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
+        states = [self._task(t) for t in chain]
+        asked = dict(amount)
+        if rest is not None:
+            left = [r for st in states if (r := st.remaining(rest)) is not None]
+            if left and min(left) >= asked.get(rest, 0):
+                asked[rest] = min(left)
         for st in states:
-            for metric, asked in amount.items():
+            for metric, n in asked.items():
                 limit = st.limits.get(metric, -1)
-                if asked <= 0 or limit < 0:
+                if n <= 0 or limit < 0:
                     continue
                 spent, reserved = st.spent.get(metric, 0), st.reserved.get(metric, 0)
-                if spent + reserved + asked > limit:
-                    return Rejection(st.task, metric, limit, spent, reserved, asked)
+                if spent + reserved + n > limit:
+                    return Rejection(st.task, metric, limit, spent, reserved, n)
         for st in states:
-            for metric, asked in amount.items():
-                if asked:
-                    st.reserved[metric] = st.reserved.get(metric, 0) + asked
-        return None
+            for metric, n in asked.items():
+                if n:
+                    st.reserved[metric] = st.reserved.get(metric, 0) + n
+        remaining: dict[str, int] = {}
+        for st in states:
+            for metric in st.limits:
+                r = st.remaining(metric)
+                if r is not None:
+                    remaining[metric] = min(r, remaining.get(metric, r))
+        return Reservation(asked, remaining)
 
     async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
         for t in chain:
-            st = self.tasks.setdefault(t, TaskState(t))
+            st = self._task(t)
             for metric in METRICS:
                 r, a = reserved.get(metric, 0), actual.get(metric, 0)
                 if r:
@@ -50,7 +68,13 @@ class MemoryLedger:
         st = self.tasks.get(task)
         if st is None:
             return None
-        return TaskState(st.task, dict(st.limits), dict(st.spent), dict(st.reserved), st.parent)
+        return TaskState(st.task, dict(st.limits), dict(st.spent), dict(st.reserved), list(st.chain))
+
+    async def link(self, parent: str, child: str) -> None:
+        self.kids.setdefault(parent, []).append(child)
+
+    async def children(self, task: str) -> list[str]:
+        return list(self.kids.get(task, ()))
 
     async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
         now = time.time()
@@ -64,6 +88,12 @@ class MemoryLedger:
             return False, reset
         self.windows[key] = (start, count + amount)
         return True, reset
+
+    async def adjust(self, key: str, amount: int, window_s: int) -> None:
+        start = int(time.time() // window_s) * window_s
+        w_start, count = self.windows.get(key, (start, 0))
+        if w_start == start:
+            self.windows[key] = (start, max(0, count + amount))
 
     async def aclose(self) -> None:
         return None

@@ -11,34 +11,68 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, TaskState
+from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState
 
-# KEYS: the chain's task hashes. ARGV: ttl, then metric/amount pairs.
+# KEYS: the chain's task hashes. ARGV: ttl, rest metric ('' for none), chain text (for a new task), the number of
+# limit pairs, the limit pairs (metric, limit) for a new chain[1], then metric/amount pairs.
 _RESERVE = """
-local ttl = tonumber(ARGV[1])
+local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local nlimits = tonumber(ARGV[4])
+local first = 5 + nlimits * 2
+if redis.call('HEXISTS', KEYS[1], 'opened') == 0 then
+  redis.call('HSET', KEYS[1], 'opened', '1', 'chain', chain_text)
+  for j = 5, first - 1, 2 do redis.call('HSET', KEYS[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+end
+local function left(key, m)
+  local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
+  if limit < 0 then return nil end
+  local spent = tonumber(redis.call('HGET', key, 's:' .. m) or '0')
+  local reserved = tonumber(redis.call('HGET', key, 'r:' .. m) or '0')
+  return limit - spent - reserved, limit, spent, reserved
+end
+local asked = {}
+local order = {}
+for j = first, #ARGV, 2 do asked[ARGV[j]] = tonumber(ARGV[j + 1]); table.insert(order, ARGV[j]) end
+if rest ~= '' then
+  local least = nil
+  for _, key in ipairs(KEYS) do
+    local r = left(key, rest)
+    if r ~= nil and (least == nil or r < least) then least = r end
+  end
+  if asked[rest] == nil then asked[rest] = 0; table.insert(order, rest) end
+  if least ~= nil and least >= asked[rest] then asked[rest] = least end
+end
 for i, key in ipairs(KEYS) do
-  for j = 2, #ARGV, 2 do
-    local m, asked = ARGV[j], tonumber(ARGV[j + 1])
-    if asked > 0 then
-      local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
-      if limit >= 0 then
-        local spent = tonumber(redis.call('HGET', key, 's:' .. m) or '0')
-        local reserved = tonumber(redis.call('HGET', key, 'r:' .. m) or '0')
-        if spent + reserved + asked > limit then
-          return {i, m, limit, spent, reserved, asked}
-        end
-      end
+  for _, m in ipairs(order) do
+    local n = asked[m]
+    if n > 0 then
+      local r, limit, spent, reserved = left(key, m)
+      if r ~= nil and n > r then return {i, m, limit, spent, reserved, n} end
     end
   end
 end
+local out = {0}
+for _, m in ipairs(order) do table.insert(out, m); table.insert(out, asked[m]) end
 for _, key in ipairs(KEYS) do
-  for j = 2, #ARGV, 2 do
-    local asked = tonumber(ARGV[j + 1])
-    if asked ~= 0 then redis.call('HINCRBY', key, 'r:' .. ARGV[j], asked) end
+  for _, m in ipairs(order) do
+    if asked[m] ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, asked[m]) end
   end
   redis.call('EXPIRE', key, ttl)
 end
-return 0
+table.insert(out, '|')
+local remaining = {}
+for _, key in ipairs(KEYS) do
+  local fields = redis.call('HKEYS', key)
+  for _, f in ipairs(fields) do
+    if string.sub(f, 1, 2) == 'l:' then
+      local m = string.sub(f, 3)
+      local r = left(key, m)
+      if r ~= nil and (remaining[m] == nil or r < remaining[m]) then remaining[m] = r end
+    end
+  end
+end
+for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max(0, r)) end
+return out
 """
 
 # ARGV: ttl, then metric/reserved/actual triples.
@@ -55,17 +89,6 @@ end
 return 0
 """
 
-# KEYS[1]: the task. ARGV: ttl, parent ('' for none), then metric/limit pairs. Only the first open sets limits.
-_OPEN = """
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'opened') == 0 then
-  redis.call('HSET', KEYS[1], 'opened', '1')
-  if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[2]) end
-  for j = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 0
-"""
-
 _HIT = """
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -73,6 +96,14 @@ if count + amount > limit then return 0 end
 redis.call('INCRBY', KEYS[1], amount)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
+"""
+
+_ADJUST = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+  if v < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
+end
+return 0
 """
 
 
@@ -95,27 +126,30 @@ class RedisLedger:
         self.ttl = task_ttl_s
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
-        self._open = self.client.register_script(_OPEN)
         self._hit = self.client.register_script(_HIT)
+        self._adjust = self.client.register_script(_ADJUST)
 
     def _key(self, task: str) -> str:
         return f"{self.prefix}:task:{task}"
 
-    async def open(self, task: str, limits: Amount, parent: str | None) -> None:
-        args: list[Any] = [self.ttl, parent or ""]
+    async def reserve(
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+    ) -> Reservation | Rejection:
+        args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(limits)]
         for metric, limit in limits.items():
             args += [metric, limit]
-        await self._open(keys=[self._key(task)], args=args)
-
-    async def reserve(self, chain: list[str], amount: Amount) -> Rejection | None:
-        args: list[Any] = [self.ttl]
-        for metric, asked in amount.items():
-            args += [metric, asked]
+        for metric, n in amount.items():
+            args += [metric, n]
         out = await self._reserve(keys=[self._key(t) for t in chain], args=args)
-        if out == 0:
-            return None
-        i, metric, limit, spent, reserved, asked = out
-        return Rejection(chain[int(i) - 1], str(metric), int(limit), int(spent), int(reserved), int(asked))
+        if int(out[0]) != 0:
+            i, metric, limit, spent, reserved, asked = out
+            return Rejection(
+                chain[int(i) - 1], str(metric), int(limit), int(spent), int(reserved), int(asked)
+            )
+        bar = out.index("|")
+        got = {str(out[k]): int(out[k + 1]) for k in range(1, bar, 2)}
+        remaining = {str(out[k]): int(out[k + 1]) for k in range(bar + 1, len(out), 2)}
+        return Reservation(got, remaining)
 
     async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
         args: list[Any] = [self.ttl]
@@ -132,7 +166,7 @@ class RedisLedger:
         raw: dict[str, str] = await self.client.hgetall(self._key(task))
         if not raw:
             return None
-        st = TaskState(task, parent=raw.get("parent"))
+        st = TaskState(task, chain=[c for c in raw.get("chain", "").split("\n") if c])
         for field_name, value in raw.items():
             kind, _, metric = field_name.partition(":")
             target = {"l": st.limits, "s": st.spent, "r": st.reserved}.get(kind)
@@ -140,11 +174,25 @@ class RedisLedger:
                 target[metric] = int(value)
         return st
 
+    async def link(self, parent: str, child: str) -> None:
+        key = f"{self.prefix}:kids:{parent}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, child)
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
+
+    async def children(self, task: str) -> list[str]:
+        return [str(c) for c in await self.client.lrange(f"{self.prefix}:kids:{task}", 0, -1)]
+
     async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
         now = time.time()
         start = int(now // window_s) * window_s
         ok = await self._hit(keys=[f"{self.prefix}:win:{key}:{start}"], args=[amount, limit, window_s + 5])
         return bool(ok), start + window_s - now
+
+    async def adjust(self, key: str, amount: int, window_s: int) -> None:
+        start = int(time.time() // window_s) * window_s
+        await self._adjust(keys=[f"{self.prefix}:win:{key}:{start}"], args=[amount])
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -169,7 +169,7 @@ class LLMPlane:
         except GatewayError as err:
             await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
             return
-        extra = {**reply, **result.headers}
+        extra = {**reply, **ex.attrs.get("reply_headers", {}), **result.headers}
         if result.stream is not None:
             await send_stream(send, result.status, result.stream, extra=extra)
         else:

@@ -16,6 +16,7 @@ from agentgw.exchange import Exchange, Usage
 from agentgw.llm.errors import error_body
 from agentgw.llm.providers.base import ProviderError
 from agentgw.llm.usage import estimate, usage_from_openai
+from agentgw.tokens import count_tokens
 
 DONE = b"data: [DONE]\n\n"
 
@@ -57,6 +58,35 @@ class ChatStreamMeter:
         self.usage: Usage | None = None
         self.text: list[str] = []
         self.done = False
+        # Live metering (only when a budget watches this stream): output tokens so far, for a mid-stream cut.
+        self.live = "stream_budget" in ex.attrs
+        self.out_tokens = 0
+        self.head: dict[str, Any] = {}  # id/created/model of the stream, for a clean final chunk
+        if self.live:
+            ex.attrs["cut_tail"] = self.cut_tail
+
+    def cut_tail(self) -> bytes:
+        """The clean end of a stream cut by the gateway: a last chunk with finish_reason "length", the usage
+        chunk if the client asked for one (estimated), then [DONE]."""
+        base = {
+            "id": self.head.get("id", "chatcmpl-agentgw"),
+            "object": "chat.completion.chunk",
+            "created": self.head.get("created", 0),
+            "model": self.head.get("model", self.payload.get("model")),
+        }
+        out = b"data: " + orjson.dumps(
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+        )
+        out += b"\n\n"
+        if not self.strip_usage and (self.payload.get("stream_options") or {}).get("include_usage"):
+            u = self.final_usage()
+            usage = {
+                "prompt_tokens": u.input_tokens,
+                "completion_tokens": u.output_tokens,
+                "total_tokens": u.total_tokens,
+            }
+            out += b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+        return out + DONE
 
     def feed(self, frame: bytes) -> bytes | None:
         data = frame_data(frame)
@@ -76,6 +106,7 @@ class ChatStreamMeter:
             self.usage = usage_from_openai(usage)
             if self.strip_usage and not obj.get("choices"):
                 return None
+        mark = len(self.text)
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if not isinstance(delta, dict):
@@ -88,6 +119,11 @@ class ChatStreamMeter:
                 if isinstance(fn, dict):
                     self.text.append(str(fn.get("name") or ""))
                     self.text.append(str(fn.get("arguments") or ""))
+        if self.live:
+            if not self.head:
+                self.head = {k: obj.get(k) for k in ("id", "created", "model")}
+            self.ex.attrs["out_tokens_before"] = self.out_tokens
+            self.out_tokens += sum(count_tokens(t) for t in self.text[mark:])
         return frame
 
     def final_usage(self) -> Usage:

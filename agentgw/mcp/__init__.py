@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentgw.mcp.naming import check_collisions, tool_tags
+from agentgw.mcp.naming import check_collisions, tool_costs, tool_tags
 
 if TYPE_CHECKING:
     from agentgw.mcp.plane import MCPPlane
 
-__all__ = ["MCPPlane", "check_collisions", "tool_tags"]
+__all__ = ["MCPPlane", "check_collisions", "tool_costs", "tool_tags"]
 
 
 def __getattr__(name: str) -> Any:

@@ -117,6 +117,16 @@ def tool_tags(section: MCPSection) -> dict[str, frozenset[str]]:
     return out
 
 
+def tool_costs(section: MCPSection) -> dict[str, int]:
+    """Registry per-tool budget costs keyed by policy object, like `tool_tags`."""
+    out: dict[str, int] = {}
+    for server in section.servers:
+        reverse = {new: old for old, new in server.tools.rename.items()}
+        for name, cost in server.tools.costs.items():
+            out[f"mcp:{server.name}/{reverse.get(name, name)}"] = cost
+    return out
+
+
 def check_collisions(registry: Registry) -> list[str]:
     """Naming problems the registry alone reveals, one line each (tools themselves are only known at runtime):
     rename targets that collide within a server or are not valid tool names, and names that two servers would

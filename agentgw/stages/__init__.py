@@ -1,5 +1,5 @@
-"""The ordered stage list every Exchange passes: authn → authz → (budget → guardrails) → forward, with the
-audit hook in finally."""
+"""The ordered stage list every Exchange passes: authn → authz → budget → forward, with the audit hook in
+finally."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from agentgw.policy import PolicyStore
 from agentgw.stages.audit import AuditSink, AuditStage
 from agentgw.stages.authn import Authenticator, AuthnStage
 from agentgw.stages.authz import AuthzStage
+from agentgw.stages.budget import BudgetStage
 
 
-def default_stages(sink: AuditSink, auth: Authenticator, policy: PolicyStore) -> list[Stage]:
+def default_stages(
+    sink: AuditSink, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
+) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided)."""
-    return [AuditStage(sink), AuthnStage(auth), AuthzStage(policy)]
+    stages: list[Stage] = [AuditStage(sink), AuthnStage(auth), AuthzStage(policy)]
+    if budget is not None:
+        stages.append(budget)
+    return stages

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from agentgw.budget.ledger import Ledger
+from agentgw.budget.ledger import Ledger, Rejection, Reservation
 from agentgw.budget.memory import MemoryLedger
 from agentgw.budget.redis import RedisLedger
 
@@ -42,18 +42,19 @@ async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
 
 
 async def test_a_reservation_within_the_limit_is_granted_and_counted_as_reserved(ledger: Ledger) -> None:
-    await ledger.open("t", {"tokens": 100}, None)
-    assert await ledger.reserve(["t"], {"tokens": 60}) is None
+    got = await ledger.reserve(["t"], {"tokens": 60}, {"tokens": 100})
+    assert got == Reservation({"tokens": 60}, {"tokens": 40})
     st = await ledger.state("t")
     assert st is not None
     assert (st.reserved["tokens"], st.remaining("tokens")) == (60, 40)
 
 
 async def test_a_reservation_over_the_limit_is_refused_and_names_what_ran_out(ledger: Ledger) -> None:
-    await ledger.open("t", {"tokens": 100, "tool_calls": 1}, None)
-    assert await ledger.reserve(["t"], {"tokens": 60}) is None
-    rej = await ledger.reserve(["t"], {"tokens": 50})
-    assert rej is not None
+    assert isinstance(
+        await ledger.reserve(["t"], {"tokens": 60}, {"tokens": 100, "tool_calls": 1}), Reservation
+    )
+    rej = await ledger.reserve(["t"], {"tokens": 50}, {})
+    assert isinstance(rej, Rejection)
     assert (rej.task, rej.metric, rej.limit, rej.reserved, rej.asked) == ("t", "tokens", 100, 60, 50)
     st = await ledger.state("t")
     assert st is not None and st.reserved["tokens"] == 60  # nothing of the refused call was kept
@@ -62,50 +63,55 @@ async def test_a_reservation_over_the_limit_is_refused_and_names_what_ran_out(le
 async def test_a_child_charges_every_ancestor_and_cannot_spend_more_than_its_parent_has_left(
     ledger: Ledger,
 ) -> None:
-    await ledger.open("root", {"tokens": 100}, None)
-    await ledger.open("child", {"tokens": 1000}, "root")
-    await ledger.open("grandchild", {}, "child")
+    assert isinstance(await ledger.reserve(["root"], {}, {"tokens": 100}), Reservation)
+    assert isinstance(await ledger.reserve(["child", "root"], {}, {"tokens": 1000}), Reservation)
     chain = ["grandchild", "child", "root"]
-    assert await ledger.reserve(chain, {"tokens": 70}) is None
+    assert isinstance(await ledger.reserve(chain, {"tokens": 70}, {}), Reservation)
     await ledger.settle(chain, {"tokens": 70}, {"tokens": 65})
     for task in chain:
         st = await ledger.state(task)
         assert st is not None
         assert (st.spent.get("tokens"), st.reserved.get("tokens", 0)) == (65, 0)
-    rej = await ledger.reserve(chain, {"tokens": 40})
-    assert rej is not None and rej.task == "root"  # the child's own limit is larger; the parent's is not
+    rej = await ledger.reserve(chain, {"tokens": 40}, {})
+    assert isinstance(rej, Rejection) and rej.task == "root"
+    st = await ledger.state("grandchild")
+    assert st is not None and st.chain == [
+        "child",
+        "root",
+    ]  # the child's own limit is larger; the parent's is not
 
 
 async def test_release_gives_the_whole_reservation_back(ledger: Ledger) -> None:
-    await ledger.open("t", {"tokens": 10, "tool_calls": 2}, None)
-    assert await ledger.reserve(["t"], {"tokens": 10, "tool_calls": 1}) is None
+    assert isinstance(
+        await ledger.reserve(["t"], {"tokens": 10, "tool_calls": 1}, {"tokens": 10, "tool_calls": 2}),
+        Reservation,
+    )
     await ledger.release(["t"], {"tokens": 10, "tool_calls": 1})
     st = await ledger.state("t")
     assert st is not None
     assert (st.reserved.get("tokens"), st.reserved.get("tool_calls"), st.spent.get("tokens", 0)) == (0, 0, 0)
 
 
-async def test_limits_are_fixed_when_a_task_is_opened(ledger: Ledger) -> None:
-    await ledger.open("t", {"tokens": 10}, None)
-    await ledger.open("t", {"tokens": 10_000}, None)  # a later request cannot raise it
+async def test_limits_are_fixed_by_the_first_reservation(ledger: Ledger) -> None:
+    await ledger.reserve(["t"], {}, {"tokens": 10})
+    await ledger.reserve(["t"], {}, {"tokens": 10_000})  # a later request cannot raise it
     st = await ledger.state("t")
     assert st is not None and st.limits["tokens"] == 10
 
 
 async def test_an_unlimited_metric_is_never_refused(ledger: Ledger) -> None:
-    await ledger.open("t", {"tokens": 10}, None)
-    assert await ledger.reserve(["t"], {"tool_calls": 10_000}) is None
+    assert isinstance(await ledger.reserve(["t"], {"tool_calls": 10_000}, {"tokens": 10}), Reservation)
 
 
 async def test_a_thousand_concurrent_calls_never_overspend_and_account_every_token(ledger: Ledger) -> None:
     limit, max_call = 50_000, 200
-    await ledger.open("t", {"tokens": limit}, None)
+    await ledger.reserve(["t"], {}, {"tokens": limit})
     rng = random.Random(7)
     settled: list[int] = []
 
     async def call() -> None:
         ask = rng.randint(50, max_call)
-        if await ledger.reserve(["t"], {"tokens": ask}) is not None:
+        if isinstance(await ledger.reserve(["t"], {"tokens": ask}, {}), Rejection):
             return
         await anyio.lowlevel.checkpoint()
         used = rng.randint(0, ask)  # the provider reports at most what was reserved (max_tokens)
@@ -133,3 +139,23 @@ async def test_a_window_refuses_past_its_limit_and_says_when_it_resets(ledger: L
     ok, retry_after = await ledger.hit(key, 1, 2, 60)
     assert not ok
     assert 0 < retry_after <= 60
+
+
+async def test_reserving_the_rest_takes_everything_left_but_not_less_than_asked(ledger: Ledger) -> None:
+    await ledger.reserve(["root"], {}, {"tokens": 100})
+    first = await ledger.reserve(["child", "root"], {"tokens": 30}, {"tokens": 500}, rest="tokens")
+    assert isinstance(first, Reservation)
+    assert first.amount == {"tokens": 100}  # the parent's 100 is the least left in the chain
+    second = await ledger.reserve(["child", "root"], {"tokens": 1}, {}, rest="tokens")
+    assert isinstance(second, Rejection) and second.task == "root"
+    await ledger.settle(["child", "root"], {"tokens": 100}, {"tokens": 40})
+    third = await ledger.reserve(["child", "root"], {"tokens": 10}, {}, rest="tokens")
+    assert isinstance(third, Reservation) and third.amount == {"tokens": 60}
+
+
+async def test_window_corrections_apply_to_the_current_window(ledger: Ledger) -> None:
+    key = f"tpm:{uuid.uuid4().hex}"
+    assert (await ledger.hit(key, 80, 100, 60))[0]
+    await ledger.adjust(key, -50, 60)  # the estimate was 50 too high
+    assert (await ledger.hit(key, 60, 100, 60))[0]
+    assert not (await ledger.hit(key, 20, 100, 60))[0]

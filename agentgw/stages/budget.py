@@ -1,0 +1,339 @@
+"""Budgets: can this task (and every task above it) afford this call, and is the principal within its rate
+windows? Reserves an estimate before the call, meters streams as they flow, settles with the real usage after
+(or releases on failure).
+
+Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, with Retry-After), each with
+`x-agentgw-budget-remaining-*` headers; with the ledger unreachable, 503 `budget_unavailable` (fail closed,
+configurable to fail open). A stream that runs out ends cleanly (the plane's own end: for chat completions a
+final chunk with finish_reason "length", then [DONE]), at most one chunk past the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+
+from agentgw.budget.ledger import Amount, Ledger, Rejection
+from agentgw.errors import GatewayError
+from agentgw.exchange import Exchange, Principal
+from agentgw.pipeline import Stage, StopStream
+from agentgw.registry import Pricing
+from agentgw.settings import BudgetRule, Budgets
+from agentgw.tokens import count_messages, count_tokens
+
+log = logging.getLogger("agentgw.budget")
+
+CHILD_PREFIX = "c-"
+LOWER_HEADERS = {
+    "tokens": "x-agentgw-budget-tokens",
+    "tool_calls": "x-agentgw-budget-tool-calls",
+    "agent_calls": "x-agentgw-budget-agent-calls",
+    "usd": "x-agentgw-budget-usd",
+}
+REMAINING_HEADERS = {
+    "tokens": "x-agentgw-budget-remaining-tokens",
+    "tool_calls": "x-agentgw-budget-remaining-tool-calls",
+    "agent_calls": "x-agentgw-budget-remaining-agent-calls",
+    "usd_micros": "x-agentgw-budget-remaining-usd",
+}
+
+
+class BudgetExhausted(GatewayError):
+    status, code, type = 429, "budget_exhausted", "insufficient_quota"
+
+
+class RateLimited(GatewayError):
+    status, code, type = 429, "rate_limited", "rate_limit_error"
+
+
+class BudgetUnavailable(GatewayError):
+    status, code, type = 503, "budget_unavailable", "api_error"
+
+
+def _usd_header(micros: int) -> str:
+    return f"{micros / 1_000_000:.6f}"
+
+
+def remaining_headers(remaining: dict[str, int]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for metric, left in remaining.items():
+        name = REMAINING_HEADERS.get(metric)
+        if name:
+            out[name] = _usd_header(left) if metric == "usd_micros" else str(left)
+    return out
+
+
+class BudgetStage(Stage):
+    name = "budget"
+
+    def __init__(
+        self, cfg: Budgets, ledger: Ledger, pricing: dict[str, Pricing], tool_costs: dict[str, int]
+    ) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.pricing = pricing  # llm:<model> → price
+        self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
+        self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
+        self._chains: dict[str, list[str]] = {}  # child task key → its ancestors (immutable once minted)
+
+    # -- what applies -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def task_key(task_id: str, principal: str | None) -> str | None:
+        """The ledger key of a task as an operator names it (child ids are global, others per principal)."""
+        if task_id.startswith(CHILD_PREFIX):
+            return f"~child/{task_id}"
+        return f"{principal}/{task_id}" if principal else None
+
+    def rule_for(self, p: Principal) -> BudgetRule | None:
+        key = (p.subject, p.roles)
+        if key not in self._rules:
+            self._rules[key] = next(
+                (
+                    r
+                    for r in self.cfg.rules
+                    if (not r.match.subjects or p.subject in r.match.subjects)
+                    and (not r.match.roles or set(r.match.roles) & set(p.roles))
+                ),
+                None,
+            )
+        return self._rules[key]
+
+    @staticmethod
+    def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
+        """The rule's task limits, lowered (never raised) by the client's x-agentgw-budget-* headers."""
+        out: Amount = {}
+        base = {
+            "tokens": rule.task.tokens,
+            "tool_calls": rule.task.tool_calls,
+            "agent_calls": rule.task.agent_calls,
+            "usd": rule.task.usd,
+        }
+        for metric, configured in base.items():
+            asked: float | None = None
+            raw = headers.get(LOWER_HEADERS[metric])
+            if raw is not None:
+                try:
+                    asked = float(raw)
+                except ValueError:
+                    raise GatewayError(
+                        f"{LOWER_HEADERS[metric]} must be a number.", status=400, code="invalid_budget_header"
+                    ) from None
+                if not math.isfinite(asked) or asked < 0:
+                    raise GatewayError(
+                        f"{LOWER_HEADERS[metric]} must be a non-negative number.",
+                        status=400,
+                        code="invalid_budget_header",
+                    )
+            values = [v for v in (configured, asked) if v is not None]
+            if not values:
+                continue
+            value = min(values)
+            if metric == "usd":
+                out["usd_micros"] = int(value * 1_000_000)
+            else:
+                out[metric] = int(value)
+        return out
+
+    async def chain(self, ex: Exchange, p: Principal) -> list[str]:
+        """The task's ledger key, then its ancestors'. Client task ids are scoped to the principal (another
+        principal using the same id gets its own task); ids the gateway minted for delegation are global."""
+        assert ex.task is not None
+        tid = ex.task.task_id
+        if tid.startswith(CHILD_PREFIX):
+            key = f"~child/{tid}"  # = task_key(tid, …)
+            known = self._chains.get(key)
+            if known is None:
+                st = await self.ledger.state(key)
+                if st is not None:
+                    known = self._chains[key] = st.chain
+            if known is not None:
+                return [key, *known]
+        key = f"{p.subject}/{tid}"
+        parent = ex.task.parent_task_id
+        if parent:
+            pkey = f"{p.subject}/{parent}"
+            st = await self.ledger.state(pkey)
+            return [key, pkey, *(st.chain if st else [])]
+        return [key]
+
+    def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int]:
+        """What to reserve, whether to take the rest of a metric instead, and the prompt's weighted tokens."""
+        payload = ex.payload or {}
+        if ex.plane == "llm":
+            if ex.operation == "embeddings":
+                inp = payload.get("input")
+                texts = inp if isinstance(inp, list) else [inp]
+                prompt = sum(count_tokens(t) if isinstance(t, str) else 1 for t in texts)
+                out = 0
+            else:
+                prompt = count_messages(payload.get("messages"), payload.get("tools"))
+                mt = payload.get("max_completion_tokens") or payload.get("max_tokens")
+                out = mt if isinstance(mt, int) and mt > 0 else 0
+            w = rule.weights
+            weighted_prompt = math.ceil(prompt * w.input)
+            amount: Amount = {"tokens": weighted_prompt + math.ceil(out * w.output)}
+            price = self.pricing.get(ex.target)
+            if price is not None and rule.task.usd is not None:
+                amount["usd_micros"] = math.ceil(
+                    prompt * price.input_per_mtok + (out or 1024) * price.output_per_mtok
+                )
+            rest = "tokens" if ex.operation == "chat" and out == 0 and rule.task.tokens is not None else None
+            if rest:
+                amount["tokens"] = weighted_prompt + 1  # at least one output token must be affordable
+            return amount, rest, weighted_prompt
+        if ex.plane == "mcp":
+            if ex.operation == "tools/call":
+                extra = self.tool_costs.get(ex.target, 0)
+                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0
+            return {}, None, 0
+        if ex.plane == "a2a":
+            return {"agent_calls": 1}, None, 0
+        return {}, None, 0
+
+    # -- hooks --------------------------------------------------------------------------------------------------
+
+    async def on_request(self, exchange: Exchange) -> None:
+        p = exchange.principal
+        if not self.cfg.rules or p is None or exchange.attrs.get("listing") or exchange.task is None:
+            return
+        rule = self.rule_for(p)
+        if rule is None:
+            return
+        amount, rest, prompt = self.estimate(exchange, rule)
+        try:
+            await self._windows(exchange, p, rule, amount.get("tokens", 0))
+            if not amount:  # this operation costs nothing (a listing, a prompt): no ledger round trip
+                return
+            chain = await self.chain(exchange, p)
+            got = await self.ledger.reserve(chain, amount, self.limits(rule, exchange.headers), rest)
+        except GatewayError:
+            raise
+        except Exception as exc:  # the ledger is unreachable
+            if self.cfg.on_ledger_error == "fail_open":
+                exchange.decide(
+                    self.name, "allow", rule="ledger unavailable: fail_open", detail=type(exc).__name__
+                )
+                return
+            exchange.decide(
+                self.name, "deny", rule="ledger unavailable: fail_closed", detail=type(exc).__name__
+            )
+            raise BudgetUnavailable("The budget ledger is unavailable; the call was refused.") from None
+        if isinstance(got, Rejection):
+            left = max(0, got.limit - got.spent - got.reserved)
+            headers = remaining_headers({got.metric: left})
+            exchange.decide(
+                self.name,
+                "deny",
+                rule=f"task {got.task}: {got.metric} limit {got.limit}",
+                detail=f"spent {got.spent}, reserved {got.reserved}, asked {got.asked}",
+            )
+            who = "this task" if got.task == chain[0] else "a parent task"
+            raise BudgetExhausted(
+                f"The budget of {who} is exhausted ({got.metric}: {left} left, {got.asked} needed).",
+                headers=headers,
+            )
+        exchange.attrs["budget"] = (chain, got.amount, rule)
+        exchange.attrs["reply_headers"] = remaining_headers(got.remaining)
+        exchange.decide(self.name, "allow", rule=f"task {chain[0]}", detail=_fmt(got.amount))
+        if exchange.plane == "llm" and exchange.operation == "chat" and rule.task.tokens is not None:
+            allowed = (got.amount.get("tokens", 0) - prompt) / (rule.weights.output or 1.0)
+            exchange.attrs["stream_budget"] = max(0, math.floor(allowed))
+        if exchange.operation == "tools/call" or exchange.plane == "a2a":
+            exchange.attrs["child_task"] = await self.mint_child(chain)
+
+    async def mint_child(self, chain: list[str]) -> str:
+        """A fresh task id for the upstream this call delegates to: a downstream agent calling back through the
+        gateway with it charges that child task and every ancestor. Unguessable: it is a capability."""
+        child = CHILD_PREFIX + secrets.token_hex(12)
+        key = f"~child/{child}"
+        await self.ledger.reserve([key, *chain], {}, {})  # records the child's ancestors
+        await self.ledger.link(chain[0], key)
+        self._chains[key] = list(chain)
+        return child
+
+    async def on_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
+        allowed = exchange.attrs.get("stream_budget")
+        if allowed is not None and exchange.attrs.get("out_tokens_before", 0) >= allowed:
+            tail = exchange.attrs.get("cut_tail")
+            exchange.decide(
+                self.name,
+                "deny",
+                rule="stream cut: task budget exhausted",
+                detail=f"after {exchange.attrs.get('out_tokens_before', 0)} output tokens",
+            )
+            raise StopStream("budget_exhausted", tail() if callable(tail) else b"")
+        return chunk
+
+    async def on_finish(self, exchange: Exchange) -> None:
+        held = exchange.attrs.get("budget")
+        if held is None:
+            return
+        chain, reserved, rule = held
+        actual = self.actual(exchange, rule)
+        try:
+            if actual:
+                await self.ledger.settle(chain, reserved, actual)
+            else:
+                await self.ledger.release(chain, reserved)
+            if rule.windows.tokens_per_minute or rule.windows.tokens_per_day:
+                correction = actual.get("tokens", 0) - reserved.get("tokens", 0)
+                p = exchange.principal
+                if correction and p is not None:
+                    if rule.windows.tokens_per_minute:
+                        await self.ledger.adjust(f"tpm:{p.subject}", correction, 60)
+                    if rule.windows.tokens_per_day:
+                        await self.ledger.adjust(f"tpd:{p.subject}", correction, 86400)
+        except Exception:
+            log.exception(
+                "could not settle the budget of %s; its reservation stays until the task expires", chain[0]
+            )
+            return
+        exchange.attrs["budget_charged"] = actual
+
+    def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
+        """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent
+        call counts once it reached the upstream."""
+        if ex.plane == "llm":
+            u = ex.usage
+            if u is None or (ex.error is not None and u.output_tokens == 0 and not ex.result):
+                return {}
+            w = rule.weights
+            out: Amount = {"tokens": math.ceil(u.input_tokens * w.input + u.output_tokens * w.output)}
+            price = self.pricing.get(ex.target)
+            if price is not None:
+                out["usd_micros"] = math.ceil(
+                    u.input_tokens * price.input_per_mtok + u.output_tokens * price.output_per_mtok
+                )
+            return out
+        if not ex.attempts:  # refused before any upstream was asked
+            return {}
+        if ex.plane == "mcp" and ex.operation == "tools/call":
+            extra = self.tool_costs.get(ex.target, 0)
+            return {"tool_calls": 1, **({"tokens": extra} if extra else {})}
+        if ex.plane == "a2a":
+            return {"agent_calls": 1}
+        return {}
+
+    async def _windows(self, ex: Exchange, p: Principal, rule: BudgetRule, tokens: int) -> None:
+        w = rule.windows
+        checks: list[tuple[str, int, int, int]] = []
+        if w.requests_per_minute:
+            checks.append((f"rpm:{p.subject}", 1, w.requests_per_minute, 60))
+        if w.tokens_per_minute and tokens:
+            checks.append((f"tpm:{p.subject}", tokens, w.tokens_per_minute, 60))
+        if w.tokens_per_day and tokens:
+            checks.append((f"tpd:{p.subject}", tokens, w.tokens_per_day, 86400))
+        for key, amount, limit, window in checks:
+            ok, reset = await self.ledger.hit(key, amount, limit, window)
+            if not ok:
+                ex.decide(self.name, "deny", rule=f"window {key.split(':')[0]} {limit}")
+                raise RateLimited(
+                    f"Rate limit reached ({key.split(':')[0]}: {limit}); retry in {math.ceil(reset)} s.",
+                    headers={"Retry-After": str(max(1, math.ceil(reset)))},
+                )
+
+
+def _fmt(amount: Amount) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(amount.items())) or "nothing"
