@@ -193,6 +193,8 @@ class Gateway:
         self.started = False
         if self.mcp is not None:
             await self.mcp.aclose()
+        if self.budget is not None:
+            await self.budget.flush()
         if self.ledger is not None:
             await self.ledger.aclose()
         await self.supervisor.stop()

@@ -133,6 +133,40 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
             proc.wait(5)
 
 
+def write_gateway_config(tmp: Path, port: int, registry: dict[str, dict[str, Any]], **extra: Any) -> Path:
+    """agentgw.yaml in `tmp` (returned), the `registry` files (file name → content) under registry/, and policies/:
+    one API key for the load (API_KEY, role `agents`), the project's Casbin model with POLICY, the audit log to
+    `tmp`/audit.jsonl. `extra` adds top-level config sections (placed before `audit`)."""
+    reg = tmp / "registry"
+    reg.mkdir(exist_ok=True)
+    key = {
+        "subject": "bench",
+        "roles": ["agents"],
+        "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+    }
+    cfg: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "registry": ["registry/*.yaml"],
+        "auth": {"api_keys": [key]},
+        "server": {"graceful_shutdown_s": 3},
+        **extra,
+        "audit": {"log": {"enabled": True, "path": "audit.jsonl"}},
+        "logging": {"level": "warning"},
+    }
+    model_conf = HERE.parent / "policies" / "model.conf"  # the project's own Casbin model
+    if model_conf.exists():
+        pol = tmp / "policies"
+        pol.mkdir(exist_ok=True)
+        shutil.copy(model_conf, pol / "model.conf")
+        (pol / "policy.csv").write_text(POLICY)
+        cfg["policies"] = {"model": "policies/model.conf", "policy": "policies/policy.csv"}
+    for name, content in registry.items():
+        (reg / name).write_text(yaml.safe_dump(content, sort_keys=False))
+    config = tmp / "agentgw.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
+
+
 @dataclass
 class Env:
     """The temp dir and the three server processes (upstream mock, floor proxy, gateway)."""
@@ -141,6 +175,7 @@ class Env:
     ports: dict[str, int] = field(default_factory=lambda: {t: free_port() for t in TARGETS})
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: list[Any] = field(default_factory=list)
+    budgets: str = "off"  # off | memory | redis: a task budget rule on every gateway call
 
     @property
     def config(self) -> Path:
@@ -160,8 +195,6 @@ class Env:
     def write_config(self) -> None:
         """agentgw.yaml + registry/llm.yaml (+ policies/) in the temp dir: one openai-kind provider pointing at
         the upstream mock with an API key, one API key for the load, audit log to a file."""
-        reg = self.tmp / "registry"
-        reg.mkdir(exist_ok=True)
         provider = {
             "name": "upstream",
             "kind": "openai",
@@ -174,30 +207,11 @@ class Env:
                 "models": [{"name": "bench", "targets": [{"provider": "upstream", "model": "bench"}]}],
             }
         }
-        key = {
-            "subject": "bench",
-            "roles": ["agents"],
-            "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
-        }
-        cfg: dict[str, Any] = {
-            "listen": {"host": "127.0.0.1", "port": self.ports["gateway"]},
-            "registry": ["registry/*.yaml"],
-            "auth": {"api_keys": [key]},
-            "server": {"graceful_shutdown_s": 3},
-            # The default pool (1,000 connections) cannot carry 2,000 concurrent streams to one upstream.
-            "upstream": {"pool_size": 8192},
-            "audit": {"log": {"enabled": True, "path": "audit.jsonl"}},
-            "logging": {"level": "warning"},
-        }
-        model_conf = HERE.parent / "policies" / "model.conf"  # the project's own Casbin model
-        if model_conf.exists():
-            pol = self.tmp / "policies"
-            pol.mkdir(exist_ok=True)
-            shutil.copy(model_conf, pol / "model.conf")
-            (pol / "policy.csv").write_text(POLICY)
-            cfg["policies"] = {"model": "policies/model.conf", "policy": "policies/policy.csv"}
-        (reg / "llm.yaml").write_text(yaml.safe_dump(llm, sort_keys=False))
-        self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        extra: dict[str, Any] = {"upstream": {"pool_size": 8192}}
+        if self.budgets != "off":  # a task budget on every call (huge, never reached): the stage's cost only
+            rule = {"match": {"roles": ["agents"]}, "task": {"tokens": 10**12}}
+            extra["budgets"] = {"ledger": self.budgets, "rules": [rule], "key_prefix": "agwbench"}
+        write_gateway_config(self.tmp, self.ports["gateway"], {"llm.yaml": llm}, **extra)
 
     def start_upstream(self) -> None:
         port = self.ports["direct"]

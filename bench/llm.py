@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--profile", metavar="DIR", help="also profile the gateway with py-spy into DIR")
     ap.add_argument("--profile-seconds", type=float, default=d.profile_seconds)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit file)")
+    ap.add_argument(
+        "--budgets",
+        choices=["off", "memory", "redis"],
+        default="off",
+        help="put a task budget on every gateway call (memory or redis ledger)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     a = ap.parse_args(argv)
     o = Options(**{k: v for k, v in vars(a).items() if k != "quick"})
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     tool = o.loadgen if o.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
     if tool == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (use --loadgen aiohttp)")
-    env = Env(Path(tempfile.mkdtemp(prefix="agentgw-bench-")))
+    env = Env(Path(tempfile.mkdtemp(prefix="agentgw-bench-")), budgets=o.budgets)
     env.write_config()
     res: dict[str, Any] = {
         "command": " ".join([".venv/bin/python", "bench/llm.py", *(sys.argv[1:] if argv is None else argv)]),

@@ -18,29 +18,45 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from agentgw.audit.log import JsonLinesSink, NullSink  # noqa: E402
-from agentgw.exchange import Exchange, Result, task_from_headers  # noqa: E402
+from agentgw.budget.memory import MemoryLedger  # noqa: E402
+from agentgw.exchange import Exchange, Result, Usage, task_from_headers  # noqa: E402
 from agentgw.keys import KeyStore, hash_key  # noqa: E402
 from agentgw.pipeline import Pipeline, Stage  # noqa: E402
 from agentgw.policy import PolicyStore  # noqa: E402
-from agentgw.settings import load_settings  # noqa: E402
+from agentgw.settings import Budgets, load_settings  # noqa: E402
 from agentgw.stages.audit import AuditStage  # noqa: E402
 from agentgw.stages.authn import Authenticator, AuthnStage  # noqa: E402
 from agentgw.stages.authz import AuthzStage  # noqa: E402
+from agentgw.stages.budget import BudgetStage  # noqa: E402
 
 KEY = "agw-bench-key-0123456789"
 RESULT = Result(body=b"{}")
+USAGE = Usage(input_tokens=12, output_tokens=5)
 
 
 async def forward(ex: Exchange) -> Result:
     return RESULT
 
 
+PAYLOAD = {
+    "model": "m",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Say hello to the bench."}],
+}
+
+
 async def per_call_us(pipeline: Pipeline, n: int) -> float:
-    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "content-type": "application/json",
+        "x-agentgw-task": "bench",
+    }
     t = time.perf_counter()
     for _ in range(n):
         ex = Exchange("llm", "chat", "llm:m", headers, "127.0.0.1")
         ex.task = task_from_headers(headers)
+        ex.payload = PAYLOAD
+        ex.usage = USAGE
         await pipeline.run(ex, forward)
     return (time.perf_counter() - t) / n * 1e6
 
@@ -49,6 +65,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=50_000)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -75,12 +92,35 @@ async def main() -> None:
             "audit + authn": [AuditStage(sink), authn],
             "audit + authn + authz": [AuditStage(sink), authn, AuthzStage(policy)],
         }
+        rule = {"rules": [{"match": {"roles": ["agents"]}, "task": {"tokens": 10**12}}]}
+        budget_memory = BudgetStage(Budgets.model_validate(rule), MemoryLedger(), {}, {})
+        lists["audit + authn + authz + budget (memory)"] = [*lists["audit + authn + authz"], budget_memory]
+        redis_ledger = None
+        try:
+            from agentgw.budget.redis import RedisLedger
+
+            redis_ledger = RedisLedger(args.redis, prefix="agwbench")
+            await redis_ledger.client.ping()
+            budget_redis = BudgetStage(Budgets.model_validate(rule), redis_ledger, {}, {})
+            lists["audit + authn + authz + budget (redis)"] = [*lists["audit + authn + authz"], budget_redis]
+        except Exception as exc:
+            print(f"redis ledger skipped: {exc}", file=sys.stderr)
         out: dict[str, float] = {}
         for name, stages in lists.items():
             pipeline = Pipeline(stages)
             await per_call_us(pipeline, 2000)  # warm caches
             out[name] = round(min([await per_call_us(pipeline, args.n) for _ in range(3)]), 2)
         await sink.aclose()
+        if redis_ledger is not None:
+            keys = await redis_ledger.client.keys("agwbench:*")
+            if keys:
+                await redis_ledger.client.delete(*keys)
+            await redis_ledger.aclose()
+    base = out["audit + authn + authz"]
+    for backend in ("memory", "redis"):
+        name = f"audit + authn + authz + budget ({backend})"
+        if name in out:
+            out[f"budget stage ({backend})"] = round(out[name] - base, 2)
     out["authz stage"] = round(out["audit + authn + authz"] - out["audit + authn"], 2)
     print(json.dumps({"us_per_exchange": out}, indent=2))
     if args.json:

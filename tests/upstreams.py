@@ -26,6 +26,7 @@ class FakeOpenAI:
     reply: str = "hello from upstream"
     chunks: int = 3
     chunk_gate: anyio.Event | None = None  # streams wait on this before the 2nd chunk
+    die_after: int | None = None  # a stream breaks off (the connection drops) after this many chunks
     usage: dict[str, Any] | None = field(
         default_factory=lambda: {
             "prompt_tokens": 11,
@@ -109,6 +110,8 @@ class FakeOpenAI:
         words = [self.reply] if self.chunks <= 1 else [f"w{i} " for i in range(self.chunks)]
         try:
             for i, word in enumerate(words):
+                if self.die_after is not None and i == self.die_after:
+                    raise RuntimeError("upstream died mid-stream")
                 if i == 1 and self.chunk_gate is not None:
                     await self.chunk_gate.wait()
                 chunk = {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}

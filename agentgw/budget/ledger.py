@@ -55,10 +55,11 @@ class Ledger(Protocol):
         With `rest` (a metric), reserve everything the chain has left of it instead, as long as that is at least
         `amount[rest]` (an LLM call without max_tokens may use all that is left, and no more)."""
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
-        """Turn a reservation into spending: reserved -= reserved, spent += actual, on every task of `chain`."""
+    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
+        """Turn a reservation into spending: reserved -= reserved, spent += actual, on every task of `chain`.
+        `op` names the operation: settling the same `op` again (a retry after a lost reply) changes nothing."""
 
-    async def release(self, chain: list[str], reserved: Amount) -> None:
+    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
         """Give a reservation back (error, disconnect)."""
 
     async def state(self, task: str) -> TaskState | None: ...

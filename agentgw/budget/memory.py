@@ -51,7 +51,8 @@ class MemoryLedger:
                     remaining[metric] = min(r, remaining.get(metric, r))
         return Reservation(asked, remaining)
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
+    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
+        # In one process a call either happened or raised: there is no lost reply to retry, so `op` is unused.
         for t in chain:
             st = self._task(t)
             for metric in METRICS:
@@ -61,8 +62,8 @@ class MemoryLedger:
                 if a:
                     st.spent[metric] = st.spent.get(metric, 0) + a
 
-    async def release(self, chain: list[str], reserved: Amount) -> None:
-        await self.settle(chain, reserved, {})
+    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
+        await self.settle(chain, reserved, {}, op)
 
     async def state(self, task: str) -> TaskState | None:
         st = self.tasks.get(task)

@@ -6,6 +6,7 @@ with fields `l:<metric>` (limit), `s:<metric>` (spent), `r:<metric>` (reserved),
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -75,16 +76,22 @@ for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max
 return out
 """
 
-# ARGV: ttl, then metric/reserved/actual triples.
+# KEYS: the idempotency key, then the chain's task hashes. ARGV: ttl, then metric/reserved/actual triples.
+# A settle retried after a lost reply is applied once; a task Redis no longer has (restarted without
+# persistence) is left alone rather than recreated with a negative reservation.
 _SETTLE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) == false then return 1 end
 local ttl = tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  for j = 2, #ARGV, 3 do
-    local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
-    if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
-    if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if redis.call('EXISTS', key) == 1 then
+    for j = 2, #ARGV, 3 do
+      local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+      if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
+      if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
+    end
+    redis.call('EXPIRE', key, ttl)
   end
-  redis.call('EXPIRE', key, ttl)
 end
 return 0
 """
@@ -151,16 +158,17 @@ class RedisLedger:
         remaining = {str(out[k]): int(out[k + 1]) for k in range(bar + 1, len(out), 2)}
         return Reservation(got, remaining)
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount) -> None:
+    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
         args: list[Any] = [self.ttl]
         for metric in METRICS:
             r, a = reserved.get(metric, 0), actual.get(metric, 0)
             if r or a:
                 args += [metric, r, a]
-        await self._settle(keys=[self._key(t) for t in chain], args=args)
+        once = f"{self.prefix}:op:{op or secrets.token_hex(12)}"
+        await self._settle(keys=[once, *(self._key(t) for t in chain)], args=args)
 
-    async def release(self, chain: list[str], reserved: Amount) -> None:
-        await self.settle(chain, reserved, {})
+    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
+        await self.settle(chain, reserved, {}, op)
 
     async def state(self, task: str) -> TaskState | None:
         raw: dict[str, str] = await self.client.hgetall(self._key(task))

@@ -10,6 +10,8 @@ final chunk with finish_reason "length", then [DONE]), at most one chunk past th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -76,6 +78,8 @@ class BudgetStage(Stage):
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._chains: dict[str, list[str]] = {}  # child task key → its ancestors (immutable once minted)
+        self.pending: list[tuple[list[str], Amount, Amount, str]] = []  # settlements waiting for the ledger
+        self._retry_task: asyncio.Task[None] | None = None
 
     # -- what applies -------------------------------------------------------------------------------------------
 
@@ -272,11 +276,12 @@ class BudgetStage(Stage):
             return
         chain, reserved, rule = held
         actual = self.actual(exchange, rule)
+        op = f"{exchange.task.trace_id if exchange.task else ''}{exchange.span_id}"
         try:
             if actual:
-                await self.ledger.settle(chain, reserved, actual)
+                await self.ledger.settle(chain, reserved, actual, op)
             else:
-                await self.ledger.release(chain, reserved)
+                await self.ledger.release(chain, reserved, op)
             if rule.windows.tokens_per_minute or rule.windows.tokens_per_day:
                 correction = actual.get("tokens", 0) - reserved.get("tokens", 0)
                 p = exchange.principal
@@ -285,12 +290,48 @@ class BudgetStage(Stage):
                         await self.ledger.adjust(f"tpm:{p.subject}", correction, 60)
                     if rule.windows.tokens_per_day:
                         await self.ledger.adjust(f"tpd:{p.subject}", correction, 86400)
-        except Exception:
-            log.exception(
-                "could not settle the budget of %s; its reservation stays until the task expires", chain[0]
+        except Exception as exc:
+            # The ledger is unreachable (Redis restarting): keep the settlement and retry it until it lands, so no
+            # reservation leaks and nothing is charged twice (a settle is applied exactly once, when it succeeds).
+            log.warning(
+                "budget of %s not settled yet (%s); retrying in the background", chain[0], type(exc).__name__
             )
+            self.pending.append((chain, reserved, actual, op))
+            self._wake_retry()
             return
         exchange.attrs["budget_charged"] = actual
+
+    def _wake_retry(self) -> None:
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        delay = 0.2
+        while self.pending:
+            await asyncio.sleep(delay)
+            while self.pending:
+                chain, reserved, actual, op = self.pending[0]
+                try:
+                    if actual:
+                        await self.ledger.settle(chain, reserved, actual, op)
+                    else:
+                        await self.ledger.release(chain, reserved, op)
+                except Exception:
+                    delay = min(delay * 2, 5.0)
+                    break
+                self.pending.pop(0)
+                delay = 0.2
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """On shutdown: give pending settlements a last chance to land."""
+        if self.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry(), timeout_s)
+        if self.pending:
+            log.error(
+                "%d budget settlements could not be written; their reservations stay until the tasks expire",
+                len(self.pending),
+            )
 
     def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
         """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent

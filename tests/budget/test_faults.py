@@ -1,0 +1,134 @@
+"""Budgets survive faults without leaking a reservation or charging twice: an upstream that dies mid-stream,
+and a Redis that is killed and restarted under load (a private redis-server, append-only, on a free port)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from agentgw import create_app, load_settings
+from tests.budget.test_budgets import REGISTRY, auth, budgets, chat, inproc, spent
+from tests.support import audit_records, free_port, gateway, serve, write_config
+from tests.upstreams import FakeOpenAI
+
+
+async def test_an_upstream_that_dies_mid_stream_is_charged_what_was_delivered_and_nothing_stays_reserved(
+    tmp_path: Path,
+) -> None:
+    up = FakeOpenAI(chunks=6, die_after=3, usage=None)
+    registry: dict[str, Any] = {
+        "llm": {
+            "providers": [{"name": "up", "kind": "openai", "base_url": "x"}],
+            "models": [{"name": "echo", "targets": [{"provider": "up", "model": "m"}]}],
+        }
+    }
+    async with serve(up.app()) as u:
+        registry["llm"]["providers"][0]["base_url"] = f"{u}/v1"
+        async with (
+            gateway(tmp_path, registry, budgets({"tokens": 1000})) as (url, app),
+            httpx.AsyncClient() as c,
+        ):
+            r = await c.post(f"{url}/v1/chat/completions", json=chat(stream=True), headers=auth(task="cut"))
+            used, reserved = await spent(app, "tester/cut")
+    assert '"code":"upstream_error"' in r.text.replace(" ", "")  # the client is told, in an error frame
+    assert reserved == 0
+    record = audit_records(tmp_path)[-1]
+    assert record["status"] == "error"
+    assert used == record["usage"]["total_tokens"] > record["usage"]["input_tokens"]  # the 3 delivered chunks
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    cmd = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def wait_for_redis(port: int) -> None:
+    with anyio.fail_after(10):
+        while True:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.lowlevel.checkpoint()
+                continue
+            await stream.aclose()
+            return
+
+
+async def test_a_redis_restart_under_load_leaks_no_reservation_and_charges_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    cfg = budgets(
+        {"tokens": 10**9}, ledger="redis", redis_url=f"redis://127.0.0.1:{port}/0", key_prefix="fault"
+    )
+    app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
+    statuses: list[int] = []
+    with private_redis(data, port) as first:
+        await wait_for_redis(port)
+        async with inproc(app) as c:
+
+            async def call(i: int) -> None:
+                r = await c.post(
+                    "/v1/chat/completions", json=chat(f"call {i}", max_tokens=5), headers=auth(task="t")
+                )
+                statuses.append(r.status_code)
+
+            async def kill_midway() -> None:
+                while len(statuses) < 40:
+                    await anyio.lowlevel.checkpoint()
+                first.kill()  # calls are in flight: some reserved, their settlements now fail
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_midway)
+                for i in range(150):
+                    tg.start_soon(call, i)
+            first.wait(timeout=10)
+            assert 503 in statuses  # while Redis is down, calls fail closed
+            with private_redis(data, port):  # the same data (append-only file) comes back
+                await wait_for_redis(port)
+                assert app.budget is not None
+                with anyio.fail_after(20):  # the pending settlements land once Redis is back
+                    while app.budget.pending:
+                        await anyio.lowlevel.checkpoint()
+                for i in range(
+                    150, 200
+                ):  # and calls go through again (a dead pooled connection may fail once)
+                    await call(i)
+                used, reserved = await spent(app, "tester/t")
+    charged = sum(r["usage"]["total_tokens"] for r in audit_records(tmp_path) if r["status"] == "ok")
+    assert set(statuses) <= {200, 503}
+    assert statuses[-10:] == [200] * 10
+    assert reserved == 0  # no reservation leaked
+    assert used == charged  # every call that succeeded is charged exactly once
