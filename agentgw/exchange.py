@@ -126,6 +126,15 @@ class Exchange:
         self.decisions.append(Decision(stage, outcome, rule, detail))
 
     @property
+    def outbound_task(self) -> str | None:
+        """The task id to send to an upstream agent or MCP server: the child task minted for this delegation
+        (so a downstream agent calling back charges it and every ancestor), else the call's own task."""
+        child = self.attrs.get("child_task")
+        if child:
+            return str(child)
+        return self.task.task_id if self.task else None
+
+    @property
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_mono) * 1000.0
 
