@@ -36,6 +36,8 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/stages.py
+	$(BIN)/python bench/mcp_bench.py
 
 conformance: $(STAMP)
 	bash conformance/run.sh
