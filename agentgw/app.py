@@ -238,7 +238,7 @@ def make_ledger(cfg: Budgets) -> Ledger:
         from agentgw.budget.redis import RedisLedger  # only deployments that use Redis import its client
 
         return RedisLedger(cfg.redis_url, cfg.key_prefix, cfg.task_ttl_s)
-    return MemoryLedger()
+    return MemoryLedger(cfg.task_ttl_s)
 
 
 def policy_store(settings: Settings) -> PolicyStore:

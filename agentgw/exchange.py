@@ -40,6 +40,7 @@ class TaskContext:
     parent_task_id: str | None = None
     trace_id: str = field(default_factory=lambda: new_id(16))
     parent_span_id: str | None = None
+    chosen: bool = True  # False: the gateway made the id up for this one request (nothing else will name it)
 
 
 @dataclass(slots=True)
@@ -146,12 +147,13 @@ def task_from_headers(headers: dict[str, str]) -> TaskContext:
     """The task this request belongs to: `x-agentgw-task` if the client chose one, else a fresh id; trace
     context from a valid W3C `traceparent`, else a new trace."""
     task_id = headers.get("x-agentgw-task", "").strip()
+    chosen = True
     if not task_id or len(task_id) > 200 or not task_id.isprintable():
-        task_id = "t-" + new_id(12)
+        task_id, chosen = "t-" + new_id(12), False
     parent = headers.get("x-agentgw-parent-task", "").strip() or None
     if parent is not None and (len(parent) > 200 or not parent.isprintable()):
         parent = None
-    ctx = TaskContext(task_id=task_id, parent_task_id=parent)
+    ctx = TaskContext(task_id=task_id, parent_task_id=parent, chosen=chosen)
     tp = headers.get("traceparent", "")
     if len(tp) == _TRACEPARENT_LEN and tp[2] == "-" and tp[35] == "-" and tp[52] == "-":
         trace_id, span_id = tp[3:35], tp[36:52]

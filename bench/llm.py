@@ -65,6 +65,7 @@ class Options:
     json: str | None = None
     keep: bool = False
     strict: bool = False
+    budgets: str = "off"
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

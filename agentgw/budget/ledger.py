@@ -64,6 +64,9 @@ class Ledger(Protocol):
 
     async def state(self, task: str) -> TaskState | None: ...
 
+    async def forget(self, task: str) -> None:
+        """Drop a task nothing will name again (a one-request task that delegated nothing)."""
+
     async def link(self, parent: str, child: str) -> None:
         """Remember that `child` was delegated from `parent` (for inspection; charging follows the chain)."""
 

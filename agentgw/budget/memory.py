@@ -9,8 +9,11 @@ from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskS
 
 
 class MemoryLedger:
-    def __init__(self) -> None:
+    def __init__(self, task_ttl_s: float = 7 * 86400) -> None:
+        self.ttl = task_ttl_s
         self.tasks: dict[str, TaskState] = {}
+        self.touched: dict[str, float] = {}  # task → last use, for expiry (like the Redis keys' TTL)
+        self._ops = 0
         self.windows: dict[str, tuple[int, int]] = {}  # key → (window start, count)
         self.kids: dict[str, list[str]] = {}
 
@@ -20,9 +23,29 @@ class MemoryLedger:
             st = self.tasks[key] = TaskState(key)
         return st
 
+    def _expire(self) -> None:
+        """Every 10,000 reservations, drop tasks idle for longer than the TTL (amortised, no timer task)."""
+        self._ops += 1
+        if self._ops % 10_000:
+            return
+        cutoff = time.monotonic() - self.ttl
+        for task in [t for t, at in self.touched.items() if at < cutoff]:
+            self.tasks.pop(task, None)
+            self.touched.pop(task, None)
+            self.kids.pop(task, None)
+
+    async def forget(self, task: str) -> None:
+        self.tasks.pop(task, None)
+        self.touched.pop(task, None)
+        self.kids.pop(task, None)
+
     async def reserve(
         self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
     ) -> Reservation | Rejection:
+        self._expire()
+        now = time.monotonic()
+        for t in chain:
+            self.touched[t] = now
         if chain[0] not in self.tasks:
             self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
         states = [self._task(t) for t in chain]

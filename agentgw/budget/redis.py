@@ -182,6 +182,9 @@ class RedisLedger:
                 target[metric] = int(value)
         return st
 
+    async def forget(self, task: str) -> None:
+        await self.client.delete(self._key(task), f"{self.prefix}:kids:{task}")
+
     async def link(self, parent: str, child: str) -> None:
         key = f"{self.prefix}:kids:{parent}"
         async with self.client.pipeline(transaction=False) as pipe:

@@ -326,9 +326,10 @@ class Catalog:
             raise self._errors[servers[0]]
         return hit
 
-    async def resolve_uri(self, view: View, uri: str) -> tuple[str, str] | None:
-        """(server, original URI) for a URI on `view`. Wrapped URIs route by their server (so template
-        expansions work without a listing); bare ones (prefix never/conditional) by the servers' listings."""
+    async def resolve_uri(self, view: View, uri: str, *, templates: bool = False) -> tuple[str, str] | None:
+        """(server, original URI) for a URI on `view` (with `templates`: a URI template, for completions).
+        Wrapped URIs route by their server (so template expansions work without a listing); bare ones (prefix
+        never/conditional) by the servers' listings."""
         wrapped = unwrap_uri(uri)
         if wrapped is not None:
             server, original = wrapped
@@ -337,9 +338,10 @@ class Catalog:
             return None
         if view.prefix == "always":
             return None
+        kind = "templates" if templates else "resources"
         for freshness in ("cached", "recheck"):
-            listings = await self._listings(view.servers, "resources", freshness)
-            hit = self._build(view, "resources", view.servers, listings).index.get(uri)
+            listings = await self._listings(view.servers, kind, freshness)
+            hit = self._build(view, kind, view.servers, listings).index.get(uri)
             if hit is not None:
                 return hit.server, hit.original
         offering = [s for s in view.servers if self._offers(s, "resources")]

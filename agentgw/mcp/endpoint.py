@@ -1,112 +1,63 @@
 """One MCP endpoint (`/mcp` or `/mcp/<virtual server>`) as the SDK's low-level Server behind its own session
-manager (both eras). Its handlers make every listing, `tools/call`, `resources/read` and `prompts/get` an Exchange
-through the pipeline, forward to the upstream with the original names, and relay results as raw dicts.
+manager (both eras). Its handlers make every listing, `tools/call`, `resources/read`, `prompts/get`,
+`completion/complete` and resource subscription an Exchange through the pipeline, forward to the upstream with the
+original names, and relay results as raw dicts; `subscriptions/listen` and list changes come from events.py.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import mcp.types as types
 from mcp.server import Server
-from mcp.server.context import HandlerResult, ServerRequestContext
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types.methods import is_input_required
 
 from agentgw.errors import GatewayError
-from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
+from agentgw.exchange import Exchange, Result
 from agentgw.mcp.catalog import Catalog
-from agentgw.mcp.errors import (
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    UnknownPrompt,
-    UnknownResource,
-    UnknownTool,
-    to_mcp_error,
-)
+from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
+from agentgw.mcp.events import Events
+from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Ctx, Front, Mediator, rewrite_content
 from agentgw.mcp.naming import View
+from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
+from agentgw.mcp.resume import RETRY_MS, ResumableSessions
+from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.state import Binding
+from agentgw.mcp.subscriptions import Subscriptions
 from agentgw.mcp.upstream import CLIENT_INFO, ParamMap, Upstreams
+from agentgw.mcp.wire import Relay
 from agentgw.pipeline import Pipeline
-from agentgw.stages.authz import AuthzStage
 
-FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
-TASK_META_KEY = "io.agentgw/task"
-_PROTOCOL_META = "io.modelcontextprotocol/"
-_DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
+__all__ = ["FRONT_KEY", "TASK_META_KEY", "Endpoint", "Front"]
 
-Ctx = ServerRequestContext[Any, Any]
 _ACTIONS = {"tools": "call", "prompts": "read", "resources": "read", "templates": "read"}  # Casbin actions
 
 
-@dataclass(slots=True)
-class Front:
-    """What the front door established for one HTTP request: who, which task, and the request's headers."""
+class _Server(Server[Any]):
+    """The SDK's Server, announcing list changes in the handshake era too (events.py sends them)."""
 
-    principal: Principal
-    task: TaskContext
-    headers: dict[str, str]
-    client: str | None
-    rule: str | None
-    scopes: frozenset[str] | None = None  # what a JWT granted (API keys carry none)
-
-
-def _front(ctx: Ctx) -> Front:
-    request = ctx.request
-    front = getattr(request, "scope", {}).get(FRONT_KEY) if request is not None else None
-    if not isinstance(
-        front, Front
-    ):  # only reachable if the manager were mounted without the plane's front door
-        raise MCPError(INTERNAL_ERROR, "The request did not pass the gateway's front door.")
-    return front
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        announce = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(
+            notification_options or announce, experimental_capabilities, extensions
+        )
 
 
-def _meta_out(raw: Mapping[str, Any], ex: Exchange, traceparent: str) -> dict[str, Any]:
-    """The caller's `_meta` minus protocol keys (re-stamped for the upstream's era) and the progress token
-    (the dispatcher mints an upstream-unique one), plus the task and trace context."""
-    meta = raw.get("_meta")
-    out = (
-        {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META) and k not in _DROPPED_META}
-        if isinstance(meta, dict)
-        else {}
-    )
-    assert ex.task is not None
-    out[TASK_META_KEY] = ex.task.task_id
-    out["traceparent"] = traceparent
-    return out
-
-
-def _strip_protocol_meta(result: dict[str, Any]) -> None:
-    """The upstream's serverInfo stamp must not pass as the gateway's own."""
-    meta = result.get("_meta")
-    if isinstance(meta, dict) and any(k.startswith(_PROTOCOL_META) for k in meta):
-        kept = {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META)}
-        if kept:
-            result["_meta"] = kept
-        else:
-            del result["_meta"]
-
-
-def _rewrite_content(item: Any, expose: Callable[[str], str]) -> None:
-    if not isinstance(item, dict):
-        return
-    kind = item.get("type")
-    if kind == "resource_link" and isinstance(item.get("uri"), str):
-        item["uri"] = expose(item["uri"])
-    elif kind == "resource":
-        res = item.get("resource")
-        if isinstance(res, dict) and isinstance(res.get("uri"), str):
-            res["uri"] = expose(res["uri"])
-
-
-class Endpoint:
-    """One endpoint's MCP server. Decides nothing about access itself: every operation is an Exchange the pipeline
-    decides (and audits). Fails with the JSON-RPC error of the GatewayError (see errors.py); an unknown tool,
-    prompt or resource is the spec's -32602, and an upstream's own JSON-RPC error is relayed unchanged."""
+class Endpoint(Subscriptions, Mediator):
+    """One endpoint's MCP server. An unknown tool, prompt or resource is the spec's -32602 (and so is a name
+    the policy hides); an upstream's own JSON-RPC error is relayed unchanged; a `requestState` the gateway did
+    not mint for this caller and call is -32602 too."""
 
     def __init__(
         self,
@@ -116,14 +67,12 @@ class Endpoint:
         pipeline: Pipeline,
         security: TransportSecuritySettings | None,
         max_body_bytes: int,
+        trips: RoundTrips,
     ) -> None:
-        self.view = view
-        self.catalog = catalog
-        self.upstreams = upstreams
-        self.pipeline = pipeline
-        self.path = f"/mcp/{view.name}" if view.name else "/mcp"
-        self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
-        self.server: Server[Any] = Server(
+        Mediator.__init__(self, view, catalog, upstreams, pipeline)
+        self.trips = trips
+        self.events = Events(self._unwatch)
+        self.server = _Server(
             f"agentgw/{view.name}" if view.name else "agentgw",
             version=CLIENT_INFO.version,
             instructions=(
@@ -136,6 +85,7 @@ class Endpoint:
             ),
             get_tool_input_schema=lambda name: self.catalog.input_schema(self.view, name),
         )
+        self.server.middleware.append(self._track)
         add = self.server.add_request_handler
         add("tools/list", types.PaginatedRequestParams, self.list_tools)
         add("tools/call", types.CallToolRequestParams, self.call_tool)
@@ -144,85 +94,22 @@ class Endpoint:
         add("resources/list", types.PaginatedRequestParams, self.list_resources)
         add("resources/templates/list", types.PaginatedRequestParams, self.list_templates)
         add("resources/read", types.ReadResourceRequestParams, self.read_resource)
-        self.manager = StreamableHTTPSessionManager(
-            app=self.server, security_settings=security, max_request_body_size=max_body_bytes
+        add("completion/complete", types.CompleteRequestParams, self.complete)
+        add("logging/setLevel", types.SetLevelRequestParams, self.set_level)
+        add("resources/subscribe", types.SubscribeRequestParams, self.subscribe)
+        add("resources/unsubscribe", types.UnsubscribeRequestParams, self.unsubscribe)
+        add("subscriptions/listen", types.SubscriptionsListenRequestParams, self.listen)
+        self.manager = ResumableSessions(
+            app=self.server,
+            security_settings=security,
+            max_request_body_size=max_body_bytes,
+            retry_interval=RETRY_MS,
         )
 
-    # -- plumbing ---------------------------------------------------------------------------------------------
-
-    def _exchange(self, ctx: Ctx, operation: str, target: str) -> Exchange:
-        front = _front(ctx)
-        ex = Exchange("mcp", operation, target, front.headers, front.client)
-        ex.principal = front.principal  # authenticated by the front door for this very HTTP request
-        ex.decide("authn", "allow", rule=front.rule)
-        ex.task = front.task
-        ex.payload = dict(ctx.params) if ctx.params else {}
-        ex.attrs["endpoint"] = self.path
-        if front.scopes:
-            ex.attrs["scopes"] = front.scopes
-        return ex
-
-    async def _run(
-        self,
-        ex: Exchange,
-        forward: Callable[[Exchange], Awaitable[Result]],
-        unseen: GatewayError | None = None,
-    ) -> HandlerResult:
-        """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
-        exactly that error: what a caller may not use is indistinguishable from what does not exist. The
-        audit record still says denied, with the deciding rule."""
-        try:
-            result = await self.pipeline.run(ex, forward)
-        except GatewayError as err:
-            if unseen is not None and err.code == "permission_denied":
-                err = unseen
-            raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
-        payload: dict[str, Any] = result.payload
-        return payload
-
-    async def _refuse(self, ex: Exchange, err: GatewayError) -> HandlerResult:
-        """An operation refused before forwarding (unknown name): recorded like any other."""
-        err = await self.pipeline.reject(ex, err)
-        raise to_mcp_error(err, ex.task.task_id if ex.task else None)
-
-    async def _upstream(
-        self,
-        ctx: Ctx,
-        ex: Exchange,
-        server: str,
-        method: str,
-        params: dict[str, Any],
-        param_map: ParamMap | None = None,
-    ) -> dict[str, Any]:
-        up = self.upstreams.get(server)
-        assert up is not None and ex.task is not None
-        traceparent = f"00-{ex.task.trace_id}-{ex.span_id}-01"
-        params["_meta"] = _meta_out(ctx.params or {}, ex, traceparent)
-        headers = {"x-agentgw-task": ex.task.task_id, "traceparent": traceparent}
-        on_progress: ProgressFnT | None = None
-        meta = (ctx.params or {}).get("_meta")
-        if isinstance(meta, dict) and meta.get("progressToken") is not None:
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                # Onto the caller's own request stream, with the caller's own token.
-                await ctx.session.report_progress(progress, total, message)
-
-        started = time.perf_counter()
-        attempt = Attempt(len(ex.attempts) + 1, f"mcp:{server}", "ok")
-        ex.attempts.append(attempt)
-        try:
-            result = await up.request(
-                method, params, headers=headers, on_progress=on_progress, param_map=param_map
-            )
-        except GatewayError as err:
-            attempt.outcome = "timeout" if err.status == 504 else "error"
-            attempt.error = err.code
-            raise
-        finally:
-            attempt.latency_ms = (time.perf_counter() - started) * 1000.0
-        _strip_protocol_meta(result)
-        result.setdefault("resultType", "complete")
-        return result
+    async def _track(self, ctx: Ctx, call_next: CallNext) -> HandlerResult:
+        """Every handshake session is known from its first request (for list-change notifications)."""
+        self.events.track(session_connection(ctx))
+        return await call_next(ctx)
 
     def _guess(self, name: str, kind: str = "") -> str:
         """The audit target of a name whose server could not be listed (prefix always: `<server>__<name>`)."""
@@ -230,9 +117,6 @@ class Endpoint:
         trim = self.catalog.trims.get(server)
         original = trim.original(rest) if trim is not None and not kind else rest
         return f"mcp:{server}/{kind}{original}"
-
-    def _expose(self, server: str) -> Callable[[str], str]:
-        return lambda uri: self.catalog.expose_uri(self.view, server, uri)
 
     async def _listing(
         self, ctx: Ctx, params: types.PaginatedRequestParams, kind: str, key: str
@@ -246,16 +130,46 @@ class Endpoint:
 
         async def forward(ex: Exchange) -> Result:
             entries, ttl_ms = await self.catalog.entries(self.view, kind)
-            principal, authz = ex.principal, self.authz
-            if authz is not None and principal is not None:  # a caller sees exactly what it may use
-                items = [e.item for e in entries if authz.allows(principal, e.target, action)]
-            else:
-                items = [e.item for e in entries]
+            items = [e.item for e in entries if self._allows(ex, e.target, action)]
             # private: the answer depends on who asked (it is filtered by policy)
             payload = {key: items, "ttlMs": ttl_ms, "cacheScope": "private", "resultType": "complete"}
             return Result(payload=payload)
 
         return await self._run(ex, forward)
+
+    async def _roundtrip(
+        self,
+        ctx: Ctx,
+        ex: Exchange,
+        bind: Binding,
+        out: dict[str, Any],
+        param_map: ParamMap | None = None,
+    ) -> dict[str, Any]:
+        """A call that may take input rounds (tools/call, prompts/get, resources/read): see roundtrip.py."""
+        up = self.upstreams.get(bind.server)
+        assert up is not None
+
+        async def send(
+            extra: dict[str, Any], *, caller: Caller, relay: Relay, progress: ProgressFnT | None = None
+        ) -> dict[str, Any]:
+            params = {**out, **extra}
+            return await self._upstream(
+                ctx,
+                ex,
+                bind.server,
+                bind.method,
+                params,
+                param_map,
+                caller=caller,
+                relay=relay,
+                progress=progress,
+            )
+
+        return await self.trips.forward(ctx, bind, up, send)
+
+    def _bind(self, ex: Exchange, server: str, method: str, target: str) -> Binding:
+        assert ex.principal is not None
+        return Binding(Binding.principal_of(ex.principal), self.path, server, method, target)
 
     # -- handlers ---------------------------------------------------------------------------------------------
 
@@ -287,12 +201,13 @@ class Endpoint:
             out: dict[str, Any] = {"name": entry.original}
             if raw.get("arguments") is not None:
                 out["arguments"] = raw["arguments"]
-            result = await self._upstream(ctx, ex, entry.server, "tools/call", out, entry.param_map())
+            bind = self._bind(ex, entry.server, "tools/call", entry.original)
+            result = await self._roundtrip(ctx, ex, bind, out, entry.param_map())
             content = result.get("content")
             if isinstance(content, list):
                 expose = self._expose(entry.server)
                 for item in content:
-                    _rewrite_content(item, expose)
+                    rewrite_content(item, expose)
             return Result(payload=result)
 
         return await self._run(ex, forward, UnknownTool(f"Unknown tool: {name}"))
@@ -314,13 +229,15 @@ class Endpoint:
             out: dict[str, Any] = {"name": entry.original}
             if raw.get("arguments") is not None:
                 out["arguments"] = raw["arguments"]
-            result = await self._upstream(ctx, ex, entry.server, "prompts/get", out)
+            result = await self._roundtrip(
+                ctx, ex, self._bind(ex, entry.server, "prompts/get", entry.original), out
+            )
             messages = result.get("messages")
             if isinstance(messages, list):
                 expose = self._expose(entry.server)
                 for message in messages:
                     if isinstance(message, dict):
-                        _rewrite_content(message.get("content"), expose)
+                        rewrite_content(message.get("content"), expose)
             return Result(payload=result)
 
         return await self._run(ex, forward, UnknownPrompt(f"Unknown prompt: {name}"))
@@ -336,7 +253,10 @@ class Endpoint:
         ex.attrs["action"] = "read"
 
         async def forward(ex: Exchange) -> Result:
-            result = await self._upstream(ctx, ex, server, "resources/read", {"uri": original})
+            bind = self._bind(ex, server, "resources/read", original)
+            result = await self._roundtrip(ctx, ex, bind, {"uri": original})
+            if is_input_required(result):
+                return Result(payload=result)
             contents = result.get("contents")
             if isinstance(contents, list):
                 expose = self._expose(server)
@@ -348,3 +268,48 @@ class Endpoint:
             return Result(payload=result)
 
         return await self._run(ex, forward, UnknownResource(f"Unknown resource: {uri}"))
+
+    async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> HandlerResult:
+        """Argument completion, asked of the server that owns the prompt or resource template."""
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            try:
+                entry = await self.catalog.resolve(self.view, "prompts", ref.name)
+            except GatewayError as err:
+                ex = self._exchange(ctx, "completion/complete", self._guess(ref.name, "prompt/"))
+                return await self._refuse(ex, err)
+            found = (entry.server, entry.original, entry.target) if entry is not None else None
+            unseen: GatewayError = UnknownPrompt(f"Unknown prompt: {ref.name}")
+            out_ref = {"type": "ref/prompt", "name": entry.original if entry is not None else ""}
+        else:
+            hit = await self.catalog.resolve_uri(self.view, ref.uri, templates=True)
+            found = (hit[0], hit[1], f"mcp:{hit[0]}/resource/{hit[1]}") if hit is not None else None
+            unseen = UnknownResource(f"Unknown resource: {ref.uri}")
+            out_ref = {"type": "ref/resource", "uri": hit[1] if hit is not None else ""}
+        if found is None:
+            return await self._refuse(self._exchange(ctx, "completion/complete", "mcp:?/completion"), unseen)
+        server, _, target = found
+        ex = self._exchange(ctx, "completion/complete", target)
+        ex.attrs["action"] = "read"
+        raw = ctx.params or {}
+
+        async def forward(ex: Exchange) -> Result:
+            up = self.upstreams.get(server)
+            assert up is not None
+            caps = await up.capabilities()
+            if caps is None or caps.completions is None:  # nothing to suggest: an empty completion
+                return Result(payload={"completion": {"values": [], "hasMore": False}})
+            out: dict[str, Any] = {"ref": out_ref, "argument": raw.get("argument")}
+            if raw.get("context") is not None:
+                out["context"] = raw["context"]
+            return Result(payload=await self._upstream(ctx, ex, server, "completion/complete", out))
+
+        return await self._run(ex, forward, unseen)
+
+    async def set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> HandlerResult:
+        """The handshake session's log level: upstream log messages about its requests are relayed from this
+        level up (none before the client sets one)."""
+        conn = session_connection(ctx)
+        if conn is not None:
+            conn.state[LEVEL_KEY] = params.level
+        return {}

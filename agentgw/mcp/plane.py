@@ -42,6 +42,9 @@ from agentgw.mcp.errors import (
     rpc_code,
 )
 from agentgw.mcp.naming import views
+from agentgw.mcp.relay import HeldCalls
+from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
@@ -93,12 +96,14 @@ class MCPPlane:
         def cwd_of(server: MCPServer) -> Path:
             return settings.resolve(server.cwd) if server.cwd else settings.base_dir
 
-        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed)
+        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated)
         self.catalog = Catalog(section, self.upstreams)
+        self.held = HeldCalls()
+        self.trips = RoundTrips(StateSeal(gateway_secret()), self.held)
         # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
         # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
         self.endpoints = {
-            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit)
+            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit, self.trips)
             for name, view in views(section).items()
         }
         self._stack: AsyncExitStack | None = None
@@ -121,7 +126,19 @@ class MCPPlane:
         return user
 
     def _changed(self, server: str, kind: str | None) -> None:
+        """An upstream's list changed (or it reconnected: kind None): refetch, and tell the endpoints' callers."""
         self.catalog.invalidate(server, kind)
+        if kind is not None:
+            for endpoint in self.endpoints.values():
+                if server in endpoint.view.servers:
+                    endpoint.events.list_changed(kind)
+
+    def _updated(self, server: str, uri: str) -> None:
+        """An upstream's resource changed: tell the callers subscribed to it, under the endpoint's URI."""
+        for endpoint in self.endpoints.values():
+            if server in endpoint.view.servers:
+                exposed = self.catalog.expose_uri(endpoint.view, server, uri)
+                endpoint.events.resource_updated(server, uri, exposed)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -133,7 +150,9 @@ class MCPPlane:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             self.upstreams.start(tg)
+            self.held.start(tg)
             for endpoint in self.endpoints.values():
+                endpoint.events.start(tg)
                 await stack.enter_async_context(endpoint.manager.run())
         except BaseException:
             await stack.aclose()

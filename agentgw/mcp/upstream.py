@@ -1,6 +1,7 @@
 """Upstream MCP servers: one long-lived client connection per registry entry (a stdio process the gateway launches,
-Streamable HTTP in either era, or legacy SSE), its era, its restarts, and raw JSON-RPC requests stamped for it;
-requests and results are plain dicts (the SDK's dispatcher, no result models on the hot path)."""
+Streamable HTTP in either era, or legacy SSE), its era, its restarts, its resource subscriptions, and raw JSON-RPC
+requests stamped for it; requests and results are plain dicts (the SDK's dispatcher, no result models on the hot
+path)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,25 @@ import asyncio
 import importlib.metadata
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
-import httpx2
 import mcp.types as types
 from mcp.client.session import ClientSession, IncomingMessage
-from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
-from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, ProgressFnT
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp.shared.inbound import (
-    MCP_METHOD_HEADER,
-    MCP_NAME_HEADER,
-    MCP_PROTOCOL_VERSION_HEADER,
-    NAME_BEARING_METHODS,
-    encode_header_value,
-    mcp_param_headers,
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
 )
-from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
-from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
-from mcp.shared.transport_context import TransportContext
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
@@ -44,13 +36,25 @@ from mcp_types import (
     REQUEST_TIMEOUT,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from agentgw.errors import GatewayError, UpstreamTimeout
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
+from agentgw.mcp.wire import (
+    Connection,
+    Deadline,
+    Dispatcher,
+    ParamMap,
+    Pausing,
+    Relay,
+    Router,
+    log_rank,
+    no_elicitation,
+    no_roots,
+    no_sampling,
+    open_transport,
+)
 from agentgw.registry import MCPServer
-from agentgw.supervisor import local_command
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -62,88 +66,9 @@ CLIENT_INFO = types.Implementation(name="agentgw", version=_VERSION)
 
 Era = Literal["modern", "handshake"]
 OnChange = Callable[[str, str | None], None]  # (server, kind or None for "everything may have changed")
-ParamMap = Mapping[tuple[str, ...], str]  # x-mcp-header argument path → header name, for Mcp-Param-* headers
+OnUpdated = Callable[[str, str], None]  # (server, the upstream URI of a resource that changed)
 
-
-class _Dispatcher(JSONRPCDispatcher[TransportContext]):
-    """The SDK's JSON-RPC dispatcher, plus a signal when its receive loop ends (the process exited, the
-    stream closed): that is how a dead stdio server or a dropped connection is noticed between requests."""
-
-    def __init__(self, read: Any, write: Any, on_end: Callable[[], None]) -> None:
-        super().__init__(read, write)
-        self._on_end = on_end
-
-    async def run(
-        self,
-        on_request: OnRequest,
-        on_notify: OnNotify,
-        on_notify_intercept: OnNotifyIntercept | None = None,
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        try:
-            await super().run(on_request, on_notify, on_notify_intercept, task_status=task_status)
-        finally:
-            self._on_end()
-
-
-@dataclass(eq=False)
-class Connection:
-    """One live session with an upstream: how to stamp requests for its era, and whether it has ended."""
-
-    dispatcher: _Dispatcher
-    version: str
-    kinds: frozenset[str]  # listings the server offers: tools, prompts, resources
-    headers_reach_upstream: bool  # per-request HTTP headers (task, traceparent) are delivered
-    envelope: dict[str, Any] = field(default_factory=dict)  # the 2026-07-28 per-request `_meta` stamp
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str = ""
-    expired: bool = False  # the server forgot our session (HTTP 404): re-initialize at once, retry the call
-
-    @property
-    def modern(self) -> bool:
-        return self.version in MODERN_PROTOCOL_VERSIONS
-
-    def close(self, reason: str) -> None:
-        if not self.closed.is_set():
-            self.reason = reason
-            self.closed.set()
-
-    def stamp(
-        self,
-        method: str,
-        params: dict[str, Any],
-        headers: dict[str, str] | None,
-        param_map: ParamMap | None,
-    ) -> tuple[dict[str, Any], CallOptions]:
-        """Params and per-request HTTP headers for this era: the handshake era needs only the negotiated version;
-        2026-07-28 needs the `_meta` envelope and the routing headers, recomputed for the upstream's names."""
-        out: dict[str, str] = {MCP_PROTOCOL_VERSION_HEADER: self.version}
-        if headers and self.headers_reach_upstream:
-            out.update(headers)
-        if self.modern:
-            params = {**params, "_meta": {**(params.get("_meta") or {}), **self.envelope}}
-            out[MCP_METHOD_HEADER] = method
-            key = NAME_BEARING_METHODS.get(method)
-            value = params.get(key) if key else None
-            if isinstance(value, str):
-                out[MCP_NAME_HEADER] = encode_header_value(value)
-            if param_map and method == "tools/call":
-                out.update(mcp_param_headers(param_map, params.get("arguments") or {}))
-        return params, {"headers": out}
-
-
-def _kinds(caps: types.ServerCapabilities | None) -> frozenset[str]:
-    if caps is None:
-        return frozenset()
-    out = set()
-    if caps.tools is not None:
-        out.add("tools")
-    if caps.prompts is not None:
-        out.add("prompts")
-    if caps.resources is not None:
-        out.add("resources")
-    return frozenset(out)
+__all__ = ["CLIENT_INFO", "ParamMap", "Upstream", "Upstreams"]
 
 
 def _describe(exc: BaseException) -> str:
@@ -168,17 +93,24 @@ class Upstream:
     MAX_BACKOFF_S = 30.0
     STABLE_S = 30.0  # a connection that lived this long resets the backoff
 
-    def __init__(self, spec: MCPServer, cwd: Path, on_change: OnChange) -> None:
+    def __init__(self, spec: MCPServer, cwd: Path, on_change: OnChange, on_updated: OnUpdated) -> None:
         self.spec = spec
         self.name = spec.name
         self.cwd = cwd
         self.on_change = on_change
+        self.on_updated = on_updated
         self.era: Era | None = "handshake" if spec.transport == "sse" else None
         self.state: Literal["idle", "connecting", "ready", "down"] = "idle"
         self.last_error: str | None = None
         self.connects = 0
         self._conn: Connection | None = None
         self._changed = asyncio.Event()
+        self._watched: Counter[str] = (
+            Counter()
+        )  # resource URIs callers subscribed to (kept across reconnects)
+        self._rewatch = (
+            anyio.Event()
+        )  # the watched set changed: a 2026-07-28 server's resource listen reopens
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -205,6 +137,9 @@ class Upstream:
                     log.info("MCP server %r connected (%s, %s)", self.name, self.spec.transport, conn.version)
                     outage = False
                     self.on_change(self.name, None)  # a (re)connected server may offer a different catalog
+                    if self.connects > 1:  # and callers should hear of it
+                        for kind in ("tools", "prompts", "resources"):
+                            self.on_change(self.name, kind)
                     await conn.closed.wait()
                     reason, expired = conn.reason, conn.expired
             except Exception as exc:
@@ -227,68 +162,41 @@ class Upstream:
             backoff = min(backoff * 2, self.MAX_BACKOFF_S)
 
     async def _open(self, stack: AsyncExitStack) -> Connection:
-        spec = self.spec
-        box: list[
-            Connection
-        ] = []  # the hooks below fire for the connection built at the end of this function
+        box: list[Connection] = []  # the hooks fire for the connection built at the end of this function
 
         def ended() -> None:
             if box:
                 box[0].close("the connection closed")
 
-        if spec.transport == "stdio":
-            command = local_command(spec.command or [])
-            params = StdioServerParameters(
-                command=command[0], args=command[1:], env=dict(spec.env) or None, cwd=str(self.cwd)
-            )
-            read, write = await stack.enter_async_context(stdio_client(params))
-            http = False
-        elif spec.transport == "sse":
-            assert spec.url is not None
-            read, write = await stack.enter_async_context(
-                sse_client(
-                    spec.url, headers=dict(spec.headers), timeout=spec.timeout_s, sse_read_timeout=3600
-                )
-            )
-            http = False  # the legacy SSE transport sends headers per connection, not per request
-        else:
-            assert spec.url is not None
+        def expired() -> None:
+            if box:
+                box[0].expired = True
+                box[0].close("session expired")
 
-            async def on_response(response: httpx2.Response) -> None:
-                # 404 on a request that carried our session id: the server forgot the session (restart, expiry).
-                if response.status_code == 404 and "mcp-session-id" in response.request.headers and box:
-                    box[0].expired = True
-                    box[0].close("session expired")
-
-            # Upstream credentials come only from the registry; nothing of the caller's request is copied here.
-            client = httpx2.AsyncClient(
-                headers=dict(spec.headers),
-                timeout=httpx2.Timeout(
-                    spec.timeout_s, read=None
-                ),  # per-request deadlines are the dispatcher's
-                event_hooks={"response": [on_response]},
-            )
-            await stack.enter_async_context(client)
-            read, write = await stack.enter_async_context(
-                streamable_http_client(spec.url, http_client=client)
-            )
-            http = True
-        dispatcher = _Dispatcher(read, write, ended)
+        read, write, http = await open_transport(self.spec, self.cwd, stack, expired)
+        dispatcher = Dispatcher(read, write, ended, Router(correlated=http))
+        # The callbacks only make a handshake-era session declare sampling, elicitation and roots (the dispatcher
+        # relays those requests to the caller the request belongs to); 2026-07-28 requests declare the caller's own.
         session = ClientSession(
             dispatcher=dispatcher,
-            read_timeout_seconds=spec.timeout_s,
+            read_timeout_seconds=self.spec.timeout_s,
             message_handler=self._on_message,
             client_info=CLIENT_INFO,
+            sampling_callback=no_sampling,
+            elicitation_callback=no_elicitation,
+            list_roots_callback=no_roots,
         )
         await stack.enter_async_context(session)
         await self._negotiate(session)
         version = session.protocol_version or ""
-        conn = Connection(dispatcher, version, _kinds(session.server_capabilities), http)
+        conn = Connection(dispatcher, version, session.server_capabilities, http)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)  # runs before the group is awaited on the way out
         if conn.modern:
             conn.envelope = {
                 PROTOCOL_VERSION_META_KEY: version,
                 CLIENT_INFO_META_KEY: CLIENT_INFO.model_dump(by_alias=True, mode="json", exclude_none=True),
-                CLIENT_CAPABILITIES_META_KEY: {},  # no sampling/elicitation/roots: nothing to relay them to yet
+                CLIENT_CAPABILITIES_META_KEY: {},  # replaced per request by what the caller declared
             }
             caps = session.server_capabilities
             watch = {
@@ -297,9 +205,10 @@ class Upstream:
                 "resources": bool(caps and caps.resources and caps.resources.list_changed),
             }
             if any(watch.values()):
-                tg = await stack.enter_async_context(anyio.create_task_group())
-                stack.callback(tg.cancel_scope.cancel)  # runs before the group is awaited on the way out
                 await tg.start(self._listen, session, watch)  # subscribed before we report ready
+            tg.start_soon(self._listen_resources, session)
+        elif self._watched:
+            tg.start_soon(self._resubscribe, conn)
         box.append(conn)
         return conn
 
@@ -320,12 +229,18 @@ class Upstream:
             self.era = "handshake"
 
     async def _on_message(self, message: IncomingMessage) -> None:
+        """Handshake-era change notifications (GET stream). A 2026-07-28 server's arrive on our listen streams,
+        which the session also tees here: those are handled by `_listen` / `_listen_resources` alone."""
+        if self.era == "modern":
+            return
         if isinstance(message, types.ToolListChangedNotification):
             self.on_change(self.name, "tools")
         elif isinstance(message, types.PromptListChangedNotification):
             self.on_change(self.name, "prompts")
         elif isinstance(message, types.ResourceListChangedNotification):
             self.on_change(self.name, "resources")
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            self.on_updated(self.name, str(message.params.uri))
 
     async def _listen(
         self,
@@ -358,6 +273,86 @@ class Upstream:
             if not started:
                 task_status.started()
 
+    # -- resource subscriptions (shared by every caller: one upstream subscription per URI) ---------------------
+
+    async def watch(self, uri: str) -> None:
+        """A caller subscribed to `uri`: subscribe upstream unless someone already did. A handshake-era server's
+        refusal is the caller's error (UpstreamRPCError); a 2026-07-28 server gets it on a `subscriptions/listen`
+        stream, reopened with the new set."""
+        self._watched[uri] += 1
+        if self._watched[uri] > 1:
+            return
+        try:
+            await self._sync_watch(uri, "resources/subscribe")
+        except BaseException:
+            self._drop(uri)
+            raise
+
+    async def unwatch(self, uri: str) -> None:
+        if self._watched[uri] <= 0:
+            return
+        self._drop(uri)
+        if uri not in self._watched:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.spec.timeout_s):
+                try:
+                    await self._sync_watch(uri, "resources/unsubscribe")
+                except GatewayError as err:
+                    log.debug("MCP server %r: unsubscribing %s failed: %s", self.name, uri, err.message)
+
+    def _drop(self, uri: str) -> None:
+        self._watched[uri] -= 1
+        if self._watched[uri] <= 0:
+            del self._watched[uri]
+
+    async def _sync_watch(self, uri: str, method: str) -> None:
+        conn = self._conn
+        if conn is None or conn.closed.is_set():
+            return  # applied when the connection opens
+        if conn.modern:
+            rewatch, self._rewatch = self._rewatch, anyio.Event()
+            rewatch.set()
+        else:
+            await self.request(method, {"uri": uri})
+
+    async def _resubscribe(self, conn: Connection) -> None:
+        """A new handshake-era session starts without our subscriptions: renew them."""
+        for uri in list(self._watched):
+            try:
+                await self.request("resources/subscribe", {"uri": uri})
+            except GatewayError as err:
+                log.warning("MCP server %r: re-subscribing to %s failed: %s", self.name, uri, err.message)
+
+    async def _listen_resources(self, session: ClientSession) -> None:
+        """A 2026-07-28 server's resource updates: one `subscriptions/listen` stream for the watched URIs,
+        reopened whenever the set changes."""
+        while True:
+            rewatch = self._rewatch
+            uris = sorted(self._watched)
+            if not uris:
+                await rewatch.wait()
+                continue
+            try:
+                async with (
+                    listen(session, resource_subscriptions=uris) as sub,
+                    anyio.create_task_group() as tg,
+                ):
+
+                    async def reopen(
+                        ev: anyio.Event = rewatch, scope: anyio.CancelScope = tg.cancel_scope
+                    ) -> None:
+                        await ev.wait()
+                        scope.cancel()
+
+                    tg.start_soon(reopen)
+                    async for event in sub:
+                        if isinstance(event, ResourceUpdated):
+                            self.on_updated(self.name, event.uri)
+                    tg.cancel_scope.cancel()
+            except Exception as exc:
+                log.info("MCP server %r: resource subscription lost (%s)", self.name, _describe(exc))
+                with anyio.move_on_after(self.MAX_BACKOFF_S):
+                    await rewatch.wait()
+
     # -- requests ---------------------------------------------------------------------------------------------
 
     async def connection(self) -> Connection:
@@ -384,6 +379,9 @@ class Upstream:
     async def kinds(self) -> frozenset[str]:
         return (await self.connection()).kinds
 
+    async def capabilities(self) -> types.ServerCapabilities | None:
+        return (await self.connection()).caps
+
     async def request(
         self,
         method: str,
@@ -393,22 +391,56 @@ class Upstream:
         on_progress: ProgressFnT | None = None,
         param_map: ParamMap | None = None,
         idempotent: bool = False,
+        relay: Relay | None = None,
+        caps: dict[str, Any] | None = None,
+        log_level: str | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its raw result. A request the server never processed (its session had
-        expired) is retried once on a fresh session; an idempotent one also after a lost connection."""
+        expired) is retried once on a fresh session; an idempotent one also after a lost connection.
+
+        `relay` receives the log messages and server-to-client requests the server sends about this request;
+        `caps` are the client capabilities declared for it (2026-07-28 servers; a handshake-era session declared
+        sampling, elicitation and roots once); `log_level` the least severe level the caller wants relayed."""
         for attempt in (1, 2):
             conn = await self.connection()
-            out, opts = conn.stamp(method, params, headers, param_map)
-            opts["timeout"] = self.spec.timeout_s
+            if log_level is not None and not conn.modern:
+                await self._raise_log_level(conn, log_level)
+            out, opts = conn.stamp(method, params, headers, param_map, caps, log_level)
             if on_progress is not None:
                 opts["on_progress"] = on_progress
             try:
-                return await conn.dispatcher.send_raw_request(method, out, opts)
+                if relay is None:
+                    opts["timeout"] = self.spec.timeout_s
+                    return await conn.dispatcher.send_raw_request(method, out, opts)
+                deadline = Deadline(self.spec.timeout_s)
+                with conn.dispatcher.router.open(Pausing(relay, deadline)) as rid, deadline.scope:
+                    opts["request_id"] = rid
+                    return await conn.dispatcher.send_raw_request(method, out, opts)
+                raise UpstreamTimeout(
+                    f"MCP server '{self.name}' did not answer {method} within {self.spec.timeout_s:g}s."
+                )
             except MCPError as err:
                 if attempt == 1 and (conn.expired or (idempotent and err.code == CONNECTION_CLOSED)):
                     continue
                 raise self._gateway_error(method, err) from None
         raise AssertionError("unreachable")
+
+    async def _raise_log_level(self, conn: Connection, level: str) -> None:
+        """A handshake-era session has one log level for every caller: lower it (never raise it) to what this
+        caller wants; the relay filters per caller."""
+        rank = log_rank(level)
+        if rank is None or conn.caps is None or conn.caps.logging is None:
+            return
+        async with conn.log_lock:
+            if conn.log_rank is not None and conn.log_rank <= rank:
+                return
+            out, opts = conn.stamp("logging/setLevel", {"level": level}, None, None)
+            opts["timeout"] = self.spec.timeout_s
+            try:
+                await conn.dispatcher.send_raw_request("logging/setLevel", out, opts)
+                conn.log_rank = rank
+            except MCPError as err:
+                log.debug("MCP server %r refused logging/setLevel: %s", self.name, err.message)
 
     def _gateway_error(self, method: str, err: MCPError) -> GatewayError:
         if err.code == REQUEST_TIMEOUT:
@@ -435,9 +467,14 @@ class Upstreams:
     """Every registry MCP server, each run by its own owner task in one task group."""
 
     def __init__(
-        self, servers: list[MCPServer], cwd_of: Callable[[MCPServer], Path], on_change: OnChange
+        self,
+        servers: list[MCPServer],
+        cwd_of: Callable[[MCPServer], Path],
+        on_change: OnChange,
+        on_updated: OnUpdated | None = None,
     ) -> None:
-        self.by_name = {s.name: Upstream(s, cwd_of(s), on_change) for s in servers}
+        updated: OnUpdated = on_updated or (lambda server, uri: None)
+        self.by_name = {s.name: Upstream(s, cwd_of(s), on_change, updated) for s in servers}
 
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         for up in self.by_name.values():

@@ -300,6 +300,11 @@ class BudgetStage(Stage):
             self._wake_retry()
             return
         exchange.attrs["budget_charged"] = actual
+        task = exchange.task
+        if task is not None and not task.chosen and "child_task" not in exchange.attrs and len(chain) == 1:
+            # A one-request task (no x-agentgw-task) that delegated nothing: no later call can name it.
+            with contextlib.suppress(Exception):
+                await self.ledger.forget(chain[0])
 
     def _wake_retry(self) -> None:
         if self._retry_task is None or self._retry_task.done():

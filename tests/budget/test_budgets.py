@@ -365,3 +365,17 @@ def test_check_config_refuses_the_memory_ledger_with_several_workers(tmp_path: P
     result = CliRunner().invoke(main, ["check-config", "--config", str(cfg)])
     assert result.exit_code == 3
     assert "budgets.ledger: the memory ledger cannot be shared by 4 workers" in result.stderr
+
+
+async def test_a_one_request_task_leaves_nothing_in_the_ledger(tmp_path: Path) -> None:
+    app = create_app(load_settings(write_config(tmp_path, REGISTRY, budgets({"tokens": 1000}))))
+    async with inproc(app) as c:
+        for _ in range(5):
+            r = await c.post("/v1/chat/completions", json=chat(max_tokens=5), headers=auth())  # no task named
+            assert r.status_code == 200
+        named = await c.post("/v1/chat/completions", json=chat(max_tokens=5), headers=auth(task="kept"))
+        assert named.status_code == 200
+        from agentgw.budget.memory import MemoryLedger
+
+        assert isinstance(app.ledger, MemoryLedger)
+        assert list(app.ledger.tasks) == ["tester/kept"]

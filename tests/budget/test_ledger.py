@@ -159,3 +159,11 @@ async def test_window_corrections_apply_to_the_current_window(ledger: Ledger) ->
     await ledger.adjust(key, -50, 60)  # the estimate was 50 too high
     assert (await ledger.hit(key, 60, 100, 60))[0]
     assert not (await ledger.hit(key, 20, 100, 60))[0]
+
+
+async def test_the_memory_ledger_expires_idle_tasks_like_redis_keys_expire() -> None:
+    led = MemoryLedger(task_ttl_s=0)
+    await led.reserve(["old"], {"tokens": 1}, {"tokens": 10})
+    for i in range(10_000):  # expiry is amortised over reservations
+        await led.reserve([f"t{i}"], {}, {})
+    assert "old" not in led.tasks

@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx2
+import mcp.types as types
 import orjson
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Elicit, ListRoots, Resolve, Sample
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from tests.support import TEST_KEY
@@ -34,6 +38,10 @@ class Upstream:
     tool_started: anyio.Event = field(default_factory=anyio.Event)
     tool_cancelled: anyio.Event = field(default_factory=anyio.Event)
     task_headers: list[str | None] = field(default_factory=list)
+    gate: anyio.Event = field(default_factory=anyio.Event)  # `wait_gate` returns once this is set
+    subscribed: list[str] = field(default_factory=list)  # resources/subscribe (handshake era), in order
+    unsubscribed: list[str] = field(default_factory=list)
+    log_levels: list[str] = field(default_factory=list)  # logging/setLevel (handshake era), in order
 
     def __post_init__(self) -> None:
         self.server = build_server(self)
@@ -71,8 +79,92 @@ class Upstream:
         await self.starlette(scope, receive, send)
 
 
+class Name(BaseModel):
+    name: str
+
+
+def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+def ask_llm() -> Sample:
+    message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text="Say hi"))
+    return Sample([message], max_tokens=20)
+
+
+def ask_roots() -> ListRoots:
+    return ListRoots()
+
+
 def build_server(up: Upstream) -> MCPServer:
     mcp = MCPServer(name=up.name, version="1.0")
+    low = mcp._lowlevel_server
+
+    # Questions for the caller: in the handshake era a server-to-client request in the middle of the call, in
+    # 2026-07-28 an InputRequiredResult round (the SDK's resolvers pick per request).
+    @mcp.tool(description="Ask the user's name, then greet them")
+    def greet_user(name: Annotated[Name, Resolve(ask_name)]) -> str:
+        return f"Hello, {name.name}!"
+
+    @mcp.tool(description="Ask the client's LLM to say hi")
+    def sample_hi(reply: Annotated[types.CreateMessageResult, Resolve(ask_llm)]) -> str:
+        content = reply.content
+        return f"LLM said: {content.text if isinstance(content, types.TextContent) else content}"
+
+    @mcp.tool(description="List the client's roots")
+    def client_roots(roots: Annotated[types.ListRootsResult, Resolve(ask_roots)]) -> str:
+        return ", ".join(str(r.uri) for r in roots.roots)
+
+    @mcp.tool(description="Log at debug, info and warning, then return")
+    async def chatty(ctx: Context) -> str:
+        for level in ("debug", "info", "warning"):
+            await ctx.log(level, f"{level} from {up.name}", logger_name="chatty")  # type: ignore[arg-type]
+        return "said it all"
+
+    @mcp.tool(description="Wait until the test opens the gate")
+    async def wait_gate() -> str:
+        await up.gate.wait()
+        return "opened"
+
+    @mcp.tool(description="Announce that the readme changed")
+    async def touch(ctx: Context) -> str:
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            await ctx.notify_resource_updated("file:///readme.md")
+        else:
+            await ctx.session.send_resource_updated("file:///readme.md")
+        return "touched"
+
+    async def subscribe(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> dict[str, Any]:
+        up.subscribed.append(params.uri)
+        return {}
+
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> dict[str, Any]:
+        up.unsubscribed.append(params.uri)
+        return {}
+
+    async def set_level(
+        ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> dict[str, Any]:
+        up.log_levels.append(params.level)
+        return {}
+
+    low.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+
+    @mcp.completion()
+    async def complete(
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.Completion:
+        target = ref.name if isinstance(ref, types.PromptReference) else ref.uri
+        names = [f"{argument.value}{suffix} ({target})" for suffix in ("da", "lan")]
+        return types.Completion(values=names, total=2, has_more=False)
 
     @mcp.tool(description="Add two integers")
     def add(a: int, b: int) -> int:
@@ -144,13 +236,19 @@ def server_entry(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def mcp_client(
-    url: str, *, mode: str = "legacy", key: str = TEST_KEY, headers: dict[str, str] | None = None
+    url: str,
+    *,
+    mode: str = "legacy",
+    key: str = TEST_KEY,
+    headers: dict[str, str] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Client]:
-    """The unchanged `mcp` SDK client, with the API key as its only credential."""
+    """The unchanged `mcp` SDK client, with the API key as its only credential (`options`: the Client's own,
+    e.g. callbacks)."""
     async with httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {key}", **(headers or {})}, timeout=httpx2.Timeout(10, read=30)
     ) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:
             yield client
 
 

@@ -48,7 +48,21 @@ async def test_tools_of_several_servers_merge_in_server_then_name_order(
     assert add.description == "Add two integers"
 
 
-_TOOLS = ["add", "block", "count", "echo", "grow", "search_docs", "task_header"]
+_TOOLS = [
+    "add",
+    "block",
+    "chatty",
+    "client_roots",
+    "count",
+    "echo",
+    "greet_user",
+    "grow",
+    "sample_hi",
+    "search_docs",
+    "task_header",
+    "touch",
+    "wait_gate",
+]
 
 
 @pytest.mark.parametrize("upstream_era", ERAS)

@@ -1,0 +1,203 @@
+"""What every MCP endpoint handler shares: the front door's record of the HTTP request, one Exchange per operation
+run through the pipeline (audited, authorized), the upstream request stamped with the task, the trace and the
+caller's progress, log and input wiring, and the rewriting of upstream URIs in results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.context import HandlerResult, ServerRequestContext
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+
+from agentgw.errors import GatewayError
+from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
+from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.errors import INTERNAL_ERROR, to_mcp_error
+from agentgw.mcp.naming import View
+from agentgw.mcp.relay import Caller
+from agentgw.mcp.upstream import ParamMap, Upstreams
+from agentgw.mcp.wire import Relay
+from agentgw.pipeline import Pipeline
+from agentgw.stages.authz import AuthzStage
+
+FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
+TASK_META_KEY = "io.agentgw/task"
+_PROTOCOL_META = "io.modelcontextprotocol/"
+_DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+@dataclass(slots=True)
+class Front:
+    """What the front door established for one HTTP request: who, which task, and the request's headers."""
+
+    principal: Principal
+    task: TaskContext
+    headers: dict[str, str]
+    client: str | None
+    rule: str | None
+    scopes: frozenset[str] | None = None  # what a JWT granted (API keys carry none)
+
+
+def front_of(ctx: Ctx) -> Front:
+    request = ctx.request
+    front = getattr(request, "scope", {}).get(FRONT_KEY) if request is not None else None
+    if not isinstance(
+        front, Front
+    ):  # only reachable if the manager were mounted without the plane's front door
+        raise MCPError(INTERNAL_ERROR, "The request did not pass the gateway's front door.")
+    return front
+
+
+def _meta_out(raw: Mapping[str, Any], ex: Exchange, traceparent: str) -> dict[str, Any]:
+    """The caller's `_meta` minus protocol keys (re-stamped for the upstream's era) and the progress token
+    (the dispatcher mints an upstream-unique one), plus the task and trace context."""
+    meta = raw.get("_meta")
+    out = (
+        {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META) and k not in _DROPPED_META}
+        if isinstance(meta, dict)
+        else {}
+    )
+    task = ex.outbound_task  # a child task when the budget stage minted one for this delegation
+    assert task is not None
+    out[TASK_META_KEY] = task
+    out["traceparent"] = traceparent
+    return out
+
+
+def _strip_protocol_meta(result: dict[str, Any]) -> None:
+    """The upstream's serverInfo stamp must not pass as the gateway's own."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and any(k.startswith(_PROTOCOL_META) for k in meta):
+        kept = {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META)}
+        if kept:
+            result["_meta"] = kept
+        else:
+            del result["_meta"]
+
+
+def rewrite_content(item: Any, expose: Callable[[str], str]) -> None:
+    """Resource links and embedded resources in a tool result or prompt message, named as the endpoint names them."""
+    if not isinstance(item, dict):
+        return
+    kind = item.get("type")
+    if kind == "resource_link" and isinstance(item.get("uri"), str):
+        item["uri"] = expose(item["uri"])
+    elif kind == "resource":
+        res = item.get("resource")
+        if isinstance(res, dict) and isinstance(res.get("uri"), str):
+            res["uri"] = expose(res["uri"])
+
+
+class Mediator:
+    """The plumbing of one endpoint's handlers. Decides nothing about access itself: every operation is an
+    Exchange the pipeline decides (and audits). Fails with the JSON-RPC error of the GatewayError (errors.py)."""
+
+    def __init__(self, view: View, catalog: Catalog, upstreams: Upstreams, pipeline: Pipeline) -> None:
+        self.view = view
+        self.catalog = catalog
+        self.upstreams = upstreams
+        self.pipeline = pipeline
+        self.path = f"/mcp/{view.name}" if view.name else "/mcp"
+        self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
+
+    def _exchange(self, ctx: Ctx, operation: str, target: str) -> Exchange:
+        front = front_of(ctx)
+        ex = Exchange("mcp", operation, target, front.headers, front.client)
+        ex.principal = front.principal  # authenticated by the front door for this very HTTP request
+        ex.decide("authn", "allow", rule=front.rule)
+        ex.task = front.task
+        ex.payload = dict(ctx.params) if ctx.params else {}
+        ex.attrs["endpoint"] = self.path
+        if front.scopes:
+            ex.attrs["scopes"] = front.scopes
+        return ex
+
+    def _allows(self, ex: Exchange, target: str, action: str) -> bool:
+        """Would the policy let this exchange's principal do `action` on `target`? (For listings and filters.)"""
+        principal, authz = ex.principal, self.authz
+        return authz is None or (principal is not None and authz.allows(principal, target, action))
+
+    async def _run(
+        self,
+        ex: Exchange,
+        forward: Callable[[Exchange], Awaitable[Result]],
+        unseen: GatewayError | None = None,
+    ) -> HandlerResult:
+        """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
+        exactly that error: what a caller may not use is indistinguishable from what does not exist. The
+        audit record still says denied, with the deciding rule."""
+        try:
+            result = await self.pipeline.run(ex, forward)
+        except GatewayError as err:
+            if unseen is not None and err.code == "permission_denied":
+                err = unseen
+            raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
+        payload: dict[str, Any] = result.payload
+        return payload
+
+    async def _refuse(self, ex: Exchange, err: GatewayError) -> HandlerResult:
+        """An operation refused before forwarding (unknown name): recorded like any other."""
+        err = await self.pipeline.reject(ex, err)
+        raise to_mcp_error(err, ex.task.task_id if ex.task else None)
+
+    async def _upstream(
+        self,
+        ctx: Ctx,
+        ex: Exchange,
+        server: str,
+        method: str,
+        params: dict[str, Any],
+        param_map: ParamMap | None = None,
+        *,
+        caller: Caller | None = None,
+        relay: Relay | None = None,
+        progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """Send one request upstream as part of `ex`, and return its raw result. Progress goes to `progress`, else
+        onto the caller's own request stream with its own token (when it asked for progress); `caller` brings
+        its input capabilities and log level, `relay` receives the server's log messages and input requests."""
+        up = self.upstreams.get(server)
+        assert up is not None and ex.task is not None
+        traceparent = f"00-{ex.task.trace_id}-{ex.span_id}-01"
+        params["_meta"] = _meta_out(ctx.params or {}, ex, traceparent)
+        headers = {"x-agentgw-task": ex.outbound_task or ex.task.task_id, "traceparent": traceparent}
+        on_progress = progress
+        meta = (ctx.params or {}).get("_meta")
+        if on_progress is None and isinstance(meta, dict) and meta.get("progressToken") is not None:
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                # Onto the caller's own request stream, with the caller's own token.
+                await ctx.session.report_progress(progress, total, message)
+
+        started = time.perf_counter()
+        attempt = Attempt(len(ex.attempts) + 1, f"mcp:{server}", "ok")
+        ex.attempts.append(attempt)
+        try:
+            result = await up.request(
+                method,
+                params,
+                headers=headers,
+                on_progress=on_progress,
+                param_map=param_map,
+                relay=relay,
+                caps=caller.caps if caller is not None else None,
+                log_level=caller.log_level if caller is not None else None,
+            )
+        except GatewayError as err:
+            attempt.outcome = "timeout" if err.status == 504 else "error"
+            attempt.error = err.code
+            raise
+        finally:
+            attempt.latency_ms = (time.perf_counter() - started) * 1000.0
+        _strip_protocol_meta(result)
+        result.setdefault("resultType", "complete")
+        return result
+
+    def _expose(self, server: str) -> Callable[[str], str]:
+        return lambda uri: self.catalog.expose_uri(self.view, server, uri)

@@ -1,0 +1,104 @@
+"""How one `tools/call`, `prompts/get` or `resources/read` reaches its upstream across input rounds, in every
+pairing of eras: the caller's input capabilities and log level go upstream; a 2026-07-28 upstream's
+`input_required` goes back to a 2026-07-28 caller under the gateway's sealed `requestState` (or is answered by
+asking a handshake-era caller); a handshake-era upstream's server-to-client requests reach a handshake-era caller
+directly, or a 2026-07-28 caller as `input_required` rounds of a call held open here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+import anyio
+from mcp.server.context import ServerRequestContext
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp_types.methods import is_input_required
+
+from agentgw.errors import UpstreamError
+from agentgw.mcp.errors import UpstreamRPCError
+from agentgw.mcp.relay import MAX_ROUNDS, Caller, HeldCall, HeldCalls, answer_inputs
+from agentgw.mcp.state import Binding, RefusedState, StateSeal
+from agentgw.mcp.upstream import Upstream
+from agentgw.mcp.wire import Relay
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+class Send(Protocol):
+    """Send the request upstream with `extra` params added (inputResponses, requestState)."""
+
+    def __call__(
+        self, extra: dict[str, Any], *, caller: Caller, relay: Relay, progress: ProgressFnT | None = None
+    ) -> Awaitable[dict[str, Any]]: ...
+
+
+class RoundTrips:
+    """The plane's multi-round-trip machinery: the state seal and the held calls. Fails with RefusedState (-32602)
+    for a `requestState` the gateway did not mint for this caller and call (or that expired), and relays a
+    caller's refusal to answer as the JSON-RPC error it gave."""
+
+    def __init__(self, seal: StateSeal, held: HeldCalls) -> None:
+        self.seal = seal
+        self.held = held
+
+    async def forward(self, ctx: Ctx, bind: Binding, up: Upstream, send: Send) -> dict[str, Any]:
+        try:
+            return await self._forward(ctx, bind, up, send)
+        except MCPError as err:  # the caller declined, or could not be asked
+            raise UpstreamRPCError(err.code, err.message, err.data) from None
+
+    async def _forward(self, ctx: Ctx, bind: Binding, up: Upstream, send: Send) -> dict[str, Any]:
+        raw = ctx.params or {}
+        caller = Caller.of(ctx)
+        opened = self.seal.open(raw["requestState"], bind) if raw.get("requestState") is not None else None
+        if opened is not None and opened.held is not None:
+            call = self.held.get(opened.held, bind)
+            if call is None or call.round != opened.round:
+                raise StateSeal.refuse("the held call is gone or the round is stale")
+            call.answer(raw.get("inputResponses"))
+            return await self._round(call, caller)
+        extra: dict[str, Any] = {}
+        if raw.get("inputResponses") is not None:
+            extra["inputResponses"] = raw["inputResponses"]
+        if opened is not None and opened.upstream is not None:
+            extra["requestState"] = opened.upstream
+        conn = await up.connection()
+        if not conn.modern and caller.modern and caller.caps:
+            # A handshake-era server asks in the middle of the call: hold the call open across rounds.
+            call = HeldCall(bind, caller, self.seal.ttl)
+
+            async def run(call: HeldCall) -> dict[str, Any]:
+                return await send(extra, caller=caller, relay=call, progress=call.progress)
+
+            self.held.begin(call, run)
+            return await self._round(call, caller)
+        result = await send(extra, caller=caller, relay=caller)
+        for _ in range(MAX_ROUNDS):
+            if not is_input_required(result):
+                return result
+            if caller.modern:  # the retry must come back to this upstream, from this caller, for this call
+                result["requestState"] = self.seal.seal(bind, upstream=result.get("requestState"))
+                return result
+            retry: dict[str, Any] = {"inputResponses": await answer_inputs(caller, result)}
+            if result.get("requestState") is not None:
+                retry["requestState"] = result["requestState"]
+            result = await send(retry, caller=caller, relay=caller)
+        raise UpstreamError(f"MCP server '{bind.server}' asked for input more than {MAX_ROUNDS} times.")
+
+    async def _round(self, call: HeldCall, caller: Caller) -> dict[str, Any]:
+        try:
+            asks = await call.next(caller)
+        except anyio.get_cancelled_exc_class():
+            # The caller closed this round's stream: in 2026-07-28 that is the call's cancellation.
+            call.scope.cancel()
+            self.held.collected(call)
+            raise
+        if asks is None:
+            self.held.collected(call)
+            return call.outcome()
+        state = self.seal.seal(call.bind, held=call.id, round=call.round)
+        return {"resultType": "input_required", "inputRequests": asks, "requestState": state}
+
+
+__all__ = ["RefusedState", "RoundTrips", "Send"]
