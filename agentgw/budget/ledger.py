@@ -49,7 +49,7 @@ class TaskState:
 
 class Ledger(Protocol):
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
     ) -> Reservation | Rejection:
         """Reserve `amount` on every task of `chain` or on none. `limits` become chain[0]'s limits if it is new.
         With `rest` (a metric), reserve everything the chain has left of it instead, as long as that is at least
@@ -63,6 +63,9 @@ class Ledger(Protocol):
         """Give a reservation back (error, disconnect)."""
 
     async def state(self, task: str) -> TaskState | None: ...
+
+    async def undo(self, chain: list[str], op: str) -> None:
+        """Give back what reservation `op` took, if it took anything (its reply may have been lost)."""
 
     async def forget(self, task: str) -> None:
         """Drop a task nothing will name again (a one-request task that delegated nothing)."""

@@ -34,13 +34,16 @@ class MemoryLedger:
             self.touched.pop(task, None)
             self.kids.pop(task, None)
 
+    async def undo(self, chain: list[str], op: str) -> None:
+        return None  # in one process a reservation either happened (and was answered) or raised before it
+
     async def forget(self, task: str) -> None:
         self.tasks.pop(task, None)
         self.touched.pop(task, None)
         self.kids.pop(task, None)
 
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
     ) -> Reservation | Rejection:
         self._expire()
         now = time.monotonic()

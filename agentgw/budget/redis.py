@@ -14,15 +14,18 @@ import redis.asyncio as aioredis
 
 from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState
 
-# KEYS: the chain's task hashes. ARGV: ttl, rest metric ('' for none), chain text (for a new task), the number of
+# KEYS: this reservation's record (what it reserved, so a reply lost to a crash can be undone), then the chain's
+# task hashes. ARGV: ttl, rest metric ('' for none), chain text (for a new task), the number of
 # limit pairs, the limit pairs (metric, limit) for a new chain[1], then metric/amount pairs.
 _RESERVE = """
+local CH = {}
+for i = 2, #KEYS do CH[i - 1] = KEYS[i] end
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nlimits = tonumber(ARGV[4])
 local first = 5 + nlimits * 2
-if redis.call('HEXISTS', KEYS[1], 'opened') == 0 then
-  redis.call('HSET', KEYS[1], 'opened', '1', 'chain', chain_text)
-  for j = 5, first - 1, 2 do redis.call('HSET', KEYS[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+if redis.call('HEXISTS', CH[1], 'opened') == 0 then
+  redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
+  for j = 5, first - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -36,14 +39,14 @@ local order = {}
 for j = first, #ARGV, 2 do asked[ARGV[j]] = tonumber(ARGV[j + 1]); table.insert(order, ARGV[j]) end
 if rest ~= '' then
   local least = nil
-  for _, key in ipairs(KEYS) do
+  for _, key in ipairs(CH) do
     local r = left(key, rest)
     if r ~= nil and (least == nil or r < least) then least = r end
   end
   if asked[rest] == nil then asked[rest] = 0; table.insert(order, rest) end
   if least ~= nil and least >= asked[rest] then asked[rest] = least end
 end
-for i, key in ipairs(KEYS) do
+for i, key in ipairs(CH) do
   for _, m in ipairs(order) do
     local n = asked[m]
     if n > 0 then
@@ -54,15 +57,19 @@ for i, key in ipairs(KEYS) do
 end
 local out = {0}
 for _, m in ipairs(order) do table.insert(out, m); table.insert(out, asked[m]) end
-for _, key in ipairs(KEYS) do
+for _, key in ipairs(CH) do
   for _, m in ipairs(order) do
     if asked[m] ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, asked[m]) end
   end
   redis.call('EXPIRE', key, ttl)
 end
+for _, m in ipairs(order) do
+  if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
+end
+redis.call('EXPIRE', KEYS[1], 3600)
 table.insert(out, '|')
 local remaining = {}
-for _, key in ipairs(KEYS) do
+for _, key in ipairs(CH) do
   local fields = redis.call('HKEYS', key)
   for _, f in ipairs(fields) do
     if string.sub(f, 1, 2) == 'l:' then
@@ -94,6 +101,19 @@ for i = 2, #KEYS do
   end
 end
 return 0
+"""
+
+# KEYS: the reservation's record, then the chain. Gives back exactly what that reservation took, once.
+_UNDO = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    for j = 1, #fields, 2 do redis.call('HINCRBY', KEYS[i], 'r:' .. fields[j], -tonumber(fields[j + 1])) end
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
 """
 
 _HIT = """
@@ -134,20 +154,22 @@ class RedisLedger:
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
         self._hit = self.client.register_script(_HIT)
+        self._undo = self.client.register_script(_UNDO)
         self._adjust = self.client.register_script(_ADJUST)
 
     def _key(self, task: str) -> str:
         return f"{self.prefix}:task:{task}"
 
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None
+        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
     ) -> Reservation | Rejection:
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(limits)]
         for metric, limit in limits.items():
             args += [metric, limit]
         for metric, n in amount.items():
             args += [metric, n]
-        out = await self._reserve(keys=[self._key(t) for t in chain], args=args)
+        record = f"{self.prefix}:res:{op or secrets.token_hex(12)}"
+        out = await self._reserve(keys=[record, *(self._key(t) for t in chain)], args=args)
         if int(out[0]) != 0:
             i, metric, limit, spent, reserved, asked = out
             return Rejection(
@@ -181,6 +203,9 @@ class RedisLedger:
             if target is not None and metric:
                 target[metric] = int(value)
         return st
+
+    async def undo(self, chain: list[str], op: str) -> None:
+        await self._undo(keys=[f"{self.prefix}:res:{op}", *(self._key(t) for t in chain)], args=[])
 
     async def forget(self, task: str) -> None:
         await self.client.delete(self._key(task), f"{self.prefix}:kids:{task}")

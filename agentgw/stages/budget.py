@@ -78,7 +78,9 @@ class BudgetStage(Stage):
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._chains: dict[str, list[str]] = {}  # child task key → its ancestors (immutable once minted)
-        self.pending: list[tuple[list[str], Amount, Amount, str]] = []  # settlements waiting for the ledger
+        self.pending: list[
+            tuple[list[str], Amount, Amount, str, bool]
+        ] = []  # settlements waiting for the ledger
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- what applies -------------------------------------------------------------------------------------------
@@ -211,7 +213,16 @@ class BudgetStage(Stage):
             if not amount:  # this operation costs nothing (a listing, a prompt): no ledger round trip
                 return
             chain = await self.chain(exchange, p)
-            got = await self.ledger.reserve(chain, amount, self.limits(rule, exchange.headers), rest)
+            op = f"{exchange.task.trace_id}{exchange.span_id}"
+            try:
+                got = await self.ledger.reserve(chain, amount, self.limits(rule, exchange.headers), rest, op)
+            except GatewayError:
+                raise
+            except Exception:
+                # The reservation may have been made with its reply lost: undo it (once Redis answers again).
+                self.pending.append((chain, {}, {}, op, True))
+                self._wake_retry()
+                raise
         except GatewayError:
             raise
         except Exception as exc:  # the ledger is unreachable
@@ -296,7 +307,7 @@ class BudgetStage(Stage):
             log.warning(
                 "budget of %s not settled yet (%s); retrying in the background", chain[0], type(exc).__name__
             )
-            self.pending.append((chain, reserved, actual, op))
+            self.pending.append((chain, reserved, actual, op, False))
             self._wake_retry()
             return
         exchange.attrs["budget_charged"] = actual
@@ -315,9 +326,11 @@ class BudgetStage(Stage):
         while self.pending:
             await asyncio.sleep(delay)
             while self.pending:
-                chain, reserved, actual, op = self.pending[0]
+                chain, reserved, actual, op, undo = self.pending[0]
                 try:
-                    if actual:
+                    if undo:
+                        await self.ledger.undo(chain, op)
+                    elif actual:
                         await self.ledger.settle(chain, reserved, actual, op)
                     else:
                         await self.ledger.release(chain, reserved, op)
