@@ -17,6 +17,7 @@ import orjson
 
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.audit.log import JsonLinesSink, NullSink
+from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
 from agentgw.errors import GatewayError, NotFound
@@ -28,7 +29,7 @@ from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyEngine, PolicyStore
-from agentgw.settings import Budgets, Policies, Problem, Settings
+from agentgw.settings import Policies, Problem, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditSink
 from agentgw.stages.authn import Authenticator

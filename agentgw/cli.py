@@ -17,6 +17,15 @@ from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings
 
 CONFIG_ENV = "AGENTGW_CONFIG"
 
+config_option = click.option(
+    "--config",
+    "config",
+    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Path to agentgw.yaml (default: $AGENTGW_CONFIG, else ./agentgw.yaml).",
+)
+
 
 def _exit_with(err: ConfigError) -> NoReturn:
     for p in err.problems:
@@ -72,14 +81,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config",
-    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Path to agentgw.yaml.",
-)
+@config_option
 @click.option("--host", default=None, help="Override listen.host.")
 @click.option("--port", default=None, type=int, help="Override listen.port.")
 @click.option("--workers", default=None, type=int, help="Worker processes (override server.workers).")
@@ -126,13 +128,7 @@ def app_from_env() -> object:
 
 
 @main.command("check-config")
-@click.option(
-    "--config",
-    "config",
-    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
+@config_option
 def check_config(config: str) -> None:
     """Validate agentgw.yaml, the registry and the keys; print every problem (exit 3) or a summary (exit 0)."""
     s = _load_or_exit(config)
@@ -152,13 +148,7 @@ def keys() -> None:
 @click.option("--subject", required=True, help="The principal the key authenticates as.")
 @click.option("--role", "roles", multiple=True, help="A role (repeatable).")
 @click.option("--name", default=None, help="A label for the key.")
-@click.option(
-    "--config",
-    "config",
-    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
+@config_option
 @click.option(
     "--keys-file",
     default=None,
@@ -195,13 +185,7 @@ def policy() -> None:
     multiple=True,
     help="A role of the subject (repeatable); default: the roles its API keys carry.",
 )
-@click.option(
-    "--config",
-    "config",
-    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
+@config_option
 def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...], config: str) -> None:
     """Would SUBJECT be allowed ACTION on OBJECT? Prints allowed/denied and the deciding policy line.
     Exit 0 when allowed, 1 when denied."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from agentgw.budget.config import Budgets
 from agentgw.jwt_auth import JWTSettings
 from agentgw.registry import Registry
 
@@ -106,49 +107,6 @@ class AuditLog(Frozen):
 
 class Audit(Frozen):
     log: AuditLog = Field(default_factory=AuditLog)
-
-
-class BudgetMatch(Frozen):
-    subjects: list[str] = Field(default_factory=list)  # any of these principals (empty: any)
-    roles: list[str] = Field(default_factory=list)  # or any principal with one of these roles (empty: any)
-
-
-class TaskLimits(Frozen):
-    """What one task may spend. Absent: unlimited."""
-
-    tokens: int | None = Field(default=None, ge=0)  # input + output tokens, weighted by `weights`
-    tool_calls: int | None = Field(default=None, ge=0)
-    agent_calls: int | None = Field(default=None, ge=0)
-    usd: float | None = Field(default=None, ge=0)  # priced from the registry's model pricing
-
-
-class TokenWeights(Frozen):
-    input: float = Field(default=1.0, ge=0)
-    output: float = Field(default=1.0, ge=0)
-
-
-class Windows(Frozen):
-    """Per-principal rate limits (fixed windows)."""
-
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-
-
-class BudgetRule(Frozen):
-    match: BudgetMatch = Field(default_factory=BudgetMatch)
-    task: TaskLimits = Field(default_factory=TaskLimits)
-    weights: TokenWeights = Field(default_factory=TokenWeights)
-    windows: Windows = Field(default_factory=Windows)
-
-
-class Budgets(Frozen):
-    ledger: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "agentgw"
-    on_ledger_error: Literal["fail_closed", "fail_open"] = "fail_closed"
-    task_ttl_s: int = Field(default=7 * 86400, ge=60)
-    rules: list[BudgetRule] = Field(default_factory=list)  # the first rule that matches the principal applies
 
 
 class Logging(Frozen):

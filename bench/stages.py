@@ -18,12 +18,13 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from agentgw.audit.log import JsonLinesSink, NullSink  # noqa: E402
+from agentgw.budget.config import Budgets  # noqa: E402
 from agentgw.budget.memory import MemoryLedger  # noqa: E402
 from agentgw.exchange import Exchange, Result, Usage, task_from_headers  # noqa: E402
 from agentgw.keys import KeyStore, hash_key  # noqa: E402
 from agentgw.pipeline import Pipeline, Stage  # noqa: E402
 from agentgw.policy import PolicyStore  # noqa: E402
-from agentgw.settings import Budgets, load_settings  # noqa: E402
+from agentgw.settings import load_settings  # noqa: E402
 from agentgw.stages.audit import AuditStage  # noqa: E402
 from agentgw.stages.authn import Authenticator, AuthnStage  # noqa: E402
 from agentgw.stages.authz import AuthzStage  # noqa: E402

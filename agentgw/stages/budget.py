@@ -16,12 +16,12 @@ import logging
 import math
 import secrets
 
+from agentgw.budget.config import BudgetRule, Budgets
 from agentgw.budget.ledger import Amount, Ledger, Rejection
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
 from agentgw.registry import Pricing
-from agentgw.settings import BudgetRule, Budgets
 from agentgw.tokens import count_messages, count_tokens
 
 log = logging.getLogger("agentgw.budget")
