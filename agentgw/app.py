@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
-from agentgw.audit.log import JsonLinesSink, NullSink
+from agentgw.audit.writer import open_writer
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
@@ -31,7 +31,6 @@ from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyEngine, PolicyStore
 from agentgw.settings import Policies, Problem, Settings
 from agentgw.stages import default_stages
-from agentgw.stages.audit import AuditSink
 from agentgw.stages.authn import Authenticator
 from agentgw.stages.budget import BudgetStage
 from agentgw.supervisor import Supervisor
@@ -48,12 +47,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = UpstreamPool(settings.upstream)
-        audit = settings.audit.log
-        self.sink: AuditSink = (
-            JsonLinesSink(settings.resolve(audit.path) if audit.path else None)
-            if audit.enabled
-            else NullSink()
-        )
+        self.audit = open_writer(settings)  # None when audit.enabled is false
         self.keys = KeyStore(settings)
         self.policy = policy_store(settings)
         jwt_cfg = settings.auth.jwt
@@ -77,9 +71,15 @@ class Gateway:
                 settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
             )
         self.budget = budget
-        self.pipeline = Pipeline(default_stages(self.sink, self.auth, self.policy, budget))
+        self.pipeline = Pipeline(default_stages(self.audit, self.auth, self.policy, budget))
         self.admin = Admin(
-            self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url, self.ledger
+            self.auth,
+            self.policy,
+            settings.auth.admin_roles,
+            jwt_cfg,
+            self.mcp_url,
+            self.ledger,
+            self.audit.store if self.audit is not None else None,
         )
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         mcp = settings.registry_data.mcp
@@ -161,6 +161,14 @@ class Gateway:
             if self.mcp is not None
             else {},  # per upstream: informational (one broken server never blocks readiness)
         }
+        if self.audit is not None:
+            a = self.audit
+            detail["audit"] = {
+                "store": a.store.kind,
+                "depth": a.depth,
+                "written": a.written,
+                "dropped": a.dropped,
+            }
         return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
@@ -175,7 +183,8 @@ class Gateway:
                 await self.jwt.refresh()
             except Exception as exc:  # the issuer may be down at start: keys are fetched again on first use
                 log.warning("could not load the JWKS at startup: %s", exc)
-        await self.sink.start()
+        if self.audit is not None:
+            await self.audit.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError
@@ -201,7 +210,8 @@ class Gateway:
         await self.supervisor.stop()
         await self.policy.aclose()
         await self.pool.aclose()
-        await self.sink.aclose()
+        if self.audit is not None:  # last: every call above that finished is in the queue
+            await self.audit.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -150,7 +150,7 @@ def write_gateway_config(tmp: Path, port: int, registry: dict[str, dict[str, Any
         "auth": {"api_keys": [key]},
         "server": {"graceful_shutdown_s": 3},
         **extra,
-        "audit": {"log": {"enabled": True, "path": "audit.jsonl"}},
+        "audit": {"sqlite": {"path": "audit.db"}},
         "logging": {"level": "warning"},
     }
     model_conf = HERE.parent / "policies" / "model.conf"  # the project's own Casbin model
