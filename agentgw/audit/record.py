@@ -19,8 +19,14 @@ from agentgw.registry import Pricing
 VERSION = 1
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted (records come in bursts within a second)
+
+
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    sec = int(ts)
+    if _second[0] != sec:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
 class RecordBuilder:
@@ -162,8 +168,14 @@ def stream_body(frames: list[bytes]) -> dict[str, Any]:
     return {"stream": True, "choices": [{"message": msg, "finish_reason": finish}]}
 
 
+def record_id(ts: float) -> str:
+    """Time-ordered (microseconds, then 64 random bits, 32 hex digits): the stores' record-id index grows at
+    its right edge instead of splitting pages at random places (measured: most of SQLite's insert cost)."""
+    return f"{int(ts * 1_000_000):016x}{new_id(8)}"
+
+
 def header(kind: str, ts: float) -> dict[str, Any]:
-    return {"v": VERSION, "kind": kind, "record_id": new_id(16), "ts": round(ts, 6), "time": iso(ts)}
+    return {"v": VERSION, "kind": kind, "record_id": record_id(ts), "ts": round(ts, 6), "time": iso(ts)}
 
 
 def identity(ex: Exchange) -> dict[str, Any]:

@@ -143,8 +143,11 @@ class Writer:
 
     async def _run(self) -> None:
         q = self.queue
+        wait = self.cfg.batch_wait_ms / 1000
         while True:
             batch = [await q.get()]
+            if wait and q.qsize() < self.batch_size - 1 and self.give_up_at is None:
+                await asyncio.sleep(wait)  # fewer, larger batches: each costs a transaction and a thread hop
             while len(batch) < self.batch_size and not q.empty():
                 batch.append(q.get_nowait())
             try:
