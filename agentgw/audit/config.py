@@ -22,7 +22,7 @@ class SQLiteStore(Frozen):
 
 class PostgresStore(Frozen):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    schema_: str = Field(default="public", alias="schema", pattern=_IDENT)
+    schema_name: str = Field(default="public", pattern=_IDENT)
     table_prefix: str = Field(default="agentgw_audit", pattern=_IDENT)
     pool_size: int = Field(default=4, ge=1, le=64)
     connect_timeout_s: float = Field(default=10.0, gt=0)

@@ -36,7 +36,7 @@ class PostgresStore:
 
     def __init__(self, cfg: PostgresConfig) -> None:
         self.cfg = cfg
-        self.schema = cfg.schema_
+        self.schema = cfg.schema_name
         self.records_name = f"{cfg.table_prefix}_records"
         self.records = f'"{self.schema}"."{self.records_name}"'
         self.head_table = f'"{self.schema}"."{cfg.table_prefix}_head"'
