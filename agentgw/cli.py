@@ -52,6 +52,14 @@ def _load_or_exit(config: str, host: str | None = None) -> Settings:
     return settings
 
 
+def _settings_or_exit(config: str) -> Settings:
+    """The settings alone (no policy or registry-collision checks): enough to reach the audit store."""
+    try:
+        return load_settings(config)
+    except ConfigError as err:
+        _exit_with(err)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -351,7 +359,7 @@ def audit_verify(config: str, anchor: str | None) -> None:
     the count (exit 0)."""
     from agentgw.audit.chain import verify
 
-    settings = _load_or_exit(config)
+    settings = _settings_or_exit(config)
 
     async def run(store: AuditStore) -> tuple[str, bool]:
         v = await verify(store.rows, await store.head(), settings.audit.hmac_key)
@@ -384,7 +392,7 @@ def audit_prune(older: str, config: str) -> None:
         cutoff = parse_since(older)
     except BadQuery as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = _load_or_exit(config)
+    settings = _settings_or_exit(config)
 
     async def run(store: AuditStore) -> int:
         def checkpoint(seq: int, h: str, n: int, cut: float) -> Prepared:
@@ -405,7 +413,7 @@ def _with_store(config: str, fn: Callable[[AuditStore], Awaitable[T]], settings:
 
     from agentgw.audit.store import open_store
 
-    s = settings or _load_or_exit(config)
+    s = settings or _settings_or_exit(config)
 
     async def run() -> T:
         store = open_store(s.audit, s.resolve)

@@ -173,6 +173,9 @@ async def verify(rows: Rows, head: tuple[int, str] | None, key: str | None = Non
                 False, problem="truncated", seq=head[0], detail="the chain head names a record that is gone"
             )
         return v
+    if head is not None and head[0] < prev.seq:
+        detail = f"it comes after the chain head (seq {head[0]}): it was added outside the gateway"
+        return _fail(v, await _row_at_seq(rows, head[0] + 1), "inserted", detail)
     if head is not None and (head[0] != prev.seq or head[1] != prev.hash):
         detail = (
             f"the chain head is seq {head[0]} but the last record is seq {prev.seq}: records were deleted"
@@ -229,6 +232,13 @@ async def _row_at(rows: Rows, pos: int) -> Row:
         if p == pos:
             return row
     raise IndexError(pos)
+
+
+async def _row_at_seq(rows: Rows, seq: int) -> Row:
+    async for row in rows():
+        if row.seq >= seq:
+            return row
+    raise IndexError(seq)
 
 
 async def _seq_at(rows: Rows, pos: int) -> int:

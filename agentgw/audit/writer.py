@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,6 +58,8 @@ class Writer:
         self.store_errors = 0  # failed append attempts (each retried)
         self._drop_window: tuple[int, float, float] | None = None  # unrecorded drops: count, first, last
         self._last_drop_log = 0.0
+        self.blocked = 0  # callers waiting for room in the queue right now (on_full: block)
+        self._changed = asyncio.Event()  # set whenever a counter above changes (see `until`)
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self.closed = False
@@ -77,9 +80,26 @@ class Writer:
         if self.closed:  # after shutdown (a straggler): write it directly
             await self._write([(ex, ended)])
         elif self.block and self._task is not None:
-            await self.queue.put((ex, ended))  # backpressure: this caller waits for the writer
+            self.blocked += 1
+            self._bump()
+            try:
+                await self.queue.put((ex, ended))  # backpressure: this caller waits for the writer
+            finally:
+                self.blocked -= 1
+                self._bump()
         else:
             self._note_drop()
+            self._bump()
+
+    def _bump(self) -> None:
+        self._changed.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until `condition()` holds, re-checking whenever the writer's counters change (for tests and
+        operators' tooling: no polling)."""
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
 
     def _note_drop(self) -> None:
         now = time.time()
@@ -185,6 +205,7 @@ class Writer:
                 break
             except Exception as exc:
                 self.store_errors += 1
+                self._bump()
                 if self.give_up_at is not None and time.monotonic() > self.give_up_at:
                     self.lost += len(prepared)
                     log.error(
@@ -198,6 +219,7 @@ class Writer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.written += len(prepared)
+        self._bump()
         if self._fh is not None or self.jsonl_stderr:
             await asyncio.to_thread(self._append_lines, prepared)
 
