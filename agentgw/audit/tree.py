@@ -83,7 +83,7 @@ async def _node(
     seen.add((task_id, principal))
     rows = await store.task_records(task_id, principal)
     budget[0] -= len(rows)
-    steps = [record_of(r) for r in rows if r.columns[1] == "call"]
+    steps = sorted((record_of(r) for r in rows if r.columns[1] == "call"), key=lambda s: (s["ts"], s["seq"]))
     children: list[dict[str, Any]] = []
     for step in steps:
         step["child_tasks"] = []
@@ -210,13 +210,14 @@ def _tokens(t: dict[str, Any]) -> str:
 
 def render_tree(node: dict[str, Any]) -> str:
     lines: list[str] = []
-    _render_node(node, "", lines)
+    _render_node(node, "", "", lines)
     if node.get("truncated"):
         lines.append(f"… cut after {MAX_RECORDS} records")
     return "\n".join(lines)
 
 
-def _render_node(node: dict[str, Any], indent: str, lines: list[str]) -> None:
+def _render_node(node: dict[str, Any], first: str, indent: str, lines: list[str]) -> None:
+    """`first` prefixes the task's own line, `indent` the lines below it."""
     t = node["totals"]
     who = node["principal"] if isinstance(node["principal"], str) else ", ".join(node["principal"] or [])
     head = f"task {node['task_id']}  principal {who or '-'}"
@@ -229,7 +230,7 @@ def _render_node(node: dict[str, Any], indent: str, lines: list[str]) -> None:
         head += f"  {t['denied']} denied"
     if t["errors"]:
         head += f"  {t['errors']} errors"
-    lines.append(indent + head)
+    lines.append(first + head)
     items: list[tuple[str, Any]] = [("step", s) for s in node["steps"]] + [
         ("task", c) for c in node["child_tasks"]
     ]
@@ -237,11 +238,13 @@ def _render_node(node: dict[str, Any], indent: str, lines: list[str]) -> None:
         last = i == len(items) - 1
         branch, cont = ("└─ ", "   ") if last else ("├─ ", "│  ")
         if kind == "task":
-            _render_node(item, indent + branch, lines)
+            _render_node(item, indent + branch, indent + cont, lines)
             continue
         lines.append(indent + branch + render_step(item))
-        for child in item.get("child_tasks", []):
-            _render_node(child, indent + cont + "└─ ", lines)
+        subs = item.get("child_tasks", [])
+        for j, child in enumerate(subs):
+            b, c = ("└─ ", "   ") if j == len(subs) - 1 else ("├─ ", "│  ")
+            _render_node(child, indent + cont + b, indent + cont + c, lines)
 
 
 def render_step(s: dict[str, Any]) -> str:
