@@ -111,3 +111,8 @@ def sqlite_db(tmp: Path) -> Iterator[sqlite3.Connection]:
         yield db
     finally:
         db.close()
+
+
+def store_bytes(tmp: Path) -> bytes:
+    """Every byte of a SQLite store on disk (the database and its WAL)."""
+    return b"".join(p.read_bytes() for p in sorted(tmp.glob("audit.db*")))
