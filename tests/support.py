@@ -115,20 +115,22 @@ async def gateway(
 
 def audit_records(tmp: Path) -> list[dict[str, Any]]:
     """The call records in the gateway's SQLite audit store (`audit.db` beside the config), oldest first. Read
-    after the gateway has shut down (its writer drained the queue); the chain is checked on the way."""
+    after the gateway has shut down (its writer drained the queue); the chain's links are checked on the way (from
+    wherever it starts: retention may have pruned its beginning)."""
     import sqlite3
 
     import orjson
 
-    from agentgw.audit.chain import GENESIS, hasher
+    from agentgw.audit.chain import hasher
 
     path = tmp / "audit.db"
     if not path.exists():
         return []
-    link, prev, out = hasher(None), GENESIS, []
+    link, prev, out = hasher(None), None, []
     with contextlib.closing(sqlite3.connect(path)) as db:
-        for data, prev_hash, digest in db.execute("SELECT data, prev_hash, hash FROM records ORDER BY seq"):
-            assert (prev_hash, link(prev_hash, data)) == (prev, digest), "the audit chain is broken"
+        for text, prev_hash, digest in db.execute("SELECT data, prev_hash, hash FROM records ORDER BY seq"):
+            data = text.encode()
+            assert (prev_hash, link(prev_hash, data)) == (prev or prev_hash, digest), "the audit chain is broken"
             prev = digest
             record = orjson.loads(data)
             if record["kind"] == "call":

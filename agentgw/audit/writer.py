@@ -56,6 +56,8 @@ class Writer:
             0  # Exchanges whose record could not be built (a minimal record is written instead)
         )
         self.store_errors = 0  # failed append attempts (each retried)
+        self.pruned = 0  # records removed by retention (each pruning leaves a checkpoint record)
+        self.prunes = 0  # retention passes run
         self._drop_window: tuple[int, float, float] | None = None  # unrecorded drops: count, first, last
         self._last_drop_log = 0.0
         self.blocked = 0  # callers waiting for room in the queue right now (on_full: block)
@@ -249,6 +251,9 @@ class Writer:
             return prepare(checkpoint_record(seq, h, n, cut))
 
         n = await self.store.prune(cutoff, self.link, checkpoint)
+        self.pruned += n
+        self.prunes += 1
+        self._bump()
         if n:
             log.info("audit retention: pruned %d records older than %s (checkpoint recorded)", n, iso(cutoff))
         return n
