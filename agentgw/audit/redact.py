@@ -78,8 +78,10 @@ class Redactor:
         self.hash = [p.lower() for p in cfg.hash]
         self.patterns = [(re.compile(p.regex), p.action) for p in cfg.patterns]
         # Exact values the gateway itself holds (provider keys, upstream headers): never echoed into a record.
+        # One pattern with the shapes of secrets, so each string is scanned once.
         secrets = sorted({s for s in known_secrets if len(s) >= 8}, key=len, reverse=True)
-        self.known = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
+        known = "|".join(re.escape(s) for s in secrets)
+        self.secrets = re.compile(f"{known}|{_SECRET_VALUES.pattern}" if known else _SECRET_VALUES.pattern)
         self._field_rules = bool(self.drop or self.mask or self.hash)
 
     def digest(self, value: str) -> str:
@@ -88,9 +90,8 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """Secrets and pattern rules applied to one string."""
-        if self.known is not None:
-            value = self.known.sub(SECRET, value)
-        value = _SECRET_VALUES.sub(SECRET, value)
+        if len(value) >= 8:  # nothing shorter is a credential
+            value = self.secrets.sub(SECRET, value)
         for rx, action in self.patterns:
             if action == "drop":
                 if rx.search(value):

@@ -21,6 +21,7 @@ from agentgw.audit.store import (
     TaskFilter,
     link_batch,
     paged,
+    record_time,
     task_list_sql,
     task_row,
 )
@@ -30,7 +31,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
-    record_id TEXT NOT NULL UNIQUE,
+    record_id TEXT NOT NULL,  -- time-ordered: found through the ts index (see `record`), no index of its own
     kind TEXT NOT NULL,
     ts REAL NOT NULL,
     task_id TEXT,
@@ -174,7 +175,11 @@ class SQLiteStore:
         return await self._run(self._head)
 
     async def record(self, record_id: str) -> Row | None:
-        r = await self._run(lambda db: db.execute(f"{SELECT} WHERE record_id = ?", (record_id,)).fetchone())
+        ts = record_time(record_id)
+        if ts is None:
+            return None
+        sql = f"{SELECT} WHERE ts BETWEEN ? AND ? AND record_id = ?"
+        r = await self._run(lambda db: db.execute(sql, (ts - 0.01, ts + 0.01, record_id)).fetchone())
         return _row(r) if r else None
 
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:

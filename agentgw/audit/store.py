@@ -65,6 +65,16 @@ class AuditStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+def record_time(record_id: str) -> float | None:
+    """The time a record id carries (its first 16 hex digits are microseconds since the epoch), or None."""
+    if len(record_id) != 32:
+        return None
+    try:
+        return int(record_id[:16], 16) / 1_000_000
+    except ValueError:
+        return None
+
+
 async def paged(
     fetch: Callable[[int], Awaitable[Sequence[Any]]], to_row: Callable[[Any], Row]
 ) -> AsyncIterator[Row]:
