@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def gateway_ab(variants: list[str], rounds: int, c: int, seconds: float, tool: str) -> dict[str, Any]:
+def gateway_ab(
+    variants: list[str], rounds: int, c: int, seconds: float, tool: str, extra: dict[str, Any]
+) -> dict[str, Any]:
     env = Env(Path(tempfile.mkdtemp(prefix="agentgw-audit-bench-")))
     out: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     records: dict[str, int] = {}
@@ -36,6 +38,8 @@ def gateway_ab(variants: list[str], rounds: int, c: int, seconds: float, tool: s
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for v in order:
                 env.audit = audit_section(v, prefix=f"agwbench_r{r}")
+                if v != "off":
+                    env.audit.update(extra)
                 env.write_config()
                 env.start_gateway()
                 requests_run(tool, env.url("gateway"), 1_000_000, c, 1.0)  # warm-up
@@ -147,12 +151,14 @@ def main() -> int:
     ap.add_argument(
         "--loadgen", choices=["wrk", "aiohttp"], default="wrk" if shutil.which("wrk") else "aiohttp"
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="extra audit settings")
     ap.add_argument("--json", metavar="PATH")
     a = ap.parse_args()
     raise_nofile()
     variants = ["off", "sqlite", *(["postgres"] if a.postgres else [])]
     res: dict[str, Any] = {"command": " ".join([".venv/bin/python", "bench/audit_bench.py", *sys.argv[1:]])}
-    res["gateway"] = gateway_ab(variants, a.rounds, a.concurrency, a.seconds, a.loadgen)
+    extra = {k: orjson.loads(v) for k, v in (item.split("=", 1) for item in a.set)}
+    res["gateway"] = gateway_ab(variants, a.rounds, a.concurrency, a.seconds, a.loadgen, extra)
     if a.postgres:
         asyncio.run(drop_bench_tables(a.rounds))
     res["stores"] = {

@@ -1,6 +1,6 @@
 """The hash chain over a store's records, and its verification.
 
-Each record is stored as canonical JSON bytes; its hash covers the previous record's hash and those bytes
+Each record is stored as JSON bytes; its hash covers the previous record's hash and those bytes
 (SHA-256, or HMAC-SHA-256 with `audit.hmac_key`). `verify` walks the chain in order and names the first record
 that was edited, deleted, reordered or inserted, checks the indexed columns against the hashed bytes, and the
 chain head against the last record (a truncated tail). Pruning leaves a checkpoint record in the chain that
@@ -52,7 +52,9 @@ class Row:
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    """The bytes stored and hashed. Verification hashes the stored bytes as they are (it never re-serializes),
+    so no sorted-key canonical form is needed."""
+    return orjson.dumps(record)
 
 
 def index_columns(record: dict[str, Any]) -> tuple[Any, ...]:

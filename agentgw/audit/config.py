@@ -80,7 +80,7 @@ class Audit(Frozen):
     postgres: PostgresStore = Field(default_factory=PostgresStore)
     queue_size: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    batch_wait_ms: float = Field(default=50.0, ge=0, le=5000)  # let a batch fill this long before writing it
+    batch_wait_ms: float = Field(default=100.0, ge=0, le=5000)  # let a batch fill this long before writing it
     on_full: Literal["block", "drop"] = "block"
     hmac_key: str | None = Field(default=None, min_length=16)  # keyed chain: use ${AGENTGW_AUDIT_KEY}
     jsonl: str | None = None  # also append every record to this JSON-lines file ("-": stderr)

@@ -13,7 +13,7 @@ import orjson
 from agentgw.audit.config import Audit, PayloadCapture
 from agentgw.audit.redact import Limits, Redactor
 from agentgw.audit.summary import Summarizer, parse_json
-from agentgw.exchange import Exchange, new_id
+from agentgw.exchange import Decision, Exchange, new_id
 from agentgw.registry import Pricing
 
 VERSION = 1
@@ -65,19 +65,7 @@ class RecordBuilder:
                 "http_status": err.status if err else (ex.result.status if ex.result else None),
                 "error": self.redactor.text(err.message) if err else None,
                 "stream_cut": ex.stream_cut,
-                "decisions": [
-                    {
-                        k: (self.redactor.text(v) if k == "detail" else v)
-                        for k, v in (
-                            ("stage", d.stage),
-                            ("outcome", d.outcome),
-                            ("rule", d.rule),
-                            ("detail", d.detail),
-                        )
-                        if v
-                    }
-                    for d in ex.decisions
-                ],
+                "decisions": [_decision(d) for d in ex.decisions],
                 "attempts": [
                     {
                         "attempt": a.number,
@@ -131,6 +119,17 @@ class RecordBuilder:
         if rule.response and body is not None:
             out["response"] = _bounded(self.redactor.value(body, "", limits), rule.max_bytes)
         return out
+
+
+def _decision(d: Decision) -> dict[str, Any]:
+    """Stage, outcome, rule, detail: the gateway's own words (policy lines, budget rules, error codes), not the
+    caller's, so no redaction pass is needed."""
+    out = {"stage": d.stage, "outcome": d.outcome}
+    if d.rule:
+        out["rule"] = d.rule
+    if d.detail:
+        out["detail"] = d.detail
+    return out
 
 
 def _bounded(value: Any, max_bytes: int) -> Any:
