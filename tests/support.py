@@ -130,7 +130,9 @@ def audit_records(tmp: Path) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(path)) as db:
         for text, prev_hash, digest in db.execute("SELECT data, prev_hash, hash FROM records ORDER BY seq"):
             data = text.encode()
-            assert (prev_hash, link(prev_hash, data)) == (prev or prev_hash, digest), "the audit chain is broken"
+            assert (prev_hash, link(prev_hash, data)) == (prev or prev_hash, digest), (
+                "the audit chain is broken"
+            )
             prev = digest
             record = orjson.loads(data)
             if record["kind"] == "call":
