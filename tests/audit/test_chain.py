@@ -269,7 +269,36 @@ async def test_audit_verify_exits_0_with_the_count_then_1_naming_the_edited_reco
         bad = await anyio.run_process(
             [AGENTGW, "audit", "verify", "--config", str(cfg)], check=False, stderr=subprocess.PIPE
         )
+        head = ok.stdout.decode().split("head ")[1].strip()
+        anchored = await anyio.run_process(
+            [AGENTGW, "audit", "verify", "--config", str(cfg), "--anchor", head], check=False
+        )
     assert (ok.returncode, ok.stdout.decode().split(" (")[0]) == (0, "OK: 4 records verified")
+    assert anchored.returncode == 1  # the tampered chain fails before the anchor is looked at
+    assert anchored.stdout.decode().startswith("FAILED: record seq 2")
     assert bad.returncode == 1
     assert bad.stdout.decode().startswith("FAILED: record seq 2 (id ")
     assert "edited" in bad.stdout.decode()
+
+
+async def test_an_anchor_from_an_earlier_verify_must_still_be_in_the_chain(tmp_path: Path) -> None:
+    async with audit_settings("sqlite") as audit:
+        async with running_writer(tmp_path, audit) as w:
+            await chain_of(w, 3)
+            first = await check(w)
+            await write(w, 2)
+        cfg = str(settings_file(tmp_path, audit))
+        kept = await anyio.run_process(
+            [AGENTGW, "audit", "verify", "--config", cfg, "--anchor", str(first.head)]
+        )
+        import sqlite3
+
+        db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        db.execute("DELETE FROM records WHERE seq <= 3")  # and rewrite the start to look pruned:
+        db.execute("UPDATE records SET prev_hash = ? WHERE seq = 4", ("0" * 64,))
+        db.close()
+        gone = await anyio.run_process(
+            [AGENTGW, "audit", "verify", "--config", cfg, "--anchor", str(first.head)], check=False
+        )
+    assert kept.stdout.decode().startswith("OK: 5 records verified")
+    assert gone.returncode == 1 and gone.stdout.decode().startswith("FAILED: record seq 4")

@@ -216,3 +216,12 @@ async def test_a_captured_stream_is_reassembled_and_summaries_can_hold_no_text(t
     assert record["request"]["last_message"]["content"] is None  # max_chars 0: structure only
     assert record["response"]["content"] is None and record["response"]["finish_reason"] == "stop"
     assert orjson.dumps(record["usage"]) and record["usage"]["output_tokens"] >= 3
+
+
+async def test_a_jsonl_copy_of_each_record_can_be_kept_beside_the_store(tmp_path: Path) -> None:
+    async with gateway(tmp_path, registry(), {"audit": {"jsonl": "copy.jsonl"}}) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as c:
+            await c.post("/v1/chat/completions", json=chat("hi"), headers=AUTH)
+            await c.post("/v1/chat/completions", json=chat("hi", model="nope"), headers=AUTH)
+    lines = [orjson.loads(line) for line in (tmp_path / "copy.jsonl").read_bytes().splitlines()]
+    assert lines == audit_records(tmp_path)
