@@ -72,7 +72,7 @@ def registry(up: str) -> dict[str, Any]:
     }
 
 
-async def run_workflow(url: str) -> None:
+async def run_workflow(url: str, era: str) -> None:
     """The agent: think, use a tool (whose server asks the LLM itself), think again, try a forbidden tool."""
     task = {"x-agentgw-task": "wf-1"}
     llm = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TEST_KEY, max_retries=0)
@@ -80,7 +80,7 @@ async def run_workflow(url: str) -> None:
         await llm.chat.completions.create(
             model="echo", messages=[{"role": "user", "content": "plan the job"}], extra_headers=task
         )
-        async with mcp_client(f"{url}/mcp", mode="2026-07-28", headers=task) as agent:
+        async with mcp_client(f"{url}/mcp", mode=era, headers=task) as agent:
             result = await agent.call_tool("helper__ask", {"prompt": "what is in the docs"})
             assert result.content[0].text == "what is in the docs"  # type: ignore[union-attr]
             await llm.chat.completions.create(
@@ -132,8 +132,9 @@ def check_tree(tree: dict[str, Any]) -> None:
     assert totals["cost_usd"] > 0
 
 
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
 async def test_the_trace_tree_of_a_workflow_shows_every_step_child_task_usage_and_denial(
-    tmp_path: Path,
+    tmp_path: Path, era: str
 ) -> None:
     gw: dict[str, str] = {}
     settings = {
@@ -148,7 +149,7 @@ async def test_the_trace_tree_of_a_workflow_shows_every_step_child_task_usage_an
         async with gateway(tmp_path, registry(up), settings) as (url, app):
             gw["url"] = url
             with anyio.fail_after(60):
-                await run_workflow(url)
+                await run_workflow(url, era)
             assert app.audit is not None
             await app.audit.flush()
             async with httpx.AsyncClient(base_url=url) as c:
