@@ -87,7 +87,7 @@ class Gateway:
         if mcp.servers:  # the MCP SDK is loaded only when there is something to serve
             from agentgw.mcp import MCPPlane
 
-            self.mcp = MCPPlane(settings, self.pipeline)
+            self.mcp = MCPPlane(settings, self.pipeline, self.pool)
         self.supervisor = Supervisor.from_settings(settings)
         self.started = False
 

@@ -49,6 +49,7 @@ from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
 from agentgw.settings import Settings, is_loopback
+from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -87,7 +88,7 @@ class MCPPlane:
     session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
     error body; everything after that is the protocol's (see endpoint.py)."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool | None = None) -> None:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
@@ -96,7 +97,8 @@ class MCPPlane:
         def cwd_of(server: MCPServer) -> Path:
             return settings.resolve(server.cwd) if server.cwd else settings.base_dir
 
-        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated)
+        http = (lambda: pool.session) if pool is not None else None
+        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated, http)
         self.catalog = Catalog(section, self.upstreams)
         self.held = HeldCalls()
         self.trips = RoundTrips(StateSeal(gateway_secret()), self.held)
