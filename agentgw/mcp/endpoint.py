@@ -21,13 +21,15 @@ from mcp_types.methods import is_input_required
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Result
 from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.direct import Direct
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
 from agentgw.mcp.events import Events
 from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
 from agentgw.mcp.naming import View
 from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
-from agentgw.mcp.resume import RETRY_MS, ResumableSessions
+from agentgw.mcp.resume import RETRY_MS
 from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.sessions import Sessions
 from agentgw.mcp.state import Binding
 from agentgw.mcp.subscriptions import Subscriptions
 from agentgw.mcp.upstream import CLIENT_INFO, ParamMap, Upstreams
@@ -99,7 +101,8 @@ class Endpoint(Subscriptions, Mediator):
         add("resources/subscribe", types.SubscribeRequestParams, self.subscribe)
         add("resources/unsubscribe", types.UnsubscribeRequestParams, self.unsubscribe)
         add("subscriptions/listen", types.SubscriptionsListenRequestParams, self.listen)
-        self.manager = ResumableSessions(
+        self.direct = Direct(self)
+        self.manager = Sessions(
             app=self.server,
             security_settings=security,
             max_request_body_size=max_body_bytes,

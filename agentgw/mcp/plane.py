@@ -155,6 +155,7 @@ class MCPPlane:
             self.held.start(tg)
             for endpoint in self.endpoints.values():
                 endpoint.events.start(tg)
+                endpoint.direct.start(tg)
                 await stack.enter_async_context(endpoint.manager.run())
         except BaseException:
             await stack.aclose()
@@ -236,9 +237,10 @@ class MCPPlane:
                 return
 
         task, chosen = _task(headers, parsed)
-        scope[FRONT_KEY] = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        front = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        scope[FRONT_KEY] = front
         # The SDK binds each session to the credential that opened it and answers 404 to anyone else.
-        scope["user"] = self._user(principal)
+        user = scope["user"] = self._user(principal)
         task_id = task.task_id.encode("latin-1")
 
         async def send_with_task(message: Message) -> None:
@@ -251,6 +253,14 @@ class MCPPlane:
                 message = {**message, "headers": [*raw, (b"x-agentgw-task", tid)]}
             await send(message)
 
+        plan = None
+        if parsed is not None:
+            if parsed.get("method") == "notifications/cancelled":
+                endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
+            plan = endpoint.direct.plan(scope, headers, parsed, user)
+        if plan is not None:
+            await endpoint.direct.serve(plan, front, receive, send_with_task)
+            return
         await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
 
     async def _check_origin(
