@@ -13,13 +13,12 @@ from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.methods import is_input_required
 
 from agentgw.errors import GatewayError
-from agentgw.exchange import Exchange, Result
+from agentgw.exchange import Exchange, Principal, Result
 from agentgw.mcp.catalog import Catalog
 from agentgw.mcp.direct import Direct
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
@@ -29,16 +28,23 @@ from agentgw.mcp.naming import View
 from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
 from agentgw.mcp.resume import RETRY_MS
 from agentgw.mcp.roundtrip import RoundTrips
-from agentgw.mcp.sessions import Sessions
+from agentgw.mcp.sessions import SessionIds, Sessions
 from agentgw.mcp.state import Binding
 from agentgw.mcp.subscriptions import Subscriptions
 from agentgw.mcp.upstream import CLIENT_INFO, ParamMap, Upstreams
 from agentgw.mcp.wire import Relay
 from agentgw.pipeline import Pipeline
+from agentgw.settings import MCPSessions
 
 __all__ = ["FRONT_KEY", "TASK_META_KEY", "Endpoint", "Front"]
 
 _ACTIONS = {"tools": "call", "prompts": "read", "resources": "read", "templates": "read"}  # Casbin actions
+
+
+def _principal(scope: dict[str, Any]) -> Principal | None:
+    """Who the front door says is calling (what a session id is bound to)."""
+    front = scope.get(FRONT_KEY)
+    return front.principal if isinstance(front, Front) else None
 
 
 class _Server(Server[Any]):
@@ -67,9 +73,10 @@ class Endpoint(Subscriptions, Mediator):
         catalog: Catalog,
         upstreams: Upstreams,
         pipeline: Pipeline,
-        security: TransportSecuritySettings | None,
         max_body_bytes: int,
         trips: RoundTrips,
+        secret: bytes,
+        sessions: MCPSessions,
     ) -> None:
         Mediator.__init__(self, view, catalog, upstreams, pipeline)
         self.trips = trips
@@ -103,8 +110,11 @@ class Endpoint(Subscriptions, Mediator):
         add("subscriptions/listen", types.SubscriptionsListenRequestParams, self.listen)
         self.direct = Direct(self)
         self.manager = Sessions(
+            SessionIds(secret, self.path, sessions.max_age_s),
+            _principal,
             app=self.server,
-            security_settings=security,
+            session_idle_timeout=sessions.idle_timeout_s,
+            max_sessions=sessions.max_sessions,
             max_request_body_size=max_body_bytes,
             retry_interval=RETRY_MS,
         )

@@ -44,11 +44,12 @@ from agentgw.mcp.errors import (
 from agentgw.mcp.naming import views
 from agentgw.mcp.relay import HeldCalls
 from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.sessions import OPENING, Opening
 from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
-from agentgw.settings import Settings, is_loopback
+from agentgw.settings import Settings, is_loopback, secret_of
 from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
@@ -101,11 +102,21 @@ class MCPPlane:
         self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated, http)
         self.catalog = Catalog(section, self.upstreams)
         self.held = HeldCalls()
-        self.trips = RoundTrips(StateSeal(gateway_secret()), self.held)
+        secret = gateway_secret(secret_of(settings))
+        self.trips = RoundTrips(StateSeal(secret), self.held)
         # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
         # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
         self.endpoints = {
-            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit, self.trips)
+            name: Endpoint(
+                view,
+                self.catalog,
+                self.upstreams,
+                pipeline,
+                self.limit,
+                self.trips,
+                secret,
+                settings.mcp.sessions,
+            )
             for name, view in views(section).items()
         }
         self._stack: AsyncExitStack | None = None
@@ -254,14 +265,22 @@ class MCPPlane:
             await send(message)
 
         plan = None
+        opening = None
         if parsed is not None:
+            if parsed.get("method") == "initialize" and "mcp-session-id" not in headers:
+                params = parsed.get("params")
+                opening = OPENING.set(Opening(principal, params if isinstance(params, dict) else {}))
             if parsed.get("method") == "notifications/cancelled":
                 endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
             plan = endpoint.direct.plan(scope, headers, parsed, user)
         if plan is not None:
             await endpoint.direct.serve(plan, front, receive, send_with_task)
             return
-        await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        try:
+            await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        finally:
+            if opening is not None:
+                OPENING.reset(opening)
 
     async def _check_origin(
         self, scope: Scope, receive: Receive, headers: dict[str, str], client: str | None
