@@ -4,7 +4,9 @@ path serves."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -71,37 +73,38 @@ async def test_a_session_outlives_a_restart_of_the_gateway(tmp_path: Path) -> No
     assert "docs__echo" in listed.text
 
 
-async def test_a_session_opened_on_one_replica_is_served_by_another_with_the_same_secret(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def _two_replicas(
+    tmp: Path, secret_b: dict[str, str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    """Two gateways in front of the same upstream: replica a with SECRET, replica b with `secret_b`."""
     docs = Upstream("docs")
     async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
         reg = registry(server_entry("docs", up))
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
+        (tmp / "a").mkdir()
+        (tmp / "b").mkdir()
         async with (
-            gateway(tmp_path / "a", reg, SECRET) as (url_a, _),
-            gateway(tmp_path / "b", reg, SECRET) as (url_b, _),
+            gateway(tmp / "a", reg, SECRET) as (url_a, _),
+            gateway(tmp / "b", reg, secret_b) as (url_b, _),
         ):
-            session = await _open(http, url_a)
-            moved = await _call(http, url_b, session)
-            stolen = await _call(http, url_b, {**session, "Authorization": f"Bearer {OTHER_KEY}"}, rid=5)
+            yield http, url_a, url_b
+
+
+async def test_a_session_opened_on_one_replica_is_served_by_another_with_the_same_secret(
+    tmp_path: Path,
+) -> None:
+    async with _two_replicas(tmp_path, SECRET) as (http, url_a, url_b):
+        session = await _open(http, url_a)
+        moved = await _call(http, url_b, session)
+        stolen = await _call(http, url_b, {**session, "Authorization": f"Bearer {OTHER_KEY}"}, rid=5)
     assert _result_text(moved) == "again"
     assert stolen.status_code == 404  # bound to the principal that opened it, on every replica
 
 
 async def test_a_replica_without_the_secret_does_not_know_the_session(tmp_path: Path) -> None:
-    docs = Upstream("docs")
-    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
-        reg = registry(server_entry("docs", up))
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        async with (
-            gateway(tmp_path / "a", reg, SECRET) as (url_a, _),
-            gateway(tmp_path / "b", reg, {"secret": "t" * 40}) as (url_b, _),
-        ):
-            session = await _open(http, url_a)
-            elsewhere = await _call(http, url_b, session)
+    async with _two_replicas(tmp_path, {"secret": "t" * 40}) as (http, url_a, url_b):
+        session = await _open(http, url_a)
+        elsewhere = await _call(http, url_b, session)
     assert elsewhere.status_code == 404
 
 
