@@ -178,9 +178,8 @@ class Direct:
     async def serve(self, plan: Plan, front: Front, receive: Receive, send: Send) -> None:
         if plan.transport is None:
             await self._serve_modern(plan, front, receive, send)
-        else:
-            with self.endpoint.manager.hold(plan.transport):
-                await self._serve_handshake(plan, plan.transport, front, receive, send)
+        else:  # the call holds the session while it runs (it may outlive this request)
+            await self._serve_handshake(plan, plan.transport, front, receive, send)
 
     async def _answer(self, plan: Plan, front: Front) -> tuple[dict[str, Any], int]:
         """The JSON-RPC reply and, in 2026-07-28, its HTTP status (the SDK's table)."""
