@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ _JSON = "application/json"
 _SSE = "text/event-stream"
 _POST_HEADERS = {**BASE_HEADERS, "Content-Type": _JSON, "Accept": f"{_JSON}, {_SSE}"}
 _CANCEL_WAIT_S = 5.0
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # one SSE line from an upstream
 
 
 class SessionExpired(MCPError):
@@ -108,8 +109,8 @@ class HttpLeg:
         relay: Relay | None,
     ) -> dict[str, Any]:
         data: list[bytes] = []
-        async for raw in resp.content:
-            line = raw.rstrip(b"\r\n")
+        async for raw in _lines(resp):
+            line = raw.rstrip(b"\r")
             if line:
                 if line.startswith(b"data:"):
                     data.append(line[6:] if line[5:6] == b" " else line[5:])
@@ -165,6 +166,27 @@ class HttpLeg:
                 await resp.read()
         except aiohttp.ClientError as exc:
             raise MCPError(CONNECTION_CLOSED, f"The connection to the MCP server failed: {exc}") from None
+
+
+async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body's lines without their `\n`, however long (aiohttp's own line reader stops at 128 KiB)."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end])
+            yield b"".join(pending)
+            pending, size, start = [], 0, end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+            size += len(chunk) - start
+            if size > MAX_EVENT_BYTES:
+                raise MCPError(
+                    INTERNAL_ERROR, "The MCP server sent an event larger than the gateway accepts."
+                )
+    if pending:
+        yield b"".join(pending)
 
 
 def _decode(data: bytes, status: int) -> Any:

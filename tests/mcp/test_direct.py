@@ -11,7 +11,7 @@ import httpx
 import pytest
 from mcp_types import HEADER_MISMATCH
 
-from tests.mcp.support import ACCEPT, INIT, Upstream, modern_request, registry, server_entry
+from tests.mcp.support import ACCEPT, INIT, Upstream, mcp_client, modern_request, registry, server_entry
 from tests.support import TEST_KEY, gateway, serve
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -101,3 +101,15 @@ async def test_a_stateless_call_whose_headers_disagree_with_its_body_is_refused_
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == HEADER_MISMATCH
     assert not any(h.get("mcp-method") == "tools/call" for h in docs.headers)  # never forwarded
+
+
+@pytest.mark.parametrize("upstream_era", ["modern", "handshake"])
+async def test_a_large_tool_result_streamed_by_the_upstream_arrives_whole(
+    tmp_path: Path, upstream_era: str
+) -> None:
+    docs = Upstream("docs", handshake_only=upstream_era == "handshake")  # SDK servers answer with SSE
+    text = "0123456789abcdef" * 40_000  # 640 kB in one SSE data line
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, _):
+        async with mcp_client(f"{url}/mcp") as client:
+            result = await client.call_tool("docs__echo", {"text": text})
+    assert result.content[0].text == text  # type: ignore[union-attr]
