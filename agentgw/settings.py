@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from agentgw.budget.config import Budgets
 from agentgw.jwt_auth import JWTSettings
+from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
 
 _ENV = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -126,6 +127,8 @@ class Settings(Frozen):
     budgets: Budgets = Field(default_factory=Budgets)
     logging: Logging = Field(default_factory=Logging)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)
