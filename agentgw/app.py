@@ -29,7 +29,7 @@ from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
-from agentgw.metrics import Metrics
+from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
 from agentgw.settings import Policies, Problem, Settings
@@ -165,6 +165,7 @@ class Gateway:
     def _gauges(self, stages: list[Stage]) -> None:
         """What the registry reads from other objects at scrape time (the audit writer's queue, …)."""
         m, sink = self.metrics, self.sink
+        add_process_metrics(m)
         m.gauge(
             "agentgw_build_info",
             lambda: 1,

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import resource
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
@@ -206,3 +209,50 @@ class Metrics:
             lines.extend(family.samples())
         lines.append("")
         return "\n".join(lines).encode()
+
+
+def add_process_metrics(m: Metrics) -> None:
+    """The standard `process_*` metrics Prometheus clients export (read at scrape time; RSS and fds on Linux)."""
+    started = _process_start()
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def rss() -> float | None:
+        try:
+            with open("/proc/self/statm", "rb") as fh:
+                return int(fh.read().split()[1]) * _PAGE
+        except OSError:
+            return None
+
+    def fds() -> float | None:
+        try:
+            return len(os.listdir("/proc/self/fd"))
+        except OSError:
+            return None
+
+    m.counter_fn("process_cpu_seconds_total", cpu, "Total user and system CPU time spent in seconds.")
+    m.gauge("process_resident_memory_bytes", rss, "Resident memory size in bytes.")
+    m.gauge("process_open_fds", fds, "Number of open file descriptors.")
+    m.gauge(
+        "process_start_time_seconds",
+        lambda: started,
+        "Start time of the process since unix epoch in seconds.",
+    )
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_IMPORTED = time.time()
+
+
+def _process_start() -> float:
+    """From /proc (boot time + the process's start in clock ticks), else when this module was imported."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED

@@ -126,6 +126,7 @@ async def test_metrics_count_allowed_denied_failed_and_budget_refused_calls(tmp_
     assert value(m, "agentgw_request_duration_seconds_bucket", plane="llm", operation="chat", le="+Inf") == 8
     assert ("agentgw_audit_queue_depth", frozenset()) in m
     assert value(m, "agentgw_build_info", version="0.1.0") == 1
+    assert value(m, "process_resident_memory_bytes") > 0 and value(m, "process_cpu_seconds_total") > 0
     # token counters agree with the audit records of the same calls
     ok = [
         rec["usage"]
