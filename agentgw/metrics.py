@@ -1,6 +1,6 @@
 """A small Prometheus registry: counters and histograms in plain dicts keyed by label tuples, gauges read from
-callbacks at scrape time, and the text exposition format (0.0.4). No locks: one event loop per process updates
-it; the cost is paid at scrape time, not per request."""
+callbacks at scrape time, the standard `process_*` metrics, and the text exposition format (0.0.4). No locks:
+one event loop per process updates it; formatting is paid at scrape time, not per request."""
 
 from __future__ import annotations
 
