@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, Valid
 
 from agentgw.budget.config import Budgets
 from agentgw.jwt_auth import JWTSettings
+from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
 
 _ENV = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -143,6 +144,8 @@ class Settings(Frozen):
     # Seals MCP session ids and requestState (≥ 32 bytes; default $AGENTGW_SECRET). Replicas and workers share it.
     secret: SecretStr | None = Field(default=None, min_length=32)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from opentelemetry import context as otel_context
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
@@ -28,6 +29,7 @@ FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills f
 TASK_META_KEY = "io.agentgw/task"
 _PROTOCOL_META = "io.modelcontextprotocol/"
 _DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
+_NO_TRACE = otel_context.Context()
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -199,13 +201,16 @@ class Mediator:
         its input capabilities and log level, `relay` receives the server's log messages and input requests."""
         up = self.upstreams.get(server)
         assert up is not None and ex.task is not None
-        traceparent = f"00-{ex.task.trace_id}-{ex.span_id}-01"
+        attempt = Attempt(len(ex.attempts) + 1, f"mcp:{server}", "ok")
+        traceparent = f"00-{ex.task.trace_id}-{attempt.span_id}-01"  # the upstream's parent: this attempt
         params["_meta"] = _meta_out(call.params, ex, traceparent)
         headers = {"x-agentgw-task": ex.outbound_task or ex.task.task_id, "traceparent": traceparent}
         on_progress = progress or call.progress()
         started = time.perf_counter()
-        attempt = Attempt(len(ex.attempts) + 1, f"mcp:{server}", "ok")
         ex.attempts.append(attempt)
+        # The mcp SDK injects the ambient OpenTelemetry context into `_meta`; on this task that is the caller's
+        # (extracted from its `_meta`), which would overwrite the gateway's traceparent: clear it for the leg.
+        detached = otel_context.attach(_NO_TRACE)
         try:
             result = await up.request(
                 method,
@@ -222,6 +227,7 @@ class Mediator:
             attempt.error = err.code
             raise
         finally:
+            otel_context.detach(detached)
             attempt.latency_ms = (time.perf_counter() - started) * 1000.0
         _strip_protocol_meta(result)
         result.setdefault("resultType", "complete")
