@@ -226,6 +226,9 @@ class Mediator:
             attempt.outcome = "timeout" if err.status == 504 else "error"
             attempt.error = err.code
             raise
+        except BaseException:  # cancelled (the caller went away or cancelled), or a bug: not an answer
+            attempt.outcome = "cancelled"
+            raise
         finally:
             otel_context.detach(detached)
             attempt.latency_ms = (time.perf_counter() - started) * 1000.0
