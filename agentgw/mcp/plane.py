@@ -166,7 +166,7 @@ class MCPPlane:
             self.held.start(tg)
             for endpoint in self.endpoints.values():
                 endpoint.events.start(tg)
-                endpoint.direct.start(tg)
+                stack.push_async_callback(endpoint.direct.aclose)
                 await stack.enter_async_context(endpoint.manager.run())
         except BaseException:
             await stack.aclose()

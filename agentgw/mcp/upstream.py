@@ -371,6 +371,9 @@ class Upstream:
     async def connection(self) -> Connection:
         """The live connection, waiting (up to `timeout_s`) while one is being opened; fails fast while the
         server is down and backing off."""
+        conn = self._conn
+        if conn is not None and not conn.closed.is_set():
+            return conn  # the common case, without a cancel scope (each costs syscalls on the hot path)
         try:
             with anyio.fail_after(self.spec.timeout_s):
                 while True:
