@@ -18,7 +18,16 @@ import pytest
 
 from agentgw import create_app, load_settings
 from agentgw.app import Gateway
-from tests.support import OTHER_KEY, TEST_KEY, audit_records, gateway, serve, sha, write_config
+from tests.support import (
+    OTHER_KEY,
+    TEST_KEY,
+    audit_records,
+    drop_redis_keys,
+    gateway,
+    serve,
+    sha,
+    write_config,
+)
 from tests.upstreams import FakeOpenAI
 
 REDIS_URL = os.environ.get("AGENTGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -266,13 +275,7 @@ async def redis_apps(tmp_path: Path, n: int, **budget_extra: Any) -> AsyncIterat
     try:
         yield apps
     finally:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(REDIS_URL)
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await drop_redis_keys(REDIS_URL, prefix)
 
 
 async def test_three_gateways_sharing_redis_never_overspend_one_task(tmp_path: Path) -> None:
