@@ -113,9 +113,9 @@ async def main() -> None:
             out[name] = round(min([await per_call_us(pipeline, args.n) for _ in range(3)]), 2)
         await sink.aclose()
         if redis_ledger is not None:
-            keys = await redis_ledger.client.keys("agwbench:*")
-            if keys:
-                await redis_ledger.client.delete(*keys)
+            batch = [k async for k in redis_ledger.client.scan_iter("agwbench:*", count=1000)]
+            for i in range(0, len(batch), 1000):
+                await redis_ledger.client.unlink(*batch[i : i + 1000])
             await redis_ledger.aclose()
     base = out["audit + authn + authz"]
     for backend in ("memory", "redis"):

@@ -95,8 +95,8 @@ class Ledger(Protocol):
     ) -> None:
         """One atomic step: turn a reservation into spending (reserved -= reserved, spent += actual, on every task
         of `chain`), correct the current window of each of `windows` by its amount, and with `forget` drop
-        chain[0] (a one-request task nothing will name again). `op` names the operation: settling the same `op`
-        again (a retry after a lost reply) changes nothing."""
+        chain[0] (a one-request task nothing will name again). `op` is the reservation's: a settle with it applies
+        at most once (a retry after a lost reply, or after an undo, changes nothing); without it, always."""
 
     async def release(
         self,

@@ -1,8 +1,8 @@
 """The Redis ledger: a reserve is one atomic Lua script and a settle is another (one round trip each, windows,
 child tasks and forgetting included), so any number of gateway replicas share exact budgets. Reads always go
 to Redis (no local copy). Keys under `<prefix>:`: `task:<id>` hashes (fields `l:<metric>` limit, `s:<metric>`
-spent, `r:<metric>` reserved, `chain`), `kids:<id>` lists, `win:<key>:<start>` window counters, `res:<op>`
-reservation records and `op:<op>` settle markers, all with an expiry.
+spent, `r:<metric>` reserved, `chain`), `kids:<id>` lists, `win:<key>:<start>` window counters, and `res:<op>`
+records of the reservations not settled yet (deleted by their settle), all with an expiry.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ end
 for _, w in ipairs(WIN) do
   redis.call('INCRBY', w[1], w[2])
   redis.call('EXPIRE', w[1], w[4])
-  redis.call('HSET', KEYS[1], 'w:' .. w[1], w[2])
 end
 local out = {0}
 for _, m in ipairs(order) do table.insert(out, m); table.insert(out, asked[m]) end
@@ -83,11 +82,13 @@ for _, key in ipairs(CH) do
   redis.call('EXPIRE', key, ttl)
 end
 if nchain > 0 then
+  redis.call('HSET', KEYS[1], 'op', '1')
+  for _, w in ipairs(WIN) do redis.call('HSET', KEYS[1], 'w:' .. w[1], w[2]) end
   for _, m in ipairs(order) do
     if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
   end
+  redis.call('EXPIRE', KEYS[1], ttl)
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], 3600) end
 if child ~= '' then
   local hash, kids = KEYS[2 + nchain + nwin], KEYS[3 + nchain + nwin]
   redis.call('HSET', hash, 'opened', '1', 'chain', child_text)
@@ -111,17 +112,19 @@ for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max
 return out
 """
 
-# KEYS: the idempotency key, the chain's task hashes, the windows' counters, then (to forget chain[1]) its list
-# of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), the windows' corrections, then
-# metric/reserved/actual triples. A settle retried after a lost reply is applied once; a task Redis no longer
-# has (restarted without persistence) is left alone rather than recreated with a negative reservation.
+# KEYS: the reservation's record, the chain's task hashes, the windows' counters, then (to forget chain[1]) its
+# list of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), guarded ('1': settle only if the
+# record is still there, and delete it), the windows' corrections, then metric/reserved/actual triples.
+# Guarded, a settle retried after a lost reply (or after an undo) is applied at most once, and leaves no key
+# behind. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
+# a negative reservation.
 _SETTLE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) == false then return 1 end
 local ttl, nchain, nwin, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if ARGV[5] == '1' and redis.call('DEL', KEYS[1]) == 0 then return 1 end
 for i = 2, 1 + nchain do
   local key = KEYS[i]
   if redis.call('EXISTS', key) == 1 then
-    for j = 5 + nwin, #ARGV, 3 do
+    for j = 6 + nwin, #ARGV, 3 do
       local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
       if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
       if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
@@ -132,7 +135,7 @@ end
 for i = 1, nwin do
   local key = KEYS[1 + nchain + i]
   if redis.call('EXISTS', key) == 1 then
-    local v = redis.call('INCRBY', key, ARGV[4 + i])
+    local v = redis.call('INCRBY', key, ARGV[5 + i])
     if v < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
   end
 end
@@ -148,7 +151,9 @@ if #fields == 0 then return 0 end
 local nchain = tonumber(ARGV[1])
 for j = 1, #fields, 2 do
   local f, n = fields[j], tonumber(fields[j + 1])
-  if string.sub(f, 1, 2) == 'w:' then
+  if f == 'op' then
+    -- the record's own marker
+  elseif string.sub(f, 1, 2) == 'w:' then
     local key = string.sub(f, 3)
     if redis.call('EXISTS', key) == 1 then
       local v = redis.call('DECRBY', key, n)
@@ -244,13 +249,13 @@ class RedisLedger:
     ) -> None:
         now = time.time()
         forget = forget and bool(chain)
-        args: list[Any] = [self.ttl, len(chain), len(windows), "1" if forget else "0"]
+        args: list[Any] = [self.ttl, len(chain), len(windows), "1" if forget else "0", "1" if op else "0"]
         args += [w.amount for w in windows]
         for metric in METRICS:
             r, a = reserved.get(metric, 0), actual.get(metric, 0)
             if r or a:
                 args += [metric, r, a]
-        keys = [f"{self.prefix}:op:{op or secrets.token_hex(12)}", *(self._key(t) for t in chain)]
+        keys = [f"{self.prefix}:res:{op or '-'}", *(self._key(t) for t in chain)]
         keys += [self._window(w, now) for w in windows]
         if forget:
             keys.append(self._kids(chain[0]))

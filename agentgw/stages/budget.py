@@ -35,6 +35,7 @@ LOWER_HEADERS = {
     "agent_calls": "x-agentgw-budget-agent-calls",
     "usd": "x-agentgw-budget-usd",
 }
+LOWERING = frozenset(LOWER_HEADERS.values())
 REMAINING_HEADERS = {
     "tokens": "x-agentgw-budget-remaining-tokens",
     "tool_calls": "x-agentgw-budget-remaining-tool-calls",
@@ -102,6 +103,7 @@ class BudgetStage(Stage):
         self.pricing = pricing  # llm:<model> → price
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
+        self._limits: dict[int, Amount] = {}  # id(rule) → its limits, unlowered (rules live as long as the stage)
         self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
         self.pending: list[_Pending] = []  # settlements (and undos) waiting for the ledger
         self._retry_task: asyncio.Task[None] | None = None
@@ -128,6 +130,15 @@ class BudgetStage(Stage):
                 None,
             )
         return self._rules[key]
+
+    def task_limits(self, rule: BudgetRule, headers: dict[str, str]) -> Amount:
+        """`limits`, computed once per rule for the usual request that lowers nothing (it is on every call)."""
+        if not LOWERING.intersection(headers):
+            cached = self._limits.get(id(rule))
+            if cached is None:
+                cached = self._limits[id(rule)] = self.limits(rule, {})
+            return cached
+        return self.limits(rule, headers)
 
     @staticmethod
     def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
@@ -242,7 +253,7 @@ class BudgetStage(Stage):
             not amount and not windows
         ):  # this operation costs nothing and counts nowhere: no ledger round trip
             return
-        limits = self.limits(rule, exchange.headers)
+        limits = self.task_limits(rule, exchange.headers)
         delegates = bool(amount) and (exchange.operation == "tools/call" or exchange.plane == "a2a")
         # A fresh task id for the upstream this call delegates to, opened with the reservation: a downstream
         # agent calling back through the gateway with it charges that child task and every ancestor.

@@ -214,3 +214,16 @@ async def test_the_memory_ledger_expires_idle_tasks_like_redis_keys_expire() -> 
     for i in range(10_000):  # expiry is amortised over reservations
         await led.reserve([f"t{i}"], {}, {})
     assert "old" not in led.tasks
+
+
+async def test_a_settle_applies_once_and_leaves_only_the_task_behind() -> None:
+    async with redis_ledger() as led:
+        tpd = Window(f"tpd:{uuid.uuid4().hex}", 5, 100, 86400)
+        got = await led.reserve(["t"], {"tokens": 5}, {"tokens": 10}, op="call-1", windows=[tpd])
+        assert isinstance(got, Reservation)
+        await led.settle(["t"], {"tokens": 5}, {"tokens": 3}, op="call-1")
+        await led.settle(["t"], {"tokens": 5}, {"tokens": 3}, op="call-1")  # a retry after a lost reply
+        st = await led.state("t")
+        assert st is not None and (st.spent, st.reserved) == ({"tokens": 3}, {"tokens": 0})
+        keys = sorted(k.split(":", 2)[1] for k in await led.client.keys(f"{led.prefix}:*"))
+        assert keys == ["task", "win"]  # no per-call record outlives its settle
