@@ -103,7 +103,7 @@ class BudgetStage(Stage):
         self.pricing = pricing  # llm:<model> → price
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
-        self._limits: dict[int, Amount] = {}  # id(rule) → its limits, unlowered (rules live as long as the stage)
+        self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
         self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
         self.pending: list[_Pending] = []  # settlements (and undos) waiting for the ledger
         self._retry_task: asyncio.Task[None] | None = None
