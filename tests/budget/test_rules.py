@@ -72,6 +72,20 @@ async def test_a_token_window_counts_real_usage_across_tasks_and_says_when_to_re
     assert 1 <= int(replies[2].headers["retry-after"]) <= 86400
 
 
+async def test_a_call_that_reserves_all_that_is_left_counts_only_its_real_usage_in_a_token_window(
+    tmp_path: Path,
+) -> None:
+    settings = budgets({"tokens": 1000}, windows={"tokens_per_day": 30})
+    async with gateway(tmp_path, REGISTRY, settings) as (url, _), httpx.AsyncClient() as c:
+        replies = [
+            await c.post(f"{url}/v1/chat/completions", json=chat(), headers=auth(task=f"r{i}"))
+            for i in range(5)
+        ]
+    # No max_tokens: each call reserves its task's whole 1,000 tokens but counts 8 (7 + 1) in the window once
+    # settled, so the window fills after three calls, not never.
+    assert [r.status_code for r in replies] == [200, 200, 200, 429, 429]
+
+
 async def test_embeddings_reserve_their_input_and_are_charged_the_providers_usage(tmp_path: Path) -> None:
     async with gateway(tmp_path, PRICED, budgets({"tokens": 20})) as (url, app), httpx.AsyncClient() as c:
         small = await c.post(
