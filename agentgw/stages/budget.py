@@ -268,6 +268,9 @@ class BudgetStage(Stage):
             )
         except GatewayError:
             raise
+        except asyncio.CancelledError:  # the client went away mid-reservation: give back whatever it took
+            self._later(_Pending(chain, {}, {}, op, undo=True))
+            raise
         except Exception as exc:  # the ledger is unreachable
             # The reservation may have been made with its reply lost: undo it (once Redis answers again).
             self._later(_Pending(chain, {}, {}, op, undo=True))

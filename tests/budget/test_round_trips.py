@@ -72,7 +72,9 @@ async def test_each_call_costs_one_round_trip_to_reserve_and_one_to_settle(tmp_p
     with private_redis(data, port):
         await wait_for_redis(port)
         async with inproc(app) as c, commands(url) as seen:
-            await calls(c, 1, task="warm")  # the first call loads the scripts
+            await calls(c, 1, task="warm")  # the first call loads the scripts and opens a connection
+            assert app.ledger is not None
+            await app.ledger.state("warm")  # the redis-py connection (reads) is opened too
             await seen.since_last()
             await calls(c, CALLS, task="named")
             named = await seen.since_last()
