@@ -249,9 +249,7 @@ class BudgetStage(Stage):
             return
         amount, rest, prompt = self.estimate(exchange, rule)
         windows = self.windows(p, rule, amount.get("tokens", 0))
-        if (
-            not amount and not windows
-        ):  # this operation costs nothing and counts nowhere: no ledger round trip
+        if not amount and not windows:  # costs nothing, counts nowhere: no ledger round trip
             return
         limits = self.task_limits(rule, exchange.headers)
         delegates = bool(amount) and (exchange.operation == "tools/call" or exchange.plane == "a2a")
