@@ -53,9 +53,9 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, graceful_s: float | None = 2.0) -> AsyncIterator[str]:
-    """Run `app` on uvicorn at 127.0.0.1:<free port> in this event loop; yield its base URL."""
-    port = free_port()
+async def serve(app: Any, *, graceful_s: float | None = 2.0, port: int | None = None) -> AsyncIterator[str]:
+    """Run `app` on uvicorn at 127.0.0.1:<port, else a free one> in this event loop; yield its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -111,10 +111,10 @@ def write_config(
 
 @contextlib.asynccontextmanager
 async def gateway(
-    tmp: Path, registry: dict[str, Any], settings: dict[str, Any] | None = None
+    tmp: Path, registry: dict[str, Any], settings: dict[str, Any] | None = None, port: int | None = None
 ) -> AsyncIterator[tuple[str, Gateway]]:
     app = create_app(load_settings(write_config(tmp, registry, settings)))
-    async with serve(app) as url:
+    async with serve(app, port=port) as url:
         yield url, app
 
 

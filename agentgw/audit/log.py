@@ -25,6 +25,11 @@ class JsonLinesSink:
         self._fh: BinaryIO | None = None
         self.written = 0
 
+    @property
+    def depth(self) -> int:
+        """Records queued, not yet written (read by the `agentgw_audit_queue_depth` gauge)."""
+        return len(self._buf)
+
     def write(self, record: dict[str, Any]) -> None:
         self._buf.append(orjson.dumps(record) + b"\n")
         if self._task is None:  # no running loop yet (e.g. a test without lifespan): write through
@@ -74,6 +79,7 @@ class NullSink:
     """Audit switched off (benchmarks only)."""
 
     written = 0
+    depth = 0
 
     def write(self, record: dict[str, Any]) -> None:
         return None

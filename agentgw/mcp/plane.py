@@ -44,11 +44,13 @@ from agentgw.mcp.errors import (
 from agentgw.mcp.naming import views
 from agentgw.mcp.relay import HeldCalls
 from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.sessions import OPENING, Opening
 from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
-from agentgw.settings import Settings, is_loopback
+from agentgw.settings import Settings, is_loopback, secret_of
+from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -87,7 +89,7 @@ class MCPPlane:
     session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
     error body; everything after that is the protocol's (see endpoint.py)."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool | None = None) -> None:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
@@ -96,14 +98,25 @@ class MCPPlane:
         def cwd_of(server: MCPServer) -> Path:
             return settings.resolve(server.cwd) if server.cwd else settings.base_dir
 
-        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated)
+        http = (lambda: pool.session) if pool is not None else None
+        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated, http)
         self.catalog = Catalog(section, self.upstreams)
         self.held = HeldCalls()
-        self.trips = RoundTrips(StateSeal(gateway_secret()), self.held)
+        secret = gateway_secret(secret_of(settings))
+        self.trips = RoundTrips(StateSeal(secret), self.held)
         # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
         # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
         self.endpoints = {
-            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit, self.trips)
+            name: Endpoint(
+                view,
+                self.catalog,
+                self.upstreams,
+                pipeline,
+                self.limit,
+                self.trips,
+                secret,
+                settings.mcp.sessions,
+            )
             for name, view in views(section).items()
         }
         self._stack: AsyncExitStack | None = None
@@ -153,6 +166,7 @@ class MCPPlane:
             self.held.start(tg)
             for endpoint in self.endpoints.values():
                 endpoint.events.start(tg)
+                endpoint.direct.start(tg)
                 await stack.enter_async_context(endpoint.manager.run())
         except BaseException:
             await stack.aclose()
@@ -234,9 +248,10 @@ class MCPPlane:
                 return
 
         task, chosen = _task(headers, parsed)
-        scope[FRONT_KEY] = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        front = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        scope[FRONT_KEY] = front
         # The SDK binds each session to the credential that opened it and answers 404 to anyone else.
-        scope["user"] = self._user(principal)
+        user = scope["user"] = self._user(principal)
         task_id = task.task_id.encode("latin-1")
 
         async def send_with_task(message: Message) -> None:
@@ -249,7 +264,23 @@ class MCPPlane:
                 message = {**message, "headers": [*raw, (b"x-agentgw-task", tid)]}
             await send(message)
 
-        await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        plan = None
+        opening = None
+        if parsed is not None:
+            if parsed.get("method") == "initialize" and "mcp-session-id" not in headers:
+                params = parsed.get("params")
+                opening = OPENING.set(Opening(principal, params if isinstance(params, dict) else {}))
+            if parsed.get("method") == "notifications/cancelled":
+                endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
+            plan = endpoint.direct.plan(scope, headers, parsed, user)
+        if plan is not None:
+            await endpoint.direct.serve(plan, front, receive, send_with_task)
+            return
+        try:
+            await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        finally:
+            if opening is not None:
+                OPENING.reset(opening)
 
     async def _check_origin(
         self, scope: Scope, receive: Receive, headers: dict[str, str], client: str | None
