@@ -28,6 +28,10 @@ class Rejection:
     asked: int
 
 
+class NotSent(ConnectionError):
+    """The ledger could not be reached and the operation never left the process (nothing to undo)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A fixed-window counter (`requests_per_minute`, `tokens_per_day`, …): count `amount` in the current window

@@ -11,6 +11,8 @@ from typing import Any
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.commands.core import AsyncScript
 
+from agentgw.budget.ledger import NotSent
+
 _KNOWN = {"host", "port", "db", "username", "password", "path", "connection_class"}
 
 
@@ -82,10 +84,13 @@ class ScriptRunner:
         return set(opts) <= _KNOWN and opts.get("connection_class") is not SSLConnection
 
     async def _connect(self) -> _Conn:
-        if self.path:
-            reader, writer = await asyncio.open_unix_connection(self.path)
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            if self.path:
+                reader, writer = await asyncio.open_unix_connection(self.path)
+            else:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise NotSent(f"Redis at {self.path or f'{self.host}:{self.port}'}: {exc}") from exc
         conn = _Conn(reader, writer)
         try:
             if self.password is not None:

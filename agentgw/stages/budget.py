@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from agentgw.budget.config import BudgetRule, Budgets
-from agentgw.budget.ledger import Amount, Ledger, Rejection, Throttled, Window
+from agentgw.budget.ledger import Amount, Ledger, NotSent, Rejection, Throttled, Window
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
@@ -259,19 +259,22 @@ class BudgetStage(Stage):
         child = CHILD_PREFIX + secrets.token_hex(12) if delegates else None
         op = f"{exchange.task.trace_id}{exchange.span_id}"
         chain: list[str] = []
+        sent = False  # whether a reservation may have reached the ledger (and so may need undoing)
         try:
             chain = await self.chain(exchange, p) if amount else []
+            sent = bool(chain)
             got = await self.ledger.reserve(
                 chain, amount, limits, rest, op, windows, child=f"~child/{child}" if child else None
             )
         except GatewayError:
             raise
-        except asyncio.CancelledError:  # the client went away mid-reservation: give back whatever it took
-            self._later(_Pending(chain, {}, {}, op, undo=True))
-            raise
-        except Exception as exc:  # the ledger is unreachable
-            # The reservation may have been made with its reply lost: undo it (once Redis answers again).
-            self._later(_Pending(chain, {}, {}, op, undo=True))
+        except BaseException as exc:
+            # A reservation whose reply was lost (Redis failing, or the client gone mid-call) may have been
+            # made: undo it once the ledger answers again. One that never left the process needs nothing.
+            if sent and not isinstance(exc, NotSent):
+                self._later(_Pending(chain, {}, {}, op, undo=True))
+            if not isinstance(exc, Exception):
+                raise
             if self.cfg.on_ledger_error == "fail_open":
                 exchange.decide(
                     self.name, "allow", rule="ledger unavailable: fail_open", detail=type(exc).__name__
