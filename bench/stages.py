@@ -192,9 +192,9 @@ async def main() -> None:
         await telemetry.aclose()
         await sink.aclose()
         if redis_ledger is not None:
-            keys = await redis_ledger.client.keys("agwbench:*")
-            if keys:
-                await redis_ledger.client.delete(*keys)
+            batch = [k async for k in redis_ledger.client.scan_iter("agwbench:*", count=1000)]
+            for i in range(0, len(batch), 1000):
+                await redis_ledger.client.unlink(*batch[i : i + 1000])
             await redis_ledger.aclose()
     base = out["audit + authn + authz"]
     for backend in ("memory", "redis"):
