@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from mcp.server.context import ServerRequestContext
@@ -28,6 +28,7 @@ from agentgw.stages.authz import AuthzStage
 FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
 TASK_META_KEY = "io.agentgw/task"
 _PROTOCOL_META = "io.modelcontextprotocol/"
+_REPLY = "mcp.reply_headers"
 _DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
 _NO_TRACE = otel_context.Context()
 
@@ -44,6 +45,7 @@ class Front:
     client: str | None
     rule: str | None
     scopes: frozenset[str] | None = None  # what a JWT granted (API keys carry none)
+    reply: dict[str, str] = field(default_factory=dict)  # headers for the answer (what the task has left)
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ class Mediator:
         ex.task = front.task
         ex.payload = call.params
         ex.attrs["endpoint"] = self.path
+        ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
         return ex
@@ -175,6 +178,9 @@ class Mediator:
             if unseen is not None and err.code == "permission_denied":
                 err = unseen
             raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
+        reply = ex.attrs.get("reply_headers")
+        if reply:  # on the HTTP answer when it is still to be sent (JSON answers; stream headers went first)
+            ex.attrs[_REPLY].update(reply)
         payload: dict[str, Any] = result.payload
         return payload
 

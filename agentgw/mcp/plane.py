@@ -248,7 +248,8 @@ class MCPPlane:
                 if not chosen:  # the `initialize` answer: name the task the new session's requests will carry
                     sid = next((v for k, v in raw if k.lower() == b"mcp-session-id"), None)
                     tid = _session_task(sid.decode("latin-1")).encode() if sid else task_id
-                message = {**message, "headers": [*raw, (b"x-agentgw-task", tid)]}
+                reply = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in front.reply.items()]
+                message = {**message, "headers": [*raw, (b"x-agentgw-task", tid), *reply]}
             await send(message)
 
         plan = None

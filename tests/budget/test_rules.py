@@ -17,8 +17,8 @@ from agentgw.budget.config import BudgetRule
 from agentgw.cli import main
 from agentgw.stages.budget import BudgetStage
 from tests.budget.test_budgets import REGISTRY, auth, budgets, chat, spent
-from tests.mcp.support import Upstream, mcp_client, registry, server_entry
-from tests.support import gateway, serve, write_config
+from tests.mcp.support import Upstream, mcp_client, modern_request, registry, server_entry
+from tests.support import TEST_KEY, gateway, serve, write_config
 
 PRICED: dict[str, Any] = {
     "llm": {
@@ -149,3 +149,25 @@ def test_serve_refuses_the_memory_ledger_with_several_workers(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--workers", "2"])
     assert result.exit_code == 3
     assert "budgets.ledger: the memory ledger cannot be shared by 2 workers" in result.stderr
+
+
+async def test_mcp_answers_say_what_the_task_has_left_and_the_refusal_says_it_too(tmp_path: Path) -> None:
+    settings = budgets({"tool_calls": 1})
+    docs = Upstream("docs")
+    headers = {
+        "Authorization": f"Bearer {TEST_KEY}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "docs__echo",
+        "x-agentgw-task": "left",
+    }
+    call = modern_request("tools/call", {"name": "docs__echo", "arguments": {"text": "a"}})
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
+        async with httpx.AsyncClient(timeout=10) as http:
+            first = await http.post(f"{url}/mcp", json=call, headers=headers)
+            second = await http.post(f"{url}/mcp", json=call, headers=headers)
+    assert first.status_code == 200 and first.headers["x-agentgw-budget-remaining-tool-calls"] == "0"
+    error = second.json()["error"]
+    assert error["code"] == -32012
+    assert error["data"]["code"] == "budget_exhausted" and error["data"]["remaining"] == {"tool-calls": 0}
