@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 import orjson
 
-from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings
+from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings, worker_problems
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared
@@ -106,10 +106,9 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     settings = _load_or_exit(config, host)
     setup_logging(settings.logging.level, settings.logging.format)
     n = workers or settings.server.workers
-    if n > 1 and settings.budgets.rules and settings.budgets.ledger == "memory":
-        from agentgw.settings import memory_ledger_problem
-
-        _exit_with(ConfigError([memory_ledger_problem(settings.path, n)]))
+    problems = worker_problems(settings, n)
+    if problems:
+        _exit_with(ConfigError(problems))
     kwargs = dict(
         host=host or settings.listen.host,
         port=port if port is not None else settings.listen.port,

@@ -55,14 +55,17 @@ class Decision:
 
 @dataclass(slots=True)
 class Attempt:
-    """One try against one upstream target (retries and failover add more)."""
+    """One try against one upstream target (retries and failover add more). Created when the try starts: its
+    span id is the parent span the upstream is told about (W3C `traceparent`)."""
 
     number: int
     target: str
-    outcome: str  # ok | error | timeout | rejected | circuit_open
+    outcome: str  # ok | error | timeout | rejected | circuit_open | cancelled
     status: int | None = None
     latency_ms: float = 0.0
     error: str | None = None
+    span_id: str = field(default_factory=new_id)
+    started_mono: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)

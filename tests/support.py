@@ -1,4 +1,5 @@
-"""Test support: real uvicorn servers on 127.0.0.1 inside the test's event loop, and config writers.
+"""Test support: real uvicorn servers on 127.0.0.1 inside the test's event loop, `agentgw serve` as a child
+process, and config writers.
 
 Nothing here imitates agentgw: the gateway under test is the real app; upstreams are small real servers.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import anyio
 import uvicorn
 import yaml
+from anyio.abc import Process
 
 from agentgw import create_app, load_settings
 from agentgw.app import Gateway
@@ -49,9 +53,9 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, graceful_s: float | None = 2.0) -> AsyncIterator[str]:
-    """Run `app` on uvicorn at 127.0.0.1:<free port> in this event loop; yield its base URL."""
-    port = free_port()
+async def serve(app: Any, *, graceful_s: float | None = 2.0, port: int | None = None) -> AsyncIterator[str]:
+    """Run `app` on uvicorn at 127.0.0.1:<port, else a free one> in this event loop; yield its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -106,10 +110,10 @@ def write_config(
 
 @contextlib.asynccontextmanager
 async def gateway(
-    tmp: Path, registry: dict[str, Any], settings: dict[str, Any] | None = None
+    tmp: Path, registry: dict[str, Any], settings: dict[str, Any] | None = None, port: int | None = None
 ) -> AsyncIterator[tuple[str, Gateway]]:
     app = create_app(load_settings(write_config(tmp, registry, settings)))
-    async with serve(app) as url:
+    async with serve(app, port=port) as url:
         yield url, app
 
 
@@ -149,3 +153,71 @@ MOCK_REGISTRY: dict[str, Any] = {
         ],
     }
 }
+
+
+AGENTGW = str(Path(sys.executable).parent / "agentgw")
+
+
+class ServeProcess:
+    """`agentgw serve` as a child process; its log lines are collected as they arrive."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._waits: list[tuple[str, anyio.Event]] = []
+
+    async def pump(self) -> None:
+        assert self.process.stderr is not None
+        buf = b""
+        async for chunk in self.process.stderr:
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for raw in complete:
+                self.lines.append(raw.decode())
+                for text, event in self._waits:
+                    if text in self.lines[-1]:
+                        event.set()
+        for _, event in self._waits:  # the process is gone: nobody waits forever
+            event.set()
+
+    async def logged(self, text: str) -> None:
+        event = anyio.Event()
+        self._waits.append((text, event))
+        with anyio.fail_after(20):
+            if not any(text in line for line in self.lines):
+                await event.wait()
+        assert any(text in line for line in self.lines), "\n".join(self.lines)
+
+
+@contextlib.asynccontextmanager
+async def agentgw_serve(cfg: Path, port: int) -> AsyncIterator[ServeProcess]:
+    process = await anyio.open_process(
+        [AGENTGW, "serve", "--config", str(cfg), "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    gw = ServeProcess(process)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(gw.pump)
+            await gw.logged("Uvicorn running on")
+            yield gw
+            with anyio.fail_after(20):
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete a test's Redis keys (everything under its unique prefix)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        keys = await client.keys(f"{prefix}:*")
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -385,3 +385,27 @@ def test_yaml_anchors_and_merge_keys_may_override_what_they_merge(tmp_path: Path
         ("b", 7),
         ("mock", 60),
     ]
+
+
+def test_several_workers_with_mcp_servers_need_a_shared_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENTGW_SECRET", raising=False)
+    files = {
+        "agentgw.yaml": "server: {workers: 2}\n",
+        "registry/mcp.yaml": "mcp: {servers: [{name: docs, url: 'http://127.0.0.1:9/mcp'}]}\n",
+    }
+    assert any("2 workers need a shared secret" in p for p in problems_of(tmp_path, files))
+    monkeypatch.setenv("AGENTGW_SECRET", "x" * 32)
+    assert load_settings(write(tmp_path, files)).server.workers == 2
+
+
+def test_a_short_gateway_secret_is_refused_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTGW_SECRET", "too-short-secret")
+    found = problems_of(tmp_path, {"agentgw.yaml": "secret: short-secret-value\n"})
+    assert any(p.startswith(f"{tmp_path / 'agentgw.yaml'}: secret:") for p in found)
+    assert not any("short-secret-value" in p for p in found)
+    found = problems_of(tmp_path, {"agentgw.yaml": "{}\n"})
+    assert found == ["AGENTGW_SECRET: the gateway secret must be at least 32 bytes"]

@@ -4,23 +4,24 @@ Readiness: /readyz is 200 only while the config is loaded and the upstream pool 
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import orjson
-from anyio.abc import Process
 
 from agentgw import create_app, load_settings
-from tests.support import TEST_KEY, audit_records, free_port, serve, write_config
+from tests.support import (
+    TEST_KEY,
+    ServeProcess,
+    agentgw_serve,
+    audit_records,
+    free_port,
+    serve,
+    write_config,
+)
 
-AGENTGW = str(Path(sys.executable).parent / "agentgw")
 WORDS = " ".join(f"w{i}" for i in range(20))
 
 
@@ -31,58 +32,6 @@ def slow_registry(chunk_delay_ms: float) -> dict[str, Any]:
             "models": [{"name": "slow", "targets": [{"provider": "slow", "model": "slow-1"}]}],
         }
     }
-
-
-class ServeProcess:
-    """`agentgw serve` as a child process; its log lines are collected as they arrive."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._waits: list[tuple[str, anyio.Event]] = []
-
-    async def pump(self) -> None:
-        assert self.process.stderr is not None
-        buf = b""
-        async for chunk in self.process.stderr:
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                self.lines.append(raw.decode())
-                for text, event in self._waits:
-                    if text in self.lines[-1]:
-                        event.set()
-        for _, event in self._waits:  # the process is gone: nobody waits forever
-            event.set()
-
-    async def logged(self, text: str) -> None:
-        event = anyio.Event()
-        self._waits.append((text, event))
-        with anyio.fail_after(20):
-            if not any(text in line for line in self.lines):
-                await event.wait()
-        assert any(text in line for line in self.lines), "\n".join(self.lines)
-
-
-@contextlib.asynccontextmanager
-async def agentgw_serve(cfg: Path, port: int) -> AsyncIterator[ServeProcess]:
-    process = await anyio.open_process(
-        [AGENTGW, "serve", "--config", str(cfg), "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    gw = ServeProcess(process)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(gw.pump)
-            await gw.logged("Uvicorn running on")
-            yield gw
-            with anyio.fail_after(20):
-                await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def stream_during_sigterm(

@@ -69,6 +69,7 @@ class RecordBuilder:
                 "attempts": [
                     {
                         "attempt": a.number,
+                        "span_id": a.span_id,  # the parent span this upstream was told about (traceparent)
                         "target": a.target,
                         "outcome": a.outcome,
                         "status": a.status,

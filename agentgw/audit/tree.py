@@ -92,7 +92,12 @@ async def _node(
             sub = await _node(store, child, None, step, seen, depth + 1, budget)
             if sub is not None:
                 step["child_tasks"].append(sub)
-    by_span = {(s["trace_id"], s["span_id"]): s for s in steps if s.get("trace_id") and s.get("span_id")}
+    by_span: dict[tuple[str, str], dict[str, Any]] = {}  # a step's own span and its upstream attempts' spans
+    for s in steps:
+        if s.get("trace_id"):
+            for span in [s.get("span_id"), *(a.get("span_id") for a in s.get("attempts") or [])]:
+                if span:
+                    by_span[(s["trace_id"], span)] = s
     for trace_id in sorted({t for t, _ in by_span}):
         spans = [sp for t, sp in by_span if t == trace_id]
         for span, tid, who in await store.span_children(trace_id, spans):

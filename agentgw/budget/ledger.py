@@ -1,6 +1,7 @@
-"""The ledger protocol: atomic reserve / settle / release over a task and all its ancestors, and fixed-window
-counters. Amounts are integers per metric (tokens, tool_calls, agent_calls, usd_micros); a limit < 0 or
-absent means unlimited. Backends: memory.py (one process) and redis.py (atomic Lua, many replicas).
+"""The ledger protocol: atomic reserve / settle / release over a task and all its ancestors, with the caller's
+fixed-window counters in the same operation. Amounts are integers per metric (tokens, tool_calls, agent_calls,
+usd_micros); a limit < 0 or absent means unlimited. Backends: memory.py (one process) and redis.py (one Lua
+script per reserve and per settle: one round trip each, many replicas).
 
 A task's limits are fixed by the first reservation that names it (later requests cannot raise them); its
 ancestors are named by the caller on every call (`chain`: the task first, then its parent, …).
@@ -8,6 +9,7 @@ ancestors are named by the caller on every call (`chain`: the task first, then i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +26,28 @@ class Rejection:
     spent: int
     reserved: int
     asked: int
+
+
+class NotSent(ConnectionError):
+    """The ledger could not be reached and the operation never left the process (nothing to undo)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed-window counter (`requests_per_minute`, `tokens_per_day`, …): count `amount` in the current window
+    of `key` if that keeps it within `limit`. In a settle, `amount` is a correction (may be negative) and `limit`
+    is unused."""
+
+    key: str
+    amount: int
+    limit: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    window: Window  # the window that is full
+    retry_after: float  # seconds until it resets
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,36 +73,51 @@ class TaskState:
 
 class Ledger(Protocol):
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
-    ) -> Reservation | Rejection:
-        """Reserve `amount` on every task of `chain` or on none. `limits` become chain[0]'s limits if it is new.
-        With `rest` (a metric), reserve everything the chain has left of it instead, as long as that is at least
-        `amount[rest]` (an LLM call without max_tokens may use all that is left, and no more)."""
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None = None,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        child: str | None = None,
+    ) -> Reservation | Rejection | Throttled:
+        """One atomic step: if every window has room, reserve `amount` on every task of `chain` (or on none), and
+        only if both succeed count the windows. `limits` become chain[0]'s limits if it is new. With `rest` (a
+        metric), reserve everything the chain has left of it instead, as long as that is at least `amount[rest]`
+        (an LLM call without max_tokens may use all that is left, and no more). With `child`, also open that task
+        as a child of chain[0] (its ancestors: the chain). An empty chain only counts the windows."""
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
-        """Turn a reservation into spending: reserved -= reserved, spent += actual, on every task of `chain`.
-        `op` names the operation: settling the same `op` again (a retry after a lost reply) changes nothing."""
+    async def settle(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        actual: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
+        """One atomic step: turn a reservation into spending (reserved -= reserved, spent += actual, on every task
+        of `chain`), correct the current window of each of `windows` by its amount, and with `forget` drop
+        chain[0] (a one-request task nothing will name again). `op` is the reservation's: a settle with it applies
+        at most once (a retry after a lost reply, or after an undo, changes nothing); without it, always."""
 
-    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
-        """Give a reservation back (error, disconnect)."""
+    async def release(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
+        """Give a reservation back (error, disconnect): a settle with nothing spent."""
 
     async def state(self, task: str) -> TaskState | None: ...
 
     async def undo(self, chain: list[str], op: str) -> None:
-        """Give back what reservation `op` took, if it took anything (its reply may have been lost)."""
-
-    async def forget(self, task: str) -> None:
-        """Drop a task nothing will name again (a one-request task that delegated nothing)."""
-
-    async def link(self, parent: str, child: str) -> None:
-        """Remember that `child` was delegated from `parent` (for inspection; charging follows the chain)."""
+        """Give back what reservation `op` took (tasks and windows), if it took anything (its reply may have been
+        lost)."""
 
     async def children(self, task: str) -> list[str]: ...
-
-    async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
-        """Count `amount` in the current fixed window of `key`; (allowed, seconds until the window resets)."""
-
-    async def adjust(self, key: str, amount: int, window_s: int) -> None:
-        """Correct the current window of `key` by `amount` (settling an estimate; may be negative)."""
 
     async def aclose(self) -> None: ...

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState
+from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
 
 
 class MemoryLedger:
@@ -14,7 +15,7 @@ class MemoryLedger:
         self.tasks: dict[str, TaskState] = {}
         self.touched: dict[str, float] = {}  # task → last use, for expiry (like the Redis keys' TTL)
         self._ops = 0
-        self.windows: dict[str, tuple[int, int]] = {}  # key → (window start, count)
+        self.windows: dict[str, tuple[int, int]] = {}  # "<key>:<seconds>" → (window start, count)
         self.kids: dict[str, list[str]] = {}
 
     def _task(self, key: str) -> TaskState:
@@ -30,27 +31,44 @@ class MemoryLedger:
             return
         cutoff = time.monotonic() - self.ttl
         for task in [t for t, at in self.touched.items() if at < cutoff]:
-            self.tasks.pop(task, None)
-            self.touched.pop(task, None)
-            self.kids.pop(task, None)
+            self._forget(task)
 
     async def undo(self, chain: list[str], op: str) -> None:
         return None  # in one process a reservation either happened (and was answered) or raised before it
 
-    async def forget(self, task: str) -> None:
+    def _forget(self, task: str) -> None:
         self.tasks.pop(task, None)
         self.touched.pop(task, None)
         self.kids.pop(task, None)
 
+    def _window(self, w: Window, now: float) -> tuple[str, int, int]:
+        start = int(now // w.seconds) * w.seconds
+        key = f"{w.key}:{w.seconds}"
+        w_start, count = self.windows.get(key, (start, 0))
+        return key, start, count if w_start == start else 0
+
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
-    ) -> Reservation | Rejection:
-        self._expire()
-        now = time.monotonic()
-        for t in chain:
-            self.touched[t] = now
-        if chain[0] not in self.tasks:
-            self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None = None,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        child: str | None = None,
+    ) -> Reservation | Rejection | Throttled:
+        now_wall = time.time()
+        for w in windows:
+            _, start, count = self._window(w, now_wall)
+            if count + w.amount > w.limit:
+                return Throttled(w, start + w.seconds - now_wall)
+        if chain:
+            self._expire()
+            now = time.monotonic()
+            for t in chain:
+                self.touched[t] = now
+            if chain[0] not in self.tasks:
+                self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
         states = [self._task(t) for t in chain]
         asked = dict(amount)
         if rest is not None:
@@ -65,10 +83,17 @@ class MemoryLedger:
                 spent, reserved = st.spent.get(metric, 0), st.reserved.get(metric, 0)
                 if spent + reserved + n > limit:
                     return Rejection(st.task, metric, limit, spent, reserved, n)
+        for w in windows:
+            key, start, count = self._window(w, now_wall)
+            self.windows[key] = (start, count + w.amount)
         for st in states:
             for metric, n in asked.items():
                 if n:
                     st.reserved[metric] = st.reserved.get(metric, 0) + n
+        if child is not None and chain:
+            self.tasks[child] = TaskState(child, {}, {}, {}, list(chain))
+            self.touched[child] = time.monotonic()
+            self.kids.setdefault(chain[0], []).append(child)
         remaining: dict[str, int] = {}
         for st in states:
             for metric in st.limits:
@@ -77,7 +102,15 @@ class MemoryLedger:
                     remaining[metric] = min(r, remaining.get(metric, r))
         return Reservation(asked, remaining)
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
+    async def settle(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        actual: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
         # In one process a call either happened or raised: there is no lost reply to retry, so `op` is unused.
         for t in chain:
             st = self._task(t)
@@ -87,9 +120,23 @@ class MemoryLedger:
                     st.reserved[metric] = st.reserved.get(metric, 0) - r
                 if a:
                     st.spent[metric] = st.spent.get(metric, 0) + a
+        now = time.time()
+        for w in windows:
+            key, start, count = self._window(w, now)
+            if key in self.windows and self.windows[key][0] == start:
+                self.windows[key] = (start, max(0, count + w.amount))
+        if forget and chain:
+            self._forget(chain[0])
 
-    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
-        await self.settle(chain, reserved, {}, op)
+    async def release(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
+        await self.settle(chain, reserved, {}, op, windows, forget)
 
     async def state(self, task: str) -> TaskState | None:
         st = self.tasks.get(task)
@@ -97,30 +144,8 @@ class MemoryLedger:
             return None
         return TaskState(st.task, dict(st.limits), dict(st.spent), dict(st.reserved), list(st.chain))
 
-    async def link(self, parent: str, child: str) -> None:
-        self.kids.setdefault(parent, []).append(child)
-
     async def children(self, task: str) -> list[str]:
         return list(self.kids.get(task, ()))
-
-    async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
-        now = time.time()
-        start = int(now // window_s) * window_s
-        w_start, count = self.windows.get(key, (start, 0))
-        if w_start != start:
-            count = 0
-        reset = start + window_s - now
-        if count + amount > limit:
-            self.windows[key] = (start, count)
-            return False, reset
-        self.windows[key] = (start, count + amount)
-        return True, reset
-
-    async def adjust(self, key: str, amount: int, window_s: int) -> None:
-        start = int(time.time() // window_s) * window_s
-        w_start, count = self.windows.get(key, (start, 0))
-        if w_start == start:
-            self.windows[key] = (start, max(0, count + amount))
 
     async def aclose(self) -> None:
         return None

@@ -1,31 +1,46 @@
-"""The Redis ledger: each operation is one atomic Lua script (one round trip), so any number of gateway
-replicas share exact budgets. Reads always go to Redis (no local copy). Keys: `<prefix>:task:<id>` hashes
-with fields `l:<metric>` (limit), `s:<metric>` (spent), `r:<metric>` (reserved), `parent`; windows are
-`<prefix>:win:<key>:<start>` counters with an expiry.
+"""The Redis ledger: a reserve is one atomic Lua script and a settle is another (one round trip each, windows,
+child tasks and forgetting included), so any number of gateway replicas share exact budgets. Reads always go
+to Redis (no local copy). Keys under `<prefix>:`: `task:<id>` hashes (fields `l:<metric>` limit, `s:<metric>`
+spent, `r:<metric>` reserved, `chain`), `kids:<id>` lists, `win:<key>:<start>` window counters, and `res:<op>`
+records of the reservations not settled yet (deleted by their settle), all with an expiry.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState
+from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
+from agentgw.budget.resp import ScriptRunner
 
-# KEYS: this reservation's record (what it reserved, so a reply lost to a crash can be undone), then the chain's
-# task hashes. ARGV: ttl, rest metric ('' for none), chain text (for a new task), the number of
-# limit pairs, the limit pairs (metric, limit) for a new chain[1], then metric/amount pairs.
+# KEYS: this reservation's record (what it took, so a reply lost to a crash can be undone), the chain's task hashes,
+# the windows' counters, then (with a child) the child's hash and chain[1]'s list of children.
+# ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
+# ('' for none), child chain text, the number of limit pairs, the limit pairs (metric, limit) for a new chain[1], the
+# windows' (amount, limit, expiry) triples, then metric/amount pairs.
+# Returns {-1, i} when window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford
+# it, else {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
 _RESERVE = """
-local CH = {}
-for i = 2, #KEYS do CH[i - 1] = KEYS[i] end
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local nlimits = tonumber(ARGV[4])
-local first = 5 + nlimits * 2
-if redis.call('HEXISTS', CH[1], 'opened') == 0 then
+local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local nlimits = tonumber(ARGV[8])
+local CH, WIN = {}, {}
+for i = 1, nchain do CH[i] = KEYS[1 + i] end
+local w0 = 9 + nlimits * 2
+for i = 1, nwin do
+  local j = w0 + (i - 1) * 3
+  WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
+end
+for i, w in ipairs(WIN) do
+  if tonumber(redis.call('GET', w[1]) or '0') + w[2] > w[3] then return {-1, i} end
+end
+if nchain > 0 and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 5, first - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 9, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -36,8 +51,8 @@ local function left(key, m)
 end
 local asked = {}
 local order = {}
-for j = first, #ARGV, 2 do asked[ARGV[j]] = tonumber(ARGV[j + 1]); table.insert(order, ARGV[j]) end
-if rest ~= '' then
+for j = w0 + nwin * 3, #ARGV, 2 do asked[ARGV[j]] = tonumber(ARGV[j + 1]); table.insert(order, ARGV[j]) end
+if rest ~= '' and nchain > 0 then
   local least = nil
   for _, key in ipairs(CH) do
     local r = left(key, rest)
@@ -55,6 +70,10 @@ for i, key in ipairs(CH) do
     end
   end
 end
+for _, w in ipairs(WIN) do
+  redis.call('INCRBY', w[1], w[2])
+  redis.call('EXPIRE', w[1], w[4])
+end
 local out = {0}
 for _, m in ipairs(order) do table.insert(out, m); table.insert(out, asked[m]) end
 for _, key in ipairs(CH) do
@@ -63,10 +82,21 @@ for _, key in ipairs(CH) do
   end
   redis.call('EXPIRE', key, ttl)
 end
-for _, m in ipairs(order) do
-  if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
+if nchain > 0 then
+  redis.call('HSET', KEYS[1], 'op', '1')
+  for _, w in ipairs(WIN) do redis.call('HSET', KEYS[1], 'w:' .. w[1], w[2]) end
+  for _, m in ipairs(order) do
+    if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
 end
-redis.call('EXPIRE', KEYS[1], 3600)
+if child ~= '' then
+  local hash, kids = KEYS[2 + nchain + nwin], KEYS[3 + nchain + nwin]
+  redis.call('HSET', hash, 'opened', '1', 'chain', child_text)
+  redis.call('EXPIRE', hash, ttl)
+  redis.call('RPUSH', kids, child)
+  redis.call('EXPIRE', kids, ttl)
+end
 table.insert(out, '|')
 local remaining = {}
 for _, key in ipairs(CH) do
@@ -83,16 +113,19 @@ for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max
 return out
 """
 
-# KEYS: the idempotency key, then the chain's task hashes. ARGV: ttl, then metric/reserved/actual triples.
-# A settle retried after a lost reply is applied once; a task Redis no longer has (restarted without
-# persistence) is left alone rather than recreated with a negative reservation.
+# KEYS: the reservation's record, the chain's task hashes, the windows' counters, then (to forget chain[1]) its
+# list of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), guarded ('1': settle only if the
+# record is still there, and delete it), the windows' corrections, then metric/reserved/actual triples.
+# Guarded, a settle retried after a lost reply (or after an undo) is applied at most once, and leaves no key
+# behind. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
+# a negative reservation.
 _SETTLE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) == false then return 1 end
-local ttl = tonumber(ARGV[1])
-for i = 2, #KEYS do
+local ttl, nchain, nwin, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if ARGV[5] == '1' and redis.call('DEL', KEYS[1]) == 0 then return 1 end
+for i = 2, 1 + nchain do
   local key = KEYS[i]
   if redis.call('EXISTS', key) == 1 then
-    for j = 2, #ARGV, 3 do
+    for j = 6 + nwin, #ARGV, 3 do
       local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
       if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
       if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
@@ -100,37 +133,41 @@ for i = 2, #KEYS do
     redis.call('EXPIRE', key, ttl)
   end
 end
+for i = 1, nwin do
+  local key = KEYS[1 + nchain + i]
+  if redis.call('EXISTS', key) == 1 then
+    local v = redis.call('INCRBY', key, ARGV[5 + i])
+    if v < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+  end
+end
+if forget == '1' then redis.call('DEL', KEYS[2], KEYS[2 + nchain + nwin]) end
 return 0
 """
 
-# KEYS: the reservation's record, then the chain. Gives back exactly what that reservation took, once.
+# KEYS: the reservation's record, the chain, then the window counters the record names. ARGV: chain length.
+# Gives back exactly what that reservation took, once.
 _UNDO = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return 0 end
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    for j = 1, #fields, 2 do redis.call('HINCRBY', KEYS[i], 'r:' .. fields[j], -tonumber(fields[j + 1])) end
+local nchain = tonumber(ARGV[1])
+for j = 1, #fields, 2 do
+  local f, n = fields[j], tonumber(fields[j + 1])
+  if f == 'op' then
+    -- the record's own marker
+  elseif string.sub(f, 1, 2) == 'w:' then
+    local key = string.sub(f, 3)
+    if redis.call('EXISTS', key) == 1 then
+      local v = redis.call('DECRBY', key, n)
+      if v < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+    end
+  else
+    for i = 2, 1 + nchain do
+      if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HINCRBY', KEYS[i], 'r:' .. f, -n) end
+    end
   end
 end
 redis.call('DEL', KEYS[1])
 return 1
-"""
-
-_HIT = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-if count + amount > limit then return 0 end
-redis.call('INCRBY', KEYS[1], amount)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
-"""
-
-_ADJUST = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local v = redis.call('INCRBY', KEYS[1], ARGV[1])
-  if v < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
-end
-return 0
 """
 
 
@@ -153,24 +190,53 @@ class RedisLedger:
         self.ttl = task_ttl_s
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
-        self._hit = self.client.register_script(_HIT)
         self._undo = self.client.register_script(_UNDO)
-        self._adjust = self.client.register_script(_ADJUST)
+        # The two scripts of every call go over plain connections (redis-py costs ~110 µs of CPU per command).
+        self.fast = ScriptRunner(url, max_connections) if ScriptRunner.supports(url) else None
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self.fast is not None:
+            return await self.fast.run(script, keys, args)
+        return await script(keys=keys, args=args)
 
     def _key(self, task: str) -> str:
         return f"{self.prefix}:task:{task}"
 
+    def _kids(self, task: str) -> str:
+        return f"{self.prefix}:kids:{task}"
+
+    def _window(self, w: Window, now: float) -> str:
+        return f"{self.prefix}:win:{w.key}:{int(now // w.seconds) * w.seconds}"
+
     async def reserve(
-        self, chain: list[str], amount: Amount, limits: Amount, rest: str | None = None, op: str | None = None
-    ) -> Reservation | Rejection:
-        args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(limits)]
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None = None,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        child: str | None = None,
+    ) -> Reservation | Rejection | Throttled:
+        now = time.time()
+        child_name = child if child is not None and chain else ""
+        args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
+        args += [child_name, "\n".join(chain), len(limits)]
         for metric, limit in limits.items():
             args += [metric, limit]
+        for w in windows:
+            args += [w.amount, w.limit, w.seconds + 5]
         for metric, n in amount.items():
             args += [metric, n]
-        record = f"{self.prefix}:res:{op or secrets.token_hex(12)}"
-        out = await self._reserve(keys=[record, *(self._key(t) for t in chain)], args=args)
-        if int(out[0]) != 0:
+        keys = [f"{self.prefix}:res:{op or secrets.token_hex(12)}", *(self._key(t) for t in chain)]
+        keys += [self._window(w, now) for w in windows]
+        if child_name:
+            keys += [self._key(child_name), self._kids(chain[0])]
+        out = await self._run(self._reserve, keys, args)
+        if int(out[0]) < 0:
+            w = windows[int(out[1]) - 1]
+            return Throttled(w, int(now // w.seconds) * w.seconds + w.seconds - now)
+        if int(out[0]) > 0:
             i, metric, limit, spent, reserved, asked = out
             return Rejection(
                 chain[int(i) - 1], str(metric), int(limit), int(spent), int(reserved), int(asked)
@@ -180,17 +246,38 @@ class RedisLedger:
         remaining = {str(out[k]): int(out[k + 1]) for k in range(bar + 1, len(out), 2)}
         return Reservation(got, remaining)
 
-    async def settle(self, chain: list[str], reserved: Amount, actual: Amount, op: str | None = None) -> None:
-        args: list[Any] = [self.ttl]
+    async def settle(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        actual: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
+        now = time.time()
+        forget = forget and bool(chain)
+        args: list[Any] = [self.ttl, len(chain), len(windows), "1" if forget else "0", "1" if op else "0"]
+        args += [w.amount for w in windows]
         for metric in METRICS:
             r, a = reserved.get(metric, 0), actual.get(metric, 0)
             if r or a:
                 args += [metric, r, a]
-        once = f"{self.prefix}:op:{op or secrets.token_hex(12)}"
-        await self._settle(keys=[once, *(self._key(t) for t in chain)], args=args)
+        keys = [f"{self.prefix}:res:{op or '-'}", *(self._key(t) for t in chain)]
+        keys += [self._window(w, now) for w in windows]
+        if forget:
+            keys.append(self._kids(chain[0]))
+        await self._run(self._settle, keys, args)
 
-    async def release(self, chain: list[str], reserved: Amount, op: str | None = None) -> None:
-        await self.settle(chain, reserved, {}, op)
+    async def release(
+        self,
+        chain: list[str],
+        reserved: Amount,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+        forget: bool = False,
+    ) -> None:
+        await self.settle(chain, reserved, {}, op, windows, forget)
 
     async def state(self, task: str) -> TaskState | None:
         raw: dict[str, str] = await self.client.hgetall(self._key(task))
@@ -205,30 +292,17 @@ class RedisLedger:
         return st
 
     async def undo(self, chain: list[str], op: str) -> None:
-        await self._undo(keys=[f"{self.prefix}:res:{op}", *(self._key(t) for t in chain)], args=[])
-
-    async def forget(self, task: str) -> None:
-        await self.client.delete(self._key(task), f"{self.prefix}:kids:{task}")
-
-    async def link(self, parent: str, child: str) -> None:
-        key = f"{self.prefix}:kids:{parent}"
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, child)
-            pipe.expire(key, self.ttl)
-            await pipe.execute()
+        record = f"{self.prefix}:res:{op}"
+        taken: dict[str, str] = await self.client.hgetall(record)  # a recovery path: one extra round trip
+        if not taken:
+            return
+        windows = [f[2:] for f in taken if f.startswith("w:")]
+        await self._undo(keys=[record, *(self._key(t) for t in chain), *windows], args=[len(chain)])
 
     async def children(self, task: str) -> list[str]:
-        return [str(c) for c in await self.client.lrange(f"{self.prefix}:kids:{task}", 0, -1)]
-
-    async def hit(self, key: str, amount: int, limit: int, window_s: int) -> tuple[bool, float]:
-        now = time.time()
-        start = int(now // window_s) * window_s
-        ok = await self._hit(keys=[f"{self.prefix}:win:{key}:{start}"], args=[amount, limit, window_s + 5])
-        return bool(ok), start + window_s - now
-
-    async def adjust(self, key: str, amount: int, window_s: int) -> None:
-        start = int(time.time() // window_s) * window_s
-        await self._adjust(keys=[f"{self.prefix}:win:{key}:{start}"], args=[amount])
+        return [str(c) for c in await self.client.lrange(self._kids(task), 0, -1)]
 
     async def aclose(self) -> None:
+        if self.fast is not None:
+            self.fast.aclose_idle()
         await self.client.aclose()

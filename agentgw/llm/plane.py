@@ -192,7 +192,14 @@ class LLMPlane:
             meter = ChatStreamMeter(ex, payload, strip_usage)
             result.stream = meter.relay(result.stream)
         else:
-            ex.usage = usage_from_body(payload, result.body or b"")
+            body = result.body or b""
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                parsed = None
+            ex.usage = usage_from_body(payload, body, parsed)
+            if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
+                ex.attrs["response_model"] = parsed["model"]  # for the trace (gen_ai.response.model)
         return result
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:

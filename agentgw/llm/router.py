@@ -75,6 +75,7 @@ class Router:
         ex = call.exchange
         last: ProviderError | None = None
         number = 0
+        trace_id = ex.task.trace_id if ex.task is not None else None
         for target in model.targets:
             key = f"{target.provider}/{target.model}"
             breaker = self.breakers.get(key)
@@ -88,7 +89,9 @@ class Router:
                     ex.attempts.append(Attempt(number, key, "circuit_open"))
                     last = last or ProviderError(f"circuit open for {key}", retryable=True)
                     break
-                started = time.perf_counter()
+                tried = Attempt(number, key, "ok")
+                if trace_id is not None:  # the upstream learns this attempt's span as its parent
+                    call.headers["traceparent"] = f"00-{trace_id}-{tried.span_id}-01"
                 try:
                     result = await (
                         provider.chat(call) if call.operation == "chat" else provider.embeddings(call)
@@ -96,9 +99,10 @@ class Router:
                     if result.stream is not None:
                         result.stream = await _commit(result.stream)
                 except ProviderError as err:
-                    ms = (time.perf_counter() - started) * 1000
-                    outcome = "timeout" if err.timeout else ("error" if err.retryable else "rejected")
-                    ex.attempts.append(Attempt(number, key, outcome, err.status, ms, err.message))
+                    tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
+                    tried.outcome = "timeout" if err.timeout else ("error" if err.retryable else "rejected")
+                    tried.status, tried.error = err.status, err.message
+                    ex.attempts.append(tried)
                     if not err.retryable:
                         breaker.success()  # the upstream is healthy; the request itself was refused
                         raise _relay(err) from None
@@ -107,10 +111,16 @@ class Router:
                     if attempt + 1 < retry.attempts:
                         await asyncio.sleep(_backoff(retry, attempt))
                     continue
+                except BaseException as exc:  # cancelled (client gone) or a bug: the try is still on record
+                    tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
+                    cancelled = isinstance(exc, asyncio.CancelledError)
+                    tried.outcome, tried.error = ("cancelled" if cancelled else "error"), type(exc).__name__
+                    ex.attempts.append(tried)
+                    raise
                 breaker.success()
-                ex.attempts.append(
-                    Attempt(number, key, "ok", result.status, (time.perf_counter() - started) * 1000)
-                )
+                tried.status = result.status
+                tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
+                ex.attempts.append(tried)
                 ex.attrs["target"] = key
                 return result
         assert last is not None

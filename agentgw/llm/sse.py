@@ -62,6 +62,7 @@ class ChatStreamMeter:
         self.live = "stream_budget" in ex.attrs
         self.out_tokens = 0
         self.head: dict[str, Any] = {}  # id/created/model of the stream, for a clean final chunk
+        self.model: str | None = None  # the model the upstream says answered
         if self.live:
             ex.attrs["cut_tail"] = self.cut_tail
 
@@ -101,6 +102,10 @@ class ChatStreamMeter:
             return frame
         if not isinstance(obj, dict):
             return frame
+        if self.model is None:
+            model = obj.get("model")
+            if isinstance(model, str):
+                self.model = self.ex.attrs["response_model"] = model  # for the trace (gen_ai.response.model)
         usage = obj.get("usage")
         if usage:
             self.usage = usage_from_openai(usage)

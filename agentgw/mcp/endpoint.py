@@ -13,30 +13,38 @@ from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.methods import is_input_required
 
 from agentgw.errors import GatewayError
-from agentgw.exchange import Exchange, Result
+from agentgw.exchange import Exchange, Principal, Result
 from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.direct import Direct
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
 from agentgw.mcp.events import Events
-from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Ctx, Front, Mediator, rewrite_content
+from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
 from agentgw.mcp.naming import View
 from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
-from agentgw.mcp.resume import RETRY_MS, ResumableSessions
+from agentgw.mcp.resume import RETRY_MS
 from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.sessions import SessionIds, Sessions
 from agentgw.mcp.state import Binding
 from agentgw.mcp.subscriptions import Subscriptions
 from agentgw.mcp.upstream import CLIENT_INFO, ParamMap, Upstreams
 from agentgw.mcp.wire import Relay
 from agentgw.pipeline import Pipeline
+from agentgw.settings import MCPSessions
 
 __all__ = ["FRONT_KEY", "TASK_META_KEY", "Endpoint", "Front"]
 
 _ACTIONS = {"tools": "call", "prompts": "read", "resources": "read", "templates": "read"}  # Casbin actions
+
+
+def _principal(scope: dict[str, Any]) -> Principal | None:
+    """Who the front door says is calling (what a session id is bound to)."""
+    front = scope.get(FRONT_KEY)
+    return front.principal if isinstance(front, Front) else None
 
 
 class _Server(Server[Any]):
@@ -65,9 +73,10 @@ class Endpoint(Subscriptions, Mediator):
         catalog: Catalog,
         upstreams: Upstreams,
         pipeline: Pipeline,
-        security: TransportSecuritySettings | None,
         max_body_bytes: int,
         trips: RoundTrips,
+        secret: bytes,
+        sessions: MCPSessions,
     ) -> None:
         Mediator.__init__(self, view, catalog, upstreams, pipeline)
         self.trips = trips
@@ -99,9 +108,13 @@ class Endpoint(Subscriptions, Mediator):
         add("resources/subscribe", types.SubscribeRequestParams, self.subscribe)
         add("resources/unsubscribe", types.UnsubscribeRequestParams, self.unsubscribe)
         add("subscriptions/listen", types.SubscriptionsListenRequestParams, self.listen)
-        self.manager = ResumableSessions(
+        self.direct = Direct(self)
+        self.manager = Sessions(
+            SessionIds(secret, self.path, sessions.max_age_s),
+            _principal,
             app=self.server,
-            security_settings=security,
+            session_idle_timeout=sessions.idle_timeout_s,
+            max_sessions=sessions.max_sessions,
             max_request_body_size=max_body_bytes,
             retry_interval=RETRY_MS,
         )
@@ -124,7 +137,7 @@ class Endpoint(Subscriptions, Mediator):
         if params.cursor is not None:  # everything comes in one page; a cursor can only be stale or forged
             raise MCPError(INVALID_PARAMS, "Invalid cursor: this server does not paginate.")
         operation = f"{kind}/list" if kind != "templates" else "resources/templates/list"
-        ex = self._exchange(ctx, operation, "mcp:*")
+        ex = self._exchange(Call.of(ctx), operation, "mcp:*")
         ex.attrs["listing"] = True  # open to every principal; the content is filtered below
         action = _ACTIONS[kind]
 
@@ -139,7 +152,7 @@ class Endpoint(Subscriptions, Mediator):
 
     async def _roundtrip(
         self,
-        ctx: Ctx,
+        call: Call,
         ex: Exchange,
         bind: Binding,
         out: dict[str, Any],
@@ -154,7 +167,7 @@ class Endpoint(Subscriptions, Mediator):
         ) -> dict[str, Any]:
             params = {**out, **extra}
             return await self._upstream(
-                ctx,
+                call,
                 ex,
                 bind.server,
                 bind.method,
@@ -165,7 +178,7 @@ class Endpoint(Subscriptions, Mediator):
                 progress=progress,
             )
 
-        return await self.trips.forward(ctx, bind, up, send)
+        return await self.trips.forward(call.params, call.caller(), bind, up, send)
 
     def _bind(self, ex: Exchange, server: str, method: str, target: str) -> Binding:
         assert ex.principal is not None
@@ -186,23 +199,26 @@ class Endpoint(Subscriptions, Mediator):
         return await self._listing(ctx, params, "templates", "resourceTemplates")
 
     async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> HandlerResult:
-        name = params.name
+        return await self.tools_call(Call.of(ctx), params.name)
+
+    async def tools_call(self, call: Call, name: str) -> dict[str, Any]:
+        """`tools/call` of the endpoint's tool `name`, for either path (the SDK server's or the direct one)."""
         try:
             entry = await self.catalog.resolve(self.view, "tools", name)
         except GatewayError as err:  # the server this name points at is unavailable
-            return await self._refuse(self._exchange(ctx, "tools/call", self._guess(name)), err)
+            return await self._refuse(self._exchange(call, "tools/call", self._guess(name)), err)
         if entry is None:
-            ex = self._exchange(ctx, "tools/call", f"mcp:?/{name}")
+            ex = self._exchange(call, "tools/call", f"mcp:?/{name}")
             return await self._refuse(ex, UnknownTool(f"Unknown tool: {name}"))
-        ex = self._exchange(ctx, "tools/call", entry.target)
-        raw = ctx.params or {}
+        ex = self._exchange(call, "tools/call", entry.target)
+        raw = call.params
 
         async def forward(ex: Exchange) -> Result:
             out: dict[str, Any] = {"name": entry.original}
             if raw.get("arguments") is not None:
                 out["arguments"] = raw["arguments"]
             bind = self._bind(ex, entry.server, "tools/call", entry.original)
-            result = await self._roundtrip(ctx, ex, bind, out, entry.param_map())
+            result = await self._roundtrip(call, ex, bind, out, entry.param_map())
             content = result.get("content")
             if isinstance(content, list):
                 expose = self._expose(entry.server)
@@ -214,23 +230,24 @@ class Endpoint(Subscriptions, Mediator):
 
     async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> HandlerResult:
         name = params.name
+        call = Call.of(ctx)
         try:
             entry = await self.catalog.resolve(self.view, "prompts", name)
         except GatewayError as err:
-            return await self._refuse(self._exchange(ctx, "prompts/get", self._guess(name, "prompt/")), err)
+            return await self._refuse(self._exchange(call, "prompts/get", self._guess(name, "prompt/")), err)
         if entry is None:
-            ex = self._exchange(ctx, "prompts/get", f"mcp:?/prompt/{name}")
+            ex = self._exchange(call, "prompts/get", f"mcp:?/prompt/{name}")
             return await self._refuse(ex, UnknownPrompt(f"Unknown prompt: {name}"))
-        ex = self._exchange(ctx, "prompts/get", entry.target)
+        ex = self._exchange(call, "prompts/get", entry.target)
         ex.attrs["action"] = "read"
-        raw = ctx.params or {}
+        raw = call.params
 
         async def forward(ex: Exchange) -> Result:
             out: dict[str, Any] = {"name": entry.original}
             if raw.get("arguments") is not None:
                 out["arguments"] = raw["arguments"]
             result = await self._roundtrip(
-                ctx, ex, self._bind(ex, entry.server, "prompts/get", entry.original), out
+                call, ex, self._bind(ex, entry.server, "prompts/get", entry.original), out
             )
             messages = result.get("messages")
             if isinstance(messages, list):
@@ -244,17 +261,18 @@ class Endpoint(Subscriptions, Mediator):
 
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> HandlerResult:
         uri = params.uri
+        call = Call.of(ctx)
         hit = await self.catalog.resolve_uri(self.view, uri)
         if hit is None:
-            ex = self._exchange(ctx, "resources/read", f"mcp:?/resource/{uri}")
+            ex = self._exchange(call, "resources/read", f"mcp:?/resource/{uri}")
             return await self._refuse(ex, UnknownResource(f"Unknown resource: {uri}"))
         server, original = hit
-        ex = self._exchange(ctx, "resources/read", f"mcp:{server}/resource/{original}")
+        ex = self._exchange(call, "resources/read", f"mcp:{server}/resource/{original}")
         ex.attrs["action"] = "read"
 
         async def forward(ex: Exchange) -> Result:
             bind = self._bind(ex, server, "resources/read", original)
-            result = await self._roundtrip(ctx, ex, bind, {"uri": original})
+            result = await self._roundtrip(call, ex, bind, {"uri": original})
             if is_input_required(result):
                 return Result(payload=result)
             contents = result.get("contents")
@@ -272,11 +290,12 @@ class Endpoint(Subscriptions, Mediator):
     async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> HandlerResult:
         """Argument completion, asked of the server that owns the prompt or resource template."""
         ref = params.ref
+        call = Call.of(ctx)
         if isinstance(ref, types.PromptReference):
             try:
                 entry = await self.catalog.resolve(self.view, "prompts", ref.name)
             except GatewayError as err:
-                ex = self._exchange(ctx, "completion/complete", self._guess(ref.name, "prompt/"))
+                ex = self._exchange(call, "completion/complete", self._guess(ref.name, "prompt/"))
                 return await self._refuse(ex, err)
             found = (entry.server, entry.original, entry.target) if entry is not None else None
             unseen: GatewayError = UnknownPrompt(f"Unknown prompt: {ref.name}")
@@ -287,11 +306,11 @@ class Endpoint(Subscriptions, Mediator):
             unseen = UnknownResource(f"Unknown resource: {ref.uri}")
             out_ref = {"type": "ref/resource", "uri": hit[1] if hit is not None else ""}
         if found is None:
-            return await self._refuse(self._exchange(ctx, "completion/complete", "mcp:?/completion"), unseen)
+            return await self._refuse(self._exchange(call, "completion/complete", "mcp:?/completion"), unseen)
         server, _, target = found
-        ex = self._exchange(ctx, "completion/complete", target)
+        ex = self._exchange(call, "completion/complete", target)
         ex.attrs["action"] = "read"
-        raw = ctx.params or {}
+        raw = call.params
 
         async def forward(ex: Exchange) -> Result:
             up = self.upstreams.get(server)
@@ -302,7 +321,7 @@ class Endpoint(Subscriptions, Mediator):
             out: dict[str, Any] = {"ref": out_ref, "argument": raw.get("argument")}
             if raw.get("context") is not None:
                 out["context"] = raw["context"]
-            return Result(payload=await self._upstream(ctx, ex, server, "completion/complete", out))
+            return Result(payload=await self._upstream(call, ex, server, "completion/complete", out))
 
         return await self._run(ex, forward, unseen)
 

@@ -81,7 +81,26 @@ def to_mcp_error(err: GatewayError, task_id: str | None = None) -> MCPError:
     data: dict[str, Any] = {"code": err.code, "status": err.status}
     if task_id:
         data["task"] = task_id
+    for name, value in err.headers.items():  # what the task has left, and when to retry (budgets)
+        key = name.lower()
+        if key.startswith(_REMAINING):
+            data.setdefault("remaining", {})[key[len(_REMAINING) :]] = _number(value)
+        elif key == "retry-after":
+            data["retryAfter"] = _number(value)
     return MCPError(rpc_code(err), err.message, data)
+
+
+_REMAINING = "x-agentgw-budget-remaining-"
+
+
+def _number(value: str) -> int | float | str:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
 
 
 def error_body(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -75,6 +75,10 @@ class Events:
 
         conn.exit_stack.push_async_callback(forget)
 
+    def session(self, sid: str) -> SessionConnection | None:
+        """A tracked handshake session's connection (its negotiated version, declared capabilities, state)."""
+        return self._sessions.get(sid)
+
     def subscribed(self, sid: str, key: Key) -> bool:
         return sid in self._subs.get(key, {})
 

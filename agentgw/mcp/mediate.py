@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
-from mcp.server.context import HandlerResult, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from opentelemetry import context as otel_context
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
@@ -27,7 +28,9 @@ from agentgw.stages.authz import AuthzStage
 FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
 TASK_META_KEY = "io.agentgw/task"
 _PROTOCOL_META = "io.modelcontextprotocol/"
+_REPLY = "mcp.reply_headers"
 _DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
+_NO_TRACE = otel_context.Context()
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -42,6 +45,42 @@ class Front:
     client: str | None
     rule: str | None
     scopes: frozenset[str] | None = None  # what a JWT granted (API keys carry none)
+    reply: dict[str, str] = field(default_factory=dict)  # headers for the answer (what the task has left)
+
+
+@dataclass(slots=True)
+class Call:
+    """One request as the handlers see it, whichever path serves it: the SDK server (`Call.of(ctx)`) or the
+    direct path (direct.py), which builds its own without a session."""
+
+    front: Front
+    params: dict[str, Any]  # the request's params as the caller sent them
+    ctx: Ctx | None = None
+    _caller: Caller | None = None
+
+    @classmethod
+    def of(cls, ctx: Ctx) -> Call:
+        return cls(front_of(ctx), dict(ctx.params) if ctx.params else {}, ctx)
+
+    def caller(self) -> Caller:
+        if self._caller is None:
+            assert self.ctx is not None
+            self._caller = Caller.of(self.ctx)
+        return self._caller
+
+    def progress(self) -> ProgressFnT | None:
+        """Where upstream progress goes: onto the caller's own request stream, with the caller's own token,
+        when it asked for progress."""
+        meta = self.params.get("_meta")
+        ctx = self.ctx
+        if ctx is None or not isinstance(meta, dict) or meta.get("progressToken") is None:
+            return None
+        session = ctx.session
+
+        async def report(progress: float, total: float | None, message: str | None) -> None:
+            await session.report_progress(progress, total, message)
+
+        return report
 
 
 def front_of(ctx: Ctx) -> Front:
@@ -106,14 +145,15 @@ class Mediator:
         self.path = f"/mcp/{view.name}" if view.name else "/mcp"
         self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
 
-    def _exchange(self, ctx: Ctx, operation: str, target: str) -> Exchange:
-        front = front_of(ctx)
+    def _exchange(self, call: Call, operation: str, target: str) -> Exchange:
+        front = call.front
         ex = Exchange("mcp", operation, target, front.headers, front.client)
         ex.principal = front.principal  # authenticated by the front door for this very HTTP request
         ex.decide("authn", "allow", rule=front.rule)
         ex.task = front.task
-        ex.payload = dict(ctx.params) if ctx.params else {}
+        ex.payload = call.params
         ex.attrs["endpoint"] = self.path
+        ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
         return ex
@@ -128,7 +168,7 @@ class Mediator:
         ex: Exchange,
         forward: Callable[[Exchange], Awaitable[Result]],
         unseen: GatewayError | None = None,
-    ) -> HandlerResult:
+    ) -> dict[str, Any]:
         """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
         exactly that error: what a caller may not use is indistinguishable from what does not exist. The
         audit record still says denied, with the deciding rule."""
@@ -138,17 +178,20 @@ class Mediator:
             if unseen is not None and err.code == "permission_denied":
                 err = unseen
             raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
+        reply = ex.attrs.get("reply_headers")
+        if reply:  # on the HTTP answer when it is still to be sent (JSON answers; stream headers went first)
+            ex.attrs[_REPLY].update(reply)
         payload: dict[str, Any] = result.payload
         return payload
 
-    async def _refuse(self, ex: Exchange, err: GatewayError) -> HandlerResult:
+    async def _refuse(self, ex: Exchange, err: GatewayError) -> NoReturn:
         """An operation refused before forwarding (unknown name): recorded like any other."""
         err = await self.pipeline.reject(ex, err)
         raise to_mcp_error(err, ex.task.task_id if ex.task else None)
 
     async def _upstream(
         self,
-        ctx: Ctx,
+        call: Call,
         ex: Exchange,
         server: str,
         method: str,
@@ -164,20 +207,16 @@ class Mediator:
         its input capabilities and log level, `relay` receives the server's log messages and input requests."""
         up = self.upstreams.get(server)
         assert up is not None and ex.task is not None
-        traceparent = f"00-{ex.task.trace_id}-{ex.span_id}-01"
-        params["_meta"] = _meta_out(ctx.params or {}, ex, traceparent)
-        headers = {"x-agentgw-task": ex.outbound_task or ex.task.task_id, "traceparent": traceparent}
-        on_progress = progress
-        meta = (ctx.params or {}).get("_meta")
-        if on_progress is None and isinstance(meta, dict) and meta.get("progressToken") is not None:
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                # Onto the caller's own request stream, with the caller's own token.
-                await ctx.session.report_progress(progress, total, message)
-
-        started = time.perf_counter()
         attempt = Attempt(len(ex.attempts) + 1, f"mcp:{server}", "ok")
+        traceparent = f"00-{ex.task.trace_id}-{attempt.span_id}-01"  # the upstream's parent: this attempt
+        params["_meta"] = _meta_out(call.params, ex, traceparent)
+        headers = {"x-agentgw-task": ex.outbound_task or ex.task.task_id, "traceparent": traceparent}
+        on_progress = progress or call.progress()
+        started = time.perf_counter()
         ex.attempts.append(attempt)
+        # The mcp SDK injects the ambient OpenTelemetry context into `_meta`; on this task that is the caller's
+        # (extracted from its `_meta`), which would overwrite the gateway's traceparent: clear it for the leg.
+        detached = otel_context.attach(_NO_TRACE)
         try:
             result = await up.request(
                 method,
@@ -193,7 +232,11 @@ class Mediator:
             attempt.outcome = "timeout" if err.status == 504 else "error"
             attempt.error = err.code
             raise
+        except BaseException:  # cancelled (the caller went away or cancelled), or a bug: not an answer
+            attempt.outcome = "cancelled"
+            raise
         finally:
+            otel_context.detach(detached)
             attempt.latency_ms = (time.perf_counter() - started) * 1000.0
         _strip_protocol_meta(result)
         result.setdefault("resultType", "complete")

@@ -14,8 +14,6 @@ import anyio
 import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.requests import Request
 
 from agentgw.errors import GatewayError, PayloadTooLarge
 from agentgw.exchange import Exchange, Principal, TaskContext, task_from_headers
@@ -44,38 +42,29 @@ from agentgw.mcp.errors import (
 from agentgw.mcp.naming import views
 from agentgw.mcp.relay import HeldCalls
 from agentgw.mcp.roundtrip import RoundTrips
+from agentgw.mcp.sessions import OPENING, Opening
 from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
-from agentgw.settings import Settings, is_loopback
+from agentgw.settings import Settings, is_loopback, secret_of
+from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
 
-# DNS-rebinding protection for loopback peers (the SDK's own checks and defaults): the Host must be a loopback
-# name and a browser Origin a loopback origin. A remote peer's Origin, when sent, must be the Host's own.
-LOOPBACK_SECURITY = TransportSecuritySettings(
-    enable_dns_rebinding_protection=True,
-    allowed_hosts=["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*", "[::1]:*"],
-    allowed_origins=[
-        *(
-            f"{scheme}://{host}"
-            for scheme in ("http", "https")
-            for host in ("127.0.0.1", "localhost", "[::1]")
-        ),
-        *(
-            f"{scheme}://{host}:*"
-            for scheme in ("http", "https")
-            for host in ("127.0.0.1", "localhost", "[::1]")
-        ),
-    ],
+# DNS-rebinding protection for loopback peers (the SDK's defaults, checked the same way, without building a
+# Request per call): the Host must be a loopback name and a browser Origin a loopback origin. A remote peer's
+# Origin, when sent, must be the Host's own.
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_HOSTS = frozenset(_LOOPBACK_NAMES)
+_LOOPBACK_ORIGINS = frozenset(
+    f"{scheme}://{host}" for scheme in ("http", "https") for host in _LOOPBACK_NAMES
 )
-_LOOPBACK_CHECK = TransportSecurityMiddleware(LOOPBACK_SECURITY)
-_SECURITY_REFUSALS = {
-    421: "Invalid Host header.",
-    403: "Invalid Origin header.",
-    400: "Invalid Content-Type header.",
-}
+
+
+def _loopback(value: str, exact: frozenset[str]) -> bool:
+    """`value` is one of `exact`, or one of them with a `:port`."""
+    return value in exact or value.rpartition(":")[0] in exact
 
 
 class MCPPlane:
@@ -87,7 +76,7 @@ class MCPPlane:
     session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
     error body; everything after that is the protocol's (see endpoint.py)."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool | None = None) -> None:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
@@ -96,14 +85,25 @@ class MCPPlane:
         def cwd_of(server: MCPServer) -> Path:
             return settings.resolve(server.cwd) if server.cwd else settings.base_dir
 
-        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated)
+        http = (lambda: pool.session) if pool is not None else None
+        self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated, http)
         self.catalog = Catalog(section, self.upstreams)
         self.held = HeldCalls()
-        self.trips = RoundTrips(StateSeal(gateway_secret()), self.held)
+        secret = gateway_secret(secret_of(settings))
+        self.trips = RoundTrips(StateSeal(secret), self.held)
         # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
         # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
         self.endpoints = {
-            name: Endpoint(view, self.catalog, self.upstreams, pipeline, None, self.limit, self.trips)
+            name: Endpoint(
+                view,
+                self.catalog,
+                self.upstreams,
+                pipeline,
+                self.limit,
+                self.trips,
+                secret,
+                settings.mcp.sessions,
+            )
             for name, view in views(section).items()
         }
         self._stack: AsyncExitStack | None = None
@@ -153,6 +153,7 @@ class MCPPlane:
             self.held.start(tg)
             for endpoint in self.endpoints.values():
                 endpoint.events.start(tg)
+                stack.push_async_callback(endpoint.direct.aclose)
                 await stack.enter_async_context(endpoint.manager.run())
         except BaseException:
             await stack.aclose()
@@ -175,7 +176,7 @@ class MCPPlane:
             return
         headers = header_dict(scope)
         client = client_host(scope)
-        refusal = await self._check_origin(scope, receive, headers, client)
+        refusal = self._check_origin(headers, client)
         if refusal is not None:
             await _refuse(send, refusal[0], INVALID_REQUEST, refusal[1], "origin_refused")
             return
@@ -234,9 +235,10 @@ class MCPPlane:
                 return
 
         task, chosen = _task(headers, parsed)
-        scope[FRONT_KEY] = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        front = Front(principal, task, headers, client, rule, ex.attrs.get("scopes"))
+        scope[FRONT_KEY] = front
         # The SDK binds each session to the credential that opened it and answers 404 to anyone else.
-        scope["user"] = self._user(principal)
+        user = scope["user"] = self._user(principal)
         task_id = task.task_id.encode("latin-1")
 
         async def send_with_task(message: Message) -> None:
@@ -246,18 +248,36 @@ class MCPPlane:
                 if not chosen:  # the `initialize` answer: name the task the new session's requests will carry
                     sid = next((v for k, v in raw if k.lower() == b"mcp-session-id"), None)
                     tid = _session_task(sid.decode("latin-1")).encode() if sid else task_id
-                message = {**message, "headers": [*raw, (b"x-agentgw-task", tid)]}
+                reply = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in front.reply.items()]
+                message = {**message, "headers": [*raw, (b"x-agentgw-task", tid), *reply]}
             await send(message)
 
-        await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        plan = None
+        opening = None
+        if parsed is not None:
+            if parsed.get("method") == "initialize" and "mcp-session-id" not in headers:
+                params = parsed.get("params")
+                opening = OPENING.set(Opening(principal, params if isinstance(params, dict) else {}))
+            if parsed.get("method") == "notifications/cancelled":
+                endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
+            plan = endpoint.direct.plan(scope, headers, parsed, user)
+        if plan is not None:
+            await endpoint.direct.serve(plan, front, receive, send_with_task)
+            return
+        try:
+            await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+        finally:
+            if opening is not None:
+                OPENING.reset(opening)
 
-    async def _check_origin(
-        self, scope: Scope, receive: Receive, headers: dict[str, str], client: str | None
-    ) -> tuple[int, str] | None:
+    @staticmethod
+    def _check_origin(headers: dict[str, str], client: str | None) -> tuple[int, str] | None:
         if client is not None and is_loopback(client):
-            refused = await _LOOPBACK_CHECK.validate_request(Request(scope, receive), is_post=False)
-            if refused is not None:
-                return refused.status_code, _SECURITY_REFUSALS.get(refused.status_code, "Refused.")
+            if not _loopback(headers.get("host", ""), _LOOPBACK_HOSTS):
+                return 421, "Invalid Host header."
+            origin = headers.get("origin")
+            if origin and not _loopback(origin, _LOOPBACK_ORIGINS):
+                return 403, "Invalid Origin header."
             return None
         origin = headers.get("origin")
         if origin is not None and origin.partition("://")[2].lower() != headers.get("host", "").lower():

@@ -49,6 +49,13 @@ def session_connection(ctx: Ctx) -> SessionConnection | None:
     return conn if isinstance(conn, SessionConnection) else None
 
 
+def input_caps(declared: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The input capabilities (elicitation, sampling, roots) among a client's declared capabilities."""
+    if not declared:
+        return {}
+    return {k: declared[k] for k in ("elicitation", "sampling", "roots") if k in declared}
+
+
 class _RawRequest(BaseModel):
     """A server-to-client request passed on verbatim (params are not re-modelled, so nothing is dropped)."""
 
@@ -63,9 +70,11 @@ class _AnyResult(BaseModel):
 @dataclass(slots=True)
 class Caller:
     """The client a request came from, as a relay target: the request stream its logs and (handshake era) input
-    requests go on, the input capabilities it declared, and the least severe log level it wants."""
+    requests go on, the input capabilities it declared, and the least severe log level it wants. Without a
+    session (a request the direct path serves, see direct.py) there is no stream: nothing is relayed and input
+    requests are refused; the direct path takes only requests for which that changes nothing."""
 
-    session: ServerSession
+    session: ServerSession | None
     request_id: RequestId | None
     version: str
     caps: dict[str, Any]  # elicitation / sampling / roots, as the caller declared them
@@ -74,10 +83,11 @@ class Caller:
     @classmethod
     def of(cls, ctx: Ctx) -> Caller:
         declared = ctx.session.client_capabilities
-        caps: dict[str, Any] = {}
-        if declared is not None:
-            dump = declared.model_dump(by_alias=True, mode="json", exclude_none=True)
-            caps = {k: dump[k] for k in ("elicitation", "sampling", "roots") if k in dump}
+        caps = input_caps(
+            declared.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if declared is not None
+            else None
+        )
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             meta = (ctx.params or {}).get("_meta")
             level = meta.get(LOG_LEVEL_META_KEY) if isinstance(meta, dict) else None
@@ -97,7 +107,7 @@ class Caller:
     async def log(self, params: dict[str, Any]) -> None:
         """Relay an upstream `notifications/message` on this request's stream if the caller wants its level."""
         rank, wanted = log_rank(params.get("level")), log_rank(self.log_level)
-        if rank is None or wanted is None or rank < wanted:
+        if rank is None or wanted is None or rank < wanted or self.session is None:
             return
         try:
             note = types.LoggingMessageNotification(
@@ -108,7 +118,8 @@ class Caller:
             log.debug("dropped an upstream log message for request %r", self.request_id)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        await self.session.report_progress(progress, total, message)
+        if self.session is not None:
+            await self.session.report_progress(progress, total, message)
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Send a server-to-client request to a handshake-era caller on this request's stream; its result."""
@@ -123,6 +134,8 @@ class Caller:
             raise MCPError(METHOD_NOT_FOUND, f"{method} does not exist in protocol {self.version}.") from None
         except ValidationError:
             raise MCPError(INVALID_PARAMS, f"The server's {method} request is malformed.") from None
+        if self.session is None:
+            raise MCPError(INVALID_REQUEST, f"The caller's request has no stream to carry {method}.")
         request = _RawRequest(method=method, params=params)
         try:
             result = await self.session.send_request(

@@ -8,9 +8,7 @@ import itertools
 from collections import OrderedDict
 from typing import Any
 
-from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
-from mcp.server.streamable_http import EventCallback, EventMessage, EventStore, StreamableHTTPServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 
 EVENTS_PER_SESSION = 64  # the tail a reconnecting client can catch up on; older events are dropped
 RETRY_MS = 1000  # the `retry:` advice on the gateway's SSE streams
@@ -42,11 +40,3 @@ class SessionEvents(EventStore):
                 await send_callback(EventMessage(message, event_id))
             after = after or event_id == last_event_id
         return stream_id
-
-
-class ResumableSessions(StreamableHTTPSessionManager):
-    """The SDK's session manager, giving every new session its own event store."""
-
-    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        self.event_store = SessionEvents()  # read by the base class for this one session's transport
-        return super()._admit_session(requestor)

@@ -6,11 +6,10 @@ directly, or a 2026-07-28 caller as `input_required` rounds of a call held open 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 import anyio
-from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.methods import is_input_required
@@ -21,8 +20,6 @@ from agentgw.mcp.relay import MAX_ROUNDS, Caller, HeldCall, HeldCalls, answer_in
 from agentgw.mcp.state import Binding, RefusedState, StateSeal
 from agentgw.mcp.upstream import Upstream
 from agentgw.mcp.wire import Relay
-
-Ctx = ServerRequestContext[Any, Any]
 
 
 class Send(Protocol):
@@ -42,15 +39,18 @@ class RoundTrips:
         self.seal = seal
         self.held = held
 
-    async def forward(self, ctx: Ctx, bind: Binding, up: Upstream, send: Send) -> dict[str, Any]:
+    async def forward(
+        self, raw: Mapping[str, Any], caller: Caller, bind: Binding, up: Upstream, send: Send
+    ) -> dict[str, Any]:
+        """`raw` is the caller's request params (its `requestState` and `inputResponses`)."""
         try:
-            return await self._forward(ctx, bind, up, send)
+            return await self._forward(raw, caller, bind, up, send)
         except MCPError as err:  # the caller declined, or could not be asked
             raise UpstreamRPCError(err.code, err.message, err.data) from None
 
-    async def _forward(self, ctx: Ctx, bind: Binding, up: Upstream, send: Send) -> dict[str, Any]:
-        raw = ctx.params or {}
-        caller = Caller.of(ctx)
+    async def _forward(
+        self, raw: Mapping[str, Any], caller: Caller, bind: Binding, up: Upstream, send: Send
+    ) -> dict[str, Any]:
         opened = self.seal.open(raw["requestState"], bind) if raw.get("requestState") is not None else None
         if opened is not None and opened.held is not None:
             call = self.held.get(opened.held, bind)

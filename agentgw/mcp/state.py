@@ -19,7 +19,6 @@ from agentgw.exchange import Principal
 
 log = logging.getLogger("agentgw.mcp")
 
-SECRET_ENV = "AGENTGW_SECRET"
 STATE_TTL_S = 600.0  # how long a round may wait for the caller's retry
 _VERSION = 1
 
@@ -34,16 +33,13 @@ class RefusedState(BadRequest):
         super().__init__("Invalid or expired requestState")
 
 
-def gateway_secret() -> bytes:
-    """`AGENTGW_SECRET` (at least 32 bytes), else a random key for this process only: state minted by another
-    replica, or before a restart, is then refused (multi-replica deployments must set the secret)."""
-    configured = os.environ.get(SECRET_ENV)
+def gateway_secret(configured: str | None) -> bytes:
+    """The gateway secret (`secret:` or $AGENTGW_SECRET, checked to be ≥ 32 bytes when the settings load), else a
+    random key for this process only: session ids and state minted by another replica, or before a restart, are
+    then refused (multi-replica deployments and `--workers N` must set the secret)."""
     if configured:
-        secret = configured.encode()
-        if len(secret) < 32:
-            raise ValueError(f"{SECRET_ENV} must be at least 32 bytes of secret randomness")
-        return secret
-    log.info("%s is not set: multi-round-trip state is sealed with a per-process key", SECRET_ENV)
+        return configured.encode()
+    log.info("no gateway secret is set: MCP session ids and requestState are sealed with a per-process key")
     return os.urandom(32)
 
 

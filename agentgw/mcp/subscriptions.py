@@ -14,7 +14,7 @@ from agentgw.errors import BadRequest, GatewayError
 from agentgw.exchange import Exchange, Result
 from agentgw.mcp.errors import UnknownResource
 from agentgw.mcp.events import Events
-from agentgw.mcp.mediate import Ctx, Mediator
+from agentgw.mcp.mediate import Call, Ctx, Mediator
 from agentgw.mcp.relay import session_connection
 
 
@@ -39,9 +39,11 @@ class Subscriptions(Mediator):
         hit = await self.catalog.resolve_uri(self.view, uri)
         unseen = UnknownResource(f"Unknown resource: {uri}")
         if hit is None:
-            return await self._refuse(self._exchange(ctx, operation, f"mcp:?/resource/{uri}"), unseen)
+            return await self._refuse(
+                self._exchange(Call.of(ctx), operation, f"mcp:?/resource/{uri}"), unseen
+            )
         server, original = hit
-        ex = self._exchange(ctx, operation, f"mcp:{server}/resource/{original}")
+        ex = self._exchange(Call.of(ctx), operation, f"mcp:{server}/resource/{original}")
         ex.attrs["action"] = "read"
         key = (server, original)
 
@@ -73,7 +75,7 @@ class Subscriptions(Mediator):
     async def listen(self, ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> HandlerResult:
         """One 2026-07-28 listen stream: acknowledged first, then the list changes and resource updates its
         filter asked for, until the caller closes it."""
-        ex = self._exchange(ctx, "subscriptions/listen", "mcp:*")
+        ex = self._exchange(Call.of(ctx), "subscriptions/listen", "mcp:*")
         ex.attrs["listing"] = True  # open to every principal; resource URIs are filtered below
 
         async def forward(ex: Exchange) -> Result:

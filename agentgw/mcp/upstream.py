@@ -15,12 +15,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import anyio
 import anyio.abc
 import mcp.types as types
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.subscriptions import listen
-from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import (
     PromptsListChanged,
@@ -40,6 +41,7 @@ from pydantic import ValidationError
 
 from agentgw.errors import GatewayError, UpstreamTimeout
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
+from agentgw.mcp.leg import HttpLeg, SessionExpired
 from agentgw.mcp.wire import (
     Connection,
     Deadline,
@@ -67,6 +69,7 @@ CLIENT_INFO = types.Implementation(name="agentgw", version=_VERSION)
 Era = Literal["modern", "handshake"]
 OnChange = Callable[[str, str | None], None]  # (server, kind or None for "everything may have changed")
 OnUpdated = Callable[[str, str], None]  # (server, the upstream URI of a resource that changed)
+HttpSession = Callable[[], aiohttp.ClientSession]  # the process's pooled upstream session
 
 __all__ = ["CLIENT_INFO", "ParamMap", "Upstream", "Upstreams"]
 
@@ -93,8 +96,16 @@ class Upstream:
     MAX_BACKOFF_S = 30.0
     STABLE_S = 30.0  # a connection that lived this long resets the backoff
 
-    def __init__(self, spec: MCPServer, cwd: Path, on_change: OnChange, on_updated: OnUpdated) -> None:
+    def __init__(
+        self,
+        spec: MCPServer,
+        cwd: Path,
+        on_change: OnChange,
+        on_updated: OnUpdated,
+        http: HttpSession | None = None,
+    ) -> None:
         self.spec = spec
+        self.http = http
         self.name = spec.name
         self.cwd = cwd
         self.on_change = on_change
@@ -173,8 +184,8 @@ class Upstream:
                 box[0].expired = True
                 box[0].close("session expired")
 
-        read, write, http = await open_transport(self.spec, self.cwd, stack, expired)
-        dispatcher = Dispatcher(read, write, ended, Router(correlated=http))
+        opened = await open_transport(self.spec, self.cwd, stack, expired)
+        dispatcher = Dispatcher(opened.read, opened.write, ended, Router(correlated=opened.http))
         # The callbacks only make a handshake-era session declare sampling, elicitation and roots (the dispatcher
         # relays those requests to the caller the request belongs to); 2026-07-28 requests declare the caller's own.
         session = ClientSession(
@@ -189,7 +200,9 @@ class Upstream:
         await stack.enter_async_context(session)
         await self._negotiate(session)
         version = session.protocol_version or ""
-        conn = Connection(dispatcher, version, session.server_capabilities, http)
+        conn = Connection(dispatcher, version, session.server_capabilities, opened.http)
+        if self.http is not None and opened.session_id is not None and self.spec.url is not None:
+            conn.leg = HttpLeg(str(self.spec.url), dict(self.spec.headers), self.http, opened.session_id)
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)  # runs before the group is awaited on the way out
         if conn.modern:
@@ -358,6 +371,9 @@ class Upstream:
     async def connection(self) -> Connection:
         """The live connection, waiting (up to `timeout_s`) while one is being opened; fails fast while the
         server is down and backing off."""
+        conn = self._conn
+        if conn is not None and not conn.closed.is_set():
+            return conn  # the common case, without a cancel scope (each costs syscalls on the hot path)
         try:
             with anyio.fail_after(self.spec.timeout_s):
                 while True:
@@ -406,6 +422,21 @@ class Upstream:
             if log_level is not None and not conn.modern:
                 await self._raise_log_level(conn, log_level)
             out, opts = conn.stamp(method, params, headers, param_map, caps, log_level)
+            if conn.leg is not None:
+                try:
+                    return await self._via_leg(conn, conn.leg, method, out, opts, on_progress, relay)
+                except SessionExpired:
+                    conn.expired = True
+                    conn.close("session expired")
+                    if attempt == 1:
+                        continue
+                    raise ServerUnavailable(
+                        f"MCP server '{self.name}' keeps forgetting our session."
+                    ) from None
+                except MCPError as err:
+                    if attempt == 1 and idempotent and err.code == CONNECTION_CLOSED:
+                        continue
+                    raise self._gateway_error(method, err) from None
             if on_progress is not None:
                 opts["on_progress"] = on_progress
             try:
@@ -424,6 +455,30 @@ class Upstream:
                     continue
                 raise self._gateway_error(method, err) from None
         raise AssertionError("unreachable")
+
+    async def _via_leg(
+        self,
+        conn: Connection,
+        leg: HttpLeg,
+        method: str,
+        params: dict[str, Any],
+        opts: CallOptions,
+        on_progress: ProgressFnT | None,
+        relay: Relay | None,
+    ) -> dict[str, Any]:
+        deadline = Deadline(self.spec.timeout_s)
+        with deadline.scope:
+            return await leg.request(
+                method,
+                params,
+                opts.get("headers") or {},
+                on_progress=on_progress,
+                relay=Pausing(relay, deadline) if relay is not None else None,
+                cancel_notice=not conn.modern,
+            )
+        raise UpstreamTimeout(
+            f"MCP server '{self.name}' did not answer {method} within {self.spec.timeout_s:g}s."
+        )
 
     async def _raise_log_level(self, conn: Connection, level: str) -> None:
         """A handshake-era session has one log level for every caller: lower it (never raise it) to what this
@@ -472,9 +527,10 @@ class Upstreams:
         cwd_of: Callable[[MCPServer], Path],
         on_change: OnChange,
         on_updated: OnUpdated | None = None,
+        http: HttpSession | None = None,
     ) -> None:
         updated: OnUpdated = on_updated or (lambda server, uri: None)
-        self.by_name = {s.name: Upstream(s, cwd_of(s), on_change, updated) for s in servers}
+        self.by_name = {s.name: Upstream(s, cwd_of(s), on_change, updated, http) for s in servers}
 
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         for up in self.by_name.values():

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -48,6 +48,9 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentgw.registry import MCPServer
+
+if TYPE_CHECKING:
+    from agentgw.mcp.leg import HttpLeg
 from agentgw.supervisor import local_command
 
 ParamMap = Mapping[tuple[str, ...], str]  # x-mcp-header argument path → header name, for Mcp-Param-* headers
@@ -210,6 +213,7 @@ class Connection:
     version: str
     caps: types.ServerCapabilities | None
     headers_reach_upstream: bool  # per-request HTTP headers (task, traceparent) are delivered
+    leg: HttpLeg | None = None  # Streamable HTTP: requests go over the pooled aiohttp leg, not the dispatcher
     envelope: dict[str, Any] = field(default_factory=dict)  # the 2026-07-28 per-request `_meta` stamp
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
@@ -316,10 +320,11 @@ class _CorrelatingTransport(StreamableHTTPTransport):
 
 
 @contextlib.asynccontextmanager
-async def streamable_http(url: str, http_client: httpx2.AsyncClient) -> AsyncIterator[tuple[Any, Any]]:
-    """The SDK's `streamable_http_client`, with a transport that tags every message arriving on a request's
-    response stream with that request's id (`ServerMessageMetadata.related_request_id`)."""
-    transport = _CorrelatingTransport(url)
+async def streamable_http(
+    transport: StreamableHTTPTransport, http_client: httpx2.AsyncClient
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The SDK's `streamable_http_client` over `transport` (one that tags every message arriving on a request's
+    response stream with that request's id: `ServerMessageMetadata.related_request_id`)."""
     read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
     write_stream, write_reader = create_context_streams[SessionMessage](0)
     async with read_writer, read_stream, write_stream, write_reader, anyio.create_task_group() as tg:
@@ -338,24 +343,36 @@ async def streamable_http(url: str, http_client: httpx2.AsyncClient) -> AsyncIte
             tg.cancel_scope.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A transport's streams (entered on the caller's exit stack) and what the request leg needs of it."""
+
+    read: Any
+    write: Any
+    http: bool  # per-request HTTP headers (task, traceparent) reach the server
+    session_id: Callable[[], str | None] | None = None  # Streamable HTTP: the session the SDK negotiated
+
+
 async def open_transport(
     spec: MCPServer, cwd: Path, stack: AsyncExitStack, on_expired: Callable[[], None]
-) -> tuple[Any, Any, bool]:
-    """The read/write streams for the spec's transport (entered on `stack`), and whether per-request HTTP headers
-    reach the server. `on_expired` fires when a Streamable HTTP server answers 404 to our session id."""
+) -> Opened:
+    """The streams for the spec's transport, entered on `stack`. `on_expired` fires when a Streamable HTTP
+    server answers 404 to our session id."""
     if spec.transport == "stdio":
         command = local_command(spec.command or [])
         params = StdioServerParameters(
             command=command[0], args=command[1:], env=dict(spec.env) or None, cwd=str(cwd)
         )
         read, write = await stack.enter_async_context(stdio_client(params))
-        return read, write, False
+        return Opened(read, write, False)
     assert spec.url is not None
     if spec.transport == "sse":
         read, write = await stack.enter_async_context(
             sse_client(spec.url, headers=dict(spec.headers), timeout=spec.timeout_s, sse_read_timeout=3600)
         )
-        return read, write, False  # the legacy SSE transport sends headers per connection, not per request
+        return Opened(
+            read, write, False
+        )  # the legacy SSE transport sends headers per connection, not per request
 
     async def on_response(response: httpx2.Response) -> None:
         # 404 on a request that carried our session id: the server forgot the session (restart, expiry).
@@ -369,5 +386,6 @@ async def open_transport(
         event_hooks={"response": [on_response]},
     )
     await stack.enter_async_context(client)
-    read, write = await stack.enter_async_context(streamable_http(spec.url, client))
-    return read, write, True
+    transport = _CorrelatingTransport(str(spec.url))
+    read, write = await stack.enter_async_context(streamable_http(transport, client))
+    return Opened(read, write, True, lambda: transport.session_id)

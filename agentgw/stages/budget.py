@@ -15,9 +15,10 @@ import contextlib
 import logging
 import math
 import secrets
+from dataclasses import dataclass, field
 
 from agentgw.budget.config import BudgetRule, Budgets
-from agentgw.budget.ledger import Amount, Ledger, Rejection
+from agentgw.budget.ledger import Amount, Ledger, NotSent, Rejection, Throttled, Window
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
@@ -27,12 +28,14 @@ from agentgw.tokens import count_messages, count_tokens
 log = logging.getLogger("agentgw.budget")
 
 CHILD_PREFIX = "c-"
+CHAIN_CACHE = 100_000  # task chains kept in process (each a few hundred bytes)
 LOWER_HEADERS = {
     "tokens": "x-agentgw-budget-tokens",
     "tool_calls": "x-agentgw-budget-tool-calls",
     "agent_calls": "x-agentgw-budget-agent-calls",
     "usd": "x-agentgw-budget-usd",
 }
+LOWERING = frozenset(LOWER_HEADERS.values())
 REMAINING_HEADERS = {
     "tokens": "x-agentgw-budget-remaining-tokens",
     "tool_calls": "x-agentgw-budget-remaining-tool-calls",
@@ -66,6 +69,29 @@ def remaining_headers(remaining: dict[str, int]) -> dict[str, str]:
     return out
 
 
+@dataclass(slots=True)
+class _Held:
+    """What a call reserved, kept on the Exchange until it settles."""
+
+    chain: list[str]
+    reserved: Amount
+    rule: BudgetRule
+    counted: int  # tokens counted in the token windows (the estimate), corrected when the call settles
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A ledger write that failed (Redis unreachable) and is retried until it lands."""
+
+    chain: list[str]
+    reserved: Amount
+    actual: Amount
+    op: str
+    undo: bool = False  # give back a reservation whose reply was lost
+    windows: list[Window] = field(default_factory=list)
+    forget: bool = False
+
+
 class BudgetStage(Stage):
     name = "budget"
 
@@ -77,10 +103,9 @@ class BudgetStage(Stage):
         self.pricing = pricing  # llm:<model> → price
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
-        self._chains: dict[str, list[str]] = {}  # child task key → its ancestors (immutable once minted)
-        self.pending: list[
-            tuple[list[str], Amount, Amount, str, bool]
-        ] = []  # settlements waiting for the ledger
+        self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
+        self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
+        self.pending: list[_Pending] = []  # settlements (and undos) waiting for the ledger
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- what applies -------------------------------------------------------------------------------------------
@@ -105,6 +130,15 @@ class BudgetStage(Stage):
                 None,
             )
         return self._rules[key]
+
+    def task_limits(self, rule: BudgetRule, headers: dict[str, str]) -> Amount:
+        """`limits`, computed once per rule for the usual request that lowers nothing (it is on every call)."""
+        if not LOWERING.intersection(headers):
+            cached = self._limits.get(id(rule))
+            if cached is None:
+                cached = self._limits[id(rule)] = self.limits(rule, {})
+            return cached
+        return self.limits(rule, headers)
 
     @staticmethod
     def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
@@ -149,20 +183,26 @@ class BudgetStage(Stage):
         tid = ex.task.task_id
         if tid.startswith(CHILD_PREFIX):
             key = f"~child/{tid}"  # = task_key(tid, …)
-            known = self._chains.get(key)
-            if known is None:
-                st = await self.ledger.state(key)
-                if st is not None:
-                    known = self._chains[key] = st.chain
+            known = await self._ancestors(key)
             if known is not None:
                 return [key, *known]
         key = f"{p.subject}/{tid}"
         parent = ex.task.parent_task_id
         if parent:
             pkey = f"{p.subject}/{parent}"
-            st = await self.ledger.state(pkey)
-            return [key, pkey, *(st.chain if st else [])]
+            return [key, pkey, *(await self._ancestors(pkey) or [])]
         return [key]
+
+    async def _ancestors(self, key: str) -> list[str] | None:
+        """A task's ancestors: from the cache, else one ledger read (None: the ledger has no such task)."""
+        known = self._chains.get(key)
+        if known is None:
+            st = await self.ledger.state(key)
+            if st is None:
+                return None
+            self._remember(key, st.chain)
+            known = st.chain
+        return known
 
     def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int]:
         """What to reserve, whether to take the rest of a metric instead, and the prompt's weighted tokens."""
@@ -208,24 +248,33 @@ class BudgetStage(Stage):
         if rule is None:
             return
         amount, rest, prompt = self.estimate(exchange, rule)
+        windows = self.windows(p, rule, amount.get("tokens", 0))
+        if not amount and not windows:  # costs nothing, counts nowhere: no ledger round trip
+            return
+        limits = self.task_limits(rule, exchange.headers)
+        delegates = bool(amount) and (exchange.operation == "tools/call" or exchange.plane == "a2a")
+        # A fresh task id for the upstream this call delegates to, opened with the reservation: a downstream
+        # agent calling back through the gateway with it charges that child task and every ancestor.
+        # Unguessable: it is a capability.
+        child = CHILD_PREFIX + secrets.token_hex(12) if delegates else None
+        op = f"{exchange.task.trace_id}{exchange.span_id}"
+        chain: list[str] = []
+        sent = False  # whether a reservation may have reached the ledger (and so may need undoing)
         try:
-            await self._windows(exchange, p, rule, amount.get("tokens", 0))
-            if not amount:  # this operation costs nothing (a listing, a prompt): no ledger round trip
-                return
-            chain = await self.chain(exchange, p)
-            op = f"{exchange.task.trace_id}{exchange.span_id}"
-            try:
-                got = await self.ledger.reserve(chain, amount, self.limits(rule, exchange.headers), rest, op)
-            except GatewayError:
-                raise
-            except Exception:
-                # The reservation may have been made with its reply lost: undo it (once Redis answers again).
-                self.pending.append((chain, {}, {}, op, True))
-                self._wake_retry()
-                raise
+            chain = await self.chain(exchange, p) if amount else []
+            sent = bool(chain)
+            got = await self.ledger.reserve(
+                chain, amount, limits, rest, op, windows, child=f"~child/{child}" if child else None
+            )
         except GatewayError:
             raise
-        except Exception as exc:  # the ledger is unreachable
+        except BaseException as exc:
+            # A reservation whose reply was lost (Redis failing, or the client gone mid-call) may have been
+            # made: undo it once the ledger answers again. One that never left the process needs nothing.
+            if sent and not isinstance(exc, NotSent):
+                self._later(_Pending(chain, {}, {}, op, undo=True))
+            if not isinstance(exc, Exception):
+                raise
             if self.cfg.on_ledger_error == "fail_open":
                 exchange.decide(
                     self.name, "allow", rule="ledger unavailable: fail_open", detail=type(exc).__name__
@@ -235,6 +284,13 @@ class BudgetStage(Stage):
                 self.name, "deny", rule="ledger unavailable: fail_closed", detail=type(exc).__name__
             )
             raise BudgetUnavailable("The budget ledger is unavailable; the call was refused.") from None
+        if isinstance(got, Throttled):
+            name = got.window.key.split(":")[0]
+            exchange.decide(self.name, "deny", rule=f"window {name} {got.window.limit}")
+            raise RateLimited(
+                f"Rate limit reached ({name}: {got.window.limit}); retry in {math.ceil(got.retry_after)} s.",
+                headers={"Retry-After": str(max(1, math.ceil(got.retry_after)))},
+            )
         if isinstance(got, Rejection):
             left = max(0, got.limit - got.spent - got.reserved)
             headers = remaining_headers({got.metric: left})
@@ -249,24 +305,25 @@ class BudgetStage(Stage):
                 f"The budget of {who} is exhausted ({got.metric}: {left} left, {got.asked} needed).",
                 headers=headers,
             )
-        exchange.attrs["budget"] = (chain, got.amount, rule)
+        if not amount:  # only windows were counted
+            exchange.decide(self.name, "allow", rule="windows")
+            return
+        exchange.attrs["budget"] = _Held(chain, got.amount, rule, amount.get("tokens", 0))
         exchange.attrs["reply_headers"] = remaining_headers(got.remaining)
         exchange.decide(self.name, "allow", rule=f"task {chain[0]}", detail=_fmt(got.amount))
         if exchange.plane == "llm" and exchange.operation == "chat" and rule.task.tokens is not None:
             allowed = (got.amount.get("tokens", 0) - prompt) / (rule.weights.output or 1.0)
             exchange.attrs["stream_budget"] = max(0, math.floor(allowed))
-        if exchange.operation == "tools/call" or exchange.plane == "a2a":
-            exchange.attrs["child_task"] = await self.mint_child(chain)
+        if child is not None:
+            exchange.attrs["child_task"] = child
+            self._remember(f"~child/{child}", chain)
 
-    async def mint_child(self, chain: list[str]) -> str:
-        """A fresh task id for the upstream this call delegates to: a downstream agent calling back through the
-        gateway with it charges that child task and every ancestor. Unguessable: it is a capability."""
-        child = CHILD_PREFIX + secrets.token_hex(12)
-        key = f"~child/{child}"
-        await self.ledger.reserve([key, *chain], {}, {})  # records the child's ancestors
-        await self.ledger.link(chain[0], key)
-        self._chains[key] = list(chain)
-        return child
+    def _remember(self, key: str, ancestors: list[str]) -> None:
+        """Cache a task's ancestors (immutable once the task exists). Bounded: the oldest entry goes first, and
+        a forgotten one is read back from the ledger when it is named again."""
+        if len(self._chains) >= CHAIN_CACHE:
+            del self._chains[next(iter(self._chains))]
+        self._chains[key] = list(ancestors)
 
     async def on_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         allowed = exchange.attrs.get("stream_budget")
@@ -282,42 +339,46 @@ class BudgetStage(Stage):
         return chunk
 
     async def on_finish(self, exchange: Exchange) -> None:
-        held = exchange.attrs.get("budget")
+        held: _Held | None = exchange.attrs.get("budget")
         if held is None:
             return
-        chain, reserved, rule = held
-        actual = self.actual(exchange, rule)
-        op = f"{exchange.task.trace_id if exchange.task else ''}{exchange.span_id}"
+        actual = self.actual(exchange, held.rule)
+        p = exchange.principal
+        corrections = self.corrections(p, held.rule, actual.get("tokens", 0) - held.counted) if p else []
+        task = exchange.task
+        # A one-request task (no x-agentgw-task) that delegated nothing: no later call can name it.
+        forget = (
+            task is not None
+            and not task.chosen
+            and "child_task" not in exchange.attrs
+            and len(held.chain) == 1
+        )
+        op = f"{task.trace_id if task else ''}{exchange.span_id}"
+        job = _Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
         try:
-            if actual:
-                await self.ledger.settle(chain, reserved, actual, op)
-            else:
-                await self.ledger.release(chain, reserved, op)
-            if rule.windows.tokens_per_minute or rule.windows.tokens_per_day:
-                correction = actual.get("tokens", 0) - reserved.get("tokens", 0)
-                p = exchange.principal
-                if correction and p is not None:
-                    if rule.windows.tokens_per_minute:
-                        await self.ledger.adjust(f"tpm:{p.subject}", correction, 60)
-                    if rule.windows.tokens_per_day:
-                        await self.ledger.adjust(f"tpd:{p.subject}", correction, 86400)
+            await self._apply(job)
         except Exception as exc:
             # The ledger is unreachable (Redis restarting): keep the settlement and retry it until it lands, so no
             # reservation leaks and nothing is charged twice (a settle is applied exactly once, when it succeeds).
             log.warning(
-                "budget of %s not settled yet (%s); retrying in the background", chain[0], type(exc).__name__
+                "budget of %s not settled yet (%s); retrying in the background",
+                held.chain[0],
+                type(exc).__name__,
             )
-            self.pending.append((chain, reserved, actual, op, False))
-            self._wake_retry()
+            self._later(job)
             return
         exchange.attrs["budget_charged"] = actual
-        task = exchange.task
-        if task is not None and not task.chosen and "child_task" not in exchange.attrs and len(chain) == 1:
-            # A one-request task (no x-agentgw-task) that delegated nothing: no later call can name it.
-            with contextlib.suppress(Exception):
-                await self.ledger.forget(chain[0])
 
-    def _wake_retry(self) -> None:
+    async def _apply(self, job: _Pending) -> None:
+        if job.undo:
+            await self.ledger.undo(job.chain, job.op)
+        elif job.actual:
+            await self.ledger.settle(job.chain, job.reserved, job.actual, job.op, job.windows, job.forget)
+        else:
+            await self.ledger.release(job.chain, job.reserved, job.op, job.windows, job.forget)
+
+    def _later(self, job: _Pending) -> None:
+        self.pending.append(job)
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry())
 
@@ -326,14 +387,8 @@ class BudgetStage(Stage):
         while self.pending:
             await asyncio.sleep(delay)
             while self.pending:
-                chain, reserved, actual, op, undo = self.pending[0]
                 try:
-                    if undo:
-                        await self.ledger.undo(chain, op)
-                    elif actual:
-                        await self.ledger.settle(chain, reserved, actual, op)
-                    else:
-                        await self.ledger.release(chain, reserved, op)
+                    await self._apply(self.pending[0])
                 except Exception:
                     delay = min(delay * 2, 5.0)
                     break
@@ -375,23 +430,29 @@ class BudgetStage(Stage):
             return {"agent_calls": 1}
         return {}
 
-    async def _windows(self, ex: Exchange, p: Principal, rule: BudgetRule, tokens: int) -> None:
+    @staticmethod
+    def windows(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
+        """The principal's rate windows this call counts in (its estimated tokens for the token windows)."""
         w = rule.windows
-        checks: list[tuple[str, int, int, int]] = []
+        out: list[Window] = []
         if w.requests_per_minute:
-            checks.append((f"rpm:{p.subject}", 1, w.requests_per_minute, 60))
+            out.append(Window(f"rpm:{p.subject}", 1, w.requests_per_minute, 60))
         if w.tokens_per_minute and tokens:
-            checks.append((f"tpm:{p.subject}", tokens, w.tokens_per_minute, 60))
+            out.append(Window(f"tpm:{p.subject}", tokens, w.tokens_per_minute, 60))
         if w.tokens_per_day and tokens:
-            checks.append((f"tpd:{p.subject}", tokens, w.tokens_per_day, 86400))
-        for key, amount, limit, window in checks:
-            ok, reset = await self.ledger.hit(key, amount, limit, window)
-            if not ok:
-                ex.decide(self.name, "deny", rule=f"window {key.split(':')[0]} {limit}")
-                raise RateLimited(
-                    f"Rate limit reached ({key.split(':')[0]}: {limit}); retry in {math.ceil(reset)} s.",
-                    headers={"Retry-After": str(max(1, math.ceil(reset)))},
-                )
+            out.append(Window(f"tpd:{p.subject}", tokens, w.tokens_per_day, 86400))
+        return out
+
+    @staticmethod
+    def corrections(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
+        """Token-window corrections once the real usage is known (`tokens`: actual minus what was counted)."""
+        w = rule.windows
+        out: list[Window] = []
+        if tokens and w.tokens_per_minute:
+            out.append(Window(f"tpm:{p.subject}", tokens, 0, 60))
+        if tokens and w.tokens_per_day:
+            out.append(Window(f"tpd:{p.subject}", tokens, 0, 86400))
+        return out
 
 
 def _fmt(amount: Amount) -> str:

@@ -219,5 +219,7 @@ async def test_without_budgets_a_callback_carrying_the_traceparent_it_was_sent_i
         step["record_id"],
     )
     [callback] = child["steps"]
-    assert (callback["trace_id"], callback["parent_span_id"]) == (step["trace_id"], step["span_id"])
+    # in the step's trace, under the span of the upstream attempt that carried the call
+    [attempt] = step["attempts"]
+    assert (callback["trace_id"], callback["parent_span_id"]) == (step["trace_id"], attempt["span_id"])
     assert ambiguous.status_code == 409 and ambiguous.json()["error"]["code"] == "ambiguous_task"

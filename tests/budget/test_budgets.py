@@ -18,7 +18,16 @@ import pytest
 
 from agentgw import create_app, load_settings
 from agentgw.app import Gateway
-from tests.support import OTHER_KEY, TEST_KEY, audit_records, gateway, serve, sha, write_config
+from tests.support import (
+    OTHER_KEY,
+    TEST_KEY,
+    audit_records,
+    drop_redis_keys,
+    gateway,
+    serve,
+    sha,
+    write_config,
+)
 from tests.upstreams import FakeOpenAI
 
 REDIS_URL = os.environ.get("AGENTGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -266,13 +275,7 @@ async def redis_apps(tmp_path: Path, n: int, **budget_extra: Any) -> AsyncIterat
     try:
         yield apps
     finally:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(REDIS_URL)
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await drop_redis_keys(REDIS_URL, prefix)
 
 
 async def test_three_gateways_sharing_redis_never_overspend_one_task(tmp_path: Path) -> None:
@@ -307,6 +310,8 @@ async def test_an_unreachable_ledger_fails_closed_unless_configured_open(
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
     async with inproc(app) as c:
         r = await c.post("/v1/chat/completions", json=chat(max_tokens=5), headers=auth())
+        assert app.budget is not None
+        assert app.budget.pending == []  # nothing reached Redis, so there is nothing to undo later
     assert r.status_code == status
     if status == 503:
         assert r.json()["error"]["code"] == "budget_unavailable"

@@ -46,7 +46,7 @@ async def test_an_upstream_that_dies_mid_stream_is_charged_what_was_delivered_an
 
 
 @contextlib.contextmanager
-def private_redis(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def private_redis(folder: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     cmd = [
@@ -63,6 +63,7 @@ def private_redis(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
         "yes",
         "--appendfsync",
         "always",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -123,6 +123,7 @@ def build_server(up: Upstream) -> MCPServer:
 
     @mcp.tool(description="Wait until the test opens the gate")
     async def wait_gate() -> str:
+        up.tool_started.set()
         await up.gate.wait()
         return "opened"
 

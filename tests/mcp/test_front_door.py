@@ -196,3 +196,25 @@ async def test_a_handshake_session_is_one_task_unless_the_caller_names_one(tmp_p
     assert named.headers["x-agentgw-task"] == "named"
     tasks = [r["task_id"] for r in audit_records(tmp_path) if r["operation"] == "tools/list"]
     assert tasks == [session_task, session_task, "named"]
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [
+        ("Host", "127.0.0.1.evil.example", 421),
+        ("Host", "evil.example:127.0.0.1", 421),
+        ("Host", "localhost:8080", 200),
+        ("Host", "[::1]:8080", 200),
+        ("Origin", "http://localhost.evil.example", 403),
+        ("Origin", "http://evil.example:http://localhost", 403),
+        ("Origin", "null", 403),
+        ("Origin", "https://[::1]:8443", 200),
+        ("Origin", "http://127.0.0.1", 200),
+    ],
+)
+async def test_dns_rebinding_look_alikes_are_refused_and_loopback_names_pass(
+    tmp_path: Path, header: str, value: str, status: int
+) -> None:
+    async with gateway(tmp_path, registry()) as (url, _), httpx.AsyncClient() as http:
+        answer = await http.post(f"{url}/mcp", json=INIT, headers={**ACCEPT, **AUTH, header: value})
+    assert answer.status_code == status

@@ -107,6 +107,7 @@ async def test_cancelling_a_call_cancels_it_at_the_upstream(
                 await docs.tool_cancelled.wait()
     record = next(r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/block")
     assert record["status"] == "cancelled"
+    assert record["attempts"][-1]["outcome"] == "cancelled"
 
 
 @pytest.mark.parametrize("upstream_era", ERAS)

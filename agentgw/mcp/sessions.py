@@ -1,0 +1,278 @@
+"""The gateway's handshake-era sessions on one endpoint: the SDK's session manager with sealed session ids that
+survive a restart or a move to another replica, an event store per session (resume.py), and the lookup and hold
+the direct path uses to serve a request on a live session."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp.types as types
+import orjson
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    authorization_context,
+)
+from mcp.server.connection import Connection
+from mcp.server.request_state import AESGCMRequestStateCodec, InvalidRequestState
+from mcp.server.runner import serve_connection
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.transport_context import TransportContext
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from pydantic import ValidationError
+
+from agentgw.exchange import Principal
+from agentgw.mcp.resume import SessionEvents
+from agentgw.mcp.state import Binding
+
+log = logging.getLogger("agentgw.mcp")
+
+_VERSION = 1
+_MAX_CAPS_BYTES = 2048  # larger declared capabilities keep only what the gateway acts on (input capabilities)
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """The request that opens a session, as the front door read it: who, and its `initialize` params."""
+
+    principal: Principal
+    params: dict[str, Any]
+
+
+OPENING: ContextVar[Opening | None] = ContextVar("agentgw_mcp_opening", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a session id carries: enough to serve the session again in a process that never saw it."""
+
+    version: str
+    capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+    issued: float
+
+    def init_params(self) -> types.InitializeRequestParams:
+        try:
+            info = types.Implementation.model_validate(self.client_info)
+        except ValidationError:
+            info = types.Implementation(name="unknown", version="0")
+        try:
+            caps = types.ClientCapabilities.model_validate(self.capabilities)
+        except ValidationError:
+            caps = types.ClientCapabilities()
+        return types.InitializeRequestParams(
+            protocol_version=self.version, capabilities=caps, client_info=info
+        )
+
+
+class SessionIds:
+    """Mints and opens sealed session ids (AES-256-GCM under a key derived from the gateway secret): bound to
+    the principal that opened the session and to the endpoint, valid for `max_age_s`. Fails closed: anything
+    else opens to None, and the SDK answers 404 as for any unknown session."""
+
+    def __init__(self, secret: bytes, endpoint: str, max_age_s: float) -> None:
+        key = hashlib.sha256(b"agentgw mcp session ids\x00" + secret).digest()
+        self._codec = AESGCMRequestStateCodec([key])
+        self.endpoint = endpoint
+        self.max_age_s = max_age_s
+
+    def mint(self, opening: Opening) -> str:
+        params = opening.params
+        requested = params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        caps = params.get("capabilities")
+        caps = caps if isinstance(caps, dict) else {}
+        if len(orjson.dumps(caps)) > _MAX_CAPS_BYTES:
+            caps = {k: caps[k] for k in ("elicitation", "sampling", "roots") if k in caps}
+        info = params.get("clientInfo")
+        info = {k: info[k] for k in ("name", "version") if k in info} if isinstance(info, dict) else {}
+        claims = {
+            "v": _VERSION,
+            "p": Binding.principal_of(opening.principal),
+            "e": self.endpoint,
+            "pv": version,
+            "c": caps,
+            "i": info,
+            "t": time.time(),
+        }
+        return self._codec.seal(orjson.dumps(claims))
+
+    def open(self, session_id: str, principal: Principal) -> Claims | None:
+        try:
+            claims = orjson.loads(self._codec.unseal(session_id))
+        except (InvalidRequestState, ValueError):
+            return None
+        if not isinstance(claims, dict) or claims.get("v") != _VERSION:
+            return None
+        issued, version = claims.get("t"), claims.get("pv")
+        if not isinstance(issued, int | float) or time.time() - issued > self.max_age_s:
+            return None
+        if claims.get("e") != self.endpoint or claims.get("p") != Binding.principal_of(principal):
+            return None
+        caps, info = claims.get("c"), claims.get("i")
+        if (
+            version not in HANDSHAKE_PROTOCOL_VERSIONS
+            or not isinstance(caps, dict)
+            or not isinstance(info, dict)
+        ):
+            return None
+        return Claims(version, caps, info, issued)
+
+
+class Sessions(StreamableHTTPSessionManager):
+    """Decides which session ids are honored: one this process serves, to the principal that opened it; or one
+    it never saw (opened before a restart, or by another replica) that opens as this endpoint's and this
+    principal's, is younger than `max_age_s` and was not ended here (DELETE, idle timeout) — that session is
+    served again from what its id carries (protocol version, client capabilities). What lived only in the old
+    process does not come back: its event history, log level and resource subscriptions. Everything else is
+    answered by the SDK (404 for an unknown session, 503 at the session limit)."""
+
+    def __init__(self, ids: SessionIds, principal_of: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ids = ids
+        self._principal_of = principal_of  # ASGI scope → the Principal the front door established
+        self._ended: dict[str, float] = {}  # session ids ended here → when their id expires anyway
+
+    # -- opening and ending ------------------------------------------------------------------------------------
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        opening = OPENING.get()
+        # Without an `initialize` to read, the request cannot open a session anyway: a throwaway id.
+        session_id = self.ids.mint(opening) if opening is not None else uuid.uuid4().hex
+        return self._register(session_id, requestor)
+
+    def _register(
+        self, session_id: str, requestor: AuthorizationContext | None
+    ) -> StreamableHTTPServerTransport:
+        transport = StreamableHTTPServerTransport(
+            mcp_session_id=session_id,
+            is_json_response_enabled=self.json_response,
+            event_store=SessionEvents(),
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout,
+        )
+        if requestor is not None:
+            self._session_owners[session_id] = requestor
+        self._server_instances[session_id] = transport
+        return transport
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        if session_id in self._server_instances and self._task_group is not None:
+            now = time.time()
+            if len(self._ended) > 4 * (self.max_sessions or 10_000):
+                self._ended = {sid: exp for sid, exp in self._ended.items() if exp > now}
+            self._ended[session_id] = now + self.ids.max_age_s
+        await super()._discard_session(session_id, transport)
+
+    # -- serving a session this process never saw --------------------------------------------------------------
+
+    async def _handle_stateful_request(self, scope: Any, receive: Any, send: Any) -> None:
+        session_id = _session_header(scope)
+        if session_id is not None and session_id not in self._server_instances:
+            principal = self._principal_of(scope)
+            claims = self.ids.open(session_id, principal) if principal is not None else None
+            if claims is not None and self._ended.get(session_id, 0) < time.time():
+                user = scope.get("user")
+                requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+                async with self._session_creation_lock:
+                    full = self.max_sessions is not None and len(self._server_instances) >= self.max_sessions
+                    if session_id not in self._server_instances and not full:
+                        await self._revive(session_id, requestor, claims)
+        await super()._handle_stateful_request(scope, receive, send)
+
+    async def _revive(self, session_id: str, requestor: AuthorizationContext | None, claims: Claims) -> None:
+        transport = self._register(session_id, requestor)
+        assert self._task_group is not None
+        try:
+            await self._task_group.start(self._serve_revived, session_id, transport, claims)
+        except BaseException:
+            await super()._discard_session(session_id, transport)
+            raise
+        log.info("MCP session revived from its id (protocol %s)", claims.version)
+
+    async def _serve_revived(
+        self,
+        session_id: str,
+        transport: StreamableHTTPServerTransport,
+        claims: Claims,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The session's server task, born initialized (no `initialize` comes again) and otherwise run like the
+        SDK runs a session: until DELETE, the idle timeout, or shutdown."""
+        async with transport.connect() as (read, write):
+            task_status.started()
+            idle = transport.idle_scope or anyio.CancelScope()
+            try:
+                with idle:
+                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                        read, write, inline_methods=frozenset({"initialize"})
+                    )
+                    connection = Connection.for_loop(
+                        dispatcher, session_id=session_id, protocol_version_hint=claims.version
+                    )
+                    connection.client_params = claims.init_params()
+                    connection.initialized.set()
+                    await serve_connection(
+                        self.app, dispatcher, connection=connection, lifespan_state=self._lifespan_state
+                    )
+            except Exception:
+                log.exception("revived MCP session crashed")
+            finally:
+                await self._discard_session(session_id, transport)
+
+    # -- the direct path ---------------------------------------------------------------------------------------
+
+    def live(self, session_id: str, user: AuthenticatedUser) -> StreamableHTTPServerTransport | None:
+        """The session's transport if it is open and `user` opened it; None sends the request the SDK's way
+        (which answers 404 for an unknown, expired or someone else's session, or revives it)."""
+        transport = self._server_instances.get(session_id)
+        if transport is None or transport.is_terminated:
+            return None
+        if self._session_owners.get(session_id) != authorization_context(user):
+            return None
+        idle = transport.idle_scope
+        if idle is not None and idle.cancel_called:
+            return None
+        return transport
+
+    @staticmethod
+    @contextlib.contextmanager
+    def hold(transport: StreamableHTTPServerTransport) -> Iterator[None]:
+        """A request in flight on the session, as the transport counts the requests it serves itself: the idle
+        countdown stops while any is in flight and restarts when the last one ends."""
+        idle, timeout = transport.idle_scope, getattr(transport, "_idle_timeout", None)
+        if idle is None or timeout is None or not hasattr(transport, "_requests_in_flight"):
+            yield
+            return
+        transport._requests_in_flight += 1
+        idle.deadline = math.inf
+        try:
+            yield
+        finally:
+            transport._requests_in_flight -= 1
+            if not transport._requests_in_flight:
+                idle.deadline = anyio.current_time() + timeout
+
+
+def _session_header(scope: Any) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"mcp-session-id":
+            return str(value.decode("latin-1"))
+    return None

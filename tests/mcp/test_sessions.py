@@ -1,0 +1,198 @@
+"""The gateway's own handshake-era sessions: ids that survive a restart and a move to another replica (sealed, bound
+to the principal that opened them), ended sessions that stay ended, and sessions kept alive by the calls the direct
+path serves."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from agentgw.exchange import Principal
+from agentgw.mcp.sessions import Opening, SessionIds
+from tests.mcp.support import ACCEPT, INIT, Upstream, mcp_client, registry, server_entry
+from tests.support import OTHER_KEY, TEST_KEY, free_port, gateway, serve
+
+SECRET = {"secret": "s" * 40}
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+
+
+async def _open(http: httpx.AsyncClient, url: str, key: str = TEST_KEY) -> dict[str, str]:
+    """initialize + initialized over raw HTTP; the headers every later request of the session carries."""
+    auth = {"Authorization": f"Bearer {key}"}
+    opened = await http.post(f"{url}/mcp", json=INIT, headers={**ACCEPT, **auth})
+    assert opened.status_code == 200
+    session = {**ACCEPT, **auth, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+    session["MCP-Protocol-Version"] = "2025-11-25"
+    ready = await http.post(
+        f"{url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+    )
+    assert ready.status_code == 202
+    return session
+
+
+async def _call(http: httpx.AsyncClient, url: str, session: dict[str, str], rid: int = 2) -> httpx.Response:
+    call = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "docs__echo"}}
+    call["params"]["arguments"] = {"text": "again"}
+    return await http.post(f"{url}/mcp", json=call, headers=session)
+
+
+def _result_text(response: httpx.Response) -> str:
+    """The tool's text from a JSON answer or from the answer event of an SSE one (the server picks)."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        data = [
+            line[5:] for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
+        ]
+        body: dict[str, Any] = json.loads(data[-1])
+    else:
+        body = response.json()
+    return str(body["result"]["content"][0]["text"])
+
+
+async def test_a_session_outlives_a_restart_of_the_gateway(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    port = free_port()
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        reg = registry(server_entry("docs", up))
+        async with gateway(tmp_path, reg, SECRET, port=port) as (url, _):
+            session = await _open(http, url)
+            before = await _call(http, url, session)
+        async with gateway(tmp_path, reg, SECRET, port=port) as (url, _):
+            after = await _call(http, url, session, rid=3)
+            listed = await http.post(
+                f"{url}/mcp", json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, headers=session
+            )
+    assert _result_text(before) == _result_text(after) == "again"
+    assert after.headers["mcp-session-id"] == session["Mcp-Session-Id"]
+    assert "docs__echo" in listed.text
+
+
+@contextlib.asynccontextmanager
+async def _two_replicas(
+    tmp: Path, secret_b: dict[str, str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    """Two gateways in front of the same upstream: replica a with SECRET, replica b with `secret_b`."""
+    docs = Upstream("docs")
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        reg = registry(server_entry("docs", up))
+        (tmp / "a").mkdir()
+        (tmp / "b").mkdir()
+        async with (
+            gateway(tmp / "a", reg, SECRET) as (url_a, _),
+            gateway(tmp / "b", reg, secret_b) as (url_b, _),
+        ):
+            yield http, url_a, url_b
+
+
+async def test_a_session_opened_on_one_replica_is_served_by_another_with_the_same_secret(
+    tmp_path: Path,
+) -> None:
+    async with _two_replicas(tmp_path, SECRET) as (http, url_a, url_b):
+        session = await _open(http, url_a)
+        moved = await _call(http, url_b, session)
+        stolen = await _call(http, url_b, {**session, "Authorization": f"Bearer {OTHER_KEY}"}, rid=5)
+    assert _result_text(moved) == "again"
+    assert stolen.status_code == 404  # bound to the principal that opened it, on every replica
+
+
+async def test_a_replica_without_the_secret_does_not_know_the_session(tmp_path: Path) -> None:
+    async with _two_replicas(tmp_path, {"secret": "t" * 40}) as (http, url_a, url_b):
+        session = await _open(http, url_a)
+        elsewhere = await _call(http, url_b, session)
+    assert elsewhere.status_code == 404
+
+
+async def test_a_deleted_session_stays_deleted(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), SECRET) as (url, _):
+            session = await _open(http, url)
+            deleted = await http.delete(f"{url}/mcp", headers=session)
+            after = await _call(http, url, session)
+    assert deleted.status_code == 200
+    assert after.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["v1.AAAA", "not-a-session", "v1." + "A" * 200],
+)
+async def test_a_made_up_session_id_is_not_found(tmp_path: Path, forged: str) -> None:
+    docs = Upstream("docs")
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), SECRET) as (url, _):
+            session = await _open(http, url)
+            answer = await _call(http, url, {**session, "Mcp-Session-Id": forged})
+    assert answer.status_code == 404
+
+
+def test_a_session_id_opens_only_for_its_principal_endpoint_and_age() -> None:
+    ids = SessionIds(b"k" * 32, "/mcp", max_age_s=3600)
+    me, other = Principal("tester", ("agents",)), Principal("other")
+    sid = ids.mint(Opening(me, INIT["params"]))  # type: ignore[arg-type]
+    opened = ids.open(sid, me)
+    assert opened is not None and opened.version == "2025-11-25"
+    assert ids.open(sid, other) is None
+    assert SessionIds(b"k" * 32, "/mcp/readonly", 3600).open(sid, me) is None
+    assert SessionIds(b"k" * 32, "/mcp", max_age_s=1e-9).open(sid, me) is None
+    assert SessionIds(b"x" * 32, "/mcp", 3600).open(sid, me) is None
+    assert ids.open(sid[:-2] + ("A" if sid[-2] != "A" else "B") + sid[-1], me) is None
+
+
+async def test_the_sdk_client_carries_on_after_the_gateway_restarts(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    port = free_port()
+    first_up, restart, second_up, done = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
+    async with serve(docs) as up, anyio.create_task_group() as tg:
+        reg = registry(server_entry("docs", up))
+
+        async def two_gateways_one_port() -> None:
+            async with gateway(tmp_path, reg, SECRET, port=port):
+                first_up.set()
+                await restart.wait()
+            async with gateway(tmp_path, reg, SECRET, port=port):
+                second_up.set()
+                await done.wait()
+
+        tg.start_soon(two_gateways_one_port)
+        with anyio.fail_after(20):
+            await first_up.wait()
+            async with mcp_client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
+                first = await client.call_tool("docs__echo", {"text": "one"})
+                restart.set()
+                await second_up.wait()
+                second = await client.call_tool("docs__echo", {"text": "two"})
+            done.set()
+    assert first.content[0].text == "one"  # type: ignore[union-attr]
+    assert second.content[0].text == "two"  # type: ignore[union-attr]
+
+
+async def test_a_session_used_only_by_direct_calls_outlives_its_idle_timeout(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    settings = {**SECRET, "mcp": {"sessions": {"idle_timeout_s": 0.3}}}
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
+            session = await _open(http, url)
+            call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "docs__wait_gate"}}
+            async with anyio.create_task_group() as tg:
+                answers: list[httpx.Response] = []
+
+                async def slow_call() -> None:
+                    answers.append(await http.post(f"{url}/mcp", json=call, headers=session))
+
+                tg.start_soon(slow_call)
+                with anyio.fail_after(10):
+                    await docs.tool_started.wait()
+                never = anyio.Event()
+                with anyio.move_on_after(0.6):  # twice the idle timeout passes with the call in flight
+                    await never.wait()
+                docs.gate.set()
+            after = await _call(http, url, session)
+    assert "opened" in answers[0].text
+    assert _result_text(after) == "again"
