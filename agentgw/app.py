@@ -185,7 +185,9 @@ class Gateway:
             return (dropped or 0) + (gave_up or 0) + (audit.lost if audit is not None else 0)
 
         m.counter_fn(
-            "agentgw_audit_records_lost_total", lost, "Audit records dropped or that failed to build."
+            "agentgw_audit_records_lost_total",
+            lost,
+            "Audit records dropped (queue full), not written at shutdown, or lost in the hook.",
         )
 
     def mcp_url(self) -> str:
