@@ -76,14 +76,16 @@ class Writer:
     # -- request path -------------------------------------------------------------------------------------------
 
     async def submit(self, ex: Exchange, ended: float) -> None:
+        if self.closed:  # after shutdown (a straggler): nobody drains the queue any more, write it directly
+            await self._write([(ex, ended)])
+            await self.store.aclose()
+            return
         try:
             self.queue.put_nowait((ex, ended))
             return
         except asyncio.QueueFull:
             pass
-        if self.closed:  # after shutdown (a straggler): write it directly
-            await self._write([(ex, ended)])
-        elif self.block and self._task is not None:
+        if self.block and self._task is not None:
             self.blocked += 1
             self._bump()
             try:

@@ -93,3 +93,12 @@ async def test_with_on_full_drop_calls_finish_and_the_drops_are_counted_and_reco
     assert [r["kind"] for r in records].count("call") == 3
     [dropped] = [r for r in records if r["kind"] == "dropped"]
     assert dropped["dropped"] == 3 and dropped["first_dropped"] <= dropped["last_dropped"]
+
+
+async def test_a_call_that_finishes_after_shutdown_is_still_recorded(tmp_path: Path) -> None:
+    from tests.audit.support import finished, running_writer
+
+    async with running_writer(tmp_path, {"store": "sqlite"}) as w:
+        pass
+    await w.submit(finished(task="straggler"), 0.0)  # e.g. a stream cut after the lifespan ended
+    assert [r["task_id"] for r in audit_records(tmp_path)] == ["straggler"]
