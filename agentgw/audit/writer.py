@@ -197,6 +197,10 @@ class Writer:
             n = min(len(self._pending), self.batch_size)
             try:
                 await self._store(self._pending[:n])
+            except Exception:  # never let the flusher die: the queue would stop draining
+                self.lost += n
+                log.exception("audit batch of %d records could not be stored", n)
+                self._spill(self._pending[:n])
             finally:
                 del self._pending[:n]
                 self._room.set()
@@ -252,7 +256,10 @@ class Writer:
         self.written += len(prepared)
         self._bump()
         if self._fh is not None or self.jsonl_stderr:
-            await asyncio.to_thread(self._append_lines, prepared)
+            try:
+                await asyncio.to_thread(self._append_lines, prepared)
+            except OSError as exc:  # the copy only: the records are in the store
+                log.error("audit JSON-lines copy failed: %s", exc)
 
     def _append_lines(self, prepared: list[Prepared]) -> None:
         data = b"".join(p.data + b"\n" for p in prepared)
