@@ -183,7 +183,13 @@ class Writer:
             items = [await q.get()]
             while len(items) + len(self._pending) < self.batch_size and not q.empty():
                 items.append(q.get_nowait())
-            self._pending += await self._build(items)
+            try:
+                self._pending += await self._build(items)
+            except Exception:  # never let the builder die: the queue would stop draining
+                self.lost += len(items)
+                log.exception("audit records of %d calls could not be built", len(items))
+                for _ in items:
+                    q.task_done()
             self._ready.set()
 
     async def _flush_loop(self) -> None:
