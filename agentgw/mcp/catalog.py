@@ -353,16 +353,21 @@ class Catalog:
         listing = self._cache.get((server, kind)) or self._cache.get((server, "templates"))
         return listing is not None and bool(listing.items)
 
-    def input_schema(self, view: View, name: str) -> dict[str, Any] | None:
-        """The upstream input schema behind an exposed tool name, from what is already cached (sync: the SDK
-        validates `Mcp-Param-*` headers with it before dispatch)."""
+    def cached_tool(self, view: View, name: str) -> Entry | None:
+        """The tool behind an exposed name, from what is already cached (sync, no listing)."""
         for (view_name, kind, _), built in self._built.items():
             if view_name == view.name and kind == "tools":
                 entry = built.index.get(name)
                 if entry is not None:
-                    schema = entry.upstream.get("inputSchema")
-                    return schema if isinstance(schema, dict) else None
+                    return entry
         return None
+
+    def input_schema(self, view: View, name: str) -> dict[str, Any] | None:
+        """The upstream input schema behind an exposed tool name, from what is already cached (sync: the SDK
+        validates `Mcp-Param-*` headers with it before dispatch)."""
+        entry = self.cached_tool(view, name)
+        schema = entry.upstream.get("inputSchema") if entry is not None else None
+        return schema if isinstance(schema, dict) else None
 
     def expose_uri(self, view: View, server: str, uri: str) -> str:
         """How `view` names a URI the server returned (in read results, resource links, embedded resources)."""

@@ -126,10 +126,13 @@ class Direct:
         if LOG_LEVEL_META_KEY in params["_meta"]:
             return None
         if arguments or any(k.startswith(MCP_PARAM_HEADER_PREFIX.lower()) for k in headers):
-            schema = self.endpoint.catalog.input_schema(self.endpoint.view, name)
+            # Only a schema with `x-mcp-header` annotations can make the SDK refuse (known per cached tool).
+            entry = self.endpoint.catalog.cached_tool(self.endpoint.view, name)
             if (
-                schema is not None
-                and validate_mcp_param_headers(schema, arguments or {}, headers) is not None
+                entry is not None
+                and entry.param_map() is not None
+                and validate_mcp_param_headers(entry.upstream["inputSchema"], arguments or {}, headers)
+                is not None
             ):
                 return None
         declared = verdict.client_capabilities
