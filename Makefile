@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/mcp_bench.py
+	$(BIN)/python bench/audit_bench.py
 
 conformance: $(STAMP)
 	bash conformance/run.sh

@@ -18,7 +18,7 @@ import orjson
 from agentgw import __version__
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
-from agentgw.audit.log import JsonLinesSink, NullSink
+from agentgw.audit.writer import open_writer
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
@@ -34,7 +34,7 @@ from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
 from agentgw.settings import Policies, Problem, Settings
 from agentgw.stages import default_stages
-from agentgw.stages.audit import AuditSink, AuditStage
+from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator
 from agentgw.stages.budget import BudgetStage
 from agentgw.stages.observe import GatewayMetrics, ObserveStage
@@ -53,12 +53,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = UpstreamPool(settings.upstream)
-        audit = settings.audit.log
-        self.sink: AuditSink = (
-            JsonLinesSink(settings.resolve(audit.path) if audit.path else None)
-            if audit.enabled
-            else NullSink()
-        )
+        self.audit = open_writer(settings)  # None when audit.enabled is false
         self.keys = KeyStore(settings)
         self.policy = policy_store(settings)
         jwt_cfg = settings.auth.jwt
@@ -82,7 +77,7 @@ class Gateway:
                 settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
             )
         self.budget = budget
-        stages = default_stages(self.sink, self.auth, self.policy, budget)
+        stages = default_stages(self.audit, self.auth, self.policy, budget)
         self.metrics = Metrics()
         self.observed = GatewayMetrics(self.metrics) if settings.metrics.enabled else None
         self.telemetry: Telemetry | None = None
@@ -97,7 +92,13 @@ class Gateway:
         roles = {*settings.auth.admin_roles, *settings.metrics.roles}
         self.metrics_endpoint = MetricsEndpoint(self.metrics, self.auth, roles, settings.metrics.public)
         self.admin = Admin(
-            self.auth, self.policy, settings.auth.admin_roles, jwt_cfg, self.mcp_url, self.ledger
+            self.auth,
+            self.policy,
+            settings.auth.admin_roles,
+            jwt_cfg,
+            self.mcp_url,
+            self.ledger,
+            self.audit.store if self.audit is not None else None,
         )
         self.llm = LLMPlane(settings, self.pipeline, self.pool)
         mcp = settings.registry_data.mcp
@@ -164,7 +165,7 @@ class Gateway:
 
     def _gauges(self, stages: list[Stage]) -> None:
         """What the registry reads from other objects at scrape time (the audit writer's queue, …)."""
-        m, sink = self.metrics, self.sink
+        m, sink = self.metrics, self.audit
         add_process_metrics(m)
         m.gauge(
             "agentgw_build_info",
@@ -180,10 +181,13 @@ class Gateway:
 
         def lost() -> float | None:
             dropped = _number(sink, "dropped")
-            return (dropped or 0) + (audit.lost if audit is not None else 0)
+            gave_up = _number(sink, "lost")  # the store was still down when shutdown gave up on it
+            return (dropped or 0) + (gave_up or 0) + (audit.lost if audit is not None else 0)
 
         m.counter_fn(
-            "agentgw_audit_records_lost_total", lost, "Audit records dropped or that failed to build."
+            "agentgw_audit_records_lost_total",
+            lost,
+            "Audit records dropped (queue full), not written at shutdown, or lost in the hook.",
         )
 
     def mcp_url(self) -> str:
@@ -205,6 +209,14 @@ class Gateway:
             if self.mcp is not None
             else {},  # per upstream: informational (one broken server never blocks readiness)
         }
+        if self.audit is not None:
+            a = self.audit
+            detail["audit"] = {
+                "store": a.store.kind,
+                "depth": a.depth,
+                "written": a.written,
+                "dropped": a.dropped,
+            }
         return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
@@ -219,7 +231,8 @@ class Gateway:
                 await self.jwt.refresh()
             except Exception as exc:  # the issuer may be down at start: keys are fetched again on first use
                 log.warning("could not load the JWKS at startup: %s", exc)
-        await self.sink.start()
+        if self.audit is not None:
+            await self.audit.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError
@@ -247,7 +260,8 @@ class Gateway:
         await self.supervisor.stop()
         await self.policy.aclose()
         await self.pool.aclose()
-        await self.sink.aclose()
+        if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
+            await self.audit.aclose()
         if self.telemetry is not None:  # last: spans of calls that finished during shutdown are flushed too
             await self.telemetry.aclose()
 

@@ -1,4 +1,4 @@
-"""The `agentgw` command: serve, check-config, keys.
+"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit.
 
 Exit codes: 0 ok, 2 usage, 3 configuration problems (one line per problem on stderr).
 """
@@ -8,12 +8,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+import orjson
 
 from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings, worker_problems
+
+if TYPE_CHECKING:
+    from agentgw.audit.chain import Prepared
+    from agentgw.audit.store import AuditStore
 
 CONFIG_ENV = "AGENTGW_CONFIG"
 
@@ -44,6 +50,14 @@ def _load_or_exit(config: str, host: str | None = None) -> Settings:
     if problems:
         _exit_with(ConfigError(problems))
     return settings
+
+
+def _settings_or_exit(config: str) -> Settings:
+    """The settings alone (no policy or registry-collision checks): enough to reach the audit store."""
+    try:
+        return load_settings(config)
+    except ConfigError as err:
+        _exit_with(err)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -253,6 +267,166 @@ def budget_show(task: str, principal: str | None, url: str, key: str, as_json: b
         click.echo("  parents: " + " → ".join(data["parents"]))
     for child in data["children"]:
         click.echo(f"  child {child}")
+
+
+@main.group()
+def trace() -> None:
+    """Inspect audited workflows (reads the audit store named by the config)."""
+
+
+@trace.command("show")
+@click.argument("task")
+@click.option(
+    "--principal", default=None, help="The subject whose task it is ('*': every principal that used the id)."
+)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+def trace_show(task: str, principal: str | None, config: str, as_json: bool) -> None:
+    """TASK as a tree: every step in order, child tasks of other agents under the step that delegated to them,
+    with timing, tokens, cost, decisions and errors. Exit 1 when nothing is recorded for TASK."""
+    from agentgw.audit.tree import Ambiguous, render_tree, task_tree
+
+    async def run(store: AuditStore) -> dict[str, Any] | None:
+        return await task_tree(store, task, principal)
+
+    try:
+        tree = _with_store(config, run)
+    except Ambiguous as exc:
+        click.echo(f"{exc}: pass --principal (or --principal '*' for all of them)", err=True)
+        sys.exit(2)
+    if tree is None:
+        click.echo(f"no audit record names task {task}", err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree))
+
+
+@trace.command("list")
+@click.option("--principal", default=None, help="Only this subject's tasks.")
+@click.option(
+    "--since", default=None, help="Only tasks with a step since then: 30m, 2h, 7d or an ISO 8601 time."
+)
+@click.option(
+    "--status",
+    type=click.Choice(["ok", "error", "denied", "cancelled"]),
+    default=None,
+    help="Only tasks with a step of this status.",
+)
+@click.option("--denied", is_flag=True, help="Only tasks with a denied step.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def trace_list(
+    principal: str | None,
+    since: str | None,
+    status: str | None,
+    denied: bool,
+    limit: int,
+    config: str,
+    as_json: bool,
+) -> None:
+    """Recent tasks, newest first: steps, denials, errors, tokens and cost of each."""
+    from agentgw.audit.tree import BadQuery, render_list, task_filter, task_list
+
+    try:
+        flt = task_filter(principal, since, status, denied, limit)
+    except BadQuery as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def run(store: AuditStore) -> list[dict[str, Any]]:
+        return await task_list(store, flt)
+
+    rows = _with_store(config, run)
+    click.echo(
+        orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
+    )
+
+
+@main.group()
+def audit() -> None:
+    """Check the audit store."""
+
+
+@audit.command("verify")
+@config_option
+@click.option(
+    "--anchor",
+    default=None,
+    help="A head hash printed by an earlier verify: fail unless it is still in the chain.",
+)
+def audit_verify(config: str, anchor: str | None) -> None:
+    """Walk the hash chain: report the first edited, deleted, reordered or inserted record (exit 1), or OK with
+    the count (exit 0)."""
+    from agentgw.audit.chain import verify
+
+    settings = _settings_or_exit(config)
+
+    async def run(store: AuditStore) -> tuple[str, bool]:
+        v = await verify(store.rows, await store.head(), settings.audit.hmac_key)
+        if v.ok and anchor is not None:
+            found = False
+            async for row in store.rows():
+                found = found or row.hash == anchor
+            if not found:
+                return (
+                    f"FAILED: the anchor {anchor} is not in the chain: records up to it were removed",
+                    False,
+                )
+        return v.line(), v.ok
+
+    line, ok = _with_store(config, run, settings)
+    click.echo(line)
+    sys.exit(0 if ok else 1)
+
+
+@audit.command("prune")
+@click.option("--older-than", "older", required=True, help="Age: 30d, 12h, …")
+@config_option
+def audit_prune(older: str, config: str) -> None:
+    """Remove records older than the given age now (as `audit.retention` does), leaving a checkpoint."""
+    from agentgw.audit.chain import hasher, prepare
+    from agentgw.audit.record import checkpoint_record
+    from agentgw.audit.tree import BadQuery, parse_since
+
+    try:
+        cutoff = parse_since(older)
+    except BadQuery as exc:
+        raise click.BadParameter(str(exc)) from None
+    settings = _settings_or_exit(config)
+
+    async def run(store: AuditStore) -> int:
+        def checkpoint(seq: int, h: str, n: int, cut: float) -> Prepared:
+            return prepare(checkpoint_record(seq, h, n, cut))
+
+        return await store.prune(cutoff, hasher(settings.audit.hmac_key), checkpoint)
+
+    n = _with_store(config, run, settings)
+    click.echo(f"pruned {n} records" + (" (checkpoint recorded)" if n else ""))
+
+
+T = TypeVar("T")
+
+
+def _with_store(config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Open the configured audit store, run `fn` on it, close it. Exit 2 when it cannot be opened."""
+    import asyncio
+
+    from agentgw.audit.store import open_store
+
+    s = settings or _settings_or_exit(config)
+
+    async def run() -> T:
+        store = open_store(s.audit, s.resolve)
+        try:
+            await store.open()
+        except Exception as exc:
+            click.echo(f"cannot open the audit store ({s.audit.store}): {exc}", err=True)
+            sys.exit(2)
+        try:
+            return await fn(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
+from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
 from agentgw.jwt_auth import JWTSettings
 from agentgw.observability import MetricsSettings, TelemetrySettings
@@ -99,15 +100,6 @@ class SupervisorSettings(Frozen):
     max_backoff_s: float = Field(default=30.0, ge=0)
     stable_after_s: float = Field(default=30.0, ge=0)  # up this long → the next crash starts the backoff over
     stop_timeout_s: float = Field(default=5.0, gt=0)  # SIGTERM, then SIGKILL after this long
-
-
-class AuditLog(Frozen):
-    enabled: bool = True
-    path: str | None = None  # JSON lines file; default: the gateway log (stderr)
-
-
-class Audit(Frozen):
-    log: AuditLog = Field(default_factory=AuditLog)
 
 
 class MCPSessions(Frozen):

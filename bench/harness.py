@@ -135,8 +135,8 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 def write_gateway_config(tmp: Path, port: int, registry: dict[str, dict[str, Any]], **extra: Any) -> Path:
     """agentgw.yaml in `tmp` (returned), the `registry` files (file name → content) under registry/, and policies/:
-    one API key for the load (API_KEY, role `agents`), the project's Casbin model with POLICY, the audit log to
-    `tmp`/audit.jsonl. `extra` adds top-level config sections (placed before `audit`)."""
+    one API key for the load (API_KEY, role `agents`), the project's Casbin model with POLICY, the audit store in
+    `tmp`/audit.db (SQLite). `extra` adds top-level config sections (an `audit` there replaces the default)."""
     reg = tmp / "registry"
     reg.mkdir(exist_ok=True)
     key = {
@@ -149,8 +149,8 @@ def write_gateway_config(tmp: Path, port: int, registry: dict[str, dict[str, Any
         "registry": ["registry/*.yaml"],
         "auth": {"api_keys": [key]},
         "server": {"graceful_shutdown_s": 3},
+        "audit": {"sqlite": {"path": "audit.db"}},
         **extra,
-        "audit": {"log": {"enabled": True, "path": "audit.jsonl"}},
         "logging": {"level": "warning"},
     }
     model_conf = HERE.parent / "policies" / "model.conf"  # the project's own Casbin model
@@ -167,6 +167,31 @@ def write_gateway_config(tmp: Path, port: int, registry: dict[str, dict[str, Any
     return config
 
 
+PG_DSN = os.environ.get("AGENTGW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def audit_section(store: str, prefix: str = "agwbench") -> dict[str, Any]:
+    """The gateway's `audit:` section for a bench: off, SQLite in the temp dir, or PostgreSQL (own tables)."""
+    if store == "off":
+        return {"enabled": False}
+    if store == "postgres":
+        return {"store": "postgres", "postgres": {"dsn": PG_DSN, "table_prefix": prefix}}
+    return {"sqlite": {"path": "audit.db"}}
+
+
+def audit_count(db: Path) -> int:
+    """Records in a bench's SQLite audit store (0 when there is none)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute("SELECT count(*) FROM records").fetchone()[0])
+    finally:
+        con.close()
+
+
 @dataclass
 class Env:
     """The temp dir and the three server processes (upstream mock, floor proxy, gateway)."""
@@ -176,6 +201,7 @@ class Env:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: list[Any] = field(default_factory=list)
     budgets: str = "off"  # off | memory | redis: a task budget rule on every gateway call
+    audit: dict[str, Any] | None = None  # the gateway's `audit:` section (None: the default, SQLite in tmp)
 
     @property
     def config(self) -> Path:
@@ -211,6 +237,8 @@ class Env:
         if self.budgets != "off":  # a task budget on every call (huge, never reached): the stage's cost only
             rule = {"match": {"roles": ["agents"]}, "task": {"tokens": 10**12}}
             extra["budgets"] = {"ledger": self.budgets, "rules": [rule], "key_prefix": "agwbench"}
+        if self.audit is not None:
+            extra["audit"] = self.audit
         write_gateway_config(self.tmp, self.ports["gateway"], {"llm.yaml": llm}, **extra)
 
     def start_upstream(self) -> None:

@@ -33,6 +33,8 @@ from harness import (
     TARGETS,
     CpuWatch,
     Env,
+    audit_count,
+    audit_section,
     log,
     machine_busy,
     proc_status,
@@ -66,6 +68,7 @@ class Options:
     keep: bool = False
     strict: bool = False
     budgets: str = "off"
+    audit: str = "sqlite"
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -94,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         choices=["off", "memory", "redis"],
         default="off",
         help="put a task budget on every gateway call (memory or redis ledger)",
+    )
+    ap.add_argument(
+        "--audit",
+        choices=["off", "sqlite", "postgres"],
+        default="sqlite",
+        help="the gateway's audit store (postgres: $AGENTGW_BENCH_PG, default the local `test` database)",
     )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     a = ap.parse_args(argv)
@@ -382,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     tool = o.loadgen if o.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
     if tool == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (use --loadgen aiohttp)")
-    env = Env(Path(tempfile.mkdtemp(prefix="agentgw-bench-")), budgets=o.budgets)
+    env = Env(
+        Path(tempfile.mkdtemp(prefix="agentgw-bench-")), budgets=o.budgets, audit=audit_section(o.audit)
+    )
     env.write_config()
     res: dict[str, Any] = {
         "command": " ".join([".venv/bin/python", "bench/llm.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -405,8 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             res["profile"] = phase_profile(o, env, tool)
     finally:
         env.close()
-        audit = env.tmp / "audit.jsonl"
-        res["audit_records"] = sum(1 for _ in audit.open("rb")) if audit.exists() else 0
+        res["audit_records"] = audit_count(env.tmp / "audit.db")
         if not o.keep:
             shutil.rmtree(env.tmp, ignore_errors=True)
     res["elapsed_s"] = time.perf_counter() - started

@@ -39,6 +39,7 @@ from harness import (
     CpuWatch,
     Env,
     _json_out,
+    audit_count,
     free_port,
     http_status,
     log,
@@ -654,8 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             res["profile"] = phase_profile(o, env)
     finally:
         env.close()
-        audit = env.tmp / "audit.jsonl"
-        res["audit_records"] = sum(1 for _ in audit.open("rb")) if audit.exists() else 0
+        res["audit_records"] = audit_count(env.tmp / "audit.db")
         if not o.keep:
             shutil.rmtree(env.tmp, ignore_errors=True)
     res["elapsed_s"] = time.perf_counter() - started

@@ -96,7 +96,6 @@ def write_config(
                 {"subject": "other", "roles": [], "sha256": sha(OTHER_KEY)},
             ]
         },
-        "audit": {"log": {"path": "audit.jsonl"}},
         "policies": {"model": str(POLICIES / "model.conf"), "policy": str(POLICIES / "policy.csv")},
     }
     for key, value in (settings or {}).items():
@@ -119,12 +118,30 @@ async def gateway(
 
 
 def audit_records(tmp: Path) -> list[dict[str, Any]]:
+    """The call records in the gateway's SQLite audit store (`audit.db` beside the config), oldest first. Read
+    after the gateway has shut down (its writer drained the queue); the chain's links are checked on the way (from
+    wherever it starts: retention may have pruned its beginning)."""
+    import sqlite3
+
     import orjson
 
-    path = tmp / "audit.jsonl"
+    from agentgw.audit.chain import hasher
+
+    path = tmp / "audit.db"
     if not path.exists():
         return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    link, prev, out = hasher(None), None, []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for text, prev_hash, digest in db.execute("SELECT data, prev_hash, hash FROM records ORDER BY seq"):
+            data = text.encode()
+            assert (prev_hash, link(prev_hash, data)) == (prev or prev_hash, digest), (
+                "the audit chain is broken"
+            )
+            prev = digest
+            record = orjson.loads(data)
+            if record["kind"] == "call":
+                out.append(record)
+    return out
 
 
 MOCK_REGISTRY: dict[str, Any] = {

@@ -1,5 +1,6 @@
-"""Operator endpoints: `/admin/*` (admin role only) and the MCP OAuth protected-resource metadata
-(RFC 9728) at `/.well-known/oauth-protected-resource[/mcp…]` when JWTs are configured."""
+"""Operator endpoints: `/admin/*` (admin role only: policy check, task budgets, the audit trace API) and the MCP
+OAuth protected-resource metadata (RFC 9728) at `/.well-known/oauth-protected-resource[/mcp…]` when JWTs are
+configured."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from agentgw.admin.trace import TraceAPI
+from agentgw.audit.store import AuditStore
 from agentgw.budget.ledger import Ledger
 from agentgw.errors import Forbidden, GatewayError, NotFound
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
@@ -37,6 +40,7 @@ class Admin:
         jwt: JWTSettings | None,
         mcp_url: Callable[[], str],
         ledger: Ledger | None = None,
+        audit: AuditStore | None = None,
     ) -> None:
         self.auth = auth
         self.policy = policy
@@ -44,6 +48,7 @@ class Admin:
         self.jwt = jwt
         self.mcp_url = mcp_url
         self.ledger = ledger
+        self.trace = TraceAPI(audit)
 
     async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
         """Limits, spent, reserved, ancestors and children of one task's budget."""
@@ -120,6 +125,8 @@ class Admin:
                 return
             if path.startswith("/admin/tasks/") and path.endswith("/budget") and scope["method"] == "GET":
                 await self.task_budget(scope, send, path[len("/admin/tasks/") : -len("/budget")])
+                return
+            if await self.trace(scope, send):
                 return
             raise NotFound(f"Unknown admin path {path}.", code="unknown_url")
         except GatewayError as err:

@@ -3,19 +3,25 @@ finally."""
 
 from __future__ import annotations
 
+from agentgw.audit.writer import Writer
 from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
-from agentgw.stages.audit import AuditSink, AuditStage
+from agentgw.stages.audit import AuditStage, CapturingAuditStage
 from agentgw.stages.authn import Authenticator, AuthnStage
 from agentgw.stages.authz import AuthzStage
 from agentgw.stages.budget import BudgetStage
 
 
 def default_stages(
-    sink: AuditSink, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
+    audit: Writer | None, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
 ) -> list[Stage]:
-    """Audit first in the list, so its `on_finish` runs last (after every other stage has decided)."""
-    stages: list[Stage] = [AuditStage(sink), AuthnStage(auth), AuthzStage(policy)]
+    """Audit first in the list, so its `on_finish` runs last (after every other stage has decided). Without a
+    writer (`audit.enabled: false`, benchmarks only) nothing is recorded."""
+    stages: list[Stage] = []
+    if audit is not None:
+        capture = any(c.response for c in audit.cfg.payloads)
+        stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
+    stages += [AuthnStage(auth), AuthzStage(policy)]
     if budget is not None:
         stages.append(budget)
     return stages

@@ -130,5 +130,5 @@ async def test_three_gateway_processes_sharing_redis_never_overspend_one_task(tm
     records = [
         r for i in range(3) for r in audit_records(tmp_path / f"replica{i}") if r["operation"] == "chat"
     ]
-    assert len(records) == CALLS  # each replica flushed its audit log on the clean stop
+    assert len(records) == CALLS  # each replica drained its audit queue into its store on the clean stop
     assert sum(r["usage"]["total_tokens"] for r in records if r["status"] == "ok") == sum(reported)

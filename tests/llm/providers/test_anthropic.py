@@ -327,7 +327,7 @@ async def test_upstream_400_is_relayed_as_an_openai_400_and_never_shows_the_api_
     assert err.value.type == "invalid_request_error"
     assert SECRET not in err.value.response.text
     assert len(fake.requests) == 1  # a 400 is the request's fault: not retried
-    assert SECRET not in (tmp_path / "audit.jsonl").read_text()
+    assert SECRET.encode() not in (tmp_path / "audit.db").read_bytes()
 
 
 @pytest.mark.parametrize("failures", [[529], [500], [529, 500]])

@@ -1,0 +1,193 @@
+"""The PostgreSQL audit store (asyncpg): any number of gateway replicas append to one chain. Each batch is one
+transaction that locks the chain-head row (`SELECT … FOR UPDATE`), links the batch after it, copies it in and
+moves the head, so concurrent writers serialize their appends and the chain stays verifiable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from agentgw.audit.chain import GENESIS, INDEX, Prepared, Row
+from agentgw.audit.config import PostgresStore as PostgresConfig
+from agentgw.audit.store import (
+    PAGE,
+    Checkpoint,
+    Link,
+    TaskFilter,
+    link_batch,
+    paged,
+    task_list_sql,
+    task_row,
+)
+
+COLUMNS = ["seq", *INDEX, "data", "prev_hash", "hash"]
+
+
+def _row(r: Any) -> Row:
+    return Row(
+        r[0], tuple(r[i] for i in range(1, len(INDEX) + 1)), bytes(r["data"]), r["prev_hash"], r["hash"]
+    )
+
+
+class PostgresStore:
+    kind = "postgres"
+
+    def __init__(self, cfg: PostgresConfig) -> None:
+        self.cfg = cfg
+        self.schema = cfg.schema_name
+        self.records_name = f"{cfg.table_prefix}_records"
+        self.records = f'"{self.schema}"."{self.records_name}"'
+        self.head_table = f'"{self.schema}"."{cfg.table_prefix}_head"'
+        self.select = f"SELECT {', '.join(COLUMNS)} FROM {self.records}"
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL audit store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = await asyncpg.create_pool(
+            self.cfg.dsn, min_size=1, max_size=self.cfg.pool_size, timeout=self.cfg.connect_timeout_s
+        )
+        p, r, h = self.cfg.table_prefix, self.records, self.head_table
+        ddl = f"""
+            CREATE SCHEMA IF NOT EXISTS "{self.schema}";
+            CREATE TABLE IF NOT EXISTS {r} (
+                seq BIGINT PRIMARY KEY,
+                record_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                task_id TEXT,
+                parent_task_id TEXT,
+                child_task_id TEXT,
+                principal TEXT,
+                status TEXT,
+                tokens BIGINT NOT NULL DEFAULT 0,
+                cost_usd DOUBLE PRECISION,
+                trace_id TEXT,
+                parent_span_id TEXT,
+                data BYTEA NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS {p}_task ON {r} (task_id, principal);
+            CREATE INDEX IF NOT EXISTS {p}_parent ON {r} (parent_task_id) WHERE parent_task_id IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS {p}_child ON {r} (child_task_id) WHERE child_task_id IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS {p}_ts ON {r} (ts);
+            CREATE INDEX IF NOT EXISTS {p}_span ON {r} (parent_span_id) WHERE parent_span_id IS NOT NULL;
+            CREATE TABLE IF NOT EXISTS {h} (
+                id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL
+            );
+            INSERT INTO {h} (id, seq, hash) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING;
+        """
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                # Replicas starting together would race on CREATE … IF NOT EXISTS: one at a time.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentgw-audit-{r}")
+                await conn.execute(ddl)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    # -- writing ------------------------------------------------------------------------------------------------
+
+    async def _locked_head(self, conn: Any) -> tuple[int, str] | None:
+        r = await conn.fetchrow(f"SELECT seq, hash FROM {self.head_table} WHERE id = 1 FOR UPDATE")
+        return (int(r[0]), str(r[1])) if r is not None and r[0] else None
+
+    async def _append(self, conn: Any, batch: list[Prepared], link: Link) -> None:
+        rows = link_batch(await self._locked_head(conn), batch, link)
+        await conn.copy_records_to_table(
+            self.records_name, records=rows, columns=COLUMNS, schema_name=self.schema
+        )
+        await conn.execute(
+            f"UPDATE {self.head_table} SET seq = $1, hash = $2 WHERE id = 1", rows[-1][0], rows[-1][-1]
+        )
+
+    async def append(self, batch: list[Prepared], link: Link) -> None:
+        if not batch:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._append(conn, batch, link)
+
+    async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            head = await self._locked_head(conn)  # the chain lock: no append runs while we prune
+            if head is None:
+                return 0
+            newer = await conn.fetchval(f"SELECT min(seq) FROM {self.records} WHERE ts >= $1", cutoff)
+            last = newer - 1 if newer is not None else head[0]
+            h = await conn.fetchval(f"SELECT hash FROM {self.records} WHERE seq = $1", last)
+            if h is None:
+                return 0
+            status = await conn.execute(f"DELETE FROM {self.records} WHERE seq <= $1", last)
+            n = int(status.split()[-1])
+            await self._append(conn, [checkpoint(int(last), str(h), n, cutoff)], link)
+            return n
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def rows(self) -> AsyncIterator[Row]:
+        sql = f"{self.select} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        return paged(lambda after: self.pool.fetch(sql, after, PAGE), _row)
+
+    async def head(self) -> tuple[int, str] | None:
+        r = await self.pool.fetchrow(f"SELECT seq, hash FROM {self.head_table} WHERE id = 1")
+        return (int(r[0]), str(r[1])) if r is not None and r[0] else None
+
+    async def record(self, record_id: str) -> Row | None:
+        r = await self.pool.fetchrow(f"{self.select} WHERE record_id = $1", record_id)
+        return _row(r) if r is not None else None
+
+    async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
+        if principal is None:
+            got = await self.pool.fetch(f"{self.select} WHERE task_id = $1 ORDER BY seq", task_id)
+        else:
+            got = await self.pool.fetch(
+                f"{self.select} WHERE task_id = $1 AND principal = $2 ORDER BY seq", task_id, principal
+            )
+        return [_row(r) for r in got]
+
+    async def task_principals(self, task_id: str) -> list[str]:
+        got = await self.pool.fetch(
+            f"SELECT DISTINCT principal FROM {self.records} WHERE task_id = $1 AND principal IS NOT NULL "
+            "ORDER BY principal",
+            task_id,
+        )
+        return [str(r[0]) for r in got]
+
+    async def declared_children(self, task_id: str, principal: str | None) -> list[tuple[str, str]]:
+        sql = f"SELECT DISTINCT task_id, principal FROM {self.records} WHERE parent_task_id = $1"
+        if principal is None:
+            got = await self.pool.fetch(sql + " ORDER BY task_id", task_id)
+        else:
+            got = await self.pool.fetch(sql + " AND principal = $2 ORDER BY task_id", task_id, principal)
+        return [(str(r[0]), str(r[1])) for r in got]
+
+    async def span_children(self, trace_id: str, span_ids: list[str]) -> list[tuple[str, str, str]]:
+        if not span_ids:
+            return []
+        got = await self.pool.fetch(
+            f"SELECT DISTINCT parent_span_id, task_id, principal FROM {self.records} "
+            "WHERE parent_span_id = ANY($1::text[]) AND trace_id = $2 AND task_id IS NOT NULL "
+            "AND principal IS NOT NULL",
+            span_ids,
+            trace_id,
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in got]
+
+    async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
+        sql, args = task_list_sql(flt, lambda n: f"${n}", self.records)
+        return [task_row(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,163 @@
+"""The audit store protocol (SQLite and PostgreSQL implement it), the task-list query both share, and
+`open_store(settings)`. A store appends batches to its one hash chain under a lock (several writers, one
+chain), prunes behind a checkpoint, and answers the trace queries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentgw.audit.chain import GENESIS, Prepared, Row
+
+if TYPE_CHECKING:
+    from agentgw.audit.config import Audit
+
+Link = Callable[[str, bytes], str]
+Checkpoint = Callable[[int, str, int, float], Prepared]  # (pruned through seq, its hash, count, cutoff)
+
+STATUSES = ("ok", "error", "denied", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    principal: str | None = None
+    since: float | None = None  # epoch seconds
+    status: str | None = None  # tasks with at least one record of this status
+    denied: bool = False  # tasks with at least one denied record
+    limit: int = 100
+
+
+class AuditStore(Protocol):
+    kind: str
+
+    async def open(self) -> None:
+        """Create the tables if needed."""
+
+    async def append(self, batch: list[Prepared], link: Link) -> None:
+        """Append to the chain atomically: read the head under the store's lock, link, insert, move the head."""
+
+    async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
+        """Delete the oldest records (a prefix of the chain, all older than `cutoff`) and append a checkpoint
+        record that accounts for them. Returns how many were deleted."""
+
+    def rows(self) -> AsyncIterator[Row]:
+        """The whole chain in seq order, fetched in pages."""
+
+    async def head(self) -> tuple[int, str] | None: ...
+
+    async def record(self, record_id: str) -> Row | None: ...
+
+    async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
+        """Records of one task (of one principal, or of every principal with None), in seq order."""
+
+    async def task_principals(self, task_id: str) -> list[str]: ...
+
+    async def declared_children(self, task_id: str, principal: str | None) -> list[tuple[str, str]]:
+        """(task id, principal) of tasks whose callers named `task_id` as their parent task."""
+
+    async def span_children(self, trace_id: str, span_ids: list[str]) -> list[tuple[str, str, str]]:
+        """(parent span id, task id, principal) of records whose callers carried W3C trace context pointing at
+        one of these spans of `trace_id`: downstream agents calling back with the `traceparent` they were sent."""
+
+    async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def record_time(record_id: str) -> float | None:
+    """The time a record id carries (its first 16 hex digits are microseconds since the epoch), or None."""
+    if len(record_id) != 32:
+        return None
+    try:
+        return int(record_id[:16], 16) / 1_000_000
+    except ValueError:
+        return None
+
+
+async def paged(
+    fetch: Callable[[int], Awaitable[Sequence[Any]]], to_row: Callable[[Any], Row]
+) -> AsyncIterator[Row]:
+    """The chain in seq order: `fetch(after_seq)` returns the next page (a short page is the last)."""
+    after = -1
+    while True:
+        got = await fetch(after)
+        for r in got:
+            yield to_row(r)
+        if len(got) < PAGE:
+            return
+        after = got[-1][0]
+
+
+PAGE = 1000
+
+
+def link_batch(head: tuple[int, str] | None, batch: list[Prepared], link: Link) -> list[tuple[Any, ...]]:
+    """Rows to insert after `head`: (seq, *columns, data, prev_hash, hash)."""
+    seq, prev = head if head is not None else (0, GENESIS)
+    out: list[tuple[Any, ...]] = []
+    for item in batch:
+        seq += 1
+        h = link(prev, item.data)
+        out.append((seq, *item.columns, item.data, prev, h))
+        prev = h
+    return out
+
+
+def task_list_sql(flt: TaskFilter, ph: Callable[[int], str], table: str) -> tuple[str, list[Any]]:
+    """One row per (task, principal): when, how many records, denied/errors, tokens, cost (standard SQL for
+    both stores). `ph(n)` renders the n-th placeholder."""
+    args: list[Any] = []
+    where = ["kind = 'call'", "task_id IS NOT NULL"]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return ph(len(args))
+
+    if flt.principal is not None:
+        where.append(f"principal = {arg(flt.principal)}")
+    if flt.since is not None:
+        where.append(f"ts >= {arg(flt.since)}")
+    having: list[str] = []
+    if flt.status is not None:
+        having.append(f"sum(CASE WHEN status = {arg(flt.status)} THEN 1 ELSE 0 END) > 0")
+    if flt.denied:
+        having.append(f"sum({_DENIED}) > 0")
+    sql = (
+        f"SELECT task_id, principal, min(ts), max(ts), count(*), sum({_DENIED}), "
+        f"sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), sum(tokens), sum(cost_usd) "
+        f"FROM {table} WHERE {' AND '.join(where)} GROUP BY task_id, principal"
+        + (f" HAVING {' AND '.join(having)}" if having else "")
+        + f" ORDER BY min(ts) DESC LIMIT {arg(flt.limit)}"
+    )
+    return sql, args
+
+
+_DENIED = "CASE WHEN status = 'denied' THEN 1 ELSE 0 END"
+
+
+def task_row(r: tuple[Any, ...] | Any) -> dict[str, Any]:
+    return {
+        "task_id": r[0],
+        "principal": r[1],
+        "started": r[2],
+        "ended": r[3],
+        "records": int(r[4]),
+        "denied": int(r[5] or 0),
+        "errors": int(r[6] or 0),
+        "tokens": int(r[7] or 0),
+        "cost_usd": float(r[8]) if r[8] is not None else None,
+    }
+
+
+def open_store(cfg: Audit, resolve: Callable[[str], Any]) -> AuditStore:
+    """The configured store (not yet opened). `resolve` makes a config-relative path absolute."""
+    if cfg.store == "postgres":
+        from agentgw.audit.postgres import (
+            PostgresStore,
+        )  # only deployments that use PostgreSQL import asyncpg
+
+        return PostgresStore(cfg.postgres)
+    from agentgw.audit.sqlite import SQLiteStore
+
+    return SQLiteStore(resolve(cfg.sqlite.path), cfg.sqlite.busy_timeout_s)
