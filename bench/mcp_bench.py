@@ -457,19 +457,28 @@ MCP_LAYERS: tuple[tuple[str, str], ...] = (
 # fragment occurs anywhere in a sample's stack takes it (so agentgw's handlers, which the SDK server calls, count as
 # agentgw, and the upstream leg, which they await, as the upstream leg). The fragments follow the module layout
 # of agentgw/mcp/ (the upstream client in upstream.py); adjust them when that changes.
+# First match wins, so the deeper parts of a call come first: a sample inside aiohttp under the endpoint's
+# handler counts as the upstream leg, one in the handler's own frames as agentgw.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("garbage collector", ("gc_collect_main",)),
+    ("upstream leg: aiohttp request and answer (agentgw/mcp/leg.py)", ("aiohttp/", "agentgw/mcp/leg.py")),
     (
-        "upstream leg: httpx2 request and body read",
+        "upstream leg: httpx2 (the SDK client's negotiation, GET and listen streams)",
         ("stream_within_origin", "Response.aread", "AsyncClient.send"),
     ),
+    ("upstream leg: the SDK client (dispatcher, streams)", ("mcp/client/",)),
+    ("agentgw: audit (record building, store)", ("agentgw/audit/", "agentgw/stages/audit.py")),
     (
-        "upstream leg: rest of the SDK client (task per POST, JSON-RPC parsing, streams, dispatcher)",
-        ("mcp/client/", "agentgw/mcp/upstream.py"),
-    ),
-    (
-        "agentgw: endpoint handlers + pipeline (Exchange, stages, audit)",
-        ("agentgw/pipeline.py", "agentgw/mcp/endpoint.py", "agentgw/stages/", "agentgw/audit/"),
+        "agentgw: endpoint handlers + pipeline (Exchange, stages, direct path, upstream stamping)",
+        (
+            "agentgw/pipeline.py",
+            "agentgw/mcp/endpoint.py",
+            "agentgw/mcp/direct.py",
+            "agentgw/mcp/mediate.py",
+            "agentgw/mcp/roundtrip.py",
+            "agentgw/mcp/upstream.py",
+            "agentgw/stages/",
+        ),
     ),
     (
         "downstream SDK server (session manager, transport, SSE response, ServerRunner, validation)",
