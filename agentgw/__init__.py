@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentgw.settings import ConfigError, Settings, load_settings
+from agentgw.configfile import ConfigError
+from agentgw.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from agentgw.app import create_app

@@ -22,6 +22,7 @@ from agentgw.audit.writer import open_writer
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
+from agentgw.configfile import Problem
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
@@ -32,7 +33,7 @@ from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
-from agentgw.settings import Policies, Problem, Settings
+from agentgw.settings import Policies, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator

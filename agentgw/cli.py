@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 import orjson
 
-from agentgw.settings import ConfigError, Settings, keys_file_of, load_settings, worker_problems
+from agentgw.configfile import ConfigError
+from agentgw.settings import Settings, keys_file_of, load_settings, worker_problems
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared

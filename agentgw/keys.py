@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from agentgw.configfile import ConfigError, Problem, validation_problems
 from agentgw.exchange import Principal
-from agentgw.settings import ApiKey, ConfigError, Problem, Settings, _load_keys_file, _validation_problems
+from agentgw.settings import ApiKey, Settings, _load_keys_file
 
 KEY_PREFIX = "agw-"
 
@@ -55,7 +56,7 @@ def append_key(path: Path, subject: str, roles: list[str], name: str | None = No
     try:
         ApiKey.model_validate(entry)
     except ValidationError as err:
-        problems.extend(_validation_problems(str(path), err, (len(entries),)))
+        problems.extend(validation_problems(str(path), err, (len(entries),)))
     if problems:
         raise ConfigError(problems)
     entries.append(entry)

@@ -9,22 +9,25 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
+from agentgw.configfile import (
+    ConfigError,
+    Problem,
+    add_problems,
+    interpolated,
+    read_yaml,
+    validation_problems,
+)
 from agentgw.jwt_auth import JWTSettings
 from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
-
-_ENV = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class Frozen(BaseModel):
@@ -167,116 +170,6 @@ class Settings(Frozen):
         return self.resolve(self.auth.keys_file)
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def interpolate(node: Any, file: str, problems: list[Problem], loc: tuple[Any, ...] = ()) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`.
-
-    `${VAR:-default}` uses the default when VAR is unset or empty. An unset `${VAR}` (no default) is a problem
-    naming the variable; the reference is left in place so it causes no second, confusing problem.
-    """
-    if isinstance(node, dict):
-        return {k: interpolate(v, file, problems, (*loc, k)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [interpolate(v, file, problems, (*loc, i)) for i, v in enumerate(node)]
-    if not isinstance(node, str) or "$" not in node:
-        return node
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1):
-            return "$"
-        name, default = m.group(2), m.group(3)
-        value = os.environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is not None:
-                return default
-            problems.append(Problem(file, _key_path(loc), f"environment variable {name} is not set"))
-            return m.group(0)
-        return value
-
-    return _ENV.sub(sub, node)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping (PyYAML would silently keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges may be overridden; that is their purpose
-            key = self.construct_object(key_node)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path, problems: list[Problem]) -> Any:
-    try:
-        with path.open("rb") as fh:
-            return yaml.load(fh, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
-    except FileNotFoundError:
-        problems.append(Problem(str(path), "", "file not found"))
-    except IsADirectoryError:
-        problems.append(Problem(str(path), "", "is a directory, not a file"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        problems.append(Problem(str(path), where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"))
-    except OSError as exc:
-        problems.append(Problem(str(path), "", f"cannot read: {exc.strerror}"))
-    return None
-
-
-def _validation_problems(file: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> Iterator[Problem]:
-    for e in err.errors(include_url=False):
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        loc = tuple(p for p in (*prefix, *e["loc"]) if not (isinstance(p, str) and p.startswith("function-")))
-        yield Problem(file, _key_path(loc), msg)
-
-
-def _interpolated(
-    data: Any, file: str, problems: list[Problem], loc: tuple[Any, ...] = ()
-) -> tuple[Any, set[str]]:
-    """Interpolate; also return the key paths of unset variables (their validation errors would be noise)."""
-    before = len(problems)
-    data = interpolate(data, file, problems, loc)
-    return data, {p.path for p in problems[before:]}
-
-
-def _add(problems: list[Problem], found: Iterator[Problem], unset: set[str]) -> None:
-    """Add the problems that are not at the key path of an unset variable (already reported, by name)."""
-    problems.extend(p for p in found if p.path not in unset)
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -318,18 +211,18 @@ def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
     refs: list[tuple[str, str, str]] = []  # (file, key path, provider) of every model target
     for file in registry_files(settings, problems):
         fname = str(file)
-        data = _read_yaml(file, problems)
+        data = read_yaml(file, problems)
         if data is None:
             continue
         if not isinstance(data, dict):
             problems.append(Problem(fname, "", "expected a mapping with llm, mcp and a2a sections"))
             continue
-        data, unset = _interpolated(data, fname, problems)
+        data, unset = interpolated(data, fname, problems)
         try:  # validate each file on its own first, so problems name the file they are in
             Registry.model_validate(data)
             valid = True
         except ValidationError as err:
-            _add(problems, _validation_problems(fname, err), unset)
+            add_problems(problems, validation_problems(fname, err), unset)
             valid = False
         # Names and references are checked even in an invalid file, so one run reports everything.
         for section, lists in _SECTIONS.items():
@@ -360,14 +253,14 @@ def load_registry(settings: Settings, problems: list[Problem]) -> Registry:
     try:
         return Registry.model_validate(merged)
     except ValidationError as err:  # pragma: no cover - every merged entry validated in its own file above
-        problems.extend(_validation_problems("registry", err))
+        problems.extend(validation_problems("registry", err))
         return Registry()
 
 
 def _load_keys_file(path: Path, problems: list[Problem]) -> list[ApiKey]:
     if not path.exists():
         return []
-    data = _read_yaml(path, problems)
+    data = read_yaml(path, problems)
     if data is None:
         return []
     if not isinstance(data, list):
@@ -378,7 +271,7 @@ def _load_keys_file(path: Path, problems: list[Problem]) -> list[ApiKey]:
         try:
             keys.append(ApiKey.model_validate(item))
         except ValidationError as err:
-            problems.extend(_validation_problems(str(path), err, (i,)))
+            problems.extend(validation_problems(str(path), err, (i,)))
     return keys
 
 
@@ -390,7 +283,7 @@ def _validate_settings(
     try:
         return Settings.model_validate(raw), set()
     except ValidationError as err:
-        _add(problems, _validation_problems(file, err), unset)
+        add_problems(problems, validation_problems(file, err), unset)
     good: dict[str, Any] = {}
     for key, value in raw.items():
         if key in Settings.model_fields:
@@ -470,14 +363,14 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     cfg_path = Path(path).resolve()
     file = str(cfg_path)
     problems: list[Problem] = []
-    raw = _read_yaml(cfg_path, problems)
+    raw = read_yaml(cfg_path, problems)
     if problems:
         raise ConfigError(problems)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([Problem(file, "", "expected a mapping at the top level")])
-    raw, unset = _interpolated(raw, file, problems)
+    raw, unset = interpolated(raw, file, problems)
     settings, invalid = _validate_settings(raw, file, unset, problems)
     settings._path = cfg_path
     if "registry" not in invalid:
@@ -502,17 +395,17 @@ def keys_file_of(path: str | os.PathLike[str]) -> Path:
     beside it). Reads only the `auth` section, so creating a key needs no provider secrets in the environment."""
     cfg_path = Path(path).resolve()
     problems: list[Problem] = []
-    raw = _read_yaml(cfg_path, problems)
+    raw = read_yaml(cfg_path, problems)
     auth = raw.get("auth") if isinstance(raw, dict) else None
     if raw is not None and not isinstance(raw, dict):
         problems.append(Problem(str(cfg_path), "", "expected a mapping at the top level"))
     keys_file = "keys.yaml"
     if auth is not None:
-        auth, unset = _interpolated(auth, str(cfg_path), problems, ("auth",))
+        auth, unset = interpolated(auth, str(cfg_path), problems, ("auth",))
         try:
             keys_file = Auth.model_validate(auth).keys_file
         except ValidationError as err:
-            _add(problems, _validation_problems(str(cfg_path), err, ("auth",)), unset)
+            add_problems(problems, validation_problems(str(cfg_path), err, ("auth",)), unset)
     if problems:
         raise ConfigError(problems)
     p = Path(keys_file)

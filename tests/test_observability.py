@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agentgw.configfile import ConfigError
 from agentgw.observability import Otlp
-from agentgw.settings import ConfigError, load_settings
+from agentgw.settings import load_settings
 from tests.support import MOCK_REGISTRY, write_config
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from agentgw.configfile import ConfigError, Problem, interpolate
 from agentgw.registry import Registry
-from agentgw.settings import ConfigError, Problem, Settings, interpolate, load_settings
+from agentgw.settings import Settings, load_settings
 from tests.support import sha
 
 REGISTRY = """\

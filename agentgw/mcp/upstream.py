@@ -9,7 +9,6 @@ import asyncio
 import importlib.metadata
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,15 +19,8 @@ import anyio
 import anyio.abc
 import mcp.types as types
 from mcp.client.session import ClientSession, IncomingMessage
-from mcp.client.subscriptions import listen
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp.shared.subscriptions import (
-    PromptsListChanged,
-    ResourcesListChanged,
-    ResourceUpdated,
-    ToolsListChanged,
-)
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
@@ -42,6 +34,7 @@ from pydantic import ValidationError
 from agentgw.errors import GatewayError, UpstreamTimeout
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
 from agentgw.mcp.leg import HttpLeg, SessionExpired
+from agentgw.mcp.watching import OnChange, OnUpdated, Watching, describe
 from agentgw.mcp.wire import (
     Connection,
     Deadline,
@@ -67,22 +60,12 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
 CLIENT_INFO = types.Implementation(name="agentgw", version=_VERSION)
 
 Era = Literal["modern", "handshake"]
-OnChange = Callable[[str, str | None], None]  # (server, kind or None for "everything may have changed")
-OnUpdated = Callable[[str, str], None]  # (server, the upstream URI of a resource that changed)
 HttpSession = Callable[[], aiohttp.ClientSession]  # the process's pooled upstream session
 
 __all__ = ["CLIENT_INFO", "ParamMap", "Upstream", "Upstreams"]
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line cause for logs: the first leaf of an exception group, type and message."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
-
-
-class Upstream:
+class Upstream(Watching):
     """One registry MCP server, as the gateway's client.
 
     Decides which era the server speaks (a `server/discover` probe, else the `initialize` handshake; remembered),
@@ -116,12 +99,7 @@ class Upstream:
         self.connects = 0
         self._conn: Connection | None = None
         self._changed = asyncio.Event()
-        self._watched: Counter[str] = (
-            Counter()
-        )  # resource URIs callers subscribed to (kept across reconnects)
-        self._rewatch = (
-            anyio.Event()
-        )  # the watched set changed: a 2026-07-28 server's resource listen reopens
+        Watching.__init__(self)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -154,7 +132,7 @@ class Upstream:
                     await conn.closed.wait()
                     reason, expired = conn.reason, conn.expired
             except Exception as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
             finally:
                 self._conn = None
             if expired:
@@ -254,117 +232,6 @@ class Upstream:
             self.on_change(self.name, "resources")
         elif isinstance(message, types.ResourceUpdatedNotification):
             self.on_updated(self.name, str(message.params.uri))
-
-    async def _listen(
-        self,
-        session: ClientSession,
-        watch: dict[str, bool],
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """2026-07-28 servers announce list changes only on a `subscriptions/listen` stream. Without one (refused,
-        or lost later) listings still expire by their ttlMs."""
-        started = False
-        try:
-            async with listen(
-                session,
-                tools_list_changed=watch["tools"],
-                prompts_list_changed=watch["prompts"],
-                resources_list_changed=watch["resources"],
-            ) as sub:
-                task_status.started()
-                started = True
-                async for event in sub:
-                    if isinstance(event, ToolsListChanged):
-                        self.on_change(self.name, "tools")
-                    elif isinstance(event, PromptsListChanged):
-                        self.on_change(self.name, "prompts")
-                    elif isinstance(event, ResourcesListChanged):
-                        self.on_change(self.name, "resources")
-        except Exception as exc:
-            log.info("MCP server %r: no list-change subscription (%s)", self.name, _describe(exc))
-            if not started:
-                task_status.started()
-
-    # -- resource subscriptions (shared by every caller: one upstream subscription per URI) ---------------------
-
-    async def watch(self, uri: str) -> None:
-        """A caller subscribed to `uri`: subscribe upstream unless someone already did. A handshake-era server's
-        refusal is the caller's error (UpstreamRPCError); a 2026-07-28 server gets it on a `subscriptions/listen`
-        stream, reopened with the new set."""
-        self._watched[uri] += 1
-        if self._watched[uri] > 1:
-            return
-        try:
-            await self._sync_watch(uri, "resources/subscribe")
-        except BaseException:
-            self._drop(uri)
-            raise
-
-    async def unwatch(self, uri: str) -> None:
-        if self._watched[uri] <= 0:
-            return
-        self._drop(uri)
-        if uri not in self._watched:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.spec.timeout_s):
-                try:
-                    await self._sync_watch(uri, "resources/unsubscribe")
-                except GatewayError as err:
-                    log.debug("MCP server %r: unsubscribing %s failed: %s", self.name, uri, err.message)
-
-    def _drop(self, uri: str) -> None:
-        self._watched[uri] -= 1
-        if self._watched[uri] <= 0:
-            del self._watched[uri]
-
-    async def _sync_watch(self, uri: str, method: str) -> None:
-        conn = self._conn
-        if conn is None or conn.closed.is_set():
-            return  # applied when the connection opens
-        if conn.modern:
-            rewatch, self._rewatch = self._rewatch, anyio.Event()
-            rewatch.set()
-        else:
-            await self.request(method, {"uri": uri})
-
-    async def _resubscribe(self, conn: Connection) -> None:
-        """A new handshake-era session starts without our subscriptions: renew them."""
-        for uri in list(self._watched):
-            try:
-                await self.request("resources/subscribe", {"uri": uri})
-            except GatewayError as err:
-                log.warning("MCP server %r: re-subscribing to %s failed: %s", self.name, uri, err.message)
-
-    async def _listen_resources(self, session: ClientSession) -> None:
-        """A 2026-07-28 server's resource updates: one `subscriptions/listen` stream for the watched URIs,
-        reopened whenever the set changes."""
-        while True:
-            rewatch = self._rewatch
-            uris = sorted(self._watched)
-            if not uris:
-                await rewatch.wait()
-                continue
-            try:
-                async with (
-                    listen(session, resource_subscriptions=uris) as sub,
-                    anyio.create_task_group() as tg,
-                ):
-
-                    async def reopen(
-                        ev: anyio.Event = rewatch, scope: anyio.CancelScope = tg.cancel_scope
-                    ) -> None:
-                        await ev.wait()
-                        scope.cancel()
-
-                    tg.start_soon(reopen)
-                    async for event in sub:
-                        if isinstance(event, ResourceUpdated):
-                            self.on_updated(self.name, event.uri)
-                    tg.cancel_scope.cancel()
-            except Exception as exc:
-                log.info("MCP server %r: resource subscription lost (%s)", self.name, _describe(exc))
-                with anyio.move_on_after(self.MAX_BACKOFF_S):
-                    await rewatch.wait()
 
     # -- requests ---------------------------------------------------------------------------------------------
 
