@@ -154,7 +154,8 @@ auth:
     - {subject: conformance-suite, roles: [agents], sha256: "$KEY_SHA"}
   keys_file: keys.yaml
 audit:
-  log: {enabled: true, path: "$OUT/gateway-audit.jsonl"}
+  sqlite: {path: "$OUT/gateway-audit.db"}
+  jsonl: "$OUT/gateway-audit.jsonl"
 logging: {level: info}
 server: {graceful_shutdown_s: 2}
 supervisor: {stop_timeout_s: 2}
