@@ -68,9 +68,11 @@ async def test_a_session_outlives_a_restart_of_the_gateway(tmp_path: Path) -> No
             listed = await http.post(
                 f"{url}/mcp", json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, headers=session
             )
-    assert _result_text(before) == _result_text(after) == "again"
+            direct = await _call(http, url, session, rid=5)
+    assert _result_text(before) == _result_text(after) == _result_text(direct) == "again"
     assert after.headers["mcp-session-id"] == session["Mcp-Session-Id"]
     assert "docs__echo" in listed.text
+    assert direct.headers["content-type"].startswith("application/json")  # the direct path serves it again
 
 
 @contextlib.asynccontextmanager
