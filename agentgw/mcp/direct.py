@@ -59,9 +59,8 @@ log = logging.getLogger("agentgw.mcp")
 _PARAM_KEYS = frozenset({"name", "arguments", "_meta"})
 _ROUTING = frozenset({MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER})
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
-JSON_WITHIN_S = (
-    1.0  # a handshake-era answer later than this comes on a resumable SSE stream instead of as JSON
-)
+# A handshake-era answer later than this comes on a resumable SSE stream instead of as JSON.
+JSON_WITHIN_S = 1.0
 
 
 @dataclass(slots=True)
