@@ -113,3 +113,15 @@ async def test_a_large_tool_result_streamed_by_the_upstream_arrives_whole(
         async with mcp_client(f"{url}/mcp") as client:
             result = await client.call_tool("docs__echo", {"text": text})
     assert result.content[0].text == text  # type: ignore[union-attr]
+
+
+async def test_a_routing_header_sent_twice_is_refused_like_the_sdk_refuses_it(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, _):
+        async with httpx.AsyncClient(timeout=10) as http:
+            call = modern_request("tools/call", {"name": "docs__echo", "arguments": {"text": "x"}})
+            headers = [*MODERN.items(), ("Mcp-Name", "docs__echo"), ("Mcp-Name", "docs__echo")]
+            answer = await http.post(f"{url}/mcp", json=call, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == HEADER_MISMATCH
+    assert not any(h.get("mcp-method") == "tools/call" for h in docs.headers)
