@@ -18,7 +18,7 @@ import orjson
 from agentgw import __version__
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
-from agentgw.audit.writer import open_writer
+from agentgw.audit.writer import open_sink
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
@@ -54,7 +54,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = UpstreamPool(settings.upstream)
-        self.audit = open_writer(settings)  # None when audit.enabled is false
+        self.audit = open_sink(settings)  # None when audit.enabled is false
         self.keys = KeyStore(settings)
         self.policy = policy_store(settings)
         jwt_cfg = settings.auth.jwt

@@ -75,6 +75,9 @@ class Retention(Frozen):
 
 class Audit(Frozen):
     enabled: bool = True  # false only for benchmarks: nothing is recorded
+    # process: records are built and stored by a writer process of their own (another core); inline: in the
+    # gateway's event loop and a thread (one process, e.g. for debugging)
+    writer: Literal["process", "inline"] = "process"
     store: Literal["sqlite", "postgres"] = "sqlite"
     sqlite: SQLiteStore = Field(default_factory=SQLiteStore)
     postgres: PostgresStore = Field(default_factory=PostgresStore)

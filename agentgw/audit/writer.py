@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from agentgw.audit.chain import Prepared, hasher, prepare
 from agentgw.audit.config import Audit
@@ -26,7 +25,7 @@ from agentgw.audit.redact import Redactor, is_secret_name
 from agentgw.audit.store import AuditStore, open_store
 from agentgw.exchange import Exchange
 from agentgw.registry import Agent, MCPServer, Provider
-from agentgw.settings import Settings
+from agentgw.settings import Settings, secret_of
 
 log = logging.getLogger("agentgw.audit")
 
@@ -109,6 +108,14 @@ class Writer:
         while not condition():
             self._changed.clear()
             await self._changed.wait()
+
+    def record_drops(self, count: int, first: float, last: float) -> None:
+        """Drops decided elsewhere (the gateway side of a writer process): counted and put on the record."""
+        self._ready.set()
+        self.dropped += count
+        n, start, _ = self._drop_window or (0, first, last)
+        self._drop_window = (n + count, start, last)
+        self._bump()
 
     def _note_drop(self) -> None:
         self._ready.set()  # the flusher records the drop even with nothing else to write
@@ -322,9 +329,44 @@ def known_secrets(settings: Settings) -> list[str]:
         out += [v for k, v in entry.env.items() if is_secret_name(k) or "key" in k.lower()]
     if settings.audit.hmac_key:
         out.append(settings.audit.hmac_key)
-    if os.environ.get("AGENTGW_SECRET"):
-        out.append(os.environ["AGENTGW_SECRET"])
+    secret = secret_of(settings)
+    if secret:
+        out.append(secret)
     return out
+
+
+class RecordSink(Protocol):
+    """Where the audit stage hands finished calls: the in-process Writer, or the gateway's side of the writer
+    process (process.py). Both count what they did for /metrics and /readyz."""
+
+    cfg: Audit
+    builder: RecordBuilder
+    store: AuditStore
+
+    @property
+    def depth(self) -> int: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+
+    async def submit(self, ex: Exchange, ended: float) -> None: ...
+    async def start(self) -> None: ...
+    async def flush(self) -> None: ...
+    async def aclose(self, timeout_s: float = 30.0) -> None: ...
+    async def until(self, condition: Callable[[], bool]) -> None: ...
+
+
+def open_sink(settings: Settings) -> RecordSink | None:
+    """What the gateway records through: the writer process (the default) or the in-process Writer."""
+    writer = open_writer(settings)
+    if writer is None or settings.audit.writer == "inline":
+        return writer
+    from agentgw.audit.process import ProcessWriter  # the worker process itself uses the Writer
+
+    return ProcessWriter(settings.audit, settings.path, writer.store, writer.builder)
 
 
 def open_writer(settings: Settings) -> Writer | None:

@@ -3,7 +3,7 @@ finally."""
 
 from __future__ import annotations
 
-from agentgw.audit.writer import Writer
+from agentgw.audit.writer import RecordSink
 from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
 from agentgw.stages.audit import AuditStage, CapturingAuditStage
@@ -13,7 +13,7 @@ from agentgw.stages.budget import BudgetStage
 
 
 def default_stages(
-    audit: Writer | None, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
+    audit: RecordSink | None, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
 ) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided). Without a
     writer (`audit.enabled: false`, benchmarks only) nothing is recorded."""

@@ -1,7 +1,8 @@
 """The audit hook: records every Exchange once, in `on_finish`, for allowed, denied, failed and cancelled calls.
 
-On the request path it only hands the finished Exchange to the writer (agentgw/audit/writer.py), which builds
-and stores the record in the background. It never fails the request: an error here is logged and counted.
+On the request path it only hands the finished Exchange to the writer (the writer process, audit/process.py, or
+the in-process audit/writer.py), which builds and stores the record in the background. It never fails the
+request: an error here is logged and counted.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from agentgw.audit.writer import Writer
+from agentgw.audit.writer import RecordSink
 from agentgw.exchange import Exchange
 from agentgw.pipeline import Stage
 
@@ -19,7 +20,7 @@ log = logging.getLogger("agentgw.audit")
 class AuditStage(Stage):
     name = "audit"
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: RecordSink) -> None:
         self.writer = writer
         self.lost = 0
 

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import pytest
 
 from tests.audit.support import sqlite_db
 from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, gateway
@@ -19,9 +20,10 @@ AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 CHAT = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def pressure(on_full: str) -> dict[str, Any]:
+def pressure(on_full: str, writer: str) -> dict[str, Any]:
     return {
         "audit": {
+            "writer": writer,
             "queue_size": 2,
             "batch_size": 1,
             "batch_wait_ms": 0,
@@ -36,9 +38,19 @@ def kinds(tmp: Path) -> list[dict[str, Any]]:
         return [orjson.loads(d) for (d,) in db.execute("SELECT data FROM records ORDER BY seq")]
 
 
-async def test_a_full_queue_blocks_finishing_calls_until_the_store_takes_writes_again(tmp_path: Path) -> None:
+# In process: two records queued and one in the writer's failing batch. Through the writer process: two in
+# flight (the limit counts everything handed over and not yet stored).
+HELD = {"inline": (3, 2), "process": (4, 2)}  # callers held back, queue depth
+DROPPED = {"inline": 3, "process": 4}
+
+
+@pytest.mark.parametrize("writer", ["process", "inline"])
+async def test_a_full_queue_blocks_finishing_calls_until_the_store_takes_writes_again(
+    tmp_path: Path, writer: str
+) -> None:
+    held, depth = HELD[writer]
     async with (
-        gateway(tmp_path, MOCK_REGISTRY, pressure("block")) as (url, app),
+        gateway(tmp_path, MOCK_REGISTRY, pressure("block", writer)) as (url, app),
         httpx.AsyncClient(base_url=url) as c,
     ):
         w = app.audit
@@ -55,12 +67,11 @@ async def test_a_full_queue_blocks_finishing_calls_until_the_store_takes_writes_
             async with anyio.create_task_group() as tg:
                 for i in range(6):
                     tg.start_soon(call, i)
-                # one record in the writer's failing batch, two queued, three callers held back
-                await w.until(lambda: w.blocked == 3 and w.depth == 2 and w.store_errors >= 1)
-                answered = [await receive.receive() for _ in range(3)]
-                assert (w.blocked, w.depth, w.dropped) == (3, 2, 0)  # the other three still wait
+                await w.until(lambda: w.blocked == held and w.depth == depth and w.store_errors >= 1)
+                answered = [await receive.receive() for _ in range(6 - held)]
+                assert (w.blocked, w.depth, w.dropped) == (held, depth, 0)  # the others still wait
                 db.execute("COMMIT")
-                rest = [await receive.receive() for _ in range(3)]
+                rest = [await receive.receive() for _ in range(held)]
     assert sorted(answered + rest) == list(range(6))
     assert sorted(r["task_id"] for r in audit_records(tmp_path)) == [f"t{i}" for i in range(6)]
     assert w.dropped == 0 and w.written == 6
@@ -71,9 +82,13 @@ async def call(c: httpx.AsyncClient) -> None:
     assert r.status_code == 200
 
 
-async def test_with_on_full_drop_calls_finish_and_the_drops_are_counted_and_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "inline"])
+async def test_with_on_full_drop_calls_finish_and_the_drops_are_counted_and_recorded(
+    tmp_path: Path, writer: str
+) -> None:
+    drops = DROPPED[writer]
     async with (
-        gateway(tmp_path, MOCK_REGISTRY, pressure("drop")) as (url, app),
+        gateway(tmp_path, MOCK_REGISTRY, pressure("drop", writer)) as (url, app),
         httpx.AsyncClient(base_url=url) as c,
     ):
         w = app.audit
@@ -85,14 +100,14 @@ async def test_with_on_full_drop_calls_finish_and_the_drops_are_counted_and_reco
             for _ in range(5):
                 await call(c)
             # nothing waited: every call answered while the store was locked
-            assert w.dropped == 3 and w.blocked == 0
+            assert w.dropped == drops and w.blocked == 0
             ready = await c.get("/readyz")
-            assert ready.json()["audit"]["dropped"] == 3
+            assert ready.json()["audit"]["dropped"] == drops
             db.execute("COMMIT")
     records = kinds(tmp_path)
-    assert [r["kind"] for r in records].count("call") == 3
+    assert [r["kind"] for r in records].count("call") == 6 - drops
     [dropped] = [r for r in records if r["kind"] == "dropped"]
-    assert dropped["dropped"] == 3 and dropped["first_dropped"] <= dropped["last_dropped"]
+    assert dropped["dropped"] == drops and dropped["first_dropped"] <= dropped["last_dropped"]
 
 
 async def test_a_call_that_finishes_after_shutdown_is_still_recorded(tmp_path: Path) -> None:

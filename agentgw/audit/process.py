@@ -1,0 +1,208 @@
+"""The gateway's side of the audit writer process (`audit.writer: process`, the default): the request path only
+turns a finished Exchange into a snapshot line (snapshot.py) and hands a batch of them to the worker's stdin; the
+worker (worker.py) builds, chains and stores the records on another core. Counts what the worker reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from agentgw.audit.config import Audit
+from agentgw.audit.record import RecordBuilder
+from agentgw.audit.snapshot import snapshot
+from agentgw.audit.store import AuditStore
+from agentgw.exchange import Exchange
+
+log = logging.getLogger("agentgw.audit")
+
+_GATHER_S = 0.002  # snapshots gather this long before one write to the worker
+
+
+class ProcessWriter:
+    """Decides what happens to a finished call's record on the request path: handed to the worker (a few µs), or,
+    with `queue_size` records already in flight, the caller waits (`on_full: block`) or the record is dropped and
+    counted (`drop`; the worker puts the drop on the record). A worker that dies is started again; the records it
+    held are counted as lost and logged. `store` is opened here for reading (the trace API)."""
+
+    def __init__(self, cfg: Audit, config: Path, store: AuditStore, builder: RecordBuilder) -> None:
+        self.cfg = cfg
+        self.config = config
+        self.store = store
+        self.builder = builder  # its capture rules decide which streams keep their frames (stages/audit.py)
+        self.block = cfg.on_full == "block"
+        self.submitted = 0  # handed to the worker (queued here or in its pipe)
+        self.blocked = 0
+        self._dropped_here = 0  # dropped here, queue full
+        self._before = (0, 0, 0)  # written, dropped, lost of workers that ended (a new one reports from zero)
+        self._now = (0, 0, 0)  # the running worker's last report
+        self._held_lost = 0  # records a worker held when it died, or that shutdown gave up on
+        self.prunes = 0  # retention passes the worker ran (it owns the store's writes)
+        self.pruned = 0
+        self.store_errors = 0  # failed append attempts the worker made (each retried)
+        self._drops: tuple[int, float, float] | None = None  # drops not yet told to the worker
+        self._buf: list[bytes] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.closing = False
+
+    @property
+    def written(self) -> int:
+        return self._before[0] + self._now[0]
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_here + self._worker_dropped
+
+    @property
+    def _worker_dropped(self) -> int:
+        """Records handed over that the worker dropped itself (its queue full)."""
+        return self._before[1] + self._now[1]
+
+    @property
+    def lost(self) -> int:
+        return self._before[2] + self._now[2] + self._held_lost
+
+    @property
+    def depth(self) -> int:
+        """Handed over and not yet accounted for (stored, dropped by the worker, or lost)."""
+        return self.submitted - self.written - self._worker_dropped - self.lost
+
+    # -- request path -------------------------------------------------------------------------------------------
+
+    async def submit(self, ex: Exchange, ended: float) -> None:
+        if self.depth >= self.cfg.queue_size:
+            if not self.block:
+                self._drop()
+                return
+            self.blocked += 1
+            try:
+                await self.until(lambda: self.depth < self.cfg.queue_size)
+            finally:
+                self.blocked -= 1
+        self._buf.append(snapshot(ex, ended) + b"\n")
+        self.submitted += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _drop(self) -> None:
+        now = time.time()
+        self._dropped_here += 1
+        count, first, _ = self._drops or (0, now, now)
+        self._drops = (count + 1, first, now)
+        if count == 0:
+            log.warning("audit queue full (%d in flight): records are being dropped", self.cfg.queue_size)
+        self._wake.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()  # fails the start, as the in-process writer does, when the store is unusable
+        await self._spawn()
+        self._pump = asyncio.create_task(self._pump_loop(), name="audit-pump")
+
+    async def _spawn(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agentgw.audit.worker",
+            str(self.config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C or SIGTERM to the gateway's group reaches the gateway only
+        )
+        self._reader = asyncio.create_task(self._read_loop(self._proc), name="audit-reports")
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(_GATHER_S)
+            self._wake.clear()
+            await self._send()
+
+    async def _send(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return
+        data, self._buf = b"".join(self._buf), []
+        if self._drops is not None:
+            count, first, last = self._drops
+            self._drops = None
+            data += orjson.dumps({"drops": count, "first": first, "last": last}) + b"\n"
+        if data:
+            try:
+                proc.stdin.write(data)
+                await proc.stdin.drain()  # the worker's queue is full: this waits (backpressure)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the reader sees the worker die and accounts for it
+
+    async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                report = orjson.loads(line)
+                self._now = (int(report["written"]), int(report["dropped"]), int(report["lost"]))
+                self.prunes, self.pruned = int(report.get("prunes", 0)), int(report.get("pruned", 0))
+                self.store_errors = int(report.get("store_errors", 0))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            self._changed.set()
+        code = await proc.wait()
+        (w0, d0, l0), (w1, d1, l1) = self._before, self._now
+        self._before = (w0 + w1, d0 + d1, l0 + l1)
+        self._now = (0, 0, 0)
+        held = self.depth
+        if held:  # what the worker had not stored when it ended
+            self._held_lost += held
+            log.error("audit writer process exited (%s) holding %d unwritten records", code, held)
+        self._changed.set()
+        if not self.closing:
+            log.error("audit writer process exited (%s); starting it again", code)
+            await self._spawn()
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything handed over so far is in the store."""
+        target = self.submitted
+        self._wake.set()
+        await self.until(lambda: self.submitted - self.depth >= target)
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Hand over what is left, let the worker drain it into the store and exit (up to `timeout_s` more than
+        its own store retries), then close."""
+        self.closing = True
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        await self._send()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    await proc.stdin.wait_closed()
+                if self._reader is not None:
+                    await asyncio.wait_for(self._reader, timeout_s + 5)
+            except TimeoutError:
+                proc.kill()
+                log.error("audit writer process did not finish in time: %d records lost", self.depth)
+                self._held_lost += self.depth
+        await self.store.aclose()
+        log.info(
+            "audit writer closed: %d written, %d dropped, %d lost", self.written, self.dropped, self.lost
+        )

@@ -1,0 +1,91 @@
+"""The audit writer process (`python -m agentgw.audit.worker CONFIG`): reads finished calls as snapshot lines on
+stdin, builds, chains and stores their records with the in-process Writer, and reports its counters as JSON
+lines on stdout. It ends when stdin closes, after everything it read is stored (signals are the gateway's to
+handle: a SIGTERM to the process group must not cut the drain short)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from functools import partial
+
+import orjson
+
+from agentgw.audit.snapshot import restore
+from agentgw.audit.writer import Writer, open_writer
+from agentgw.settings import load_settings
+
+log = logging.getLogger("agentgw.audit")
+LINE_LIMIT = 256 * 1024 * 1024  # one snapshot (a captured payload can be large)
+
+
+_told = [0]  # drops the gateway decided and told us (recorded here, counted there)
+
+
+def _counters(writer: Writer) -> dict[str, int]:
+    return {
+        "written": writer.written,
+        "dropped": writer.dropped - _told[0],  # only what this process dropped itself
+        "lost": writer.lost,
+        "store_errors": writer.store_errors,
+        "prunes": writer.prunes,
+        "pruned": writer.pruned,
+    }
+
+
+async def _report(writer: Writer) -> None:
+    """A line whenever a counter changes (the gateway's depth and /metrics read these)."""
+    while True:
+        now = _counters(writer)
+        sys.stdout.buffer.write(orjson.dumps(now) + b"\n")
+        sys.stdout.buffer.flush()
+        await writer.until(partial(_changed, writer, now))
+
+
+def _changed(writer: Writer, seen: dict[str, int]) -> bool:
+    return _counters(writer) != seen
+
+
+async def serve(config: str) -> int:
+    writer = open_writer(load_settings(config))
+    if writer is None:
+        return 0
+    await writer.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    reporter = asyncio.create_task(_report(writer))
+    try:
+        while line := await reader.readline():
+            if line.startswith(b"["):
+                ex, ended = restore(line)
+                await writer.submit(ex, ended)
+            elif line.startswith(b"{"):
+                drops = orjson.loads(line)
+                _told[0] += int(drops["drops"])
+                writer.record_drops(int(drops["drops"]), float(drops["first"]), float(drops["last"]))
+    finally:
+        await writer.aclose()
+        reporter.cancel()
+        sys.stdout.buffer.write(orjson.dumps({**_counters(writer), "closed": True}) + b"\n")
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    return asyncio.run(serve(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
