@@ -21,13 +21,10 @@ log = logging.getLogger("agentgw.audit")
 LINE_LIMIT = 256 * 1024 * 1024  # one snapshot (a captured payload can be large)
 
 
-_told = [0]  # drops the gateway decided and told us (recorded here, counted there)
-
-
 def _counters(writer: Writer) -> dict[str, int]:
     return {
         "written": writer.written,
-        "dropped": writer.dropped - _told[0],  # only what this process dropped itself
+        "dropped": writer.dropped,
         "lost": writer.lost,
         "store_errors": writer.store_errors,
         "prunes": writer.prunes,
@@ -59,13 +56,16 @@ async def serve(config: str) -> int:
     reporter = asyncio.create_task(_report(writer))
     try:
         while line := await reader.readline():
-            if line.startswith(b"["):
-                ex, ended = restore(line)
-                await writer.submit(ex, ended)
-            elif line.startswith(b"{"):
-                drops = orjson.loads(line)
-                _told[0] += int(drops["drops"])
-                writer.record_drops(int(drops["drops"]), float(drops["first"]), float(drops["last"]))
+            try:
+                if line.startswith(b"["):
+                    ex, ended = restore(line)
+                    await writer.submit(ex, ended)
+                elif line.startswith(b"{"):
+                    drops = orjson.loads(line)
+                    writer.record_drops(int(drops["drops"]), float(drops["first"]), float(drops["last"]))
+            except (ValueError, TypeError, KeyError, IndexError):  # a line the gateway did not write whole
+                writer.lost += 1
+                log.exception("an audit snapshot could not be read; its record is lost")
     finally:
         await writer.aclose()
         reporter.cancel()

@@ -110,9 +110,8 @@ class Writer:
             await self._changed.wait()
 
     def record_drops(self, count: int, first: float, last: float) -> None:
-        """Drops decided elsewhere (the gateway side of a writer process): counted and put on the record."""
+        """Drops decided elsewhere (the gateway side of a writer process, which counts them): put on the record."""
         self._ready.set()
-        self.dropped += count
         n, start, _ = self._drop_window or (0, first, last)
         self._drop_window = (n + count, start, last)
         self._bump()
