@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +140,9 @@ class Sessions(StreamableHTTPSessionManager):
     process does not come back: its event history, log level and resource subscriptions. Everything else is
     answered by the SDK (404 for an unknown session, 503 at the session limit)."""
 
-    def __init__(self, ids: SessionIds, principal_of: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, ids: SessionIds, principal_of: Callable[[dict[str, Any]], Principal | None], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.ids = ids
         self._principal_of = principal_of  # ASGI scope → the Principal the front door established

@@ -289,24 +289,11 @@ class Upstream(Watching):
             if log_level is not None and not conn.modern:
                 await self._raise_log_level(conn, log_level)
             out, opts = conn.stamp(method, params, headers, param_map, caps, log_level)
-            if conn.leg is not None:
-                try:
-                    return await self._via_leg(conn, conn.leg, method, out, opts, on_progress, relay)
-                except SessionExpired:
-                    conn.expired = True
-                    conn.close("session expired")
-                    if attempt == 1:
-                        continue
-                    raise ServerUnavailable(
-                        f"MCP server '{self.name}' keeps forgetting our session."
-                    ) from None
-                except MCPError as err:
-                    if attempt == 1 and idempotent and err.code == CONNECTION_CLOSED:
-                        continue
-                    raise self._gateway_error(method, err) from None
-            if on_progress is not None:
-                opts["on_progress"] = on_progress
             try:
+                if conn.leg is not None:
+                    return await self._via_leg(conn, conn.leg, method, out, opts, on_progress, relay)
+                if on_progress is not None:
+                    opts["on_progress"] = on_progress
                 if relay is None:
                     opts["timeout"] = self.spec.timeout_s
                     return await conn.dispatcher.send_raw_request(method, out, opts)
@@ -314,9 +301,7 @@ class Upstream(Watching):
                 with conn.dispatcher.router.open(Pausing(relay, deadline)) as rid, deadline.scope:
                     opts["request_id"] = rid
                     return await conn.dispatcher.send_raw_request(method, out, opts)
-                raise UpstreamTimeout(
-                    f"MCP server '{self.name}' did not answer {method} within {self.spec.timeout_s:g}s."
-                )
+                raise self._timed_out(method)
             except MCPError as err:
                 if attempt == 1 and (conn.expired or (idempotent and err.code == CONNECTION_CLOSED)):
                     continue
@@ -334,16 +319,24 @@ class Upstream(Watching):
         relay: Relay | None,
     ) -> dict[str, Any]:
         deadline = Deadline(self.spec.timeout_s)
-        with deadline.scope:
-            return await leg.request(
-                method,
-                params,
-                opts.get("headers") or {},
-                on_progress=on_progress,
-                relay=Pausing(relay, deadline) if relay is not None else None,
-                cancel_notice=not conn.modern,
-            )
-        raise UpstreamTimeout(
+        try:
+            with deadline.scope:
+                return await leg.request(
+                    method,
+                    params,
+                    opts.get("headers") or {},
+                    on_progress=on_progress,
+                    relay=Pausing(relay, deadline) if relay is not None else None,
+                    cancel_notice=not conn.modern,
+                )
+        except SessionExpired:  # re-initialized by the owner task; the caller retries on the new session
+            conn.expired = True
+            conn.close("session expired")
+            raise
+        raise self._timed_out(method)
+
+    def _timed_out(self, method: str) -> UpstreamTimeout:
+        return UpstreamTimeout(
             f"MCP server '{self.name}' did not answer {method} within {self.spec.timeout_s:g}s."
         )
 
@@ -366,9 +359,7 @@ class Upstream(Watching):
 
     def _gateway_error(self, method: str, err: MCPError) -> GatewayError:
         if err.code == REQUEST_TIMEOUT:
-            return UpstreamTimeout(
-                f"MCP server '{self.name}' did not answer {method} within {self.spec.timeout_s:g}s."
-            )
+            return self._timed_out(method)
         if err.code == CONNECTION_CLOSED:
             return ServerUnavailable(f"The connection to MCP server '{self.name}' was lost.")
         return UpstreamRPCError(err.code, err.message, err.data)
