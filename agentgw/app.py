@@ -26,6 +26,7 @@ from agentgw.configfile import Problem
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
+from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
@@ -33,7 +34,7 @@ from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
-from agentgw.settings import Policies, Settings
+from agentgw.settings import Policies, Settings, secret_of
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator
@@ -101,13 +102,14 @@ class Gateway:
             self.ledger,
             self.audit.store if self.audit is not None else None,
         )
-        self.llm = LLMPlane(settings, self.pipeline, self.pool)
+        self.identity = outbound_identity(settings, self.pool)
+        self.llm = LLMPlane(settings, self.pipeline, self.pool, self.identity)
         mcp = settings.registry_data.mcp
         self.mcp: MCPPlane | None = None
         if mcp.servers:  # the MCP SDK is loaded only when there is something to serve
             from agentgw.mcp import MCPPlane
 
-            self.mcp = MCPPlane(settings, self.pipeline, self.pool)
+            self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity)
         self.supervisor = Supervisor.from_settings(settings)
         self.started = False
 
@@ -124,6 +126,10 @@ class Gateway:
                     await self._no_mcp(scope, send)
             elif path.startswith("/admin/"):
                 await self.admin(scope, receive, send)
+            elif path == JWKS_PATH:  # public: upstreams verify the gateway's assertions with these keys
+                await send_bytes(
+                    send, 200, self.identity.keys.jwks(), extra={"cache-control": "public, max-age=300"}
+                )
             elif path.startswith(WELL_KNOWN):
                 await self.admin.metadata(scope, receive, send)
             elif path == "/metrics" and self.observed is not None:
@@ -319,6 +325,20 @@ def policy_store(settings: Settings) -> PolicyStore:
     store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags)
     store.load()
     return store
+
+
+def outbound_identity(settings: Settings, pool: UpstreamPool) -> OutboundIdentity:
+    """The signing keys and every upstream's `identity:` block (MCP servers, LLM providers)."""
+    keys = SigningKeys(settings.signing, settings.base_dir, secret_of(settings))
+    listen = settings.listen
+    issuer = settings.signing.issuer or f"http://{listen.host}:{listen.port}"
+    identity = OutboundIdentity(keys, issuer, lambda: pool.session)
+    reg = settings.registry_data
+    for server in reg.mcp.servers:
+        identity.add(f"mcp:{server.name}", server.identity, server.url)
+    for provider in reg.llm.providers:
+        identity.add(f"llm:{provider.name}", provider.identity, provider.base_url)
+    return identity
 
 
 def create_app(settings: Settings) -> Gateway:

@@ -57,6 +57,62 @@ class MockOptions(Frozen):
     embedding_dims: int = Field(default=8, ge=1, le=4096)
 
 
+class Assertion(Frozen):
+    """A gateway-signed JWT about the caller (sub, roles, task; `aud` = this upstream), minted per call."""
+
+    header: str = Field(default="X-Agentgw-Identity", min_length=1)
+    scheme: str | None = None  # e.g. "Bearer": the header value is "Bearer <jwt>"; none: the bare JWT
+    ttl_s: float = Field(default=60.0, ge=5, le=3600)
+    audience: str | None = Field(default=None, min_length=1)  # default: the upstream's URL
+
+
+class TokenExchange(Frozen):
+    """RFC 8693 token exchange at `token_url`: the subject token is a gateway-signed assertion about the caller
+    (never the caller's own credential); the access token it returns is sent to the upstream."""
+
+    token_url: HttpUrl
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret: str | None = Field(default=None, min_length=1)
+    client_auth: Literal["basic", "post"] = "basic"  # client_secret_basic or client_secret_post
+    audience: str | None = Field(
+        default=None, min_length=1
+    )  # the `audience` parameter; default: the upstream URL
+    resource: str | None = Field(default=None, min_length=1)  # RFC 8707 `resource`, when the issuer wants one
+    scope: str | None = Field(default=None, min_length=1)
+    subject_audience: str | None = Field(
+        default=None, min_length=1
+    )  # the assertion's `aud`; default: token_url
+    requested_token_type: str = "urn:ietf:params:oauth:token-type:access_token"
+    header: str = Field(default="Authorization", min_length=1)
+    scheme: str | None = "Bearer"
+    skew_s: float = Field(default=30.0, ge=0)  # a cached token is renewed this long before it expires
+    default_ttl_s: float = Field(default=300.0, gt=0)  # cache lifetime when the issuer sends no `expires_in`
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _client(self) -> TokenExchange:
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("client_secret needs client_id")
+        return self
+
+
+class UpstreamIdentity(Frozen):
+    """Who the gateway says is calling, per upstream (MCP servers, LLM providers; A2A agents later): a signed
+    assertion, an exchanged token, or both. The caller's own token is never forwarded."""
+
+    assertion: Assertion | None = None
+    token_exchange: TokenExchange | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> UpstreamIdentity:
+        if self.assertion is None and self.token_exchange is None:
+            raise ValueError("set assertion, token_exchange, or both")
+        a, t = self.assertion, self.token_exchange
+        if a is not None and t is not None and a.header.lower() == t.header.lower():
+            raise ValueError("assertion and token_exchange must use different headers")
+        return self
+
+
 class Provider(Supervised):
     name: str = Field(pattern=NAME)
     kind: Literal["openai", "azure", "anthropic", "mock"]
@@ -67,6 +123,7 @@ class Provider(Supervised):
     timeout_s: float = Field(default=60.0, gt=0)  # whole request (non-streaming) / first byte (streaming)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     mock: MockOptions | None = None
+    identity: UpstreamIdentity | None = None  # kinds openai and azure (see docs/identity.md)
 
     @model_validator(mode="after")
     def _needs(self) -> Provider:
@@ -76,6 +133,8 @@ class Provider(Supervised):
             raise ValueError("mock options are only for kind: mock")
         if self.kind == "azure" and not self.api_version:
             raise ValueError("provider kind 'azure' needs api_version")
+        if self.identity is not None and self.kind not in ("openai", "azure"):
+            raise ValueError("identity is for provider kinds openai and azure")
         return self
 
 
@@ -128,11 +187,14 @@ class MCPServer(Supervised):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0)
     tools: ToolTrim = Field(default_factory=ToolTrim)
+    identity: UpstreamIdentity | None = None  # HTTP transports (see docs/identity.md)
 
     @model_validator(mode="after")
     def _needs(self) -> MCPServer:
         if self.transport == "stdio" and not self.command:
             raise ValueError("transport stdio needs command")
+        if self.transport == "stdio" and self.identity is not None:
+            raise ValueError("identity needs an HTTP transport (a stdio server has no request headers)")
         if self.transport != "stdio" and not self.url:
             raise ValueError(f"transport {self.transport} needs url")
         return self

@@ -25,6 +25,7 @@ from agentgw.configfile import (
     read_yaml,
     validation_problems,
 )
+from agentgw.identity.signing import Signing, load_keys
 from agentgw.jwt_auth import JWTSettings
 from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
@@ -138,6 +139,9 @@ class Settings(Frozen):
     mcp: MCPEndpoint = Field(default_factory=MCPEndpoint)
     # Seals MCP session ids and requestState (≥ 32 bytes; default $AGENTGW_SECRET). Replicas and workers share it.
     secret: SecretStr | None = Field(default=None, min_length=32)
+    signing: Signing = Field(
+        default_factory=Signing
+    )  # identity assertions to upstreams; /.well-known/jwks.json
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
@@ -353,7 +357,24 @@ def worker_problems(settings: Settings, workers: int) -> list[Problem]:
                 "requestState sealed by one worker would be refused by another",
             )
         )
+    if workers > 1 and uses_identity(settings) and not settings.signing.keys and secret_of(settings) is None:
+        problems.append(
+            Problem(
+                str(settings.path),
+                "signing",
+                f"{workers} workers need the same signing keys (set `secret:`, {SECRET_ENV} or signing.keys): "
+                "an assertion signed by one worker would not verify against another's JWKS",
+            )
+        )
     return problems
+
+
+def uses_identity(settings: Settings) -> bool:
+    """Does any upstream get an identity assertion or exchanged token (registry `identity:` blocks)?"""
+    reg = settings.registry_data
+    return any(s.identity is not None for s in reg.mcp.servers) or any(
+        p.identity is not None for p in reg.llm.providers
+    )
 
 
 def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> Settings:
@@ -380,6 +401,12 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     env_secret = os.environ.get(SECRET_ENV)
     if settings.secret is None and env_secret and len(env_secret.encode()) < 32:
         problems.append(Problem(SECRET_ENV, "", "the gateway secret must be at least 32 bytes"))
+    if "signing" not in invalid:
+        try:
+            load_keys(settings.signing, settings.base_dir)
+        except ValueError as exc:
+            where, _, what = str(exc).partition(": ")
+            problems.append(Problem(file, where, what))
     if settings.policies is not None:
         for key in ("model", "policy"):
             p = settings.resolve(getattr(settings.policies, key))

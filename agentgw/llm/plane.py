@@ -33,6 +33,7 @@ from agentgw.http import (
     send_bytes,
     send_stream,
 )
+from agentgw.identity import OutboundIdentity
 from agentgw.llm.errors import error_body
 from agentgw.llm.providers import Call, build_provider
 from agentgw.llm.router import Router
@@ -81,11 +82,20 @@ def _check_embeddings(p: dict[str, Any]) -> None:
 
 
 class LLMPlane:
-    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        pool: UpstreamPool,
+        identity: OutboundIdentity | None = None,
+    ) -> None:
         reg = settings.registry_data
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
-        providers = {p.name: build_provider(p, pool) for p in reg.llm.providers}
+        providers = {
+            p.name: build_provider(p, pool, identity.of(f"llm:{p.name}") if identity else None)
+            for p in reg.llm.providers
+        }
         self.router = Router(
             reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
         )

@@ -19,6 +19,7 @@ from mcp_types.methods import is_input_required
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal, Result
+from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
 from agentgw.mcp.direct import Direct
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
@@ -77,8 +78,9 @@ class Endpoint(Subscriptions, Mediator):
         trips: RoundTrips,
         secret: bytes,
         sessions: MCPSessions,
+        identity: OutboundIdentity | None = None,
     ) -> None:
-        Mediator.__init__(self, view, catalog, upstreams, pipeline)
+        Mediator.__init__(self, view, catalog, upstreams, pipeline, identity)
         self.trips = trips
         self.events = Events(self._unwatch)
         self.server = _Server(

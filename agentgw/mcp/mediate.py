@@ -16,12 +16,13 @@ from opentelemetry import context as otel_context
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
+from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
 from agentgw.mcp.errors import INTERNAL_ERROR, to_mcp_error
 from agentgw.mcp.naming import View
 from agentgw.mcp.relay import Caller
 from agentgw.mcp.upstream import ParamMap, Upstreams
-from agentgw.mcp.wire import Relay
+from agentgw.mcp.wire import Relay, identity_headers
 from agentgw.pipeline import Pipeline
 from agentgw.stages.authz import AuthzStage
 
@@ -137,8 +138,16 @@ class Mediator:
     """The plumbing of one endpoint's handlers. Decides nothing about access itself: every operation is an
     Exchange the pipeline decides (and audits). Fails with the JSON-RPC error of the GatewayError (errors.py)."""
 
-    def __init__(self, view: View, catalog: Catalog, upstreams: Upstreams, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        view: View,
+        catalog: Catalog,
+        upstreams: Upstreams,
+        pipeline: Pipeline,
+        identity: OutboundIdentity | None = None,
+    ) -> None:
         self.view = view
+        self.identity = identity  # per-caller credentials for upstreams with an `identity:` block
         self.catalog = catalog
         self.upstreams = upstreams
         self.pipeline = pipeline
@@ -217,7 +226,15 @@ class Mediator:
         # The mcp SDK injects the ambient OpenTelemetry context into `_meta`; on this task that is the caller's
         # (extracted from its `_meta`), which would overwrite the gateway's traceparent: clear it for the leg.
         detached = otel_context.attach(_NO_TRACE)
+        reset = None
         try:
+            creds = self.identity.of(f"mcp:{server}") if self.identity is not None else None
+            if (
+                creds is not None
+            ):  # who the caller is, as the gateway vouches for it (never the caller's token)
+                extra = await creds.headers(ex.principal, headers["x-agentgw-task"])
+                reset = identity_headers.set(extra)  # for transports that send headers per connection (SSE)
+                headers.update(extra)
             result = await up.request(
                 method,
                 params,
@@ -236,6 +253,8 @@ class Mediator:
             attempt.outcome = "cancelled"
             raise
         finally:
+            if reset is not None:
+                identity_headers.reset(reset)
             otel_context.detach(detached)
             attempt.latency_ms = (time.perf_counter() - started) * 1000.0
         _strip_protocol_meta(result)

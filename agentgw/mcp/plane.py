@@ -28,6 +28,7 @@ from agentgw.http import (
     read_body,
     send_bytes,
 )
+from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
 from agentgw.mcp.endpoint import FRONT_KEY, TASK_META_KEY, Endpoint, Front
 from agentgw.mcp.errors import (
@@ -76,7 +77,13 @@ class MCPPlane:
     session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
     error body; everything after that is the protocol's (see endpoint.py)."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, pool: UpstreamPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        pool: UpstreamPool | None = None,
+        identity: OutboundIdentity | None = None,
+    ) -> None:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
@@ -103,6 +110,7 @@ class MCPPlane:
                 self.trips,
                 secret,
                 settings.mcp.sessions,
+                identity,
             )
             for name, view in views(section).items()
         }

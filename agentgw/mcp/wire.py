@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -66,6 +67,20 @@ LOG_LEVELS: tuple[str, ...] = (
     "emergency",
 )
 _ids = itertools.count(1)
+# The identity headers of the request being sent (set around it by the mediator). The legacy SSE transport POSTs
+# each message from its own task, but in the context of the task that sent it, so they reach that POST.
+identity_headers: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "identity_headers", default=None
+)
+
+
+class _IdentityAuth(httpx2.Auth):
+    """Adds the sending request's identity headers (per caller) to a legacy SSE message POST."""
+
+    def auth_flow(self, request: httpx2.Request) -> Any:
+        for name, value in (identity_headers.get() or {}).items():
+            request.headers[name] = value
+        yield request
 
 
 def log_rank(level: object) -> int | None:
@@ -368,7 +383,13 @@ async def open_transport(
     assert spec.url is not None
     if spec.transport == "sse":
         read, write = await stack.enter_async_context(
-            sse_client(spec.url, headers=dict(spec.headers), timeout=spec.timeout_s, sse_read_timeout=3600)
+            sse_client(
+                spec.url,
+                headers=dict(spec.headers),
+                timeout=spec.timeout_s,
+                sse_read_timeout=3600,
+                auth=_IdentityAuth() if spec.identity is not None else None,
+            )
         )
         return Opened(
             read, write, False

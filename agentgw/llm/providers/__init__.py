@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentgw.identity import Credentials
 from agentgw.llm.providers.anthropic import AnthropicProvider
 from agentgw.llm.providers.base import Call, Provider, ProviderError
 from agentgw.llm.providers.mock import MockProvider
@@ -12,11 +13,13 @@ from agentgw.upstream import UpstreamPool
 __all__ = ["Call", "Provider", "ProviderError", "build_provider"]
 
 
-def build_provider(cfg: ProviderConfig, pool: UpstreamPool) -> Provider:
+def build_provider(
+    cfg: ProviderConfig, pool: UpstreamPool, credentials: Credentials | None = None
+) -> Provider:
     if cfg.kind == "mock":
         return MockProvider(cfg)
     if cfg.kind == "anthropic":
         return AnthropicProvider(cfg, pool)
     if cfg.kind == "azure":
-        return AzureProvider(cfg, pool)
-    return OpenAIProvider(cfg, pool)
+        return AzureProvider(cfg, pool, credentials)
+    return OpenAIProvider(cfg, pool, credentials)

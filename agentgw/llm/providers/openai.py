@@ -7,6 +7,7 @@ come back as bytes (non-streaming) or as whole SSE frames (streaming).
 from __future__ import annotations
 
 from agentgw.exchange import Result
+from agentgw.identity import Credentials
 from agentgw.llm.providers import transport
 from agentgw.llm.providers.base import Call
 from agentgw.llm.sse import frames
@@ -15,8 +16,11 @@ from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
 
 class OpenAIProvider:
-    def __init__(self, cfg: ProviderConfig, pool: UpstreamPool) -> None:
+    def __init__(
+        self, cfg: ProviderConfig, pool: UpstreamPool, credentials: Credentials | None = None
+    ) -> None:
         self.cfg = cfg
+        self.credentials = credentials  # the registry's `identity:`: per-caller headers (docs/identity.md)
         self.name = cfg.name
         self.pool = pool
         self.base = (cfg.base_url or "").rstrip("/")
@@ -42,6 +46,9 @@ class OpenAIProvider:
 
     async def post(self, call: Call) -> Result:
         headers = {**self.headers, **call.headers} if call.headers else self.headers
+        if self.credentials is not None:  # who the caller is, as the gateway vouches for it (never its token)
+            ex = call.exchange
+            headers = {**headers, **await self.credentials.headers(ex.principal, ex.outbound_task)}
         resp = await transport.post(
             self.pool,
             self.cfg,
