@@ -5,6 +5,7 @@ assertion (sub, roles, task; `aud` = the upstream) and/or an access token obtain
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -135,8 +136,8 @@ class Credentials:
         headers = {"Accept": "application/json"}
         if cfg.client_id is not None and cfg.client_secret is not None and cfg.client_auth == "basic":
             # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
-            auth = aiohttp.BasicAuth(quote_plus(cfg.client_id), quote_plus(cfg.client_secret))
-            headers["Authorization"] = auth.encode()
+            pair = f"{quote_plus(cfg.client_id)}:{quote_plus(cfg.client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         elif cfg.client_id is not None:
             form["client_id"] = cfg.client_id
             if cfg.client_secret is not None:
