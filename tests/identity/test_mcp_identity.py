@@ -38,9 +38,12 @@ def received_credentials(up: VerifyingUpstream) -> str:
     return "\n".join(f"{k}: {v}" for h in up.headers for k, v in h.items())
 
 
-@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize(
+    ("transport", "mode"),
+    [("streamable-http", "legacy"), ("streamable-http", "2026-07-28"), ("sse", "legacy")],
+)
 async def test_an_mcp_upstream_gets_a_signed_assertion_about_the_caller_and_never_the_callers_token(
-    tmp_path: Path, transport: str
+    tmp_path: Path, transport: str, mode: str
 ) -> None:
     verifier = Verifier()
     docs = VerifyingUpstream("docs", verifier, sse=transport == "sse")
@@ -50,7 +53,7 @@ async def test_an_mcp_upstream_gets_a_signed_assertion_about_the_caller_and_neve
         async with gateway(tmp_path, reg, KEYS) as (url, gw):
             verifier.gateway = url
             headers = {"x-agentgw-task": "task-42"}
-            async with mcp_client(f"{url}/mcp", headers=headers) as client:
+            async with mcp_client(f"{url}/mcp", headers=headers, mode=mode) as client:
                 before = time.time()
                 result = await client.call_tool("docs__echo", {"text": "hi"})
     assert result.structured_content == {"result": "hi"}
