@@ -61,7 +61,6 @@ class Credentials:
         self._assertions: dict[tuple[Principal, str | None], tuple[str, float]] = {}
         self._tokens: dict[Principal, tuple[str, float]] = {}  # principal → (header value, monotonic expiry)
         self._pending: dict[Principal, asyncio.Task[str]] = {}
-        self.exchanges = 0  # token endpoint requests made (for status and tests of the cache)
 
     async def headers(self, principal: Principal | None, task: str | None) -> dict[str, str]:
         """The headers to add to one request; raises UpstreamCredentialsUnavailable when a token cannot be had."""
@@ -120,7 +119,6 @@ class Credentials:
             task.exception()  # retrieved: a failure nobody awaited any more is not reported as unhandled
 
     async def _exchange(self, cfg: TokenExchange, principal: Principal) -> str:
-        self.exchanges += 1
         subject = self.mint(principal, cfg.subject_audience or cfg.token_url, _SUBJECT_TTL_S, None)
         form = {
             "grant_type": GRANT_TYPE,
