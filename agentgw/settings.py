@@ -74,9 +74,9 @@ class Limits(Frozen):
     )  # request line + headers: 431
     header_timeout_s: float = Field(default=10.0, gt=0)  # first byte to end of headers: 408
     body_timeout_s: float = Field(default=60.0, gt=0)  # end of headers to end of body: 408
-    # JSON nesting (objects + arrays) a request body may have: 400 / JSON-RPC -32600. orjson parses at most 1024
-    # levels but serialises at most 254: a body deeper than that can be parsed but not forwarded or recorded whole.
-    max_json_depth: int = Field(default=64, ge=2, le=1000)
+    # JSON nesting (objects + arrays) a request body may have: 400 / JSON-RPC -32600. At most 128: every serialiser
+    # on the way (orjson: 254 levels, pydantic toward MCP servers: about as many) must be able to write it again.
+    max_json_depth: int = Field(default=64, ge=2, le=128)
 
 
 class Server(Frozen):
