@@ -157,12 +157,18 @@ async def test_anonymous_refusals_are_one_record_per_source_with_a_count_and_no_
                 for _ in range(200):
                     tg.start_soon(one)
         wrong = await c.post("/v1/chat/completions", json=anonymous, headers={"Authorization": "Bearer nope"})
+        mcp = [
+            await c.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": marker}, headers=MCP_JSON)
+            for _ in range(3)
+        ]
         fine = await c.post("/v1/chat/completions", json=chat(), headers=AUTH)
     assert wrong.status_code == 401 and fine.status_code == 200
+    assert [m.status_code for m in mcp] == [401] * 3
     records = audit_records(tmp_path)
-    refused = [r for r in records if r.get("refused")]
-    assert len(records) == 2 and len(refused) == 1
-    (tally,) = refused
+    refused = {r["plane"]: r for r in records if r.get("refused")}
+    assert len(records) == 3 and refused.keys() == {"llm", "mcp"}
+    assert refused["mcp"]["refused"]["count"] == 3
+    tally = refused["llm"]
     assert tally["refused"]["count"] == 201
     assert tally["refused"]["codes"] == {"missing_api_key": 200, "invalid_api_key": 1}
     assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
