@@ -56,18 +56,16 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _expired(self, what: str) -> None:
         self._timer = None
         cycle = self.cycle
-        if (
-            what == "body" and cycle is not None and cycle.response_started
-        ):  # the app answered without the body
+        # The app answered without waiting for the body: no refusal, only no more of this connection.
+        if what == "body" and cycle is not None and cycle.response_started:
             if cycle.response_complete:
                 self.transport.close()
             else:
                 cycle.keep_alive = False
             return
-        if (
-            what == "head" and cycle is not None and not cycle.response_complete
-        ):  # the next request, pipelined
-            cycle.keep_alive = False  # the connection closes once the current response is sent
+        # A pipelined request's head behind a response in progress: the connection closes once that is sent.
+        if what == "head" and cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
             return
         self._refuse(408, "request_timeout", f"The request {what} was not received in time.")
 
@@ -111,9 +109,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._in_head:
             self._head += len(data)
         super().data_received(data)
-        if (
-            self._in_head and self._head > self.limits.max_header_bytes
-        ):  # a head still arriving, already too big
+        # A head still arriving and already too big (a head within one read is measured in _counted).
+        if self._in_head and self._head > self.limits.max_header_bytes:
             self._too_large()
 
     def send_400_response(self, msg: str) -> None:

@@ -292,16 +292,20 @@ async def test_one_callers_deeply_nested_call_leaves_the_stdio_server_others_sha
     assert status["restarts"] == 0 and status["state"] == "ready"
 
 
-async def test_a_call_whose_record_cannot_be_serialised_is_recorded_as_incomplete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "inline"])
+async def test_a_call_whose_record_cannot_be_serialised_is_recorded_as_incomplete(
+    tmp_path: Path, writer: str
+) -> None:
     """The stdio server answers a number orjson cannot write (2**70): the caller gets it, and the call's record
-    says it is incomplete instead of being skipped."""
+    says it is incomplete instead of being skipped (whichever writer builds it)."""
     entry = {
         "name": "local",
         "transport": "stdio",
         "command": [sys.executable, str(STDIO_SERVER)],
         "timeout_s": 30,
     }
-    async with gateway(tmp_path, registry(entry)) as (url, _), mcp_client(f"{url}/mcp") as client:
+    settings = {"audit": {"writer": writer}}
+    async with gateway(tmp_path, registry(entry), settings) as (url, _), mcp_client(f"{url}/mcp") as client:
         answer = await client.call_tool("local__big", {})
     assert answer.structured_content == {"result": 2**70}
     (record,) = [r for r in audit_records(tmp_path) if r["operation"] == "tools/call"]
