@@ -25,6 +25,7 @@ from agentgw.budget.memory import MemoryLedger
 from agentgw.configfile import Problem
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
+from agentgw.frontdoor import HostGuard, refusal_body
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
@@ -111,13 +112,19 @@ class Gateway:
 
             self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity)
         self.supervisor = Supervisor.from_settings(settings)
+        self.door = HostGuard(settings)
         self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/"):
+            # Host/Origin before any plane (DNS rebinding); /healthz says nothing, so probes need no Host.
+            refused = self.door.check(scope) if path != "/healthz" else None
+            if refused is not None:
+                status, code, message = refused
+                await send_bytes(send, status, refusal_body(path, status, code, message))
+            elif path.startswith("/v1/"):
                 await self.llm(scope, receive, send)
             elif path == "/mcp" or path.startswith("/mcp/"):
                 if self.mcp is not None:
@@ -268,6 +275,9 @@ class Gateway:
         await self.policy.aclose()
         await self.pool.aclose()
         if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
+            audit = next((s for s in self.pipeline.stages if isinstance(s, AuditStage)), None)
+            if audit is not None:  # the open windows of unauthenticated refusals: one record each, now
+                await audit.refusals.flush()
             await self.audit.aclose()
         if self.telemetry is not None:  # last: spans of calls that finished during shutdown are flushed too
             await self.telemetry.aclose()

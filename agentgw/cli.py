@@ -104,6 +104,8 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     """Run the gateway (uvicorn with uvloop and httptools)."""
     import uvicorn
 
+    from agentgw.server import configure
+
     settings = _load_or_exit(config, host)
     setup_logging(settings.logging.level, settings.logging.format)
     n = workers or settings.server.workers
@@ -114,7 +116,7 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
         host=host or settings.listen.host,
         port=port if port is not None else settings.listen.port,
         loop="uvloop",
-        http="httptools",
+        http=configure(settings.limits),  # httptools, with header size/time and body time limits
         lifespan="on",
         access_log=settings.server.access_log,
         timeout_graceful_shutdown=settings.server.graceful_shutdown_s,
@@ -138,6 +140,9 @@ def app_from_env() -> object:
 
     settings = load_settings(os.environ[CONFIG_ENV])
     setup_logging(settings.logging.level, settings.logging.format)
+    from agentgw.server import configure
+
+    configure(settings.limits)  # this worker's connections (uvicorn made the protocol class before the app)
     return create_app(settings)
 
 

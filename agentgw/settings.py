@@ -69,10 +69,24 @@ class Auth(Frozen):
 
 class Limits(Frozen):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The front door (agentgw/frontdoor.py, agentgw/server.py): every listener, before any plane.
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024
+    )  # request line + headers: 431
+    header_timeout_s: float = Field(default=10.0, gt=0)  # first byte to end of headers: 408
+    body_timeout_s: float = Field(default=60.0, gt=0)  # end of headers to end of body: 408
+    # JSON nesting (objects + arrays) a request body may have: 400 / JSON-RPC -32600. At most 128: every serialiser
+    # on the way (orjson: 254 levels, pydantic toward MCP servers: about as many) must be able to write it again.
+    max_json_depth: int = Field(default=64, ge=2, le=128)
 
 
 class Server(Frozen):
     workers: int = Field(default=1, ge=1, le=64)
+    # Host names (with or without :port) and browser origins accepted besides the loopback names and the listen
+    # host (DNS rebinding: any other Host gets 421, any other Origin 403). With allowed_hosts set, the Host of
+    # every peer is checked; without it, only loopback peers' (see docs/configuration.md#front-door).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
     access_log: bool = False
 

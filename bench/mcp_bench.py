@@ -484,7 +484,10 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "downstream SDK server (session manager, transport, SSE response, ServerRunner, validation)",
         ("mcp/server/", "mcp/shared/", "sse_starlette/"),
     ),
-    ("agentgw: front door (Host/Origin, API key, task, response headers)", ("agentgw/mcp/plane.py",)),
+    (
+        "agentgw: front door (Host/Origin, API key, task, response headers)",
+        ("agentgw/mcp/plane.py", "agentgw/frontdoor.py", "agentgw/server.py"),
+    ),
     ("uvicorn (HTTP parsing, response writes)", ("uvicorn/protocols",)),
 )
 

@@ -94,7 +94,9 @@ async def test_readyz_is_ready_only_between_startup_and_shutdown(tmp_path: Path)
     app = create_app(load_settings(write_config(tmp_path, slow_registry(0))))
 
     async def readyz() -> tuple[int, dict[str, Any]]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client:
             r = await client.get("/readyz")
         return r.status_code, r.json()
 

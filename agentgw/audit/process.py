@@ -16,7 +16,7 @@ import orjson
 
 from agentgw.audit.config import Audit
 from agentgw.audit.record import RecordBuilder
-from agentgw.audit.snapshot import snapshot
+from agentgw.audit.snapshot import safe_snapshot
 from agentgw.audit.store import AuditStore
 from agentgw.exchange import Exchange
 
@@ -89,7 +89,7 @@ class ProcessWriter:
                 await self.until(lambda: self.depth < self.cfg.queue_size)
             finally:
                 self.blocked -= 1
-        self._buf.append(snapshot(ex, ended) + b"\n")
+        self._buf.append(safe_snapshot(ex, ended) + b"\n")
         self.submitted += 1
         if not self._wake.is_set():
             self._wake.set()

@@ -87,6 +87,12 @@ class RecordBuilder:
         )
         if ex.result is not None and ex.result.stream is not None and rec["response"] is None:
             rec["response"] = {"stream": True}
+        for extra in (
+            "incomplete",
+            "refused",
+        ):  # a record built without its payloads; an aggregate of refusals
+            if extra in ex.attrs:
+                rec[extra] = ex.attrs[extra]
         rule = self.capture_for(ex.target) if self.captures else None
         if rule is not None:
             rec["payload"] = self._payload(ex, rule, body)

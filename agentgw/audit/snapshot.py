@@ -4,6 +4,7 @@ exactly the record the gateway would have built itself, and nothing else (no hea
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 
 import orjson
@@ -11,7 +12,8 @@ import orjson
 from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Decision, Exchange, Principal, Result, TaskContext, Usage
 
-_ATTRS = ("child_task", "endpoint", "budget_charged")  # the attributes a record reads (see record.py)
+# the attributes a record reads (see record.py)
+_ATTRS = ("child_task", "endpoint", "budget_charged", "incomplete", "refused")
 
 
 def snapshot(ex: Exchange, ended: float) -> bytes:
@@ -61,6 +63,19 @@ def snapshot(ex: Exchange, ended: float) -> bytes:
         ],
         default=str,  # anything unexpected in a payload becomes its text rather than failing the record
     )
+
+
+def safe_snapshot(ex: Exchange, ended: float) -> bytes:
+    """The snapshot, or, when the Exchange cannot be serialised (a payload nested deeper than orjson writes), one
+    without its payloads that says so: a call is never left off the record because its record cannot be built."""
+    try:
+        return snapshot(ex, ended)
+    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+        bare = copy.copy(ex)
+        bare.payload, bare.result = None, None
+        bare.attrs = {k: ex.attrs[k] for k in _ATTRS if k in ex.attrs}
+        bare.attrs["incomplete"] = f"the full record could not be built: {exc}"
+        return snapshot(bare, ended)
 
 
 async def _no_frames() -> AsyncIterator[bytes]:

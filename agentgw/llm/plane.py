@@ -21,6 +21,7 @@ from agentgw.errors import (
     UnsupportedMediaType,
 )
 from agentgw.exchange import Exchange, Result, task_from_headers
+from agentgw.frontdoor import check_depth
 from agentgw.http import (
     ClientGone,
     Receive,
@@ -92,6 +93,7 @@ class LLMPlane:
         reg = settings.registry_data
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
+        self.depth = settings.limits.max_json_depth
         providers = {
             p.name: build_provider(p, pool, identity.of(f"llm:{p.name}") if identity else None)
             for p in reg.llm.providers
@@ -149,6 +151,7 @@ class LLMPlane:
             if not ctype.split(";", 1)[0].strip().lower() == "application/json":
                 raise UnsupportedMediaType("Content-Type must be application/json.")
             ex.body = await read_body(receive, headers, self.limit)
+            check_depth(ex.body, self.depth)
             try:
                 payload = orjson.loads(ex.body)
             except orjson.JSONDecodeError:

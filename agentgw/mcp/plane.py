@@ -1,5 +1,5 @@
-"""The MCP plane's front door (pure ASGI, both eras, `/mcp` and `/mcp/{virtual_server}`): Host/Origin checks, API key,
-body limit, batch and JSON refusals, the task context and the session's owner, then the endpoint's session
+"""The MCP plane's front door (pure ASGI, both eras, `/mcp` and `/mcp/{virtual_server}`): API key, body limit,
+JSON depth, batch and JSON refusals, the task context and the session's owner, then the endpoint's session
 manager. It also owns the upstream connections' lifetime (start/aclose)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mcp.server.auth.provider import AccessToken
 
 from agentgw.errors import GatewayError, PayloadTooLarge
 from agentgw.exchange import Exchange, Principal, TaskContext, task_from_headers
+from agentgw.frontdoor import TooDeep, check_depth
 from agentgw.http import (
     ClientGone,
     Message,
@@ -48,33 +49,22 @@ from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPServer
-from agentgw.settings import Settings, is_loopback, secret_of
+from agentgw.settings import Settings, secret_of
 from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
 
+
 # DNS-rebinding protection for loopback peers (the SDK's defaults, checked the same way, without building a
 # Request per call): the Host must be a loopback name and a browser Origin a loopback origin. A remote peer's
 # Origin, when sent, must be the Host's own.
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-_LOOPBACK_HOSTS = frozenset(_LOOPBACK_NAMES)
-_LOOPBACK_ORIGINS = frozenset(
-    f"{scheme}://{host}" for scheme in ("http", "https") for host in _LOOPBACK_NAMES
-)
-
-
-def _loopback(value: str, exact: frozenset[str]) -> bool:
-    """`value` is one of `exact`, or one of them with a `:port`."""
-    return value in exact or value.rpartition(":")[0] in exact
-
-
 class MCPPlane:
     """The MCP endpoint. Decides who may talk to it (a valid API key on every HTTP request; a session is usable
-    only by the principal that opened it, anyone else gets 404), which browser origins may (loopback rules for
-    loopback peers, same-origin otherwise), and what each request's task is (`x-agentgw-task`, else
+    only by the principal that opened it, anyone else gets 404; Host and Origin are the front door's, see
+    agentgw/frontdoor.py), and what each request's task is (`x-agentgw-task`, else
     `params._meta["io.agentgw/task"]`, else one per handshake session or one per request).
-    Fails with HTTP 401 (+ `WWW-Authenticate: Bearer`), 403/421 (origin, host), 404 (unknown endpoint or
-    session), 413 (body limit) and 400 (-32700 parse error, -32600 batch or non-object), each with a JSON-RPC
+    Fails with HTTP 401 (+ `WWW-Authenticate: Bearer`), 404 (unknown endpoint or session), 413 (body limit)
+    and 400 (-32700 parse error, -32600 batch, non-object or nested deeper than `limits.max_json_depth`), each with a JSON-RPC
     error body; everything after that is the protocol's (see endpoint.py)."""
 
     def __init__(
@@ -87,6 +77,7 @@ class MCPPlane:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
+        self.depth = settings.limits.max_json_depth
         self.identify = [s for s in pipeline.stages if s.identifies]
 
         def cwd_of(server: MCPServer) -> Path:
@@ -98,8 +89,7 @@ class MCPPlane:
         self.held = HeldCalls()
         secret = gateway_secret(secret_of(settings))
         self.trips = RoundTrips(StateSeal(secret), self.held)
-        # Host/Origin are checked here, per peer (see _check_origin), not by the session managers: the configured
-        # listen host can be overridden at `agentgw serve --host`, so it cannot decide which Host names are valid.
+        # Host/Origin are checked at the front door (agentgw/frontdoor.py), not by the session managers.
         self.endpoints = {
             name: Endpoint(
                 view,
@@ -182,13 +172,8 @@ class MCPPlane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers = header_dict(scope)
+        headers = header_dict(scope)  # Host and Origin were checked at the front door (agentgw/frontdoor.py)
         client = client_host(scope)
-        refusal = self._check_origin(headers, client)
-        if refusal is not None:
-            await _refuse(send, refusal[0], INVALID_REQUEST, refusal[1], "origin_refused")
-            return
-
         ex = Exchange("mcp", "connect", "mcp:*", headers, client)
         try:
             for stage in self.identify:
@@ -227,6 +212,13 @@ class MCPPlane:
                 return
             except PayloadTooLarge as err:
                 await _refuse(send, 413, PAYLOAD_TOO_LARGE, err.message, err.code)
+                return
+            try:
+                check_depth(body, self.depth)
+            except TooDeep as deep:  # recorded: the caller is known, and this is what an attack looks like
+                ex.operation, ex.task = "request", task_from_headers(headers)
+                seen = await self.pipeline.reject(ex, deep)  # authn is done: only the record is added
+                await _refuse(send, seen.status, INVALID_REQUEST, seen.message, seen.code)
                 return
             try:
                 parsed = orjson.loads(body)
@@ -277,20 +269,6 @@ class MCPPlane:
         finally:
             if opening is not None:
                 OPENING.reset(opening)
-
-    @staticmethod
-    def _check_origin(headers: dict[str, str], client: str | None) -> tuple[int, str] | None:
-        if client is not None and is_loopback(client):
-            if not _loopback(headers.get("host", ""), _LOOPBACK_HOSTS):
-                return 421, "Invalid Host header."
-            origin = headers.get("origin")
-            if origin and not _loopback(origin, _LOOPBACK_ORIGINS):
-                return 403, "Invalid Origin header."
-            return None
-        origin = headers.get("origin")
-        if origin is not None and origin.partition("://")[2].lower() != headers.get("host", "").lower():
-            return 403, "Invalid Origin header."
-        return None
 
 
 def _session_task(session_id: str) -> str:

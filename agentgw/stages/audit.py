@@ -2,19 +2,27 @@
 
 On the request path it only hands the finished Exchange to the writer (the writer process, audit/process.py, or
 the in-process audit/writer.py), which builds and stores the record in the background. It never fails the
-request: an error here is logged and counted.
+request: an error here is logged and counted. Unauthenticated refusals are the exception: anyone can send them,
+so they are tallied (Refusals) into one record per source, plane and window, with a count and no payload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
+from agentgw.audit.record import iso
 from agentgw.audit.writer import RecordSink
+from agentgw.errors import Unauthenticated
 from agentgw.exchange import Exchange
 from agentgw.pipeline import Stage
 
 log = logging.getLogger("agentgw.audit")
+
+REFUSAL_WINDOW_S = 60.0  # one record per source and plane per this long, however many refusals it holds
+_MAX_SOURCES = 10_000  # open windows; refusals from further sources share one overflow window per plane
 
 
 class AuditStage(Stage):
@@ -23,13 +31,69 @@ class AuditStage(Stage):
     def __init__(self, writer: RecordSink) -> None:
         self.writer = writer
         self.lost = 0
+        self.refusals = Refusals(self)
 
     async def on_finish(self, exchange: Exchange) -> None:
+        err = exchange.error
+        if err is not None and err.status == 401 and exchange.principal is None:
+            self.refusals.note(exchange)  # anonymous: counted, never stored one by one
+            return
+        await self.submit(exchange, time.perf_counter())
+
+    async def submit(self, exchange: Exchange, ended: float) -> None:
         try:
-            await self.writer.submit(exchange, time.perf_counter())
+            await self.writer.submit(exchange, ended)
         except Exception:
             self.lost += 1
             log.exception("audit record lost")
+
+
+class Refusals:
+    """Decides how unauthenticated refusals reach the audit store: per (source address, plane), the first refusal
+    opens a window of REFUSAL_WINDOW_S; when it closes (or the gateway stops) one record is written with the count,
+    the error codes seen and the window's first and last time. No payload, body or header is kept, so the store
+    grows with authenticated work, not with what anonymous callers send."""
+
+    def __init__(self, stage: AuditStage) -> None:
+        self.stage = stage
+        self.open: dict[tuple[str, str], Exchange] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def note(self, ex: Exchange) -> None:
+        client = ex.client or "unknown"
+        key = (client, ex.plane)
+        agg = self.open.get(key)
+        if agg is None and len(self.open) >= _MAX_SOURCES:
+            key = ("*", ex.plane)
+            agg = self.open.get(key)
+        now = time.time()
+        if agg is None:
+            agg = Exchange(ex.plane, "unauthenticated", f"{ex.plane}:*", {}, key[0])
+            agg.started, agg.started_mono, agg.status = ex.started, ex.started_mono, "denied"
+            agg.attrs["refused"] = {"count": 0, "codes": {}, "first": iso(ex.started), "last": ""}
+            self.open[key] = agg
+            asyncio.get_running_loop().call_later(REFUSAL_WINDOW_S, self._close, key)
+        tally: dict[str, Any] = agg.attrs["refused"]
+        code = ex.error.code if ex.error is not None else "unauthenticated"
+        tally["count"] += 1
+        tally["codes"][code] = tally["codes"].get(code, 0) + 1
+        tally["last"] = iso(now)
+        agg.error = Unauthenticated(f"{tally['count']} unauthenticated requests refused.", code=code)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        agg = self.open.pop(key, None)
+        if agg is not None:
+            task = asyncio.get_running_loop().create_task(self.stage.submit(agg, time.perf_counter()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Record every open window now (at shutdown, before the writer drains)."""
+        while self.open:
+            _, agg = self.open.popitem()
+            await self.stage.submit(agg, time.perf_counter())
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class CapturingAuditStage(AuditStage):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from agentgw.errors import Forbidden, Unauthenticated
 from agentgw.exchange import Exchange, Principal
+from agentgw.frontdoor import loopback_host
 from agentgw.jwt_auth import JWTVerifier, TokenError, looks_like_jwt
 from agentgw.keys import KeyStore
 from agentgw.pipeline import Stage
@@ -85,8 +86,12 @@ class Authenticator:
                 )
             return principal, scopes
         hit = self.keys.lookup(token)
-        if hit is not None and hit[1] and not (client and is_loopback(client)):
-            hit = None  # demo keys only work from loopback peers
+        if (
+            hit is not None
+            and hit[1]
+            and not (client and is_loopback(client) and loopback_host(headers.get("host", "")))
+        ):
+            hit = None  # demo keys only work from loopback peers naming a loopback host (no DNS rebinding)
         if hit is None or not self._allowed(plane, "api_key"):
             raise self._fail(plane, "Invalid API key.", "invalid_api_key", "invalid_token")
         return hit[0], frozenset()

@@ -69,7 +69,7 @@ async def inproc(app: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as c:
             yield c
     finally:
         await app.shutdown()

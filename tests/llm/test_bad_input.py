@@ -28,7 +28,7 @@ async def client(tmp: Path) -> AsyncIterator[httpx.AsyncClient]:
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c
     finally:
         await app.shutdown()
@@ -127,7 +127,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
         200,
         "",
     ),
-    ("too deep", "POST", "/v1/chat/completions", b"[" * 2000 + b"]" * 2000, AUTH, 400, "invalid_json"),
+    ("too deep", "POST", "/v1/chat/completions", b"[" * 2000 + b"]" * 2000, AUTH, 400, "json_too_deep"),
     (
         "wrong content type",
         "POST",
@@ -260,7 +260,7 @@ def cached_client(tmp: Path) -> httpx.AsyncClient:
             load_settings(write_config(tmp, MOCK_REGISTRY, {"limits": {"max_body_bytes": 4096}}))
         )
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
-        _apps[tmp] = httpx.AsyncClient(transport=transport, base_url="http://gw")
+        _apps[tmp] = httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
     return _apps[tmp]
 
 

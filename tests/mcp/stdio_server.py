@@ -20,6 +20,11 @@ def pid() -> int:
     return os.getpid()
 
 
+@mcp.tool(description="A number larger than 64 bits (JSON allows it; not every serialiser does)")
+def big() -> int:
+    return 2**70
+
+
 @mcp.tool(description="Exit the process at once")
 def crash() -> str:
     os._exit(3)

@@ -3,9 +3,12 @@ limits, and spec errors (never a 500) for malformed JSON-RPC, batches and unknow
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -19,7 +22,7 @@ from tests.mcp.support import (
     registry,
     server_entry,
 )
-from tests.support import OTHER_KEY, TEST_KEY, audit_records, gateway, serve
+from tests.support import OTHER_KEY, TEST_KEY, audit_records, gateway, serve, sha
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 MODERN = {**ACCEPT, **AUTH, "MCP-Protocol-Version": "2026-07-28"}
@@ -27,8 +30,6 @@ MODERN = {**ACCEPT, **AUTH, "MCP-Protocol-Version": "2026-07-28"}
 
 def sse_json(response: httpx.Response) -> dict[str, Any]:
     """The JSON-RPC message of a JSON or single-event SSE response."""
-    import json
-
     if response.headers["content-type"].startswith("text/event-stream"):
         data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
         return dict(json.loads(next(d for d in data if d)))
@@ -218,3 +219,97 @@ async def test_dns_rebinding_look_alikes_are_refused_and_loopback_names_pass(
     async with gateway(tmp_path, registry()) as (url, _), httpx.AsyncClient() as http:
         answer = await http.post(f"{url}/mcp", json=INIT, headers={**ACCEPT, **AUTH, header: value})
     assert answer.status_code == status
+
+
+STDIO_SERVER = Path(__file__).parent / "stdio_server.py"
+SECOND_AGENT = "agw-second-agent-0123456789"
+
+
+def deep_call(depth: int, rid: int = 1) -> bytes:
+    """A tools/call whose argument `pad` nests `depth` arrays (as bytes: json.dumps cannot go that deep)."""
+    call = modern_request("tools/call", {"name": "local__zone", "arguments": {"pad": "PAD"}}, rid)
+    return json.dumps(call).encode().replace(b'"PAD"', b"[" * depth + b"]" * depth)
+
+
+@pytest.mark.parametrize("depth", [65, 300, 2000])
+async def test_a_body_nested_deeper_than_the_limit_gets_32600_and_is_recorded(
+    tmp_path: Path, depth: int
+) -> None:
+    async with gateway(tmp_path, registry()) as (url, _), httpx.AsyncClient() as http:
+        body = (
+            b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":'
+            + b"[" * depth
+            + b"]" * depth
+            + b"}}"
+        )
+        deep = await http.post(f"{url}/mcp", content=body, headers=MODERN)
+    assert deep.status_code == 400
+    assert deep.json()["error"]["code"] == -32600
+    assert deep.json()["error"]["data"] == {"code": "json_too_deep", "status": 400}
+    (record,) = audit_records(tmp_path)
+    assert record["principal"] == "tester" and record["error_code"] == "json_too_deep"
+
+
+@pytest.mark.parametrize("max_depth", [None, 128])
+async def test_one_callers_deeply_nested_call_leaves_the_stdio_server_others_share_working(
+    tmp_path: Path, max_depth: int | None
+) -> None:
+    entry = {
+        "name": "local",
+        "transport": "stdio",
+        "command": [sys.executable, str(STDIO_SERVER)],
+        "timeout_s": 30,
+    }
+    keys = [
+        {"subject": "tester", "roles": ["agents"], "sha256": sha(TEST_KEY)},
+        {"subject": "second", "roles": ["agents"], "sha256": sha(SECOND_AGENT)},
+    ]
+    settings: dict[str, Any] = {"auth": {"api_keys": keys}}
+    if max_depth is not None:
+        settings["limits"] = {"max_json_depth": max_depth}
+    calling = {**MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "local__zone"}
+    second = {**calling, "Authorization": f"Bearer {SECOND_AGENT}"}
+    async with (
+        gateway(tmp_path, registry(entry), settings) as (url, gw),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        with anyio.fail_after(60):
+            attacks = [
+                await http.post(f"{url}/mcp", content=deep_call(depth, i), headers=calling)
+                for i, depth in enumerate((124, 125, 300, 2000))  # 124: 128 with the envelope's own levels
+            ]
+            others = [
+                await http.post(
+                    f"{url}/mcp",
+                    json=modern_request("tools/call", {"name": "local__zone"}, i),
+                    headers=second,
+                )
+                for i in range(20)
+            ]
+        status = gw.mcp.status()["local"]
+    assert all(a.status_code in (200, 400) for a in attacks)
+    assert [sse_json(o).get("error") for o in others] == [None] * 20
+    assert status["restarts"] == 0 and status["state"] == "ready"
+
+
+@pytest.mark.parametrize("writer", ["process", "inline"])
+async def test_a_call_whose_record_cannot_be_serialised_is_recorded_as_incomplete(
+    tmp_path: Path, writer: str
+) -> None:
+    """The stdio server answers a number orjson cannot write (2**70): the caller gets it, and the call's record
+    says it is incomplete instead of being skipped (whichever writer builds it)."""
+    entry = {
+        "name": "local",
+        "transport": "stdio",
+        "command": [sys.executable, str(STDIO_SERVER)],
+        "timeout_s": 30,
+    }
+    settings = {"audit": {"writer": writer}}
+    async with gateway(tmp_path, registry(entry), settings) as (url, _), mcp_client(f"{url}/mcp") as client:
+        answer = await client.call_tool("local__big", {})
+    assert answer.structured_content == {"result": 2**70}
+    (record,) = [r for r in audit_records(tmp_path) if r["operation"] == "tools/call"]
+    assert (
+        record["principal"] == "tester" and record["status"] == "ok" and record["target"] == "mcp:local/big"
+    )
+    assert record["incomplete"].startswith("the full record could not be built")
