@@ -178,3 +178,23 @@ async def test_a_principals_stdio_process_that_dies_is_replaced_on_its_next_call
             second = (await client.call_tool("local__pid", {})).structured_content
     assert err.value.code == -32013
     assert first != second
+
+
+async def test_a_principals_unused_session_is_closed_and_the_next_call_opens_another(tmp_path: Path) -> None:
+    docs = Upstream("docs", handshake_only=True)
+    async with (
+        serve(docs) as up,
+        gateway(tmp_path, registry(server_entry("docs", up, session_idle_timeout_s=0.05))) as (url, gw),
+        mcp_client(f"{url}/mcp") as client,
+    ):
+        sessions = gw.mcp.upstreams.by_name["docs"].sessions
+        await client.call_tool("docs__echo", {"text": "one"})
+        with anyio.fail_after(10):
+            for live in list(sessions._sessions.values()):  # (none left if it already went)
+                assert live.conn is not None
+                await live.conn.closed.wait()  # closed by its owner once unused for the idle timeout
+        assert len(sessions) == 0
+        again = await client.call_tool("docs__echo", {"text": "two"})
+        opened = sessions.opened
+    assert again.structured_content == {"result": "two"}
+    assert opened == 2
