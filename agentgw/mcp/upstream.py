@@ -61,9 +61,9 @@ CLIENT_INFO = types.Implementation(name="agentgw", version=_VERSION)
 
 Era = Literal["modern", "handshake"]
 HttpSession = Callable[[], aiohttp.ClientSession]  # the process's pooled upstream session
+LISTEN_WAIT_S = 5.0  # at most this long for a new handshake-era session's GET stream to open
 # What a shared session declares: the gateway relays each of these to the caller whose request it is about, and
 # refuses it for a caller that did not declare it (no `roots.listChanged`: callers' root changes are not relayed).
-LISTEN_WAIT_S = 5.0  # at most this long for a new handshake-era session's GET stream to open
 SHARED_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
 
 __all__ = ["CLIENT_INFO", "ParamMap", "Upstream", "Upstreams"]
@@ -77,8 +77,9 @@ class Upstream(Watching):
     relaunched, an expired HTTP session re-initialized at once. Which session a caller's request uses: with
     `session_scope: principal`, its principal's own (a handshake-era session, or a stdio process, see scoped.py);
     a 2026-07-28 HTTP server has no sessions, so there, and with `shared`, the one connection. That connection is
-    also the gateway's own (listings, change notifications, resource subscriptions). Fails with ServerUnavailable while it cannot connect (fast, during backoff), UpstreamTimeout after `timeout_s`,
-    and UpstreamRPCError when the server answers with a JSON-RPC error.
+    also the gateway's own (listings, change notifications, resource subscriptions). Fails with ServerUnavailable
+    while it cannot connect (fast, during backoff), UpstreamTimeout after `timeout_s`, and UpstreamRPCError when
+    the server answers with a JSON-RPC error.
     """
 
     MIN_BACKOFF_S = 0.1
