@@ -14,6 +14,7 @@ import pytest
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
+from agentgw.mcp.wire import unasked
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.mcp.test_upstreams import STDIO_SERVER
 from tests.support import TEST_KEY, gateway, serve, sha
@@ -198,3 +199,10 @@ async def test_a_principals_unused_session_is_closed_and_the_next_call_opens_ano
         opened = sessions.opened
     assert again.structured_content == {"result": "two"}
     assert opened == 2
+
+
+def test_each_kind_of_question_with_nobody_to_ask_gets_an_answer_that_carries_no_callers_data() -> None:
+    assert unasked("roots/list") == {"roots": []}
+    assert unasked("elicitation/create") == {"action": "cancel"}
+    with pytest.raises(MCPError):  # a made-up completion would be data of a kind: refused
+        unasked("sampling/createMessage")
