@@ -188,6 +188,11 @@ class MCPServer(Supervised):
     timeout_s: float = Field(default=60.0, gt=0)
     tools: ToolTrim = Field(default_factory=ToolTrim)
     identity: UpstreamIdentity | None = None  # HTTP transports (see docs/identity.md)
+    # Whose upstream session a call uses (docs/mcp.md): `principal` (one per caller principal; a stdio server: one
+    # process per principal), or `shared` (one for every caller: only for servers that keep no per-client state).
+    session_scope: Literal["principal", "shared"] = "principal"
+    max_sessions: int = Field(default=64, ge=1)  # principal scope: sessions (stdio: processes) open at once
+    session_idle_timeout_s: float = Field(default=300.0, gt=0)  # principal scope: unused this long, closed
 
     @model_validator(mode="after")
     def _needs(self) -> MCPServer:

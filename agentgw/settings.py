@@ -125,6 +125,8 @@ class MCPSessions(Frozen):
 
     idle_timeout_s: float = Field(default=1800.0, gt=0)  # no request in flight this long: the session ends
     max_sessions: int = Field(default=10_000, ge=1)  # open sessions per endpoint and process
+    # Of those, one principal's at most: opening one more ends its oldest idle session first (docs/mcp.md).
+    max_per_principal: int = Field(default=100, ge=1)
     max_age_s: float = Field(
         default=86_400.0, gt=0
     )  # a session id is honored (and revived) this long at most

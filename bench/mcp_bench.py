@@ -10,6 +10,11 @@ with a generated config whose registry has both (tools `handshake__add`, `modern
 per worker). Reports req/s, p50 and p99 per era and concurrency, gateway ÷ direct, the added p50 at c=1, and the
 CPU per call of each server process; optionally profiles the gateway with py-spy.
 
+`--scope` measures instead the cost of the upstream session scope (registry `session_scope`): `tools/call` through
+the gateway to the `handshake` upstream as `handshake__add` (`principal`, the default: the caller's principal's own
+upstream session) and as `shared__add` (the same server registered again with `session_scope: shared`: one
+session for every caller), at c=1 and c=N.
+
 Child modes (used by the bench itself): `mcp_bench.py upstream --port P --era handshake|modern` and
 `mcp_bench.py load --url U --era E --tool T ...` (prints one JSON result).
 """
@@ -54,6 +59,7 @@ from loadgen import summary_ms
 ERAS = ("handshake", "modern")  # the upstream server names in the gateway's registry, too
 VERSION = {"handshake": "2025-11-25", "modern": "2026-07-28"}
 ERA_LABEL = {"handshake": "2025-11-25 session", "modern": "2026-07-28 stateless"}
+SCOPES = {"principal": "handshake__add", "shared": "shared__add"}  # --scope: the gateway tool of each scope
 TARGETS = ("direct", "gateway")
 TOOL = "add"
 ARGS = {"a": 2, "b": 3}
@@ -286,6 +292,7 @@ class Options:
     json: str | None = None
     keep: bool = False
     strict: bool = False
+    scope: bool = False  # measure session_scope principal vs shared instead of direct vs gateway
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -305,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--profile-seconds", type=float, default=d.profile_seconds)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit file)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--scope", action="store_true", help="session_scope principal vs shared (handshake era)")
     a = ap.parse_args(argv)
     o = Options(**{k: v for k, v in vars(a).items() if k != "quick"})
     if a.quick:
@@ -333,6 +341,8 @@ class McpEnv(Env):
             {"name": era, "transport": "streamable-http", "url": self.url("direct", era), "timeout_s": 10}
             for era in ERAS
         ]
+        # --scope: the handshake server once more, with one upstream session for every caller
+        servers.append({**servers[0], "name": "shared", "session_scope": "shared"})
         write_gateway_config(self.tmp, self.ports["gateway"], {"mcp.yaml": {"mcp": {"servers": servers}}})
 
     def start_upstreams(self) -> None:
@@ -382,19 +392,23 @@ def http_get(port: int, path: str, timeout: float = 1.0) -> tuple[int | None, by
         return None, b""
 
 
-def load_run(env: McpEnv, target: str, era: str, n: int, c: int, seconds: float) -> dict[str, Any]:
+def load_run(
+    env: McpEnv, target: str, era: str, n: int, c: int, seconds: float, tool: str | None = None
+) -> dict[str, Any]:
     """One bounded load in its own process (`mcp_bench.py load`)."""
     cmd = [PY, str(Path(__file__).resolve()), "load", "--url", env.url(target, era), "--era", era]
-    cmd += ["--tool", env.tool(target, era), "-n", str(n), "-c", str(c), "--duration", str(seconds)]
+    cmd += ["--tool", tool or env.tool(target, era), "-n", str(n), "-c", str(c), "--duration", str(seconds)]
     if target == "gateway":
         cmd += ["--key", API_KEY]
     return _json_out(cmd, seconds + 60)
 
 
-def measured(env: McpEnv, target: str, era: str, n: int, c: int, seconds: float) -> dict[str, Any]:
+def measured(
+    env: McpEnv, target: str, era: str, n: int, c: int, seconds: float, tool: str | None = None
+) -> dict[str, Any]:
     """One load (see load_run), plus the CPU per call of the gateway, the upstream and the load generator."""
     watch = CpuWatch(env)
-    r = load_run(env, target, era, n, c, seconds)
+    r = load_run(env, target, era, n, c, seconds, tool)
     cpu = watch.done()
     calls = max(1, r.get("requests", 0))
     if target == "gateway":
@@ -431,6 +445,46 @@ def phase_load(o: Options, env: McpEnv) -> dict[str, Any]:
                     )
             out.setdefault(era, {})[name] = {t: {**median_of(rs), "rounds": rs} for t, rs in runs.items()}
     return out
+
+
+def phase_scope(o: Options, env: McpEnv) -> dict[str, Any]:
+    """`--scope`: the handshake server through the gateway under each session scope, at c=1 and c=N, `rounds`
+    rounds with the order rotated; one API key, so `principal` is one upstream session shared by the workers."""
+    c = o.concurrency
+    loads = {"c1": (1, o.c1_requests, o.c1_seconds), f"c{c}": (c, o.cN_requests, o.cN_seconds)}
+    names = list(SCOPES)
+    for scope in names:
+        r = load_run(env, "gateway", "handshake", 1_000_000, c, o.warmup_seconds, SCOPES[scope])
+        if r["requests"] == 0 or r["errors"]:
+            raise RuntimeError(f"warm-up {scope}: {r['requests']} calls, errors {r['errors']}")
+    out: dict[str, Any] = {}
+    for name, (conc, n, secs) in loads.items():
+        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
+        for rnd in range(o.rounds):
+            for scope in names[rnd % 2 :] + names[: rnd % 2]:
+                res = measured(env, "gateway", "handshake", n, conc, secs, SCOPES[scope])
+                runs[scope].append(res)
+                log(
+                    f"round {rnd + 1} {name:4s} {scope:9s}: {res['rps']:,.0f} calls/s, p50 {res['p50_ms']:.3f} ms, "
+                    f"gateway {res['gateway_cpu_us_per_call']:,.0f} µs/call, errors {res['errors'] or 0}, "
+                    f"background {res['background_cores']:.2f} cores"
+                )
+        out[name] = {s: {**median_of(rs), "rounds": rs} for s, rs in runs.items()}
+    return out
+
+
+def scope_table(scope: dict[str, Any]) -> str:
+    lines = [
+        "| load | scope | calls/s | p50 ms | p99 ms | gateway CPU µs/call |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for load, by_scope in scope.items():
+        for name, r in by_scope.items():
+            lines.append(
+                f"| {load} | {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['gateway_cpu_us_per_call']:,.0f} |"
+            )
+    return "\n".join(lines)
 
 
 # The profile summary's layers: the MCP SDK's parts first (bench/stacks.py knows the LLM plane's stack only).
@@ -662,7 +716,10 @@ def main(argv: list[str] | None = None) -> int:
         res["gateway_start_s"] = env.start_gateway()
         res["upstreams"] = env.wait_gateway_upstreams()
         log(f"gateway ready in {res['gateway_start_s']:.2f} s; upstreams {res['upstreams']}")
-        res["load"] = phase_load(o, env)
+        if o.scope:
+            res["scope"] = phase_scope(o, env)
+        else:
+            res["load"] = phase_load(o, env)
         if o.profile:
             res["profile"] = phase_profile(o, env)
     finally:
@@ -671,6 +728,21 @@ def main(argv: list[str] | None = None) -> int:
         if not o.keep:
             shutil.rmtree(env.tmp, ignore_errors=True)
     res["elapsed_s"] = time.perf_counter() - started
+    if o.scope:
+        bg = [
+            run["background_cores"]
+            for ld in res["scope"].values()
+            for s in ld.values()
+            for run in s["rounds"]
+        ]
+        print(scope_table(res["scope"]))
+        print(f"\n{res['machine']}; agentgw {res['agentgw']}; {res['elapsed_s']:.0f} s")
+        print(
+            f"background load from other processes: median {statistics.median(bg):.2f}, max {max(bg):.2f} cores"
+        )
+        if o.json:
+            Path(o.json).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+        return 0
     bg = [
         run["background_cores"]
         for era in res["load"].values()

@@ -117,6 +117,7 @@ class Endpoint(Subscriptions, Mediator):
             app=self.server,
             session_idle_timeout=sessions.idle_timeout_s,
             max_sessions=sessions.max_sessions,
+            max_per_principal=sessions.max_per_principal,
             max_request_body_size=max_body_bytes,
             retry_interval=RETRY_MS,
         )

@@ -18,7 +18,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
-from agentgw.mcp.wire import RELAYED_REQUESTS, Relay
+from agentgw.mcp.wire import RELAYED_REQUESTS, Relay, unasked
 from agentgw.upstream import BASE_HEADERS
 
 log = logging.getLogger("agentgw.mcp")
@@ -137,11 +137,14 @@ class HttpLeg:
         answer back on the session."""
         method, params = message.get("method"), message.get("params")
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
-        if relay is None or method not in RELAYED_REQUESTS:
-            reply["error"] = {"code": INVALID_REQUEST, "message": "No caller to ask."}
+        if method not in RELAYED_REQUESTS:
+            reply["error"] = {"code": INVALID_REQUEST, "message": "The gateway does not relay this request."}
         else:
             try:
-                reply["result"] = await relay.ask(str(method), params if isinstance(params, dict) else {})
+                if relay is None:  # about no request of a caller (cannot happen on a call's own stream)
+                    reply["result"] = unasked(str(method))
+                else:
+                    reply["result"] = await relay.ask(str(method), params if isinstance(params, dict) else {})
             except MCPError as err:
                 reply["error"] = {"code": err.code, "message": err.message}
                 if err.data is not None:

@@ -244,6 +244,7 @@ class Mediator:
                 relay=relay,
                 caps=caller.caps if caller is not None else None,
                 log_level=caller.log_level if caller is not None else None,
+                principal=ex.principal,  # whose upstream session (registry `session_scope`)
             )
         except GatewayError as err:
             attempt.outcome = "timeout" if err.status == 504 else "error"

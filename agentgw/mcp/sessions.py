@@ -27,7 +27,7 @@ from mcp.server.auth.middleware.bearer_auth import (
 from mcp.server.connection import Connection
 from mcp.server.request_state import AESGCMRequestStateCodec, InvalidRequestState
 from mcp.server.runner import serve_connection
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http import GET_STREAM_KEY, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
@@ -137,21 +137,34 @@ class Sessions(StreamableHTTPSessionManager):
     it never saw (opened before a restart, or by another replica) that opens as this endpoint's and this
     principal's, is younger than `max_age_s` and was not ended here (DELETE, idle timeout) — that session is
     served again from what its id carries (protocol version, client capabilities). What lived only in the old
-    process does not come back: its event history, log level and resource subscriptions. Everything else is
-    answered by the SDK (404 for an unknown session, 503 at the session limit)."""
+    process does not come back: its event history, log level and resource subscriptions. One principal holds at
+    most `max_per_principal` sessions: opening one more (or one more in a full table) first ends that
+    principal's oldest idle session, so no principal can lock the others out. Everything else is answered by the
+    SDK (404 for an unknown session, 503 at a session limit with none of the principal's sessions idle)."""
 
     def __init__(
-        self, ids: SessionIds, principal_of: Callable[[dict[str, Any]], Principal | None], **kwargs: Any
+        self,
+        ids: SessionIds,
+        principal_of: Callable[[dict[str, Any]], Principal | None],
+        max_per_principal: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ids = ids
         self._principal_of = principal_of  # ASGI scope → the Principal the front door established
         self._ended: dict[str, float] = {}  # session ids ended here → when their id expires anyway
+        self.max_per_principal = max_per_principal
+        self._owned: dict[Owner, dict[str, None]] = {}  # each principal's session ids, oldest first
 
     # -- opening and ending ------------------------------------------------------------------------------------
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        if self._at_cap(requestor):
+            log.warning(
+                "Refusing a new MCP session: the principal has %d open, none idle", self.max_per_principal
+            )
             return None
         opening = OPENING.get()
         # Without an `initialize` to read, the request cannot open a session anyway: a throwaway id.
@@ -171,10 +184,39 @@ class Sessions(StreamableHTTPSessionManager):
         )
         if requestor is not None:
             self._session_owners[session_id] = requestor
+            self._owned.setdefault(_owner(requestor), {})[session_id] = None
         self._server_instances[session_id] = transport
         return transport
 
+    def _at_cap(self, requestor: AuthorizationContext | None) -> bool:
+        cap = self.max_per_principal
+        return (
+            cap is not None and requestor is not None and len(self._owned.get(_owner(requestor), ())) >= cap
+        )
+
+    async def _make_room(self, requestor: AuthorizationContext | None) -> None:
+        """Before `requestor` opens a session: if it is at its cap, or the table is full, end its oldest session
+        with no request in flight (an open GET stream does not count: it only listens)."""
+        if requestor is None:
+            return
+        full = self.max_sessions is not None and len(self._server_instances) >= self.max_sessions
+        if not (full or self._at_cap(requestor)):
+            return
+        for session_id in list(self._owned.get(_owner(requestor), ())):
+            transport = self._server_instances.get(session_id)
+            if transport is not None and _idle(transport):
+                log.info("MCP session ended to make room for another of the same principal")
+                await self._discard_session(session_id, transport)
+                return
+
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        requestor = self._session_owners.get(session_id)
+        if requestor is not None:
+            mine = self._owned.get(_owner(requestor))
+            if mine is not None:
+                mine.pop(session_id, None)
+                if not mine:
+                    del self._owned[_owner(requestor)]
         if session_id in self._server_instances and self._task_group is not None:
             now = time.time()
             if len(self._ended) > 4 * (self.max_sessions or 10_000):
@@ -186,15 +228,18 @@ class Sessions(StreamableHTTPSessionManager):
 
     async def _handle_stateful_request(self, scope: Any, receive: Any, send: Any) -> None:
         session_id = _session_header(scope)
-        if session_id is not None and session_id not in self._server_instances:
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if session_id is None and OPENING.get() is not None:  # an `initialize`: it opens a session
+            await self._make_room(requestor)
+        elif session_id is not None and session_id not in self._server_instances:
             principal = self._principal_of(scope)
             claims = self.ids.open(session_id, principal) if principal is not None else None
             if claims is not None and self._ended.get(session_id, 0) < time.time():
-                user = scope.get("user")
-                requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+                await self._make_room(requestor)
                 async with self._session_creation_lock:
                     full = self.max_sessions is not None and len(self._server_instances) >= self.max_sessions
-                    if session_id not in self._server_instances and not full:
+                    if session_id not in self._server_instances and not (full or self._at_cap(requestor)):
                         await self._revive(session_id, requestor, claims)
         await super()._handle_stateful_request(scope, receive, send)
 
@@ -271,6 +316,19 @@ class Sessions(StreamableHTTPSessionManager):
             transport._requests_in_flight -= 1
             if not transport._requests_in_flight:
                 idle.deadline = anyio.current_time() + timeout
+
+
+Owner = tuple[str, str | None, str | None]  # a principal as the SDK binds sessions to it
+
+
+def _owner(requestor: AuthorizationContext) -> Owner:
+    return (requestor["client_id"], requestor.get("issuer"), requestor.get("subject"))
+
+
+def _idle(transport: StreamableHTTPServerTransport) -> bool:
+    """No request in flight on the session, its GET stream (which only listens) aside."""
+    listening = 1 if GET_STREAM_KEY in transport._request_streams else 0
+    return transport._requests_in_flight - listening <= 0
 
 
 def _session_header(scope: Any) -> str | None:

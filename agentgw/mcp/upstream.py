@@ -1,7 +1,7 @@
 """Upstream MCP servers: one long-lived client connection per registry entry (a stdio process the gateway launches,
-Streamable HTTP in either era, or legacy SSE), its era, its restarts, its resource subscriptions, and raw JSON-RPC
-requests stamped for it; requests and results are plain dicts (the SDK's dispatcher, no result models on the hot
-path)."""
+Streamable HTTP in either era, or legacy SSE), its era, its restarts, its resource subscriptions, the sessions of
+each caller principal (scoped.py), and raw JSON-RPC requests stamped for it; requests and results are plain dicts
+(the SDK's dispatcher, no result models on the hot path)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from agentgw.errors import GatewayError, UpstreamTimeout
+from agentgw.exchange import Principal
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
 from agentgw.mcp.leg import HttpLeg, SessionExpired
+from agentgw.mcp.scoped import ScopedSessions, declared_caps
+from agentgw.mcp.state import Binding
 from agentgw.mcp.watching import OnChange, OnUpdated, Watching, describe
 from agentgw.mcp.wire import (
     Connection,
@@ -44,9 +47,6 @@ from agentgw.mcp.wire import (
     Relay,
     Router,
     log_rank,
-    no_elicitation,
-    no_roots,
-    no_sampling,
     open_transport,
 )
 from agentgw.registry import MCPServer
@@ -61,6 +61,10 @@ CLIENT_INFO = types.Implementation(name="agentgw", version=_VERSION)
 
 Era = Literal["modern", "handshake"]
 HttpSession = Callable[[], aiohttp.ClientSession]  # the process's pooled upstream session
+LISTEN_WAIT_S = 5.0  # at most this long for a new handshake-era session's GET stream to open
+# What a shared session declares: the gateway relays each of these to the caller whose request it is about, and
+# refuses it for a caller that did not declare it (no `roots.listChanged`: callers' root changes are not relayed).
+SHARED_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
 
 __all__ = ["CLIENT_INFO", "ParamMap", "Upstream", "Upstreams"]
 
@@ -70,9 +74,12 @@ class Upstream(Watching):
 
     Decides which era the server speaks (a `server/discover` probe, else the `initialize` handshake; remembered),
     and when to (re)connect: eagerly at start, again with exponential backoff after any failure; a stdio server is
-    relaunched, an expired HTTP session re-initialized at once. Handshake-era sessions are shared by every call.
-    Fails with ServerUnavailable while it cannot connect (fast, during backoff), UpstreamTimeout after `timeout_s`,
-    and UpstreamRPCError when the server answers with a JSON-RPC error.
+    relaunched, an expired HTTP session re-initialized at once. Which session a caller's request uses: with
+    `session_scope: principal`, its principal's own (a handshake-era session, or a stdio process, see scoped.py);
+    a 2026-07-28 HTTP server has no sessions, so there, and with `shared`, the one connection. That connection is
+    also the gateway's own (listings, change notifications, resource subscriptions). Fails with ServerUnavailable
+    while it cannot connect (fast, during backoff), UpstreamTimeout after `timeout_s`, and UpstreamRPCError when
+    the server answers with a JSON-RPC error.
     """
 
     MIN_BACKOFF_S = 0.1
@@ -99,6 +106,9 @@ class Upstream(Watching):
         self.connects = 0
         self._conn: Connection | None = None
         self._changed = asyncio.Event()
+        self.sessions = ScopedSessions(
+            spec.name, spec.max_sessions, spec.session_idle_timeout_s, spec.timeout_s, self._open_scoped
+        )
         Watching.__init__(self)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -150,7 +160,14 @@ class Upstream(Watching):
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.MAX_BACKOFF_S)
 
-    async def _open(self, stack: AsyncExitStack) -> Connection:
+    async def _open_scoped(self, stack: AsyncExitStack, caps: dict[str, Any]) -> Connection:
+        return await self._open(stack, caps, own=False)
+
+    async def _open(
+        self, stack: AsyncExitStack, caps: dict[str, Any] | None = None, own: bool = True
+    ) -> Connection:
+        """A new session, declaring `caps` (default: everything relayable if shared, else nothing). `own` is the
+        gateway's own connection, which also watches for changes; a principal's session only serves requests."""
         box: list[Connection] = []  # the hooks fire for the connection built at the end of this function
 
         def ended() -> None:
@@ -164,36 +181,45 @@ class Upstream(Watching):
 
         opened = await open_transport(self.spec, self.cwd, stack, expired)
         dispatcher = Dispatcher(opened.read, opened.write, ended, Router(correlated=opened.http))
-        # The callbacks only make a handshake-era session declare sampling, elicitation and roots (the dispatcher
-        # relays those requests to the caller the request belongs to); 2026-07-28 requests declare the caller's own.
-        session = ClientSession(
+        # What a handshake-era session declares (the dispatcher relays the server's requests to the caller they are
+        # about); 2026-07-28 requests declare the caller's own, per request.
+        if caps is None:
+            caps = SHARED_CAPS if self.spec.session_scope == "shared" else {}
+        session = _Declaring(
+            caps,
             dispatcher=dispatcher,
             read_timeout_seconds=self.spec.timeout_s,
-            message_handler=self._on_message,
+            message_handler=self._on_message,  # a change announced on any session is the server's
             client_info=CLIENT_INFO,
-            sampling_callback=no_sampling,
-            elicitation_callback=no_elicitation,
-            list_roots_callback=no_roots,
         )
         await stack.enter_async_context(session)
         await self._negotiate(session)
         version = session.protocol_version or ""
+        if opened.listening is not None and self.era == "handshake":
+            # What the server sends outside a request (list changes, updates) goes on the session's GET stream:
+            # a session is ready once that is open, so nothing sent right after the first call is lost.
+            with anyio.move_on_after(min(self.spec.timeout_s, LISTEN_WAIT_S)):
+                await opened.listening.wait()
         conn = Connection(dispatcher, version, session.server_capabilities, opened.http)
         if self.http is not None and opened.session_id is not None and self.spec.url is not None:
             conn.leg = HttpLeg(str(self.spec.url), dict(self.spec.headers), self.http, opened.session_id)
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tg.cancel_scope.cancel)  # runs before the group is awaited on the way out
         if conn.modern:
             conn.envelope = {
                 PROTOCOL_VERSION_META_KEY: version,
                 CLIENT_INFO_META_KEY: CLIENT_INFO.model_dump(by_alias=True, mode="json", exclude_none=True),
                 CLIENT_CAPABILITIES_META_KEY: {},  # replaced per request by what the caller declared
             }
-            caps = session.server_capabilities
+        if not own:
+            box.append(conn)
+            return conn
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)  # runs before the group is awaited on the way out
+        if conn.modern:
+            offers = session.server_capabilities
             watch = {
-                "tools": bool(caps and caps.tools and caps.tools.list_changed),
-                "prompts": bool(caps and caps.prompts and caps.prompts.list_changed),
-                "resources": bool(caps and caps.resources and caps.resources.list_changed),
+                "tools": bool(offers and offers.tools and offers.tools.list_changed),
+                "prompts": bool(offers and offers.prompts and offers.prompts.list_changed),
+                "resources": bool(offers and offers.resources and offers.resources.list_changed),
             }
             if any(watch.values()):
                 await tg.start(self._listen, session, watch)  # subscribed before we report ready
@@ -277,36 +303,62 @@ class Upstream(Watching):
         relay: Relay | None = None,
         caps: dict[str, Any] | None = None,
         log_level: str | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its raw result. A request the server never processed (its session had
         expired) is retried once on a fresh session; an idempotent one also after a lost connection.
 
         `relay` receives the log messages and server-to-client requests the server sends about this request;
-        `caps` are the client capabilities declared for it (2026-07-28 servers; a handshake-era session declared
-        sampling, elicitation and roots once); `log_level` the least severe level the caller wants relayed."""
+        `caps` are the client capabilities declared for it (2026-07-28 servers get them with the request; a
+        principal's handshake-era session declares them when it opens); `log_level` the least severe level the
+        caller wants relayed; `principal` the caller (None: the gateway's own request, on its own connection)."""
         for attempt in (1, 2):
             conn = await self.connection()
-            if log_level is not None and not conn.modern:
-                await self._raise_log_level(conn, log_level)
-            out, opts = conn.stamp(method, params, headers, param_map, caps, log_level)
+            args = (method, params, headers, param_map, caps, log_level, on_progress, relay)
             try:
-                if conn.leg is not None:
-                    return await self._via_leg(conn, conn.leg, method, out, opts, on_progress, relay)
-                if on_progress is not None:
-                    opts["on_progress"] = on_progress
-                if relay is None:
-                    opts["timeout"] = self.spec.timeout_s
-                    return await conn.dispatcher.send_raw_request(method, out, opts)
-                deadline = Deadline(self.spec.timeout_s)
-                with conn.dispatcher.router.open(Pausing(relay, deadline)) as rid, deadline.scope:
-                    opts["request_id"] = rid
-                    return await conn.dispatcher.send_raw_request(method, out, opts)
-                raise self._timed_out(method)
+                if principal is None or not self._scoped(conn):
+                    return await self._send(conn, *args)
+                own = declared_caps(caps) if not conn.modern else {}
+                async with self.sessions.use(Binding.principal_of(principal), own) as conn:
+                    return await self._send(conn, *args)
             except MCPError as err:
                 if attempt == 1 and (conn.expired or (idempotent and err.code == CONNECTION_CLOSED)):
                     continue
                 raise self._gateway_error(method, err) from None
         raise AssertionError("unreachable")
+
+    def _scoped(self, conn: Connection) -> bool:
+        """Does a caller's request use its principal's own session? Under `session_scope: principal`, on a
+        handshake-era server (its session keeps state) and on a stdio server (the process is the session)."""
+        return self.spec.session_scope == "principal" and (self.spec.transport == "stdio" or not conn.modern)
+
+    async def _send(
+        self,
+        conn: Connection,
+        method: str,
+        params: dict[str, Any],
+        headers: dict[str, str] | None,
+        param_map: ParamMap | None,
+        caps: dict[str, Any] | None,
+        log_level: str | None,
+        on_progress: ProgressFnT | None,
+        relay: Relay | None,
+    ) -> dict[str, Any]:
+        if log_level is not None and not conn.modern:
+            await self._raise_log_level(conn, log_level)
+        out, opts = conn.stamp(method, params, headers, param_map, caps, log_level)
+        if conn.leg is not None:
+            return await self._via_leg(conn, conn.leg, method, out, opts, on_progress, relay)
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        if relay is None:
+            opts["timeout"] = self.spec.timeout_s
+            return await conn.dispatcher.send_raw_request(method, out, opts)
+        deadline = Deadline(self.spec.timeout_s)
+        with conn.dispatcher.router.open(Pausing(relay, deadline)) as rid, deadline.scope:
+            opts["request_id"] = rid
+            return await conn.dispatcher.send_raw_request(method, out, opts)
+        raise self._timed_out(method)
 
     async def _via_leg(
         self,
@@ -341,8 +393,8 @@ class Upstream(Watching):
         )
 
     async def _raise_log_level(self, conn: Connection, level: str) -> None:
-        """A handshake-era session has one log level for every caller: lower it (never raise it) to what this
-        caller wants; the relay filters per caller."""
+        """A handshake-era session has one log level for every caller using it: lower it (never raise it) to what
+        this caller wants; the relay filters per caller."""
         rank = log_rank(level)
         if rank is None or conn.caps is None or conn.caps.logging is None:
             return
@@ -373,6 +425,8 @@ class Upstream(Watching):
             "protocol_version": conn.version if conn else None,
             "restarts": max(self.connects - 1, 0),
             "error": self.last_error,
+            "session_scope": self.spec.session_scope,
+            "principal_sessions": len(self.sessions),
         }
 
 
@@ -392,6 +446,7 @@ class Upstreams:
 
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         for up in self.by_name.values():
+            up.sessions.start(tg)
             tg.start_soon(up.run, name=f"mcp-upstream-{up.name}")
 
     def get(self, name: str) -> Upstream | None:
@@ -399,3 +454,15 @@ class Upstreams:
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: up.status() for name, up in self.by_name.items()}
+
+
+class _Declaring(ClientSession):
+    """The SDK's client session, declaring exactly the client capabilities given (the SDK derives them from which
+    callbacks are set; the gateway's dispatcher answers the server's requests itself, so none are)."""
+
+    def __init__(self, caps: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._declared = types.ClientCapabilities.model_validate(caps)
+
+    def _build_capabilities(self, version: str) -> types.ClientCapabilities:
+        return self._declared

@@ -20,7 +20,6 @@ import anyio.abc
 import httpx2
 import mcp.types as types
 from httpx2 import ServerSentEvent
-from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import StreamableHTTPTransport
@@ -81,6 +80,16 @@ class _IdentityAuth(httpx2.Auth):
         for name, value in (identity_headers.get() or {}).items():
             request.headers[name] = value
         yield request
+
+
+def unasked(method: str) -> dict[str, Any]:
+    """The answer to a server-to-client request that belongs to no caller's request in flight: there is nobody to
+    ask, and the answer must carry no caller's data: no roots, a cancelled elicitation, a refused sampling."""
+    if method == "roots/list":
+        return {"roots": []}
+    if method == "elicitation/create":
+        return {"action": "cancel"}
+    raise MCPError(INVALID_REQUEST, f"{method}: there is no caller to ask.")
 
 
 def log_rank(level: object) -> int | None:
@@ -199,9 +208,7 @@ class Dispatcher(JSONRPCDispatcher[TransportContext]):
                 return await on_request(dctx, method, params)
             relay = router.find(_related(dctx))
             if relay is None:
-                raise MCPError(
-                    INVALID_REQUEST, f"{method} is not related to a request the gateway has in flight"
-                )
+                return unasked(method)
             return await relay.ask(method, dict(params or {}))
 
         async def routed_notify(
@@ -286,22 +293,6 @@ class Connection:
         return params, {"headers": out}
 
 
-async def no_sampling(
-    context: ClientRequestContext, params: types.CreateMessageRequestParams
-) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
-    return types.ErrorData(code=types.INVALID_REQUEST, message="No caller to ask.")
-
-
-async def no_elicitation(
-    context: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult | types.ErrorData:
-    return types.ErrorData(code=types.INVALID_REQUEST, message="No caller to ask.")
-
-
-async def no_roots(context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
-    return types.ErrorData(code=types.INVALID_REQUEST, message="No caller to ask.")
-
-
 class _Tagger:
     """A read-stream writer that marks requests and notifications with the request whose stream carried them."""
 
@@ -366,6 +357,7 @@ class Opened:
     write: Any
     http: bool  # per-request HTTP headers (task, traceparent) reach the server
     session_id: Callable[[], str | None] | None = None  # Streamable HTTP: the session the SDK negotiated
+    listening: asyncio.Event | None = None  # Streamable HTTP: the server answered the session's GET stream
 
 
 async def open_transport(
@@ -395,10 +387,14 @@ async def open_transport(
             read, write, False
         )  # the legacy SSE transport sends headers per connection, not per request
 
+    listening = asyncio.Event()
+
     async def on_response(response: httpx2.Response) -> None:
         # 404 on a request that carried our session id: the server forgot the session (restart, expiry).
         if response.status_code == 404 and "mcp-session-id" in response.request.headers:
             on_expired()
+        if response.request.method == "GET":  # the stream is open (or refused): the server can reach us now
+            listening.set()
 
     # Upstream credentials come only from the registry; nothing of the caller's request is copied here.
     client = httpx2.AsyncClient(
@@ -409,4 +405,4 @@ async def open_transport(
     await stack.enter_async_context(client)
     transport = _CorrelatingTransport(str(spec.url))
     read, write = await stack.enter_async_context(streamable_http(transport, client))
-    return Opened(read, write, True, lambda: transport.session_id)
+    return Opened(read, write, True, lambda: transport.session_id, listening)

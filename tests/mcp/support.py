@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class Upstream:
     subscribed: list[str] = field(default_factory=list)  # resources/subscribe (handshake era), in order
     unsubscribed: list[str] = field(default_factory=list)
     log_levels: list[str] = field(default_factory=list)  # logging/setLevel (handshake era), in order
+    roots_of: dict[str, list[str]] = field(default_factory=dict)  # per-session state: roots by session id
+    unasked: list[Any] = field(default_factory=list)  # what a request about no call of the client got back
+    unasked_done: anyio.Event = field(default_factory=anyio.Event)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.server = build_server(self)
@@ -114,6 +119,38 @@ def build_server(up: Upstream) -> MCPServer:
     @mcp.tool(description="List the client's roots")
     def client_roots(roots: Annotated[types.ListRootsResult, Resolve(ask_roots)]) -> str:
         return ", ".join(str(r.uri) for r in roots.roots)
+
+    # Per-session state, the way server-everything keeps a client's roots: asked once, stored for the session.
+    @mcp.tool(description="Ask the client's roots and remember them for this session")
+    def remember_roots(roots: Annotated[types.ListRootsResult, Resolve(ask_roots)], ctx: Context) -> str:
+        up.roots_of[(ctx.headers or {}).get("mcp-session-id", "")] = [str(r.uri) for r in roots.roots]
+        return "remembered"
+
+    @mcp.tool(description="The roots remembered for this session")
+    def stored_roots(ctx: Context) -> str:
+        return ", ".join(up.roots_of.get((ctx.headers or {}).get("mcp-session-id", ""), []))
+
+    @mcp.tool(description="The client capabilities this session declared")
+    def declared(ctx: Context) -> dict[str, Any]:
+        caps = ctx.session.client_capabilities
+        return caps.model_dump(by_alias=True, mode="json", exclude_none=True) if caps is not None else {}
+
+    @mcp.tool(description="Once the gate opens (after this call returned), ask the client's roots")
+    async def roots_later(ctx: Context) -> str:
+        session = ctx.session
+
+        async def later() -> None:
+            await up.gate.wait()
+            try:
+                up.unasked.append(
+                    (await session.list_roots()).model_dump(mode="json", exclude_none=True)
+                )  # no related request
+            except Exception as exc:
+                up.unasked.append(repr(exc))
+            up.unasked_done.set()
+
+        up.background.append(asyncio.get_running_loop().create_task(later()))
+        return "asked later"
 
     @mcp.tool(description="Log at debug, info and warning, then return")
     async def chatty(ctx: Context) -> str:

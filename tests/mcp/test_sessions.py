@@ -43,6 +43,25 @@ async def _call(http: httpx.AsyncClient, url: str, session: dict[str, str], rid:
     return await http.post(f"{url}/mcp", json=call, headers=session)
 
 
+@contextlib.asynccontextmanager
+async def _gated_call(
+    http: httpx.AsyncClient, url: str, session: dict[str, str], docs: Upstream
+) -> AsyncIterator[list[httpx.Response]]:
+    """`docs__wait_gate` in flight on `session` for the duration of the block; its answer is in the list after."""
+    call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "docs__wait_gate"}}
+    answers: list[httpx.Response] = []
+
+    async def slow_call() -> None:
+        answers.append(await http.post(f"{url}/mcp", json=call, headers=session))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow_call)
+        with anyio.fail_after(10):
+            await docs.tool_started.wait()
+        yield answers
+        docs.gate.set()
+
+
 def _result_text(response: httpx.Response) -> str:
     """The tool's text from a JSON answer or from the answer event of an SSE one (the server picks)."""
     if response.headers["content-type"].startswith("text/event-stream"):
@@ -181,20 +200,43 @@ async def test_a_session_used_only_by_direct_calls_outlives_its_idle_timeout(tmp
     async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
         async with gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
             session = await _open(http, url)
-            call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "docs__wait_gate"}}
-            async with anyio.create_task_group() as tg:
-                answers: list[httpx.Response] = []
-
-                async def slow_call() -> None:
-                    answers.append(await http.post(f"{url}/mcp", json=call, headers=session))
-
-                tg.start_soon(slow_call)
-                with anyio.fail_after(10):
-                    await docs.tool_started.wait()
+            async with _gated_call(http, url, session, docs) as answers:
                 never = anyio.Event()
                 with anyio.move_on_after(0.6):  # twice the idle timeout passes with the call in flight
                     await never.wait()
-                docs.gate.set()
             after = await _call(http, url, session)
     assert "opened" in answers[0].text
     assert _result_text(after) == "again"
+
+
+async def test_one_principal_cannot_fill_the_session_table_its_oldest_idle_session_makes_room(
+    tmp_path: Path,
+) -> None:
+    docs = Upstream("docs")
+    settings = {**SECRET, "mcp": {"sessions": {"max_sessions": 3, "max_per_principal": 2}}}
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
+            oldest, second, newest = [await _open(http, url) for _ in range(3)]
+            answers = [await _call(http, url, s, rid) for rid, s in enumerate((oldest, second, newest), 2)]
+            other = await http.post(
+                f"{url}/mcp", json=INIT, headers={**ACCEPT, "Authorization": f"Bearer {OTHER_KEY}"}
+            )
+    assert answers[0].status_code == 404  # ended to make room for the third
+    assert [_result_text(a) for a in answers[1:]] == ["again", "again"]
+    assert other.status_code == 200  # the table was not full: another principal still gets in
+
+
+async def test_a_principal_whose_sessions_are_all_busy_is_refused_and_no_one_else_is(tmp_path: Path) -> None:
+    docs = Upstream("docs")
+    settings = {**SECRET, "mcp": {"sessions": {"max_per_principal": 1}}}
+    async with serve(docs) as up, httpx.AsyncClient(timeout=10) as http:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
+            session = await _open(http, url)
+            async with _gated_call(http, url, session, docs) as answers:
+                refused = await http.post(f"{url}/mcp", json=INIT, headers={**ACCEPT, **AUTH})
+                other = await http.post(
+                    f"{url}/mcp", json=INIT, headers={**ACCEPT, "Authorization": f"Bearer {OTHER_KEY}"}
+                )
+    assert refused.status_code == 503
+    assert other.status_code == 200
+    assert "opened" in answers[0].text  # the busy session was not touched

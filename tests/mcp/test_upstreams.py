@@ -49,6 +49,7 @@ async def test_a_stdio_server_is_launched_with_its_env_and_relaunched_after_it_d
         "command": [sys.executable, str(STDIO_SERVER)],
         "env": {"TZ": "Pacific/Auckland"},
         "timeout_s": 30,
+        "session_scope": "shared",  # the gateway's one process (a principal's own: tests/mcp/test_scope.py)
     }
     async with gateway(tmp_path, registry(entry)) as (url, gw), mcp_client(f"{url}/mcp") as client:
         zone = await client.call_tool("local__zone", {})
@@ -69,7 +70,11 @@ async def test_an_expired_upstream_session_is_reinitialized_without_the_caller_n
     tmp_path: Path,
 ) -> None:
     docs = Upstream("docs", handshake_only=True)
-    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, gw):
+    async with (
+        serve(docs) as up,
+        # the gateway's one session (a principal's own: tests/mcp/test_scope.py)
+        gateway(tmp_path, registry(server_entry("docs", up, session_scope="shared"))) as (url, gw),
+    ):
         async with mcp_client(f"{url}/mcp") as client:
             await client.call_tool("docs__echo", {"text": "one"})
             sid = next(h["mcp-session-id"] for h in reversed(docs.headers) if "mcp-session-id" in h)
