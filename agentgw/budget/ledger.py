@@ -9,6 +9,7 @@ ancestors are named by the caller on every call (`chain`: the task first, then i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -121,3 +122,30 @@ class Ledger(Protocol):
     async def children(self, task: str) -> list[str]: ...
 
     async def aclose(self) -> None: ...
+
+
+# What a key component may not contain as itself: the escape character, the separator, control characters (the
+# Redis ledger joins chains with newlines) and a leading `~` (so no encoded subject is the child namespace). Any
+# component that has none of these keeps its text: existing keys of ordinary ids (emails included) do not change.
+_ESCAPED = re.compile(r"[%/\x00-\x1f\x7f]|^~")
+CHILD_NAMESPACE = "~child"
+
+
+def _escape(m: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in m.group().encode())
+
+
+def key_part(text: str) -> str:
+    """One component of a ledger key, percent-encoded: joining encoded components with `/` is injective (a subject
+    `alice/x` with task `job` and a subject `alice` with task `x/job` get different keys)."""
+    return _ESCAPED.sub(_escape, text)
+
+
+def task_key(subject: str, task_id: str) -> str:
+    """The ledger key of a task a principal names: scoped to the principal."""
+    return f"{key_part(subject)}/{key_part(task_id)}"
+
+
+def child_key(task_id: str) -> str:
+    """The ledger key of a child task the gateway minted (global: whoever holds the id may charge it)."""
+    return f"{CHILD_NAMESPACE}/{key_part(task_id)}"

@@ -18,7 +18,17 @@ import secrets
 from dataclasses import dataclass, field
 
 from agentgw.budget.config import BudgetRule, Budgets
-from agentgw.budget.ledger import Amount, Ledger, NotSent, Rejection, Throttled, Window
+from agentgw.budget.ledger import (
+    Amount,
+    Ledger,
+    NotSent,
+    Rejection,
+    Throttled,
+    Window,
+    child_key,
+    key_part,
+    task_key,
+)
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
@@ -114,8 +124,8 @@ class BudgetStage(Stage):
     def task_key(task_id: str, principal: str | None) -> str | None:
         """The ledger key of a task as an operator names it (child ids are global, others per principal)."""
         if task_id.startswith(CHILD_PREFIX):
-            return f"~child/{task_id}"
-        return f"{principal}/{task_id}" if principal else None
+            return child_key(task_id)
+        return task_key(principal, task_id) if principal else None
 
     def rule_for(self, p: Principal) -> BudgetRule | None:
         key = (p.subject, p.roles)
@@ -182,14 +192,14 @@ class BudgetStage(Stage):
         assert ex.task is not None
         tid = ex.task.task_id
         if tid.startswith(CHILD_PREFIX):
-            key = f"~child/{tid}"  # = task_key(tid, …)
+            key = child_key(tid)
             known = await self._ancestors(key)
             if known is not None:
                 return [key, *known]
-        key = f"{p.subject}/{tid}"
+        key = task_key(p.subject, tid)
         parent = ex.task.parent_task_id
         if parent:
-            pkey = f"{p.subject}/{parent}"
+            pkey = task_key(p.subject, parent)
             return [key, pkey, *(await self._ancestors(pkey) or [])]
         return [key]
 
@@ -264,7 +274,7 @@ class BudgetStage(Stage):
             chain = await self.chain(exchange, p) if amount else []
             sent = bool(chain)
             got = await self.ledger.reserve(
-                chain, amount, limits, rest, op, windows, child=f"~child/{child}" if child else None
+                chain, amount, limits, rest, op, windows, child=child_key(child) if child else None
             )
         except GatewayError:
             raise
@@ -316,7 +326,7 @@ class BudgetStage(Stage):
             exchange.attrs["stream_budget"] = max(0, math.floor(allowed))
         if child is not None:
             exchange.attrs["child_task"] = child
-            self._remember(f"~child/{child}", chain)
+            self._remember(child_key(child), chain)
 
     def _remember(self, key: str, ancestors: list[str]) -> None:
         """Cache a task's ancestors (immutable once the task exists). Bounded: the oldest entry goes first, and
@@ -433,25 +443,25 @@ class BudgetStage(Stage):
     @staticmethod
     def windows(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
         """The principal's rate windows this call counts in (its estimated tokens for the token windows)."""
-        w = rule.windows
+        w, who = rule.windows, key_part(p.subject)
         out: list[Window] = []
         if w.requests_per_minute:
-            out.append(Window(f"rpm:{p.subject}", 1, w.requests_per_minute, 60))
+            out.append(Window(f"rpm:{who}", 1, w.requests_per_minute, 60))
         if w.tokens_per_minute and tokens:
-            out.append(Window(f"tpm:{p.subject}", tokens, w.tokens_per_minute, 60))
+            out.append(Window(f"tpm:{who}", tokens, w.tokens_per_minute, 60))
         if w.tokens_per_day and tokens:
-            out.append(Window(f"tpd:{p.subject}", tokens, w.tokens_per_day, 86400))
+            out.append(Window(f"tpd:{who}", tokens, w.tokens_per_day, 86400))
         return out
 
     @staticmethod
     def corrections(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
         """Token-window corrections once the real usage is known (`tokens`: actual minus what was counted)."""
-        w = rule.windows
+        w, who = rule.windows, key_part(p.subject)
         out: list[Window] = []
         if tokens and w.tokens_per_minute:
-            out.append(Window(f"tpm:{p.subject}", tokens, 0, 60))
+            out.append(Window(f"tpm:{who}", tokens, 0, 60))
         if tokens and w.tokens_per_day:
-            out.append(Window(f"tpd:{p.subject}", tokens, 0, 86400))
+            out.append(Window(f"tpd:{who}", tokens, 0, 86400))
         return out
 
 
