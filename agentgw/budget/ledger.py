@@ -29,6 +29,19 @@ class Rejection:
     asked: int
 
 
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """The chain names a task twice, or its first task is already an ancestor of its second (recorded by earlier
+    calls): the task would be its own ancestor and charged twice. Nothing was written."""
+
+    task: str  # the task that would be its own ancestor
+
+
+# How many recorded ancestries a reservation reads, beyond its own chain, to find a loop that calls racing each
+# other closed (each naming a parent that did not exist yet). Chains are caller-built; this bounds the work.
+ANCESTRY_WALK = 64
+
+
 class NotSent(ConnectionError):
     """The ledger could not be reached and the operation never left the process (nothing to undo)."""
 
@@ -82,8 +95,8 @@ class Ledger(Protocol):
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
-    ) -> Reservation | Rejection | Throttled:
-        """One atomic step: if every window has room, reserve `amount` on every task of `chain` (or on none), and
+    ) -> Reservation | Rejection | Throttled | Loop:
+        """One atomic step: refuse a chain that loops (see Loop); else if every window has room, reserve `amount` on every task of `chain` (or on none), and
         only if both succeed count the windows. `limits` become chain[0]'s limits if it is new. With `rest` (a
         metric), reserve everything the chain has left of it instead, as long as that is at least `amount[rest]`
         (an LLM call without max_tokens may use all that is left, and no more). With `child`, also open that task

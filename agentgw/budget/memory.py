@@ -6,7 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
+from agentgw.budget.ledger import (
+    ANCESTRY_WALK,
+    METRICS,
+    Amount,
+    Loop,
+    Rejection,
+    Reservation,
+    TaskState,
+    Throttled,
+    Window,
+)
 
 
 class MemoryLedger:
@@ -17,6 +27,9 @@ class MemoryLedger:
         self._ops = 0
         self.windows: dict[str, tuple[int, int]] = {}  # "<key>:<seconds>" → (window start, count)
         self.kids: dict[str, list[str]] = {}
+        self.opened: set[str] = (
+            set()
+        )  # tasks whose limits and ancestors are fixed (by their first reservation)
 
     def _task(self, key: str) -> TaskState:
         st = self.tasks.get(key)
@@ -40,6 +53,26 @@ class MemoryLedger:
         self.tasks.pop(task, None)
         self.touched.pop(task, None)
         self.kids.pop(task, None)
+        self.opened.discard(task)
+
+    def _loop(self, chain: list[str]) -> Loop | None:
+        """chain[0] named twice, or among the recorded ancestors of the tasks it names as its ancestors."""
+        seen: set[str] = set()
+        for t in chain:
+            if t in seen:
+                return Loop(t)
+            seen.add(t)
+        queue, head = chain[1:], 0
+        while head < len(queue) and head < len(chain) + ANCESTRY_WALK:
+            st = self.tasks.get(queue[head])
+            head += 1
+            for t in st.chain if st is not None else ():
+                if t == chain[0]:
+                    return Loop(t)
+                if t not in seen:
+                    seen.add(t)
+                    queue.append(t)
+        return None
 
     def _window(self, w: Window, now: float) -> tuple[str, int, int]:
         start = int(now // w.seconds) * w.seconds
@@ -56,7 +89,11 @@ class MemoryLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
-    ) -> Reservation | Rejection | Throttled:
+    ) -> Reservation | Rejection | Throttled | Loop:
+        if len(chain) > 1:
+            loop = self._loop(chain)
+            if loop is not None:
+                return loop
         now_wall = time.time()
         for w in windows:
             _, start, count = self._window(w, now_wall)
@@ -67,8 +104,12 @@ class MemoryLedger:
             now = time.monotonic()
             for t in chain:
                 self.touched[t] = now
-            if chain[0] not in self.tasks:
-                self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
+            if (
+                chain[0] not in self.opened
+            ):  # like Redis: a task first met as an ancestor is opened by its own call
+                st = self._task(chain[0])
+                st.limits, st.chain = dict(limits), list(chain[1:])
+                self.opened.add(chain[0])
         states = [self._task(t) for t in chain]
         asked = dict(amount)
         if rest is not None:
@@ -92,6 +133,7 @@ class MemoryLedger:
                     st.reserved[metric] = st.reserved.get(metric, 0) + n
         if child is not None and chain:
             self.tasks[child] = TaskState(child, {}, {}, {}, list(chain))
+            self.opened.add(child)
             self.touched[child] = time.monotonic()
             self.kids.setdefault(chain[0], []).append(child)
         remaining: dict[str, int] = {}

@@ -14,23 +14,55 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
+from agentgw.budget.ledger import (
+    ANCESTRY_WALK,
+    METRICS,
+    Amount,
+    Loop,
+    Rejection,
+    Reservation,
+    TaskState,
+    Throttled,
+    Window,
+)
 from agentgw.budget.resp import ScriptRunner
 
 # KEYS: this reservation's record (what it took, so a reply lost to a crash can be undone), the chain's task hashes,
 # the windows' counters, then (with a child) the child's hash and chain[1]'s list of children.
 # ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
-# ('' for none), child chain text, the number of limit pairs, the limit pairs (metric, limit) for a new chain[1], the
-# windows' (amount, limit, expiry) triples, then metric/amount pairs.
-# Returns {-1, i} when window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford
-# it, else {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
+# ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the limit pairs (metric, limit)
+# for a new chain[1], the windows' (amount, limit, expiry) triples, then metric/amount pairs.
+# Returns {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
+# of the tasks it names: calls that raced may each have named a parent that did not exist yet), {-1, i} when
+# window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford it, else
+# {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
 _RESERVE = """
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nlimits = tonumber(ARGV[8])
+local nlimits, task_prefix = tonumber(ARGV[8]), ARGV[9]
 local CH, WIN = {}, {}
 for i = 1, nchain do CH[i] = KEYS[1 + i] end
-local w0 = 9 + nlimits * 2
+if nchain > 1 then
+  local seen, queue = {}, {}
+  for i = 1, nchain do
+    if seen[CH[i]] then return {-2, i} end
+    seen[CH[i]] = true
+    if i > 1 then queue[#queue + 1] = CH[i] end
+  end
+  local head = 1
+  while head <= #queue and head <= nchain + WALK do
+    local text = redis.call('HGET', queue[head], 'chain')
+    head = head + 1
+    if text then
+      for name in string.gmatch(text, '[^\\n]+') do
+        local key = task_prefix .. name
+        if key == CH[1] then return {-2, 1} end
+        if not seen[key] then seen[key] = true; queue[#queue + 1] = key end
+      end
+    end
+  end
+end
+local w0 = 10 + nlimits * 2
 for i = 1, nwin do
   local j = w0 + (i - 1) * 3
   WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
@@ -40,7 +72,7 @@ for i, w in ipairs(WIN) do
 end
 if nchain > 0 and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 9, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 10, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -111,7 +143,7 @@ for _, key in ipairs(CH) do
 end
 for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max(0, r)) end
 return out
-"""
+""".replace("WALK", str(ANCESTRY_WALK))
 
 # KEYS: the reservation's record, the chain's task hashes, the windows' counters, then (to forget chain[1]) its
 # list of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), guarded ('1': settle only if the
@@ -217,11 +249,11 @@ class RedisLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
-    ) -> Reservation | Rejection | Throttled:
+    ) -> Reservation | Rejection | Throttled | Loop:
         now = time.time()
         child_name = child if child is not None and chain else ""
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
-        args += [child_name, "\n".join(chain), len(limits)]
+        args += [child_name, "\n".join(chain), len(limits), self._key("")]
         for metric, limit in limits.items():
             args += [metric, limit]
         for w in windows:
@@ -233,6 +265,8 @@ class RedisLedger:
         if child_name:
             keys += [self._key(child_name), self._kids(chain[0])]
         out = await self._run(self._reserve, keys, args)
+        if int(out[0]) == -2:
+            return Loop(chain[int(out[1]) - 1])
         if int(out[0]) < 0:
             w = windows[int(out[1]) - 1]
             return Throttled(w, int(now // w.seconds) * w.seconds + w.seconds - now)

@@ -21,6 +21,7 @@ from agentgw.budget.config import BudgetRule, Budgets
 from agentgw.budget.ledger import (
     Amount,
     Ledger,
+    Loop,
     NotSent,
     Rejection,
     Throttled,
@@ -29,7 +30,7 @@ from agentgw.budget.ledger import (
     key_part,
     task_key,
 )
-from agentgw.errors import GatewayError
+from agentgw.errors import BadRequest, GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
 from agentgw.registry import Pricing
@@ -60,6 +61,10 @@ class BudgetExhausted(GatewayError):
 
 class RateLimited(GatewayError):
     status, code, type = 429, "rate_limited", "rate_limit_error"
+
+
+class TaskParentLoop(BadRequest):
+    code = "task_parent_loop"
 
 
 class BudgetUnavailable(GatewayError):
@@ -200,7 +205,10 @@ class BudgetStage(Stage):
         parent = ex.task.parent_task_id
         if parent:
             pkey = task_key(p.subject, parent)
-            return [key, pkey, *(await self._ancestors(pkey) or [])]
+            chain = [key, pkey, *(await self._ancestors(pkey) or [])]
+            if key in chain[1:]:  # the ledger refuses it too (atomically, for loops closed by racing calls)
+                raise _loop(tid, parent)
+            return chain
         return [key]
 
     async def _ancestors(self, key: str) -> list[str] | None:
@@ -294,6 +302,9 @@ class BudgetStage(Stage):
                 self.name, "deny", rule="ledger unavailable: fail_closed", detail=type(exc).__name__
             )
             raise BudgetUnavailable("The budget ledger is unavailable; the call was refused.") from None
+        if isinstance(got, Loop):
+            exchange.decide(self.name, "deny", rule=f"task {got.task}: parent loop")
+            raise _loop(exchange.task.task_id, exchange.task.parent_task_id)
         if isinstance(got, Throttled):
             name = got.window.key.split(":")[0]
             exchange.decide(self.name, "deny", rule=f"window {name} {got.window.limit}")
@@ -463,6 +474,13 @@ class BudgetStage(Stage):
         if tokens and w.tokens_per_day:
             out.append(Window(f"tpd:{who}", tokens, 0, 86400))
         return out
+
+
+def _loop(task: str, parent: str | None) -> TaskParentLoop:
+    return TaskParentLoop(
+        f"Task {task!r} cannot have {parent!r} as its parent: {parent!r} is {task!r} itself or one of its "
+        "descendants, so the task would be its own ancestor."
+    )
 
 
 def _fmt(amount: Amount) -> str:
