@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 
 from agentgw.budget.config import BudgetRule, Budgets
@@ -120,8 +121,12 @@ class BudgetStage(Stage):
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
         self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
-        self.pending: list[_Pending] = []  # settlements (and undos) waiting for the ledger
+        # Settlements (and undos) waiting for the ledger, in order. One consumer only: the retry task (flush() wakes
+        # it and waits for it), so no settlement is applied by two loops at once or popped twice.
+        self.pending: deque[_Pending] = deque()
         self._retry_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.retry_delay_s = 0.2  # the first retry's delay (doubled after each failure, up to 5 s)
 
     # -- what applies -------------------------------------------------------------------------------------------
 
@@ -400,27 +405,42 @@ class BudgetStage(Stage):
 
     def _later(self, job: _Pending) -> None:
         self.pending.append(job)
+        self._consumer()
+
+    def _consumer(self) -> asyncio.Task[None]:
+        """The retry task, started if it is not running."""
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry())
+        return self._retry_task
 
     async def _retry(self) -> None:
-        delay = 0.2
+        """Apply pending jobs in order, waiting (with backoff) after a failure; only this task pops `pending`."""
+        delay = self.retry_delay_s
         while self.pending:
-            await asyncio.sleep(delay)
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
             while self.pending:
                 try:
                     await self._apply(self.pending[0])
                 except Exception:
-                    delay = min(delay * 2, 5.0)
+                    delay = min(max(delay, 0.05) * 2, 5.0)
                     break
-                self.pending.pop(0)
-                delay = 0.2
+                self.pending.popleft()
+                delay = self.retry_delay_s
 
     async def flush(self, timeout_s: float = 5.0) -> None:
-        """On shutdown: give pending settlements a last chance to land."""
+        """On shutdown: give pending settlements a last chance to land (the retry task is woken and awaited)."""
         if self.pending:
+            task = self._consumer()
+            self._wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry(), timeout_s)
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.pending:
             log.error(
                 "%d budget settlements could not be written; their reservations stay until the tasks expire",
