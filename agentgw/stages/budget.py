@@ -381,6 +381,9 @@ class BudgetStage(Stage):
         )
         op = f"{task.trace_id if task else ''}{exchange.span_id}"
         job = _Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
+        # What this call is charged, on its record either way: a settle that cannot be written now is retried
+        # until it lands, and then charges exactly this (once: it is guarded by the reservation's op).
+        exchange.attrs["budget_charged"] = actual
         try:
             await self._apply(job)
         except Exception as exc:
@@ -391,9 +394,10 @@ class BudgetStage(Stage):
                 held.chain[0],
                 type(exc).__name__,
             )
+            exchange.decide(
+                self.name, "deferred", rule="settle retried: ledger unavailable", detail=type(exc).__name__
+            )
             self._later(job)
-            return
-        exchange.attrs["budget_charged"] = actual
 
     async def _apply(self, job: _Pending) -> None:
         if job.undo:

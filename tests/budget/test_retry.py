@@ -10,16 +10,25 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from agentgw import create_app, load_settings
 from agentgw.budget.config import Budgets
 from agentgw.budget.redis import RedisLedger
 from agentgw.exchange import Attempt, Exchange, Principal, Result, task_from_headers
 from agentgw.pipeline import Pipeline
 from agentgw.stages.budget import BudgetStage
+from tests.budget.test_budgets import auth, budgets, inproc
+from tests.budget.test_budgets import chat as body
 from tests.budget.test_ledger import REDIS_URL
+from tests.support import audit_records, serve, write_config
 
 AGENT = Principal("tester", ("agents",))
 RULES = {"rules": [{"match": {"roles": ["agents"]}, "task": {"agent_calls": 10}}]}
@@ -143,3 +152,40 @@ async def test_flush_and_the_retry_task_never_apply_the_same_pending_settlement_
         assert not stage.pending
         st = await ledger.state("tester/job")
         assert st is not None and (st.spent, st.reserved) == ({"agent_calls": 1}, {"agent_calls": 0})
+
+
+async def test_a_settle_retried_after_a_redis_outage_is_recorded_with_what_it_charged(tmp_path: Path) -> None:
+    async with proxied_ledger() as (proxy, probe):
+
+        async def chat(request: Request) -> JSONResponse:
+            proxy.refuse()  # Redis goes down while the upstream answers: the reservation is in, the settle fails
+            usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+            message = {"role": "assistant", "content": "hello"}
+            choice = {"index": 0, "finish_reason": "stop", "message": message}
+            return JSONResponse({"id": "c", "object": "chat.completion", "choices": [choice], "usage": usage})
+
+        upstream = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        async with serve(upstream) as up:
+            registry = {
+                "llm": {
+                    "providers": [{"name": "up", "kind": "openai", "base_url": f"{up}/v1"}],
+                    "models": [{"name": "echo", "targets": [{"provider": "up", "model": "m"}]}],
+                }
+            }
+            cfg = budgets({"tokens": 1000}, ledger="redis", redis_url=proxy.url(), key_prefix=probe.prefix)
+            app = create_app(load_settings(write_config(tmp_path, registry, cfg)))
+            async with inproc(app) as c:
+                r = await c.post("/v1/chat/completions", json=body(max_tokens=20), headers=auth(task="job"))
+                assert r.status_code == 200
+                assert app.budget is not None and len(app.budget.pending) == 1
+                proxy.release()  # Redis is back: the retry lands
+                with anyio.fail_after(20):
+                    while app.budget.pending:
+                        await anyio.lowlevel.checkpoint()
+            st = await probe.state("tester/job")
+    record = audit_records(tmp_path)[-1]
+    assert record["status"] == "ok"
+    assert record["charged"] == {"tokens": 13}
+    deferred = [d for d in record["decisions"] if d["outcome"] == "deferred"]
+    assert [(d["stage"], d["rule"]) for d in deferred] == [("budget", "settle retried: ledger unavailable")]
+    assert st is not None and (st.spent, st.reserved) == ({"tokens": 13}, {"tokens": 0})
