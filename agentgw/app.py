@@ -73,9 +73,14 @@ class Gateway:
         self.ledger = make_ledger(settings.budgets) if settings.budgets.rules else None
         budget = None
         if self.ledger is not None:
-            pricing = {f"llm:{m.name}": m.pricing for m in settings.registry_data.llm.models if m.pricing}
+            models = settings.registry_data.llm.models
+            pricing = {f"llm:{m.name}": m.pricing for m in models if m.pricing}
             budget = BudgetStage(
-                settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
+                settings.budgets,
+                self.ledger,
+                pricing,
+                tool_costs(settings.registry_data.mcp),
+                {f"llm:{m.name}": m.max_output_tokens for m in models if m.max_output_tokens},
             )
         self.budget = budget
         stages = default_stages(self.audit, self.auth, self.policy, budget)

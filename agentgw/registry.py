@@ -101,6 +101,9 @@ class Pricing(Frozen):
 class Model(Frozen):
     name: str = Field(pattern=NAME)
     pricing: Pricing | None = None
+    # The most output tokens a call may produce: what a budgeted call without max_tokens reserves for its output
+    # (else budgets.default_max_tokens), and where its stream is cut.
+    max_output_tokens: int | None = Field(default=None, ge=1)
     targets: list[Target] = Field(min_length=1)
     retry: Retry | None = None  # falls back to the gateway-wide default
     description: str | None = None

@@ -95,12 +95,15 @@ class Ledger(Protocol):
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
+        most: int | None = None,
     ) -> Reservation | Rejection | Throttled | Loop:
-        """One atomic step: refuse a chain that loops (see Loop); else if every window has room, reserve `amount` on every task of `chain` (or on none), and
-        only if both succeed count the windows. `limits` become chain[0]'s limits if it is new. With `rest` (a
-        metric), reserve everything the chain has left of it instead, as long as that is at least `amount[rest]`
-        (an LLM call without max_tokens may use all that is left, and no more). With `child`, also open that task
-        as a child of chain[0] (its ancestors: the chain). An empty chain only counts the windows."""
+        """One atomic step: refuse a chain that loops (see Loop); else, if every window has room, reserve `amount`
+        on every task of `chain` (or on none), and only if both succeed count the windows. `limits` become
+        chain[0]'s limits if it is new. With `rest` (a metric), reserve what the chain has left of it instead, up
+        to `most` (None: no bound), as long as that is at least `amount[rest]` (an LLM call without max_tokens
+        takes its estimated output, or less if less is left, and a stream is cut at what it took). With `child`,
+        also open that task as a child of chain[0] (its ancestors: the chain). An empty chain only counts the
+        windows."""
 
     async def settle(
         self,

@@ -89,6 +89,7 @@ class MemoryLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
+        most: int | None = None,
     ) -> Reservation | Rejection | Throttled | Loop:
         if len(chain) > 1:
             loop = self._loop(chain)
@@ -114,8 +115,11 @@ class MemoryLedger:
         asked = dict(amount)
         if rest is not None:
             left = [r for st in states if (r := st.remaining(rest)) is not None]
-            if left and min(left) >= asked.get(rest, 0):
-                asked[rest] = min(left)
+            least = asked.get(rest, 0)
+            if left and min(left) >= least:
+                asked[rest] = min(left) if most is None else max(least, min(min(left), most))
+            elif not left and most is not None and most > least:
+                asked[rest] = most
         for st in states:
             for metric, n in asked.items():
                 limit = st.limits.get(metric, -1)

@@ -30,8 +30,9 @@ from agentgw.budget.resp import ScriptRunner
 # KEYS: this reservation's record (what it took, so a reply lost to a crash can be undone), the chain's task hashes,
 # the windows' counters, then (with a child) the child's hash and chain[1]'s list of children.
 # ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
-# ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the limit pairs (metric, limit)
-# for a new chain[1], the windows' (amount, limit, expiry) triples, then metric/amount pairs.
+# ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the most to take of the rest
+# metric (-1: no bound), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
+# triples, then metric/amount pairs.
 # Returns {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
 # of the tasks it names: calls that raced may each have named a parent that did not exist yet), {-1, i} when
 # window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford it, else
@@ -39,7 +40,7 @@ from agentgw.budget.resp import ScriptRunner
 _RESERVE = """
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nlimits, task_prefix = tonumber(ARGV[8]), ARGV[9]
+local nlimits, task_prefix, most = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local CH, WIN = {}, {}
 for i = 1, nchain do CH[i] = KEYS[1 + i] end
 if nchain > 1 then
@@ -62,7 +63,7 @@ if nchain > 1 then
     end
   end
 end
-local w0 = 10 + nlimits * 2
+local w0 = 11 + nlimits * 2
 for i = 1, nwin do
   local j = w0 + (i - 1) * 3
   WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
@@ -72,7 +73,7 @@ for i, w in ipairs(WIN) do
 end
 if nchain > 0 and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 10, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 11, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -91,7 +92,12 @@ if rest ~= '' and nchain > 0 then
     if r ~= nil and (least == nil or r < least) then least = r end
   end
   if asked[rest] == nil then asked[rest] = 0; table.insert(order, rest) end
-  if least ~= nil and least >= asked[rest] then asked[rest] = least end
+  if least ~= nil and least >= asked[rest] then
+    if most >= 0 and least > most then least = math.max(most, asked[rest]) end
+    asked[rest] = least
+  elseif least == nil and most > asked[rest] then
+    asked[rest] = most
+  end
 end
 for i, key in ipairs(CH) do
   for _, m in ipairs(order) do
@@ -249,11 +255,12 @@ class RedisLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
+        most: int | None = None,
     ) -> Reservation | Rejection | Throttled | Loop:
         now = time.time()
         child_name = child if child is not None and chain else ""
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
-        args += [child_name, "\n".join(chain), len(limits), self._key("")]
+        args += [child_name, "\n".join(chain), len(limits), self._key(""), -1 if most is None else most]
         for metric, limit in limits.items():
             args += [metric, limit]
         for w in windows:

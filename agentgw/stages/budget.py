@@ -112,11 +112,17 @@ class BudgetStage(Stage):
     name = "budget"
 
     def __init__(
-        self, cfg: Budgets, ledger: Ledger, pricing: dict[str, Pricing], tool_costs: dict[str, int]
+        self,
+        cfg: Budgets,
+        ledger: Ledger,
+        pricing: dict[str, Pricing],
+        tool_costs: dict[str, int],
+        max_output: dict[str, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
         self.pricing = pricing  # llm:<model> → price
+        self.max_output = max_output or {}  # llm:<model> → its max_output_tokens
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
@@ -227,8 +233,11 @@ class BudgetStage(Stage):
             known = st.chain
         return known
 
-    def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int]:
-        """What to reserve, whether to take the rest of a metric instead, and the prompt's weighted tokens."""
+    def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int, int | None]:
+        """What to reserve; whether to take what is left of a metric instead, and then at most how much; and the
+        prompt's weighted tokens. A chat call without max_tokens reserves its prompt and a bounded estimate of its
+        output (the model's max_output_tokens, else default_max_tokens), or what is left if that is less (at
+        least one output token): parallel calls share the task instead of the first taking it all."""
         payload = ex.payload or {}
         if ex.plane == "llm":
             if ex.operation == "embeddings":
@@ -243,23 +252,25 @@ class BudgetStage(Stage):
             w = rule.weights
             weighted_prompt = math.ceil(prompt * w.input)
             amount: Amount = {"tokens": weighted_prompt + math.ceil(out * w.output)}
+            bounded = ex.operation == "chat" and out == 0
+            guess = self.max_output.get(ex.target, self.cfg.default_max_tokens) if bounded else out
             price = self.pricing.get(ex.target)
             if price is not None and rule.task.usd is not None:
                 amount["usd_micros"] = math.ceil(
-                    prompt * price.input_per_mtok + (out or 1024) * price.output_per_mtok
+                    prompt * price.input_per_mtok + guess * price.output_per_mtok
                 )
-            rest = "tokens" if ex.operation == "chat" and out == 0 and rule.task.tokens is not None else None
-            if rest:
+            if bounded and rule.task.tokens is not None:
                 amount["tokens"] = weighted_prompt + 1  # at least one output token must be affordable
-            return amount, rest, weighted_prompt
+                return amount, "tokens", weighted_prompt, weighted_prompt + math.ceil(guess * w.output)
+            return amount, None, weighted_prompt, None
         if ex.plane == "mcp":
             if ex.operation == "tools/call":
                 extra = self.tool_costs.get(ex.target, 0)
-                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0
-            return {}, None, 0
+                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0, None
+            return {}, None, 0, None
         if ex.plane == "a2a":
-            return {"agent_calls": 1}, None, 0
-        return {}, None, 0
+            return {"agent_calls": 1}, None, 0, None
+        return {}, None, 0, None
 
     # -- hooks --------------------------------------------------------------------------------------------------
 
@@ -270,7 +281,7 @@ class BudgetStage(Stage):
         rule = self.rule_for(p)
         if rule is None:
             return
-        amount, rest, prompt = self.estimate(exchange, rule)
+        amount, rest, prompt, most = self.estimate(exchange, rule)
         windows = self.windows(p, rule, amount.get("tokens", 0))
         if not amount and not windows:  # costs nothing, counts nowhere: no ledger round trip
             return
@@ -287,7 +298,7 @@ class BudgetStage(Stage):
             chain = await self.chain(exchange, p) if amount else []
             sent = bool(chain)
             got = await self.ledger.reserve(
-                chain, amount, limits, rest, op, windows, child=child_key(child) if child else None
+                chain, amount, limits, rest, op, windows, child=child_key(child) if child else None, most=most
             )
         except GatewayError:
             raise
