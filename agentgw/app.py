@@ -215,6 +215,8 @@ class Gateway:
             if self.mcp is not None
             else {},  # per upstream: informational (one broken server never blocks readiness)
         }
+        if self.budget is not None:
+            detail["budgets"] = self.budget.status()
         if self.audit is not None:
             a = self.audit
             detail["audit"] = {
@@ -239,6 +241,8 @@ class Gateway:
                 log.warning("could not load the JWKS at startup: %s", exc)
         if self.audit is not None:
             await self.audit.start()
+        if self.budget is not None:
+            await self.budget.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError

@@ -137,6 +137,10 @@ class Ledger(Protocol):
 
     async def children(self, task: str) -> list[str]: ...
 
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        """Whether what the ledger holds survives a restart of its store (None: cannot tell), and a warning for
+        the operator if it may not."""
+
     async def aclose(self) -> None: ...
 
 

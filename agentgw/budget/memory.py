@@ -193,5 +193,8 @@ class MemoryLedger:
     async def children(self, task: str) -> list[str]:
         return list(self.kids.get(task, ()))
 
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        return False, None  # one process's memory, by design (budgets.md says so)
+
     async def aclose(self) -> None:
         return None

@@ -209,6 +209,12 @@ return 1
 """
 
 
+_RESET = (
+    "if Redis restarts without its data, every task's spending and reservations are reset and budgets start "
+    "again from zero. Turn on appendonly yes (or RDB snapshots) for budgets that survive a restart."
+)
+
+
 class RedisLedger:
     def __init__(
         self, url: str, prefix: str = "agentgw", task_ttl_s: int = 86400, max_connections: int = 64
@@ -342,6 +348,25 @@ class RedisLedger:
 
     async def children(self, task: str) -> list[str]:
         return [str(c) for c in await self.client.lrange(self._kids(task), 0, -1)]
+
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        """Append-only files or RDB snapshots configured (CONFIG GET; INFO when CONFIG is renamed away)."""
+        try:
+            try:
+                save = (await self.client.config_get("save")).get("save", "")
+                aof = (await self.client.config_get("appendonly")).get("appendonly", "no")
+            except aioredis.ResponseError:  # CONFIG disabled (managed Redis): INFO tells about AOF only
+                save, aof = (
+                    None,
+                    "yes" if (await self.client.info("persistence")).get("aof_enabled") else "no",
+                )
+        except Exception as exc:
+            return None, f"could not check Redis persistence ({type(exc).__name__}); {_RESET}"
+        if aof == "yes" or save:
+            return True, None
+        if save is None:
+            return None, f"Redis has appendonly no and does not say whether it saves snapshots; {_RESET}"
+        return False, f'Redis has no persistence (appendonly no, save ""): {_RESET}'
 
     async def aclose(self) -> None:
         if self.fast is not None:

@@ -133,6 +133,19 @@ class BudgetStage(Stage):
         self._retry_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.retry_delay_s = 0.2  # the first retry's delay (doubled after each failure, up to 5 s)
+        self._status: dict[str, object] = {"ledger": cfg.ledger, "persistent": None}
+
+    async def start(self) -> None:
+        """At start: does the ledger keep spending across a restart of its store? Warn if it may not."""
+        persistent, warning = await self.ledger.persistence()
+        self._status = {"ledger": self.cfg.ledger, "persistent": persistent}
+        if warning:
+            self._status["warning"] = warning
+            log.warning("budget ledger: %s", warning)
+
+    def status(self) -> dict[str, object]:
+        """The `budgets` field of /readyz (informational: a warning never makes the gateway unready)."""
+        return dict(self._status)
 
     # -- what applies -------------------------------------------------------------------------------------------
 
