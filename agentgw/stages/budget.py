@@ -313,6 +313,11 @@ class BudgetStage(Stage):
             got = await self.ledger.reserve(
                 chain, amount, limits, rest, op, windows, child=child_key(child) if child else None, most=most
             )
+        except TaskParentLoop:
+            exchange.decide(
+                self.name, "deny", rule=f"task {task_key(p.subject, exchange.task.task_id)}: parent loop"
+            )
+            raise
         except GatewayError:
             raise
         except BaseException as exc:
