@@ -11,19 +11,13 @@ import pytest
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger, child_key, key_part, task_key
 from agentgw.errors import GatewayError
-from agentgw.exchange import Attempt, Exchange, Principal, Result, task_from_headers
+from agentgw.exchange import Attempt, Exchange, Principal, Result
 from agentgw.pipeline import Pipeline
 from agentgw.stages.budget import BudgetStage
 from tests.budget.test_ledger import ledger  # noqa: F401 - the memory and Redis ledger fixture
+from tests.budget.test_stage import agent_call
 
 RULES = {"rules": [{"match": {"roles": ["agents"]}, "task": {"agent_calls": 1}}]}
-
-
-def agent_call(principal: Principal, task: str) -> Exchange:
-    headers = {"x-agentgw-task": task}
-    ex = Exchange("a2a", "message/send", "a2a:planner", headers, "127.0.0.1")
-    ex.principal, ex.task = principal, task_from_headers(headers)
-    return ex
 
 
 async def reaches_the_agent(ex: Exchange) -> Result:

@@ -22,12 +22,13 @@ from starlette.routing import Route
 from agentgw import create_app, load_settings
 from agentgw.budget.config import Budgets
 from agentgw.budget.redis import RedisLedger
-from agentgw.exchange import Attempt, Exchange, Principal, Result, task_from_headers
+from agentgw.exchange import Attempt, Exchange, Principal, Result
 from agentgw.pipeline import Pipeline
 from agentgw.stages.budget import BudgetStage
 from tests.budget.test_budgets import auth, budgets, inproc
 from tests.budget.test_budgets import chat as body
 from tests.budget.test_ledger import REDIS_URL
+from tests.budget.test_stage import agent_call
 from tests.support import audit_records, serve, write_config
 
 AGENT = Principal("tester", ("agents",))
@@ -119,13 +120,6 @@ async def proxied_ledger() -> AsyncIterator[tuple[RedisProxy, RedisLedger]]:
         await proxy.aclose()
 
 
-def agent_call(task: str) -> Exchange:
-    headers = {"x-agentgw-task": task}
-    ex = Exchange("a2a", "message/send", "a2a:planner", headers, "127.0.0.1")
-    ex.principal, ex.task = AGENT, task_from_headers(headers)
-    return ex
-
-
 async def test_flush_and_the_retry_task_never_apply_the_same_pending_settlement_twice() -> None:
     async with proxied_ledger() as (proxy, ledger):
         stage = BudgetStage(Budgets.model_validate(RULES), ledger, {}, {})
@@ -136,7 +130,7 @@ async def test_flush_and_the_retry_task_never_apply_the_same_pending_settlement_
             proxy.refuse()  # the reservation went through; the settle will not
             return Result(body=b"{}")
 
-        await Pipeline([stage]).run(agent_call("job"), redis_dies_during_the_call)
+        await Pipeline([stage]).run(agent_call(AGENT, "job"), redis_dies_during_the_call)
         assert len(stage.pending) == 1
         proxy.hold()  # Redis is back, but slow: the retry task's settle stays in flight
         with anyio.fail_after(20):
