@@ -45,6 +45,7 @@ class RedisProxy:
         self.holding = asyncio.Event()  # set once something is held
         self.released = asyncio.Event()
         self.writers: list[asyncio.StreamWriter] = []
+        self.handlers: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -72,6 +73,10 @@ class RedisProxy:
         if self.mode == "refuse":
             writer.close()
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
         host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         self.writers += [writer, up_writer]
@@ -87,10 +92,17 @@ class RedisProxy:
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+        try:
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+        except asyncio.CancelledError:  # closed by aclose(): end as a finished handler, not a cancelled one
+            writer.close()
+            up_writer.close()
 
     async def aclose(self) -> None:
         self.refuse()
+        for task in list(self.handlers):
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
