@@ -4,7 +4,9 @@ usd_micros); a limit < 0 or absent means unlimited. Backends: memory.py (one pro
 script per reserve and per settle: one round trip each, many replicas).
 
 A task's limits are fixed by the first reservation that names it (later requests cannot raise them); its
-ancestors are named by the caller on every call (`chain`: the task first, then its parent, …).
+ancestors are named by the caller on every call (`chain`: the task first, then its parent, …), and a chain in which
+a task would be its own ancestor is refused (Loop). Task names are keys built by `task_key`/`child_key`: every
+component percent-encoded, so distinct (subject, task id) pairs never share a key.
 """
 
 from __future__ import annotations

@@ -3,20 +3,18 @@ windows? Reserves an estimate before the call, meters streams as they flow, sett
 (or releases on failure).
 
 Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, with Retry-After), each with
-`x-agentgw-budget-remaining-*` headers; with the ledger unreachable, 503 `budget_unavailable` (fail closed,
-configurable to fail open). A stream that runs out ends cleanly (the plane's own end: for chat completions a
+`x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent;
+with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs out ends cleanly (the plane's own end: for chat completions a
 final chunk with finish_reason "length", then [DONE]), at most one chunk past the limit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agentgw.budget.config import BudgetRule, Budgets
 from agentgw.budget.ledger import (
@@ -31,6 +29,7 @@ from agentgw.budget.ledger import (
     key_part,
     task_key,
 )
+from agentgw.budget.retry import Pending, RetryQueue
 from agentgw.errors import BadRequest, GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
@@ -95,19 +94,6 @@ class _Held:
     counted: int  # tokens counted in the token windows (the estimate), corrected when the call settles
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A ledger write that failed (Redis unreachable) and is retried until it lands."""
-
-    chain: list[str]
-    reserved: Amount
-    actual: Amount
-    op: str
-    undo: bool = False  # give back a reservation whose reply was lost
-    windows: list[Window] = field(default_factory=list)
-    forget: bool = False
-
-
 class BudgetStage(Stage):
     name = "budget"
 
@@ -127,12 +113,7 @@ class BudgetStage(Stage):
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
         self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
-        # Settlements (and undos) waiting for the ledger, in order. One consumer only: the retry task (flush() wakes
-        # it and waits for it), so no settlement is applied by two loops at once or popped twice.
-        self.pending: deque[_Pending] = deque()
-        self._retry_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self.retry_delay_s = 0.2  # the first retry's delay (doubled after each failure, up to 5 s)
+        self.retries = RetryQueue(ledger)  # settlements (and undos) waiting for the ledger
         self._status: dict[str, object] = {"ledger": cfg.ledger, "persistent": None}
 
     async def start(self) -> None:
@@ -324,7 +305,7 @@ class BudgetStage(Stage):
             # A reservation whose reply was lost (Redis failing, or the client gone mid-call) may have been
             # made: undo it once the ledger answers again. One that never left the process needs nothing.
             if sent and not isinstance(exc, NotSent):
-                self._later(_Pending(chain, {}, {}, op, undo=True))
+                self.retries.later(Pending(chain, {}, {}, op, undo=True))
             if not isinstance(exc, Exception):
                 raise
             if self.cfg.on_ledger_error == "fail_open":
@@ -409,12 +390,12 @@ class BudgetStage(Stage):
             and len(held.chain) == 1
         )
         op = f"{task.trace_id if task else ''}{exchange.span_id}"
-        job = _Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
+        job = Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
         # What this call is charged, on its record either way: a settle that cannot be written now is retried
         # until it lands, and then charges exactly this (once: it is guarded by the reservation's op).
         exchange.attrs["budget_charged"] = actual
         try:
-            await self._apply(job)
+            await self.retries.apply(job)
         except Exception as exc:
             # The ledger is unreachable (Redis restarting): keep the settlement and retry it until it lands, so no
             # reservation leaks and nothing is charged twice (a settle is applied exactly once, when it succeeds).
@@ -426,59 +407,15 @@ class BudgetStage(Stage):
             exchange.decide(
                 self.name, "deferred", rule="settle retried: ledger unavailable", detail=type(exc).__name__
             )
-            self._later(job)
-
-    async def _apply(self, job: _Pending) -> None:
-        if job.undo:
-            await self.ledger.undo(job.chain, job.op)
-        elif job.actual:
-            await self.ledger.settle(job.chain, job.reserved, job.actual, job.op, job.windows, job.forget)
-        else:
-            await self.ledger.release(job.chain, job.reserved, job.op, job.windows, job.forget)
-
-    def _later(self, job: _Pending) -> None:
-        self.pending.append(job)
-        self._consumer()
-
-    def _consumer(self) -> asyncio.Task[None]:
-        """The retry task, started if it is not running."""
-        if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
-        return self._retry_task
-
-    async def _retry(self) -> None:
-        """Apply pending jobs in order, waiting (with backoff) after a failure; only this task pops `pending`."""
-        delay = self.retry_delay_s
-        while self.pending:
-            if not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
-            while self.pending:
-                try:
-                    await self._apply(self.pending[0])
-                except Exception:
-                    delay = min(max(delay, 0.05) * 2, 5.0)
-                    break
-                self.pending.popleft()
-                delay = self.retry_delay_s
+            self.retries.later(job)
 
     async def flush(self, timeout_s: float = 5.0) -> None:
-        """On shutdown: give pending settlements a last chance to land (the retry task is woken and awaited)."""
-        if self.pending:
-            task = self._consumer()
-            self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout_s)
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self.pending:
-            log.error(
-                "%d budget settlements could not be written; their reservations stay until the tasks expire",
-                len(self.pending),
-            )
+        """On shutdown: give pending settlements a last chance to land."""
+        await self.retries.flush(timeout_s)
+
+    @property
+    def pending(self) -> deque[Pending]:
+        return self.retries.pending
 
     def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
         """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent

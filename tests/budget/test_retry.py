@@ -135,7 +135,9 @@ async def proxied_ledger() -> AsyncIterator[tuple[RedisProxy, RedisLedger]]:
 async def test_flush_and_the_retry_task_never_apply_the_same_pending_settlement_twice() -> None:
     async with proxied_ledger() as (proxy, ledger):
         stage = BudgetStage(Budgets.model_validate(RULES), ledger, {}, {})
-        stage.retry_delay_s = 0  # retry at once: the interleaving below is made by the proxy, not by time
+        stage.retries.retry_delay_s = (
+            0  # retry at once: the interleaving below is made by the proxy, not by time
+        )
 
         async def redis_dies_during_the_call(ex: Exchange) -> Result:
             ex.attempts.append(Attempt(1, ex.target, "ok", 200))
@@ -151,7 +153,7 @@ async def test_flush_and_the_retry_task_never_apply_the_same_pending_settlement_
                 tg.start_soon(stage.flush, 30.0)  # shutdown begins while the retry is in flight
                 await anyio.wait_all_tasks_blocked()
                 proxy.release()
-            retry = stage._retry_task
+            retry = stage.retries.task
             assert retry is not None
             await asyncio.wait([retry])
         assert retry.exception() is None
