@@ -7,6 +7,7 @@ records of the reservations not settled yet (deleted by their settle), all with 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Sequence
@@ -352,14 +353,13 @@ class RedisLedger:
     async def persistence(self) -> tuple[bool | None, str | None]:
         """Append-only files or RDB snapshots configured (CONFIG GET; INFO when CONFIG is renamed away)."""
         try:
-            try:
-                save = (await self.client.config_get("save")).get("save", "")
-                aof = (await self.client.config_get("appendonly")).get("appendonly", "no")
-            except aioredis.ResponseError:  # CONFIG disabled (managed Redis): INFO tells about AOF only
-                save, aof = (
-                    None,
-                    "yes" if (await self.client.info("persistence")).get("aof_enabled") else "no",
-                )
+            async with asyncio.timeout(3):  # a start-time check: never holds startup longer
+                try:
+                    save = (await self.client.config_get("save")).get("save", "")
+                    aof = (await self.client.config_get("appendonly")).get("appendonly", "no")
+                except aioredis.ResponseError:  # CONFIG disabled (managed Redis): INFO tells about AOF only
+                    info = await self.client.info("persistence")
+                    save, aof = None, "yes" if info.get("aof_enabled") else "no"
         except Exception as exc:
             return None, f"could not check Redis persistence ({type(exc).__name__}); {_RESET}"
         if aof == "yes" or save:

@@ -56,3 +56,22 @@ async def test_the_memory_ledger_is_reported_as_what_it_is(tmp_path: Path) -> No
     async with inproc(app) as c:
         r = await c.get("/readyz")
     assert r.json()["budgets"] == {"ledger": "memory", "persistent": False}
+
+
+async def test_a_redis_that_hides_its_config_and_keeps_no_append_only_file_is_flagged_as_unknown(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    cfg = budgets({"tokens": 100}, ledger="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+    app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
+    with private_redis(
+        data, port, "--appendonly", "no", "--rename-command", "CONFIG", ""
+    ):  # like managed Redis
+        await wait_for_redis(port)
+        async with inproc(app) as c:
+            r = await c.get("/readyz")
+    state = r.json()["budgets"]
+    assert (state["ledger"], state["persistent"]) == ("redis", None)
+    assert "does not say whether it saves snapshots" in state["warning"]
