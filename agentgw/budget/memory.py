@@ -27,9 +27,8 @@ class MemoryLedger:
         self._ops = 0
         self.windows: dict[str, tuple[int, int]] = {}  # "<key>:<seconds>" → (window start, count)
         self.kids: dict[str, list[str]] = {}
-        self.opened: set[str] = (
-            set()
-        )  # tasks whose limits and ancestors are fixed (by their first reservation)
+        # Tasks whose limits and ancestors are fixed (by their first reservation).
+        self.opened: set[str] = set()
 
     def _task(self, key: str) -> TaskState:
         st = self.tasks.get(key)
@@ -105,9 +104,8 @@ class MemoryLedger:
             now = time.monotonic()
             for t in chain:
                 self.touched[t] = now
-            if (
-                chain[0] not in self.opened
-            ):  # like Redis: a task first met as an ancestor is opened by its own call
+            # Like Redis: a task first met as an ancestor is opened (limits, ancestors) by its own first call.
+            if chain[0] not in self.opened:
                 st = self._task(chain[0])
                 st.limits, st.chain = dict(limits), list(chain[1:])
                 self.opened.add(chain[0])

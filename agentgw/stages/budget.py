@@ -4,8 +4,9 @@ windows? Reserves an estimate before the call, meters streams as they flow, sett
 
 Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, with Retry-After), each with
 `x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent;
-with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs out ends cleanly (the plane's own end: for chat completions a
-final chunk with finish_reason "length", then [DONE]), at most one chunk past the limit.
+with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs
+out ends cleanly (the plane's own end: for chat completions a final chunk with finish_reason "length", then
+[DONE]), at most one chunk past the limit.
 """
 
 from __future__ import annotations
@@ -391,9 +392,6 @@ class BudgetStage(Stage):
         )
         op = f"{task.trace_id if task else ''}{exchange.span_id}"
         job = Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
-        # What this call is charged, on its record either way: a settle that cannot be written now is retried
-        # until it lands, and then charges exactly this (once: it is guarded by the reservation's op).
-        exchange.attrs["budget_charged"] = actual
         try:
             await self.retries.apply(job)
         except Exception as exc:
@@ -408,6 +406,9 @@ class BudgetStage(Stage):
                 self.name, "deferred", rule="settle retried: ledger unavailable", detail=type(exc).__name__
             )
             self.retries.later(job)
+        # On the record either way: a deferred settle is retried until it lands, and then charges exactly this
+        # (once: it is guarded by the reservation's op).
+        exchange.attrs["budget_charged"] = actual
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """On shutdown: give pending settlements a last chance to land."""
