@@ -103,9 +103,25 @@ class Ledger(Protocol):
         on every task of `chain` (or on none), and only if both succeed count the windows. `limits` become
         chain[0]'s limits if it is new. With `rest` (a metric), reserve what the chain has left of it instead, up
         to `most` (None: no bound), as long as that is at least `amount[rest]` (an LLM call without max_tokens
-        takes its estimated output, or less if less is left, and a stream is cut at what it took). With `child`,
-        also open that task as a child of chain[0] (its ancestors: the chain). An empty chain only counts the
-        windows."""
+        takes its estimated output, or less if less is left; a stream that uses it up is topped up by `extend`).
+        With `child`, also open that task as a child of chain[0] (its ancestors: the chain). An empty chain only
+        counts the windows."""
+
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        """One atomic step: add `amount` to reservation `op` on every task of `chain` (opened by it), taking of
+        metric `rest` what the chain has left, up to `most`, as long as that is at least `amount[rest]`, and count
+        the `windows` if they have room, exactly as `reserve` would (all or nothing; a Rejection names the task
+        that cannot afford it). The reservation's settle then gives back all it took. A stream that used up its
+        reservation tops it up this way, a bounded number of times. None: the reservation is gone (settled,
+        undone, or lost with its store), and nothing was taken."""
 
     async def settle(
         self,

@@ -29,6 +29,7 @@ class MemoryLedger:
         self.kids: dict[str, list[str]] = {}
         # Tasks whose limits and ancestors are fixed (by their first reservation).
         self.opened: set[str] = set()
+        self.live: set[str] = set()  # ops of the reservations not settled yet (the ones a top-up may extend)
 
     def _task(self, key: str) -> TaskState:
         st = self.tasks.get(key)
@@ -94,6 +95,21 @@ class MemoryLedger:
             loop = self._loop(chain)
             if loop is not None:
                 return loop
+        got = self._take(chain, amount, limits, rest, windows, child, most)
+        if op is not None and chain and isinstance(got, Reservation):
+            self.live.add(op)
+        return got
+
+    def _take(
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None,
+        windows: Sequence[Window],
+        child: str | None,
+        most: int | None,
+    ) -> Reservation | Rejection | Throttled:
         now_wall = time.time()
         for w in windows:
             _, start, count = self._window(w, now_wall)
@@ -146,6 +162,22 @@ class MemoryLedger:
                     remaining[metric] = min(r, remaining.get(metric, r))
         return Reservation(asked, remaining)
 
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        # Re-reserving on the opened chain is the same atomic step (no await midway); its limits and ancestors are
+        # fixed, and were checked for loops by the reservation. A task forgotten since (expired) has no
+        # reservation left to add to.
+        if not chain or chain[0] not in self.opened or op not in self.live:
+            return None
+        return self._take(chain, amount, {}, rest, windows, None, most)
+
     async def settle(
         self,
         chain: list[str],
@@ -155,7 +187,10 @@ class MemoryLedger:
         windows: Sequence[Window] = (),
         forget: bool = False,
     ) -> None:
-        # In one process a call either happened or raised: there is no lost reply to retry, so `op` is unused.
+        # In one process a call either happened or raised: there is no lost reply to retry, so `op` only ends the
+        # reservation's life (no top-up after its settle).
+        if op is not None:
+            self.live.discard(op)
         for t in chain:
             st = self._task(t)
             for metric in METRICS:

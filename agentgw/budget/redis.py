@@ -32,7 +32,8 @@ from agentgw.budget.resp import ScriptRunner
 # the windows' counters, then (with a child) the child's hash and chain[1]'s list of children.
 # ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
 # ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the most to take of the rest
-# metric (-1: no bound), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
+# metric (-1: no bound), extend ('1': add to the reservation whose record is KEYS[1], on its opened chain; {-3} if
+# that record is gone), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
 # triples, then metric/amount pairs.
 # Returns {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
 # of the tasks it names: calls that raced may each have named a parent that did not exist yet), {-1, i} when
@@ -41,10 +42,11 @@ from agentgw.budget.resp import ScriptRunner
 _RESERVE = """
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nlimits, task_prefix, most = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local nlimits, task_prefix, most, extend = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local CH, WIN = {}, {}
 for i = 1, nchain do CH[i] = KEYS[1 + i] end
-if nchain > 1 then
+if extend and redis.call('EXISTS', KEYS[1]) == 0 then return {-3} end
+if nchain > 1 and not extend then
   local seen, queue = {}, {}
   for i = 1, nchain do
     if seen[CH[i]] then return {-2, i} end
@@ -64,7 +66,7 @@ if nchain > 1 then
     end
   end
 end
-local w0 = 11 + nlimits * 2
+local w0 = 12 + nlimits * 2
 for i = 1, nwin do
   local j = w0 + (i - 1) * 3
   WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
@@ -72,9 +74,9 @@ end
 for i, w in ipairs(WIN) do
   if tonumber(redis.call('GET', w[1]) or '0') + w[2] > w[3] then return {-1, i} end
 end
-if nchain > 0 and redis.call('HEXISTS', CH[1], 'opened') == 0 then
+if nchain > 0 and not extend and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 11, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 12, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -123,9 +125,9 @@ for _, key in ipairs(CH) do
 end
 if nchain > 0 then
   redis.call('HSET', KEYS[1], 'op', '1')
-  for _, w in ipairs(WIN) do redis.call('HSET', KEYS[1], 'w:' .. w[1], w[2]) end
+  for _, w in ipairs(WIN) do redis.call('HINCRBY', KEYS[1], 'w:' .. w[1], w[2]) end
   for _, m in ipairs(order) do
-    if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
+    if asked[m] ~= 0 then redis.call('HINCRBY', KEYS[1], m, asked[m]) end
   end
   redis.call('EXPIRE', KEYS[1], ttl)
 end
@@ -156,16 +158,35 @@ return out
 # list of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), guarded ('1': settle only if the
 # record is still there, and delete it), the windows' corrections, then metric/reserved/actual triples.
 # Guarded, a settle retried after a lost reply (or after an undo) is applied at most once, and leaves no key
-# behind. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
+# behind; it gives back what the record says the reservation took (its top-ups included, even one whose reply was
+# lost), not the caller's figure. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
 # a negative reservation.
 _SETTLE = """
 local ttl, nchain, nwin, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if ARGV[5] == '1' and redis.call('DEL', KEYS[1]) == 0 then return 1 end
+local R, A, order = {}, {}, {}
+for j = 6 + nwin, #ARGV, 3 do
+  local m = ARGV[j]
+  R[m], A[m] = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  table.insert(order, m)
+end
+if ARGV[5] == '1' then
+  local rec = redis.call('HGETALL', KEYS[1])
+  if #rec == 0 then return 1 end
+  redis.call('DEL', KEYS[1])
+  for _, m in ipairs(order) do R[m] = 0 end
+  for j = 1, #rec, 2 do
+    local f = rec[j]
+    if f ~= 'op' and string.sub(f, 1, 2) ~= 'w:' then
+      if A[f] == nil then A[f] = 0; table.insert(order, f) end
+      R[f] = tonumber(rec[j + 1])
+    end
+  end
+end
 for i = 2, 1 + nchain do
   local key = KEYS[i]
   if redis.call('EXISTS', key) == 1 then
-    for j = 6 + nwin, #ARGV, 3 do
-      local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    for _, m in ipairs(order) do
+      local r, a = R[m], A[m]
       if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
       if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
     end
@@ -264,10 +285,43 @@ class RedisLedger:
         child: str | None = None,
         most: int | None = None,
     ) -> Reservation | Rejection | Throttled | Loop:
+        got = await self._reserve_op(chain, amount, limits, rest, op, windows, child, most, False)
+        assert got is not None  # only an extension finds its reservation gone
+        return got
+
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        if not chain or op is None:  # without its record there is no reservation to add to
+            return None
+        got = await self._reserve_op(chain, amount, {}, rest, op, windows, None, most, True)
+        assert not isinstance(got, Loop)  # the script checks no loop when extending (the chain was checked)
+        return got
+
+    async def _reserve_op(
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None,
+        op: str | None,
+        windows: Sequence[Window],
+        child: str | None,
+        most: int | None,
+        extend: bool,
+    ) -> Reservation | Rejection | Throttled | Loop | None:
+        """The reserve script: a reservation, or (`extend`) a top-up of reservation `op`."""
         now = time.time()
         child_name = child if child is not None and chain else ""
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
         args += [child_name, "\n".join(chain), len(limits), self._key(""), -1 if most is None else most]
+        args.append("1" if extend else "0")
         for metric, limit in limits.items():
             args += [metric, limit]
         for w in windows:
@@ -279,6 +333,8 @@ class RedisLedger:
         if child_name:
             keys += [self._key(child_name), self._kids(chain[0])]
         out = await self._run(self._reserve, keys, args)
+        if int(out[0]) == -3:
+            return None
         if int(out[0]) == -2:
             return Loop(chain[int(out[1]) - 1])
         if int(out[0]) < 0:

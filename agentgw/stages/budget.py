@@ -6,7 +6,9 @@ Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, wi
 `x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent;
 with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs
 out ends cleanly (the plane's own end: for chat completions a final chunk with finish_reason "length", then
-[DONE]), at most one chunk past the limit.
+[DONE]), at most one chunk past the limit. A stream without max_tokens that uses up its reservation is topped up
+from the task first (one ledger call per estimate's worth of output), and cut only when the task (or an
+ancestor, or a token window) cannot afford more.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from agentgw.budget.answers import (
+    LOWERING,
+    BudgetExhausted,
+    BudgetUnavailable,
+    RateLimited,
+    TaskParentLoop,
+    lowered_limits,
+    remaining_headers,
+)
 from agentgw.budget.config import BudgetRule, Budgets
 from agentgw.budget.ledger import (
     Amount,
@@ -31,7 +42,7 @@ from agentgw.budget.ledger import (
     task_key,
 )
 from agentgw.budget.retry import Pending, RetryQueue
-from agentgw.errors import BadRequest, GatewayError
+from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
 from agentgw.registry import Pricing
@@ -41,48 +52,6 @@ log = logging.getLogger("agentgw.budget")
 
 CHILD_PREFIX = "c-"
 CHAIN_CACHE = 100_000  # task chains kept in process (each a few hundred bytes)
-LOWER_HEADERS = {
-    "tokens": "x-agentgw-budget-tokens",
-    "tool_calls": "x-agentgw-budget-tool-calls",
-    "agent_calls": "x-agentgw-budget-agent-calls",
-    "usd": "x-agentgw-budget-usd",
-}
-LOWERING = frozenset(LOWER_HEADERS.values())
-REMAINING_HEADERS = {
-    "tokens": "x-agentgw-budget-remaining-tokens",
-    "tool_calls": "x-agentgw-budget-remaining-tool-calls",
-    "agent_calls": "x-agentgw-budget-remaining-agent-calls",
-    "usd_micros": "x-agentgw-budget-remaining-usd",
-}
-
-
-class BudgetExhausted(GatewayError):
-    status, code, type = 429, "budget_exhausted", "insufficient_quota"
-
-
-class RateLimited(GatewayError):
-    status, code, type = 429, "rate_limited", "rate_limit_error"
-
-
-class TaskParentLoop(BadRequest):
-    code = "task_parent_loop"
-
-
-class BudgetUnavailable(GatewayError):
-    status, code, type = 503, "budget_unavailable", "api_error"
-
-
-def _usd_header(micros: int) -> str:
-    return f"{micros / 1_000_000:.6f}"
-
-
-def remaining_headers(remaining: dict[str, int]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for metric, left in remaining.items():
-        name = REMAINING_HEADERS.get(metric)
-        if name:
-            out[name] = _usd_header(left) if metric == "usd_micros" else str(left)
-    return out
 
 
 @dataclass(slots=True)
@@ -93,6 +62,9 @@ class _Held:
     reserved: Amount
     rule: BudgetRule
     counted: int  # tokens counted in the token windows (the estimate), corrected when the call settles
+    op: str = ""  # the reservation's id in the ledger (its settle and top-ups name it)
+    prompt: int = 0  # the prompt's weighted tokens (the rest of `reserved` is for the output)
+    step: int = 0  # output tokens a top-up adds when a stream uses up its reservation (0: never topped up)
 
 
 class BudgetStage(Stage):
@@ -164,38 +136,7 @@ class BudgetStage(Stage):
     @staticmethod
     def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
         """The rule's task limits, lowered (never raised) by the client's x-agentgw-budget-* headers."""
-        out: Amount = {}
-        base = {
-            "tokens": rule.task.tokens,
-            "tool_calls": rule.task.tool_calls,
-            "agent_calls": rule.task.agent_calls,
-            "usd": rule.task.usd,
-        }
-        for metric, configured in base.items():
-            asked: float | None = None
-            raw = headers.get(LOWER_HEADERS[metric])
-            if raw is not None:
-                try:
-                    asked = float(raw)
-                except ValueError:
-                    raise GatewayError(
-                        f"{LOWER_HEADERS[metric]} must be a number.", status=400, code="invalid_budget_header"
-                    ) from None
-                if not math.isfinite(asked) or asked < 0:
-                    raise GatewayError(
-                        f"{LOWER_HEADERS[metric]} must be a non-negative number.",
-                        status=400,
-                        code="invalid_budget_header",
-                    )
-            values = [v for v in (configured, asked) if v is not None]
-            if not values:
-                continue
-            value = min(values)
-            if metric == "usd":
-                out["usd_micros"] = int(value * 1_000_000)
-            else:
-                out[metric] = int(value)
-        return out
+        return lowered_limits(rule, headers)
 
     async def chain(self, ex: Exchange, p: Principal) -> list[str]:
         """The task's ledger key, then its ancestors'. Client task ids are scoped to the principal (another
@@ -248,7 +189,7 @@ class BudgetStage(Stage):
             weighted_prompt = math.ceil(prompt * w.input)
             amount: Amount = {"tokens": weighted_prompt + math.ceil(out * w.output)}
             bounded = ex.operation == "chat" and out == 0
-            guess = self.max_output.get(ex.target, self.cfg.default_max_tokens) if bounded else out
+            guess = self.output_estimate(ex) if bounded else out
             price = self.pricing.get(ex.target)
             if price is not None and rule.task.usd is not None:
                 amount["usd_micros"] = math.ceil(
@@ -266,6 +207,10 @@ class BudgetStage(Stage):
         if ex.plane == "a2a":
             return {"agent_calls": 1}, None, 0, None
         return {}, None, 0, None
+
+    def output_estimate(self, ex: Exchange) -> int:
+        """Output tokens a chat call without max_tokens is expected to produce, and a stream's top-up step."""
+        return self.max_output.get(ex.target, self.cfg.default_max_tokens)
 
     # -- hooks --------------------------------------------------------------------------------------------------
 
@@ -345,7 +290,10 @@ class BudgetStage(Stage):
         if not amount:  # only windows were counted
             exchange.decide(self.name, "allow", rule="windows")
             return
-        exchange.attrs["budget"] = _Held(chain, got.amount, rule, amount.get("tokens", 0))
+        held = _Held(chain, dict(got.amount), rule, amount.get("tokens", 0), op, prompt)
+        if rest is not None:  # no max_tokens: a stream that uses up the estimate is topped up from the task
+            held.step = self.output_estimate(exchange)
+        exchange.attrs["budget"] = held
         exchange.attrs["reply_headers"] = remaining_headers(got.remaining)
         exchange.decide(self.name, "allow", rule=f"task {chain[0]}", detail=_fmt(got.amount))
         if exchange.plane == "llm" and exchange.operation == "chat" and rule.task.tokens is not None:
@@ -364,16 +312,60 @@ class BudgetStage(Stage):
 
     async def on_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         allowed = exchange.attrs.get("stream_budget")
-        if allowed is not None and exchange.attrs.get("out_tokens_before", 0) >= allowed:
-            tail = exchange.attrs.get("cut_tail")
-            exchange.decide(
-                self.name,
-                "deny",
-                rule="stream cut: task budget exhausted",
-                detail=f"after {exchange.attrs.get('out_tokens_before', 0)} output tokens",
-            )
-            raise StopStream("budget_exhausted", tail() if callable(tail) else b"")
-        return chunk
+        used = exchange.attrs.get("out_tokens_before", 0)
+        if allowed is None or used < allowed:
+            return chunk
+        why = await self._top_up(exchange, used)
+        if why is None:
+            return chunk
+        tail = exchange.attrs.get("cut_tail")
+        exchange.decide(self.name, "deny", rule=f"stream cut: {why}", detail=f"after {used} output tokens")
+        raise StopStream("budget_exhausted", tail() if callable(tail) else b"")
+
+    async def _top_up(self, exchange: Exchange, used: int) -> str | None:
+        """A stream used up its reservation (`used` output tokens relayed): extend the reservation from what the
+        task and its ancestors have left (another step of output, or what is left if less; at least enough for
+        the next chunk; its USD priced at a step, like the estimate), in one atomic ledger call. None if the
+        stream may go on; else why it is cut. Calls with max_tokens are not topped up (the client asked for no
+        more)."""
+        held: _Held | None = exchange.attrs.get("budget")
+        if held is None or not held.step or exchange.principal is None:
+            return "task budget exhausted"
+        w = held.rule.weights.output or 1.0
+        have = held.reserved.get("tokens", 0) - held.prompt  # weighted output tokens reserved so far
+        least = max(1, math.ceil((used + 1) * w) - have)
+        most = max(least, math.ceil((used + held.step) * w) - have)
+        amount: Amount = {"tokens": least}
+        price = self.pricing.get(exchange.target)
+        if price is not None and "usd_micros" in held.reserved:
+            amount["usd_micros"] = math.ceil(max(held.step, least / w) * price.output_per_mtok)
+        windows = self.windows(exchange.principal, held.rule, least, requests=False)
+        try:
+            got = await self.ledger.extend(held.chain, amount, "tokens", most, held.op, windows)
+        except Exception as exc:
+            # The ledger is unreachable: no more output can be vouched for. A top-up whose reply was lost is given
+            # back by the settle (it releases what the reservation's record says it took).
+            if self.cfg.on_ledger_error == "fail_open":
+                exchange.attrs.pop("stream_budget", None)  # metered no more, charged the truth at the end
+                exchange.decide(
+                    self.name,
+                    "allow",
+                    rule="stream top-up: ledger unavailable: fail_open",
+                    detail=type(exc).__name__,
+                )
+                return None
+            return f"ledger unavailable ({type(exc).__name__})"
+        if isinstance(got, Rejection):
+            return f"task {got.task}: {got.metric} limit {got.limit}"
+        if isinstance(got, Throttled):
+            return f"window {got.window.key.split(':')[0]} {got.window.limit}"
+        if got is None:
+            return "reservation gone"
+        for metric, n in got.amount.items():
+            held.reserved[metric] = held.reserved.get(metric, 0) + n
+        held.counted += least if windows else 0
+        exchange.attrs["stream_budget"] = math.floor((held.reserved["tokens"] - held.prompt) / w)
+        return None
 
     async def on_finish(self, exchange: Exchange) -> None:
         held: _Held | None = exchange.attrs.get("budget")
@@ -443,11 +435,12 @@ class BudgetStage(Stage):
         return {}
 
     @staticmethod
-    def windows(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
-        """The principal's rate windows this call counts in (its estimated tokens for the token windows)."""
+    def windows(p: Principal, rule: BudgetRule, tokens: int, requests: bool = True) -> list[Window]:
+        """The principal's rate windows this call counts in (its estimated tokens for the token windows; a
+        stream's top-up counts in the token windows only)."""
         w, who = rule.windows, key_part(p.subject)
         out: list[Window] = []
-        if w.requests_per_minute:
+        if w.requests_per_minute and requests:
             out.append(Window(f"rpm:{who}", 1, w.requests_per_minute, 60))
         if w.tokens_per_minute and tokens:
             out.append(Window(f"tpm:{who}", tokens, w.tokens_per_minute, 60))
