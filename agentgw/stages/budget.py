@@ -330,7 +330,7 @@ class BudgetStage(Stage):
         more)."""
         held: _Held | None = exchange.attrs.get("budget")
         if held is None or not held.step or exchange.principal is None:
-            return "task budget exhausted"
+            return "max_tokens reached"  # the upstream went past the client's own limit
         w = held.rule.weights.output or 1.0
         have = held.reserved.get("tokens", 0) - held.prompt  # weighted output tokens reserved so far
         least = max(1, math.ceil((used + 1) * w) - have)
