@@ -75,9 +75,14 @@ class Gateway:
         self.ledger = make_ledger(settings.budgets) if settings.budgets.rules else None
         budget = None
         if self.ledger is not None:
-            pricing = {f"llm:{m.name}": m.pricing for m in settings.registry_data.llm.models if m.pricing}
+            models = settings.registry_data.llm.models
+            pricing = {f"llm:{m.name}": m.pricing for m in models if m.pricing}
             budget = BudgetStage(
-                settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
+                settings.budgets,
+                self.ledger,
+                pricing,
+                tool_costs(settings.registry_data.mcp),
+                {f"llm:{m.name}": m.max_output_tokens for m in models if m.max_output_tokens},
             )
         self.budget = budget
         stages = default_stages(self.audit, self.auth, self.policy, budget)
@@ -223,6 +228,8 @@ class Gateway:
             if self.mcp is not None
             else {},  # per upstream: informational (one broken server never blocks readiness)
         }
+        if self.budget is not None:
+            detail["budgets"] = self.budget.status()
         if self.audit is not None:
             a = self.audit
             detail["audit"] = {
@@ -247,6 +254,8 @@ class Gateway:
                 log.warning("could not load the JWKS at startup: %s", exc)
         if self.audit is not None:
             await self.audit.start()
+        if self.budget is not None:
+            await self.budget.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError

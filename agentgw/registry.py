@@ -160,6 +160,10 @@ class Pricing(Frozen):
 class Model(Frozen):
     name: str = Field(pattern=NAME)
     pricing: Pricing | None = None
+    # The most output tokens a call may produce: what a budgeted call without max_tokens reserves for its output
+    # (else budgets.default_max_tokens), and a stream's top-up step. The gateway does not cut a stream there: the
+    # model stops itself (one that goes on is topped up from the task, and cut only when the task runs out).
+    max_output_tokens: int | None = Field(default=None, ge=1)
     targets: list[Target] = Field(min_length=1)
     retry: Retry | None = None  # falls back to the gateway-wide default
     description: str | None = None

@@ -52,4 +52,7 @@ class Budgets(Frozen):
     key_prefix: str = "agentgw"
     on_ledger_error: Literal["fail_closed", "fail_open"] = "fail_closed"
     task_ttl_s: int = Field(default=7 * 86400, ge=60)
+    # Output tokens a chat call without max_tokens reserves when its model sets no max_output_tokens, and what a
+    # stream that uses them up tops its reservation up by (from the task); either is charged what it really used.
+    default_max_tokens: int = Field(default=512, ge=1)
     rules: list[BudgetRule] = Field(default_factory=list)  # the first rule that matches the principal applies

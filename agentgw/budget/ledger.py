@@ -4,11 +4,14 @@ usd_micros); a limit < 0 or absent means unlimited. Backends: memory.py (one pro
 script per reserve and per settle: one round trip each, many replicas).
 
 A task's limits are fixed by the first reservation that names it (later requests cannot raise them); its
-ancestors are named by the caller on every call (`chain`: the task first, then its parent, …).
+ancestors are named by the caller on every call (`chain`: the task first, then its parent, …), and a chain in which
+a task would be its own ancestor is refused (Loop). Task names are keys built by `task_key`/`child_key`: every
+component percent-encoded, so distinct (subject, task id) pairs never share a key.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +29,19 @@ class Rejection:
     spent: int
     reserved: int
     asked: int
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """The chain names a task twice, or its first task is already an ancestor of its second (recorded by earlier
+    calls): the task would be its own ancestor and charged twice. Nothing was written."""
+
+    task: str  # the task that would be its own ancestor
+
+
+# How many recorded ancestries a reservation reads, beyond its own chain, to find a loop that calls racing each
+# other closed (each naming a parent that did not exist yet). Chains are caller-built; this bounds the work.
+ANCESTRY_WALK = 64
 
 
 class NotSent(ConnectionError):
@@ -81,12 +97,31 @@ class Ledger(Protocol):
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
-    ) -> Reservation | Rejection | Throttled:
-        """One atomic step: if every window has room, reserve `amount` on every task of `chain` (or on none), and
-        only if both succeed count the windows. `limits` become chain[0]'s limits if it is new. With `rest` (a
-        metric), reserve everything the chain has left of it instead, as long as that is at least `amount[rest]`
-        (an LLM call without max_tokens may use all that is left, and no more). With `child`, also open that task
-        as a child of chain[0] (its ancestors: the chain). An empty chain only counts the windows."""
+        most: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop:
+        """One atomic step: refuse a chain that loops (see Loop); else, if every window has room, reserve `amount`
+        on every task of `chain` (or on none), and only if both succeed count the windows. `limits` become
+        chain[0]'s limits if it is new. With `rest` (a metric), reserve what the chain has left of it instead, up
+        to `most` (None: no bound), as long as that is at least `amount[rest]` (an LLM call without max_tokens
+        takes its estimated output, or less if less is left; a stream that uses it up is topped up by `extend`).
+        With `child`, also open that task as a child of chain[0] (its ancestors: the chain). An empty chain only
+        counts the windows."""
+
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        """One atomic step: add `amount` to reservation `op` on every task of `chain` (opened by it), taking of
+        metric `rest` what the chain has left, up to `most`, as long as that is at least `amount[rest]`, and count
+        the `windows` if they have room, exactly as `reserve` would (all or nothing; a Rejection names the task
+        that cannot afford it). The reservation's settle then gives back all it took. A stream that used up its
+        reservation tops it up this way, a bounded number of times. None: the reservation is gone (settled,
+        undone, or lost with its store), and nothing was taken."""
 
     async def settle(
         self,
@@ -120,4 +155,35 @@ class Ledger(Protocol):
 
     async def children(self, task: str) -> list[str]: ...
 
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        """Whether what the ledger holds survives a restart of its store (None: cannot tell), and a warning for
+        the operator if it may not."""
+
     async def aclose(self) -> None: ...
+
+
+# What a key component may not contain as itself: the escape character, the separator, control characters (the
+# Redis ledger joins chains with newlines) and a leading `~` (so no encoded subject is the child namespace). Any
+# component that has none of these keeps its text: existing keys of ordinary ids (emails included) do not change.
+_ESCAPED = re.compile(r"[%/\x00-\x1f\x7f]|^~")
+CHILD_NAMESPACE = "~child"
+
+
+def _escape(m: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in m.group().encode())
+
+
+def key_part(text: str) -> str:
+    """One component of a ledger key, percent-encoded: joining encoded components with `/` is injective (a subject
+    `alice/x` with task `job` and a subject `alice` with task `x/job` get different keys)."""
+    return _ESCAPED.sub(_escape, text)
+
+
+def task_key(subject: str, task_id: str) -> str:
+    """The ledger key of a task a principal names: scoped to the principal."""
+    return f"{key_part(subject)}/{key_part(task_id)}"
+
+
+def child_key(task_id: str) -> str:
+    """The ledger key of a child task the gateway minted (global: whoever holds the id may charge it)."""
+    return f"{CHILD_NAMESPACE}/{key_part(task_id)}"

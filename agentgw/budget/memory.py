@@ -6,7 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
+from agentgw.budget.ledger import (
+    ANCESTRY_WALK,
+    METRICS,
+    Amount,
+    Loop,
+    Rejection,
+    Reservation,
+    TaskState,
+    Throttled,
+    Window,
+)
 
 
 class MemoryLedger:
@@ -17,6 +27,9 @@ class MemoryLedger:
         self._ops = 0
         self.windows: dict[str, tuple[int, int]] = {}  # "<key>:<seconds>" → (window start, count)
         self.kids: dict[str, list[str]] = {}
+        # Tasks whose limits and ancestors are fixed (by their first reservation).
+        self.opened: set[str] = set()
+        self.live: set[str] = set()  # ops of the reservations not settled yet (the ones a top-up may extend)
 
     def _task(self, key: str) -> TaskState:
         st = self.tasks.get(key)
@@ -40,6 +53,26 @@ class MemoryLedger:
         self.tasks.pop(task, None)
         self.touched.pop(task, None)
         self.kids.pop(task, None)
+        self.opened.discard(task)
+
+    def _loop(self, chain: list[str]) -> Loop | None:
+        """chain[0] named twice, or among the recorded ancestors of the tasks it names as its ancestors."""
+        seen: set[str] = set()
+        for t in chain:
+            if t in seen:
+                return Loop(t)
+            seen.add(t)
+        queue, head = chain[1:], 0
+        while head < len(queue) and head < len(chain) + ANCESTRY_WALK:
+            st = self.tasks.get(queue[head])
+            head += 1
+            for t in st.chain if st is not None else ():
+                if t == chain[0]:
+                    return Loop(t)
+                if t not in seen:
+                    seen.add(t)
+                    queue.append(t)
+        return None
 
     def _window(self, w: Window, now: float) -> tuple[str, int, int]:
         start = int(now // w.seconds) * w.seconds
@@ -56,6 +89,26 @@ class MemoryLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
+        most: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop:
+        if len(chain) > 1:
+            loop = self._loop(chain)
+            if loop is not None:
+                return loop
+        got = self._take(chain, amount, limits, rest, windows, child, most)
+        if op is not None and chain and isinstance(got, Reservation):
+            self.live.add(op)
+        return got
+
+    def _take(
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None,
+        windows: Sequence[Window],
+        child: str | None,
+        most: int | None,
     ) -> Reservation | Rejection | Throttled:
         now_wall = time.time()
         for w in windows:
@@ -67,14 +120,20 @@ class MemoryLedger:
             now = time.monotonic()
             for t in chain:
                 self.touched[t] = now
-            if chain[0] not in self.tasks:
-                self.tasks[chain[0]] = TaskState(chain[0], dict(limits), {}, {}, list(chain[1:]))
+            # Like Redis: a task first met as an ancestor is opened (limits, ancestors) by its own first call.
+            if chain[0] not in self.opened:
+                st = self._task(chain[0])
+                st.limits, st.chain = dict(limits), list(chain[1:])
+                self.opened.add(chain[0])
         states = [self._task(t) for t in chain]
         asked = dict(amount)
         if rest is not None:
             left = [r for st in states if (r := st.remaining(rest)) is not None]
-            if left and min(left) >= asked.get(rest, 0):
-                asked[rest] = min(left)
+            least = asked.get(rest, 0)
+            if left and min(left) >= least:
+                asked[rest] = min(left) if most is None else max(least, min(min(left), most))
+            elif not left and most is not None and most > least:
+                asked[rest] = most
         for st in states:
             for metric, n in asked.items():
                 limit = st.limits.get(metric, -1)
@@ -92,6 +151,7 @@ class MemoryLedger:
                     st.reserved[metric] = st.reserved.get(metric, 0) + n
         if child is not None and chain:
             self.tasks[child] = TaskState(child, {}, {}, {}, list(chain))
+            self.opened.add(child)
             self.touched[child] = time.monotonic()
             self.kids.setdefault(chain[0], []).append(child)
         remaining: dict[str, int] = {}
@@ -102,6 +162,22 @@ class MemoryLedger:
                     remaining[metric] = min(r, remaining.get(metric, r))
         return Reservation(asked, remaining)
 
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        # Re-reserving on the opened chain is the same atomic step (no await midway); its limits and ancestors are
+        # fixed, and were checked for loops by the reservation. A task forgotten since (expired) has no
+        # reservation left to add to.
+        if not chain or chain[0] not in self.opened or op not in self.live:
+            return None
+        return self._take(chain, amount, {}, rest, windows, None, most)
+
     async def settle(
         self,
         chain: list[str],
@@ -111,7 +187,10 @@ class MemoryLedger:
         windows: Sequence[Window] = (),
         forget: bool = False,
     ) -> None:
-        # In one process a call either happened or raised: there is no lost reply to retry, so `op` is unused.
+        # In one process a call either happened or raised: there is no lost reply to retry, so `op` only ends the
+        # reservation's life (no top-up after its settle).
+        if op is not None:
+            self.live.discard(op)
         for t in chain:
             st = self._task(t)
             for metric in METRICS:
@@ -146,6 +225,9 @@ class MemoryLedger:
 
     async def children(self, task: str) -> list[str]:
         return list(self.kids.get(task, ()))
+
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        return False, None  # one process's memory, by design (budgets.md says so)
 
     async def aclose(self) -> None:
         return None

@@ -7,6 +7,7 @@ records of the reservations not settled yet (deleted by their settle), all with 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Sequence
@@ -14,23 +15,58 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agentgw.budget.ledger import METRICS, Amount, Rejection, Reservation, TaskState, Throttled, Window
+from agentgw.budget.ledger import (
+    ANCESTRY_WALK,
+    METRICS,
+    Amount,
+    Loop,
+    Rejection,
+    Reservation,
+    TaskState,
+    Throttled,
+    Window,
+)
 from agentgw.budget.resp import ScriptRunner
 
 # KEYS: this reservation's record (what it took, so a reply lost to a crash can be undone), the chain's task hashes,
 # the windows' counters, then (with a child) the child's hash and chain[1]'s list of children.
 # ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
-# ('' for none), child chain text, the number of limit pairs, the limit pairs (metric, limit) for a new chain[1], the
-# windows' (amount, limit, expiry) triples, then metric/amount pairs.
-# Returns {-1, i} when window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford
-# it, else {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
+# ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the most to take of the rest
+# metric (-1: no bound), extend ('1': add to the reservation whose record is KEYS[1], on its opened chain; {-3} if
+# that record is gone), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
+# triples, then metric/amount pairs.
+# Returns {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
+# of the tasks it names: calls that raced may each have named a parent that did not exist yet), {-1, i} when
+# window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford it, else
+# {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
 _RESERVE = """
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nlimits = tonumber(ARGV[8])
+local nlimits, task_prefix, most, extend = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local CH, WIN = {}, {}
 for i = 1, nchain do CH[i] = KEYS[1 + i] end
-local w0 = 9 + nlimits * 2
+if extend and redis.call('EXISTS', KEYS[1]) == 0 then return {-3} end
+if nchain > 1 and not extend then
+  local seen, queue = {}, {}
+  for i = 1, nchain do
+    if seen[CH[i]] then return {-2, i} end
+    seen[CH[i]] = true
+    if i > 1 then queue[#queue + 1] = CH[i] end
+  end
+  local head = 1
+  while head <= #queue and head <= nchain + WALK do
+    local text = redis.call('HGET', queue[head], 'chain')
+    head = head + 1
+    if text then
+      for name in string.gmatch(text, '[^\\n]+') do
+        local key = task_prefix .. name
+        if key == CH[1] then return {-2, 1} end
+        if not seen[key] then seen[key] = true; queue[#queue + 1] = key end
+      end
+    end
+  end
+end
+local w0 = 12 + nlimits * 2
 for i = 1, nwin do
   local j = w0 + (i - 1) * 3
   WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
@@ -38,9 +74,9 @@ end
 for i, w in ipairs(WIN) do
   if tonumber(redis.call('GET', w[1]) or '0') + w[2] > w[3] then return {-1, i} end
 end
-if nchain > 0 and redis.call('HEXISTS', CH[1], 'opened') == 0 then
+if nchain > 0 and not extend and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 9, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 12, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -59,7 +95,12 @@ if rest ~= '' and nchain > 0 then
     if r ~= nil and (least == nil or r < least) then least = r end
   end
   if asked[rest] == nil then asked[rest] = 0; table.insert(order, rest) end
-  if least ~= nil and least >= asked[rest] then asked[rest] = least end
+  if least ~= nil and least >= asked[rest] then
+    if most >= 0 and least > most then least = math.max(most, asked[rest]) end
+    asked[rest] = least
+  elseif least == nil and most > asked[rest] then
+    asked[rest] = most
+  end
 end
 for i, key in ipairs(CH) do
   for _, m in ipairs(order) do
@@ -84,9 +125,9 @@ for _, key in ipairs(CH) do
 end
 if nchain > 0 then
   redis.call('HSET', KEYS[1], 'op', '1')
-  for _, w in ipairs(WIN) do redis.call('HSET', KEYS[1], 'w:' .. w[1], w[2]) end
+  for _, w in ipairs(WIN) do redis.call('HINCRBY', KEYS[1], 'w:' .. w[1], w[2]) end
   for _, m in ipairs(order) do
-    if asked[m] ~= 0 then redis.call('HSET', KEYS[1], m, asked[m]) end
+    if asked[m] ~= 0 then redis.call('HINCRBY', KEYS[1], m, asked[m]) end
   end
   redis.call('EXPIRE', KEYS[1], ttl)
 end
@@ -111,22 +152,41 @@ for _, key in ipairs(CH) do
 end
 for m, r in pairs(remaining) do table.insert(out, m); table.insert(out, math.max(0, r)) end
 return out
-"""
+""".replace("WALK", str(ANCESTRY_WALK))
 
 # KEYS: the reservation's record, the chain's task hashes, the windows' counters, then (to forget chain[1]) its
 # list of children. ARGV: ttl, chain length, window count, forget ('1' or '0'), guarded ('1': settle only if the
 # record is still there, and delete it), the windows' corrections, then metric/reserved/actual triples.
 # Guarded, a settle retried after a lost reply (or after an undo) is applied at most once, and leaves no key
-# behind. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
+# behind; it gives back what the record says the reservation took (its top-ups included, even one whose reply was
+# lost), not the caller's figure. A task Redis no longer has (restarted without persistence) is left alone rather than recreated with
 # a negative reservation.
 _SETTLE = """
 local ttl, nchain, nwin, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if ARGV[5] == '1' and redis.call('DEL', KEYS[1]) == 0 then return 1 end
+local R, A, order = {}, {}, {}
+for j = 6 + nwin, #ARGV, 3 do
+  local m = ARGV[j]
+  R[m], A[m] = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  table.insert(order, m)
+end
+if ARGV[5] == '1' then
+  local rec = redis.call('HGETALL', KEYS[1])
+  if #rec == 0 then return 1 end
+  redis.call('DEL', KEYS[1])
+  for _, m in ipairs(order) do R[m] = 0 end
+  for j = 1, #rec, 2 do
+    local f = rec[j]
+    if f ~= 'op' and string.sub(f, 1, 2) ~= 'w:' then
+      if A[f] == nil then A[f] = 0; table.insert(order, f) end
+      R[f] = tonumber(rec[j + 1])
+    end
+  end
+end
 for i = 2, 1 + nchain do
   local key = KEYS[i]
   if redis.call('EXISTS', key) == 1 then
-    for j = 6 + nwin, #ARGV, 3 do
-      local m, r, a = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    for _, m in ipairs(order) do
+      local r, a = R[m], A[m]
       if r ~= 0 then redis.call('HINCRBY', key, 'r:' .. m, -r) end
       if a ~= 0 then redis.call('HINCRBY', key, 's:' .. m, a) end
     end
@@ -169,6 +229,12 @@ end
 redis.call('DEL', KEYS[1])
 return 1
 """
+
+
+_RESET = (
+    "if Redis restarts without its data, every task's spending and reservations are reset and budgets start "
+    "again from zero. Turn on appendonly yes (or RDB snapshots) for budgets that survive a restart."
+)
 
 
 class RedisLedger:
@@ -217,11 +283,45 @@ class RedisLedger:
         op: str | None = None,
         windows: Sequence[Window] = (),
         child: str | None = None,
-    ) -> Reservation | Rejection | Throttled:
+        most: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop:
+        got = await self._reserve_op(chain, amount, limits, rest, op, windows, child, most, False)
+        assert got is not None  # only an extension finds its reservation gone
+        return got
+
+    async def extend(
+        self,
+        chain: list[str],
+        amount: Amount,
+        rest: str,
+        most: int,
+        op: str | None = None,
+        windows: Sequence[Window] = (),
+    ) -> Reservation | Rejection | Throttled | None:
+        if not chain or op is None:  # without its record there is no reservation to add to
+            return None
+        got = await self._reserve_op(chain, amount, {}, rest, op, windows, None, most, True)
+        assert not isinstance(got, Loop)  # the script checks no loop when extending (the chain was checked)
+        return got
+
+    async def _reserve_op(
+        self,
+        chain: list[str],
+        amount: Amount,
+        limits: Amount,
+        rest: str | None,
+        op: str | None,
+        windows: Sequence[Window],
+        child: str | None,
+        most: int | None,
+        extend: bool,
+    ) -> Reservation | Rejection | Throttled | Loop | None:
+        """The reserve script: a reservation, or (`extend`) a top-up of reservation `op`."""
         now = time.time()
         child_name = child if child is not None and chain else ""
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
-        args += [child_name, "\n".join(chain), len(limits)]
+        args += [child_name, "\n".join(chain), len(limits), self._key(""), -1 if most is None else most]
+        args.append("1" if extend else "0")
         for metric, limit in limits.items():
             args += [metric, limit]
         for w in windows:
@@ -233,6 +333,10 @@ class RedisLedger:
         if child_name:
             keys += [self._key(child_name), self._kids(chain[0])]
         out = await self._run(self._reserve, keys, args)
+        if int(out[0]) == -3:
+            return None
+        if int(out[0]) == -2:
+            return Loop(chain[int(out[1]) - 1])
         if int(out[0]) < 0:
             w = windows[int(out[1]) - 1]
             return Throttled(w, int(now // w.seconds) * w.seconds + w.seconds - now)
@@ -301,6 +405,24 @@ class RedisLedger:
 
     async def children(self, task: str) -> list[str]:
         return [str(c) for c in await self.client.lrange(self._kids(task), 0, -1)]
+
+    async def persistence(self) -> tuple[bool | None, str | None]:
+        """Append-only files or RDB snapshots configured (CONFIG GET; INFO when CONFIG is renamed away)."""
+        try:
+            async with asyncio.timeout(3):  # a start-time check: never holds startup longer
+                try:
+                    save = (await self.client.config_get("save")).get("save", "")
+                    aof = (await self.client.config_get("appendonly")).get("appendonly", "no")
+                except aioredis.ResponseError:  # CONFIG disabled (managed Redis): INFO tells about AOF only
+                    info = await self.client.info("persistence")
+                    save, aof = None, "yes" if info.get("aof_enabled") else "no"
+        except Exception as exc:
+            return None, f"could not check Redis persistence ({type(exc).__name__}); {_RESET}"
+        if aof == "yes" or save:
+            return True, None
+        if save is None:
+            return None, f"Redis has appendonly no and does not say whether it saves snapshots; {_RESET}"
+        return False, f'Redis has no persistence (appendonly no, save ""): {_RESET}'
 
     async def aclose(self) -> None:
         if self.fast is not None:

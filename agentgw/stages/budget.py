@@ -3,22 +3,45 @@ windows? Reserves an estimate before the call, meters streams as they flow, sett
 (or releases on failure).
 
 Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, with Retry-After), each with
-`x-agentgw-budget-remaining-*` headers; with the ledger unreachable, 503 `budget_unavailable` (fail closed,
-configurable to fail open). A stream that runs out ends cleanly (the plane's own end: for chat completions a
-final chunk with finish_reason "length", then [DONE]), at most one chunk past the limit.
+`x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent;
+with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs
+out ends cleanly (the plane's own end: for chat completions a final chunk with finish_reason "length", then
+[DONE]), at most one chunk past the limit. A stream without max_tokens that uses up its reservation is topped up
+from the task first (one ledger call per estimate's worth of output), and cut only when the task (or an
+ancestor, or a token window) cannot afford more.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import secrets
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
+from agentgw.budget.answers import (
+    LOWERING,
+    BudgetExhausted,
+    BudgetUnavailable,
+    RateLimited,
+    TaskParentLoop,
+    lowered_limits,
+    remaining_headers,
+)
 from agentgw.budget.config import BudgetRule, Budgets
-from agentgw.budget.ledger import Amount, Ledger, NotSent, Rejection, Throttled, Window
+from agentgw.budget.ledger import (
+    Amount,
+    Ledger,
+    Loop,
+    NotSent,
+    Rejection,
+    Throttled,
+    Window,
+    child_key,
+    key_part,
+    task_key,
+)
+from agentgw.budget.retry import Pending, RetryQueue
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
@@ -29,44 +52,6 @@ log = logging.getLogger("agentgw.budget")
 
 CHILD_PREFIX = "c-"
 CHAIN_CACHE = 100_000  # task chains kept in process (each a few hundred bytes)
-LOWER_HEADERS = {
-    "tokens": "x-agentgw-budget-tokens",
-    "tool_calls": "x-agentgw-budget-tool-calls",
-    "agent_calls": "x-agentgw-budget-agent-calls",
-    "usd": "x-agentgw-budget-usd",
-}
-LOWERING = frozenset(LOWER_HEADERS.values())
-REMAINING_HEADERS = {
-    "tokens": "x-agentgw-budget-remaining-tokens",
-    "tool_calls": "x-agentgw-budget-remaining-tool-calls",
-    "agent_calls": "x-agentgw-budget-remaining-agent-calls",
-    "usd_micros": "x-agentgw-budget-remaining-usd",
-}
-
-
-class BudgetExhausted(GatewayError):
-    status, code, type = 429, "budget_exhausted", "insufficient_quota"
-
-
-class RateLimited(GatewayError):
-    status, code, type = 429, "rate_limited", "rate_limit_error"
-
-
-class BudgetUnavailable(GatewayError):
-    status, code, type = 503, "budget_unavailable", "api_error"
-
-
-def _usd_header(micros: int) -> str:
-    return f"{micros / 1_000_000:.6f}"
-
-
-def remaining_headers(remaining: dict[str, int]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for metric, left in remaining.items():
-        name = REMAINING_HEADERS.get(metric)
-        if name:
-            out[name] = _usd_header(left) if metric == "usd_micros" else str(left)
-    return out
 
 
 @dataclass(slots=True)
@@ -77,36 +62,44 @@ class _Held:
     reserved: Amount
     rule: BudgetRule
     counted: int  # tokens counted in the token windows (the estimate), corrected when the call settles
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A ledger write that failed (Redis unreachable) and is retried until it lands."""
-
-    chain: list[str]
-    reserved: Amount
-    actual: Amount
-    op: str
-    undo: bool = False  # give back a reservation whose reply was lost
-    windows: list[Window] = field(default_factory=list)
-    forget: bool = False
+    op: str = ""  # the reservation's id in the ledger (its settle and top-ups name it)
+    prompt: int = 0  # the prompt's weighted tokens (the rest of `reserved` is for the output)
+    step: int = 0  # output tokens a top-up adds when a stream uses up its reservation (0: never topped up)
 
 
 class BudgetStage(Stage):
     name = "budget"
 
     def __init__(
-        self, cfg: Budgets, ledger: Ledger, pricing: dict[str, Pricing], tool_costs: dict[str, int]
+        self,
+        cfg: Budgets,
+        ledger: Ledger,
+        pricing: dict[str, Pricing],
+        tool_costs: dict[str, int],
+        max_output: dict[str, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
         self.pricing = pricing  # llm:<model> → price
+        self.max_output = max_output or {}  # llm:<model> → its max_output_tokens
         self.tool_costs = tool_costs  # mcp:<server>/<tool> → extra tokens per call
         self._rules: dict[tuple[str, tuple[str, ...]], BudgetRule | None] = {}
         self._limits: dict[int, Amount] = {}  # id(rule) → its unlowered limits (rules live as long as this)
         self._chains: dict[str, list[str]] = {}  # task key → its ancestors (immutable once the task exists)
-        self.pending: list[_Pending] = []  # settlements (and undos) waiting for the ledger
-        self._retry_task: asyncio.Task[None] | None = None
+        self.retries = RetryQueue(ledger)  # settlements (and undos) waiting for the ledger
+        self._status: dict[str, object] = {"ledger": cfg.ledger, "persistent": None}
+
+    async def start(self) -> None:
+        """At start: does the ledger keep spending across a restart of its store? Warn if it may not."""
+        persistent, warning = await self.ledger.persistence()
+        self._status = {"ledger": self.cfg.ledger, "persistent": persistent}
+        if warning:
+            self._status["warning"] = warning
+            log.warning("budget ledger: %s", warning)
+
+    def status(self) -> dict[str, object]:
+        """The `budgets` field of /readyz (informational: a warning never makes the gateway unready)."""
+        return dict(self._status)
 
     # -- what applies -------------------------------------------------------------------------------------------
 
@@ -114,8 +107,8 @@ class BudgetStage(Stage):
     def task_key(task_id: str, principal: str | None) -> str | None:
         """The ledger key of a task as an operator names it (child ids are global, others per principal)."""
         if task_id.startswith(CHILD_PREFIX):
-            return f"~child/{task_id}"
-        return f"{principal}/{task_id}" if principal else None
+            return child_key(task_id)
+        return task_key(principal, task_id) if principal else None
 
     def rule_for(self, p: Principal) -> BudgetRule | None:
         key = (p.subject, p.roles)
@@ -143,38 +136,7 @@ class BudgetStage(Stage):
     @staticmethod
     def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
         """The rule's task limits, lowered (never raised) by the client's x-agentgw-budget-* headers."""
-        out: Amount = {}
-        base = {
-            "tokens": rule.task.tokens,
-            "tool_calls": rule.task.tool_calls,
-            "agent_calls": rule.task.agent_calls,
-            "usd": rule.task.usd,
-        }
-        for metric, configured in base.items():
-            asked: float | None = None
-            raw = headers.get(LOWER_HEADERS[metric])
-            if raw is not None:
-                try:
-                    asked = float(raw)
-                except ValueError:
-                    raise GatewayError(
-                        f"{LOWER_HEADERS[metric]} must be a number.", status=400, code="invalid_budget_header"
-                    ) from None
-                if not math.isfinite(asked) or asked < 0:
-                    raise GatewayError(
-                        f"{LOWER_HEADERS[metric]} must be a non-negative number.",
-                        status=400,
-                        code="invalid_budget_header",
-                    )
-            values = [v for v in (configured, asked) if v is not None]
-            if not values:
-                continue
-            value = min(values)
-            if metric == "usd":
-                out["usd_micros"] = int(value * 1_000_000)
-            else:
-                out[metric] = int(value)
-        return out
+        return lowered_limits(rule, headers)
 
     async def chain(self, ex: Exchange, p: Principal) -> list[str]:
         """The task's ledger key, then its ancestors'. Client task ids are scoped to the principal (another
@@ -182,15 +144,18 @@ class BudgetStage(Stage):
         assert ex.task is not None
         tid = ex.task.task_id
         if tid.startswith(CHILD_PREFIX):
-            key = f"~child/{tid}"  # = task_key(tid, …)
+            key = child_key(tid)
             known = await self._ancestors(key)
             if known is not None:
                 return [key, *known]
-        key = f"{p.subject}/{tid}"
+        key = task_key(p.subject, tid)
         parent = ex.task.parent_task_id
         if parent:
-            pkey = f"{p.subject}/{parent}"
-            return [key, pkey, *(await self._ancestors(pkey) or [])]
+            pkey = task_key(p.subject, parent)
+            chain = [key, pkey, *(await self._ancestors(pkey) or [])]
+            if key in chain[1:]:  # the ledger refuses it too (atomically, for loops closed by racing calls)
+                raise _loop(tid, parent)
+            return chain
         return [key]
 
     async def _ancestors(self, key: str) -> list[str] | None:
@@ -204,8 +169,11 @@ class BudgetStage(Stage):
             known = st.chain
         return known
 
-    def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int]:
-        """What to reserve, whether to take the rest of a metric instead, and the prompt's weighted tokens."""
+    def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int, int | None]:
+        """What to reserve; whether to take what is left of a metric instead, and then at most how much; and the
+        prompt's weighted tokens. A chat call without max_tokens reserves its prompt and a bounded estimate of its
+        output (the model's max_output_tokens, else default_max_tokens), or what is left if that is less (at
+        least one output token): parallel calls share the task instead of the first taking it all."""
         payload = ex.payload or {}
         if ex.plane == "llm":
             if ex.operation == "embeddings":
@@ -220,23 +188,29 @@ class BudgetStage(Stage):
             w = rule.weights
             weighted_prompt = math.ceil(prompt * w.input)
             amount: Amount = {"tokens": weighted_prompt + math.ceil(out * w.output)}
+            bounded = ex.operation == "chat" and out == 0
+            guess = self.output_estimate(ex) if bounded else out
             price = self.pricing.get(ex.target)
             if price is not None and rule.task.usd is not None:
                 amount["usd_micros"] = math.ceil(
-                    prompt * price.input_per_mtok + (out or 1024) * price.output_per_mtok
+                    prompt * price.input_per_mtok + guess * price.output_per_mtok
                 )
-            rest = "tokens" if ex.operation == "chat" and out == 0 and rule.task.tokens is not None else None
-            if rest:
+            if bounded and rule.task.tokens is not None:
                 amount["tokens"] = weighted_prompt + 1  # at least one output token must be affordable
-            return amount, rest, weighted_prompt
+                return amount, "tokens", weighted_prompt, weighted_prompt + math.ceil(guess * w.output)
+            return amount, None, weighted_prompt, None
         if ex.plane == "mcp":
             if ex.operation == "tools/call":
                 extra = self.tool_costs.get(ex.target, 0)
-                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0
-            return {}, None, 0
+                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0, None
+            return {}, None, 0, None
         if ex.plane == "a2a":
-            return {"agent_calls": 1}, None, 0
-        return {}, None, 0
+            return {"agent_calls": 1}, None, 0, None
+        return {}, None, 0, None
+
+    def output_estimate(self, ex: Exchange) -> int:
+        """Output tokens a chat call without max_tokens is expected to produce, and a stream's top-up step."""
+        return self.max_output.get(ex.target, self.cfg.default_max_tokens)
 
     # -- hooks --------------------------------------------------------------------------------------------------
 
@@ -247,7 +221,7 @@ class BudgetStage(Stage):
         rule = self.rule_for(p)
         if rule is None:
             return
-        amount, rest, prompt = self.estimate(exchange, rule)
+        amount, rest, prompt, most = self.estimate(exchange, rule)
         windows = self.windows(p, rule, amount.get("tokens", 0))
         if not amount and not windows:  # costs nothing, counts nowhere: no ledger round trip
             return
@@ -264,15 +238,20 @@ class BudgetStage(Stage):
             chain = await self.chain(exchange, p) if amount else []
             sent = bool(chain)
             got = await self.ledger.reserve(
-                chain, amount, limits, rest, op, windows, child=f"~child/{child}" if child else None
+                chain, amount, limits, rest, op, windows, child=child_key(child) if child else None, most=most
             )
+        except TaskParentLoop:
+            exchange.decide(
+                self.name, "deny", rule=f"task {task_key(p.subject, exchange.task.task_id)}: parent loop"
+            )
+            raise
         except GatewayError:
             raise
         except BaseException as exc:
             # A reservation whose reply was lost (Redis failing, or the client gone mid-call) may have been
             # made: undo it once the ledger answers again. One that never left the process needs nothing.
             if sent and not isinstance(exc, NotSent):
-                self._later(_Pending(chain, {}, {}, op, undo=True))
+                self.retries.later(Pending(chain, {}, {}, op, undo=True))
             if not isinstance(exc, Exception):
                 raise
             if self.cfg.on_ledger_error == "fail_open":
@@ -284,6 +263,9 @@ class BudgetStage(Stage):
                 self.name, "deny", rule="ledger unavailable: fail_closed", detail=type(exc).__name__
             )
             raise BudgetUnavailable("The budget ledger is unavailable; the call was refused.") from None
+        if isinstance(got, Loop):
+            exchange.decide(self.name, "deny", rule=f"task {got.task}: parent loop")
+            raise _loop(exchange.task.task_id, exchange.task.parent_task_id)
         if isinstance(got, Throttled):
             name = got.window.key.split(":")[0]
             exchange.decide(self.name, "deny", rule=f"window {name} {got.window.limit}")
@@ -308,7 +290,10 @@ class BudgetStage(Stage):
         if not amount:  # only windows were counted
             exchange.decide(self.name, "allow", rule="windows")
             return
-        exchange.attrs["budget"] = _Held(chain, got.amount, rule, amount.get("tokens", 0))
+        held = _Held(chain, dict(got.amount), rule, amount.get("tokens", 0), op, prompt)
+        if rest is not None:  # no max_tokens: a stream that uses up the estimate is topped up from the task
+            held.step = self.output_estimate(exchange)
+        exchange.attrs["budget"] = held
         exchange.attrs["reply_headers"] = remaining_headers(got.remaining)
         exchange.decide(self.name, "allow", rule=f"task {chain[0]}", detail=_fmt(got.amount))
         if exchange.plane == "llm" and exchange.operation == "chat" and rule.task.tokens is not None:
@@ -316,7 +301,7 @@ class BudgetStage(Stage):
             exchange.attrs["stream_budget"] = max(0, math.floor(allowed))
         if child is not None:
             exchange.attrs["child_task"] = child
-            self._remember(f"~child/{child}", chain)
+            self._remember(child_key(child), chain)
 
     def _remember(self, key: str, ancestors: list[str]) -> None:
         """Cache a task's ancestors (immutable once the task exists). Bounded: the oldest entry goes first, and
@@ -327,16 +312,60 @@ class BudgetStage(Stage):
 
     async def on_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         allowed = exchange.attrs.get("stream_budget")
-        if allowed is not None and exchange.attrs.get("out_tokens_before", 0) >= allowed:
-            tail = exchange.attrs.get("cut_tail")
-            exchange.decide(
-                self.name,
-                "deny",
-                rule="stream cut: task budget exhausted",
-                detail=f"after {exchange.attrs.get('out_tokens_before', 0)} output tokens",
-            )
-            raise StopStream("budget_exhausted", tail() if callable(tail) else b"")
-        return chunk
+        used = exchange.attrs.get("out_tokens_before", 0)
+        if allowed is None or used < allowed:
+            return chunk
+        why = await self._top_up(exchange, used)
+        if why is None:
+            return chunk
+        tail = exchange.attrs.get("cut_tail")
+        exchange.decide(self.name, "deny", rule=f"stream cut: {why}", detail=f"after {used} output tokens")
+        raise StopStream("budget_exhausted", tail() if callable(tail) else b"")
+
+    async def _top_up(self, exchange: Exchange, used: int) -> str | None:
+        """A stream used up its reservation (`used` output tokens relayed): extend the reservation from what the
+        task and its ancestors have left (another step of output, or what is left if less; at least enough for
+        the next chunk; its USD priced at a step, like the estimate), in one atomic ledger call. None if the
+        stream may go on; else why it is cut. Calls with max_tokens are not topped up (the client asked for no
+        more)."""
+        held: _Held | None = exchange.attrs.get("budget")
+        if held is None or not held.step or exchange.principal is None:
+            return "max_tokens reached"  # the upstream went past the client's own limit
+        w = held.rule.weights.output or 1.0
+        have = held.reserved.get("tokens", 0) - held.prompt  # weighted output tokens reserved so far
+        least = max(1, math.ceil((used + 1) * w) - have)
+        most = max(least, math.ceil((used + held.step) * w) - have)
+        amount: Amount = {"tokens": least}
+        price = self.pricing.get(exchange.target)
+        if price is not None and "usd_micros" in held.reserved:
+            amount["usd_micros"] = math.ceil(max(held.step, least / w) * price.output_per_mtok)
+        windows = self.windows(exchange.principal, held.rule, least, requests=False)
+        try:
+            got = await self.ledger.extend(held.chain, amount, "tokens", most, held.op, windows)
+        except Exception as exc:
+            # The ledger is unreachable: no more output can be vouched for. A top-up whose reply was lost is given
+            # back by the settle (it releases what the reservation's record says it took).
+            if self.cfg.on_ledger_error == "fail_open":
+                exchange.attrs.pop("stream_budget", None)  # metered no more, charged the truth at the end
+                exchange.decide(
+                    self.name,
+                    "allow",
+                    rule="stream top-up: ledger unavailable: fail_open",
+                    detail=type(exc).__name__,
+                )
+                return None
+            return f"ledger unavailable ({type(exc).__name__})"
+        if isinstance(got, Rejection):
+            return f"task {got.task}: {got.metric} limit {got.limit}"
+        if isinstance(got, Throttled):
+            return f"window {got.window.key.split(':')[0]} {got.window.limit}"
+        if got is None:
+            return "reservation gone"
+        for metric, n in got.amount.items():
+            held.reserved[metric] = held.reserved.get(metric, 0) + n
+        held.counted += least if windows else 0
+        exchange.attrs["stream_budget"] = math.floor((held.reserved["tokens"] - held.prompt) / w)
+        return None
 
     async def on_finish(self, exchange: Exchange) -> None:
         held: _Held | None = exchange.attrs.get("budget")
@@ -354,9 +383,9 @@ class BudgetStage(Stage):
             and len(held.chain) == 1
         )
         op = f"{task.trace_id if task else ''}{exchange.span_id}"
-        job = _Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
+        job = Pending(held.chain, held.reserved, actual, op, False, corrections, forget)
         try:
-            await self._apply(job)
+            await self.retries.apply(job)
         except Exception as exc:
             # The ledger is unreachable (Redis restarting): keep the settlement and retry it until it lands, so no
             # reservation leaks and nothing is charged twice (a settle is applied exactly once, when it succeeds).
@@ -365,46 +394,21 @@ class BudgetStage(Stage):
                 held.chain[0],
                 type(exc).__name__,
             )
-            self._later(job)
-            return
+            exchange.decide(
+                self.name, "deferred", rule="settle retried: ledger unavailable", detail=type(exc).__name__
+            )
+            self.retries.later(job)
+        # On the record either way: a deferred settle is retried until it lands, and then charges exactly this
+        # (once: it is guarded by the reservation's op).
         exchange.attrs["budget_charged"] = actual
-
-    async def _apply(self, job: _Pending) -> None:
-        if job.undo:
-            await self.ledger.undo(job.chain, job.op)
-        elif job.actual:
-            await self.ledger.settle(job.chain, job.reserved, job.actual, job.op, job.windows, job.forget)
-        else:
-            await self.ledger.release(job.chain, job.reserved, job.op, job.windows, job.forget)
-
-    def _later(self, job: _Pending) -> None:
-        self.pending.append(job)
-        if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
-
-    async def _retry(self) -> None:
-        delay = 0.2
-        while self.pending:
-            await asyncio.sleep(delay)
-            while self.pending:
-                try:
-                    await self._apply(self.pending[0])
-                except Exception:
-                    delay = min(delay * 2, 5.0)
-                    break
-                self.pending.pop(0)
-                delay = 0.2
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """On shutdown: give pending settlements a last chance to land."""
-        if self.pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry(), timeout_s)
-        if self.pending:
-            log.error(
-                "%d budget settlements could not be written; their reservations stay until the tasks expire",
-                len(self.pending),
-            )
+        await self.retries.flush(timeout_s)
+
+    @property
+    def pending(self) -> deque[Pending]:
+        return self.retries.pending
 
     def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
         """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent
@@ -431,28 +435,36 @@ class BudgetStage(Stage):
         return {}
 
     @staticmethod
-    def windows(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
-        """The principal's rate windows this call counts in (its estimated tokens for the token windows)."""
-        w = rule.windows
+    def windows(p: Principal, rule: BudgetRule, tokens: int, requests: bool = True) -> list[Window]:
+        """The principal's rate windows this call counts in (its estimated tokens for the token windows; a
+        stream's top-up counts in the token windows only)."""
+        w, who = rule.windows, key_part(p.subject)
         out: list[Window] = []
-        if w.requests_per_minute:
-            out.append(Window(f"rpm:{p.subject}", 1, w.requests_per_minute, 60))
+        if w.requests_per_minute and requests:
+            out.append(Window(f"rpm:{who}", 1, w.requests_per_minute, 60))
         if w.tokens_per_minute and tokens:
-            out.append(Window(f"tpm:{p.subject}", tokens, w.tokens_per_minute, 60))
+            out.append(Window(f"tpm:{who}", tokens, w.tokens_per_minute, 60))
         if w.tokens_per_day and tokens:
-            out.append(Window(f"tpd:{p.subject}", tokens, w.tokens_per_day, 86400))
+            out.append(Window(f"tpd:{who}", tokens, w.tokens_per_day, 86400))
         return out
 
     @staticmethod
     def corrections(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
         """Token-window corrections once the real usage is known (`tokens`: actual minus what was counted)."""
-        w = rule.windows
+        w, who = rule.windows, key_part(p.subject)
         out: list[Window] = []
         if tokens and w.tokens_per_minute:
-            out.append(Window(f"tpm:{p.subject}", tokens, 0, 60))
+            out.append(Window(f"tpm:{who}", tokens, 0, 60))
         if tokens and w.tokens_per_day:
-            out.append(Window(f"tpd:{p.subject}", tokens, 0, 86400))
+            out.append(Window(f"tpd:{who}", tokens, 0, 86400))
         return out
+
+
+def _loop(task: str, parent: str | None) -> TaskParentLoop:
+    return TaskParentLoop(
+        f"Task {task!r} cannot have {parent!r} as its parent: {parent!r} is {task!r} itself or one of its "
+        "descendants, so the task would be its own ancestor."
+    )
 
 
 def _fmt(amount: Amount) -> str:

@@ -138,3 +138,68 @@ async def test_a_redis_restart_under_load_leaks_no_reservation_and_charges_nothi
     assert statuses[-10:] == [200] * 10
     assert reserved == 0  # no reservation leaked
     assert used == charged  # every call that succeeded is charged exactly once
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
+async def test_a_stream_whose_top_up_finds_redis_down_is_cut_or_goes_on_unmetered_and_settles_once_it_is_back(
+    tmp_path: Path, mode: str
+) -> None:
+    # The reservation covers one output token; the second chunk needs a top-up, and Redis is killed before it.
+    up = FakeOpenAI(chunks=6, chunk_gate=anyio.Event(), usage=None)
+    assert up.chunk_gate is not None
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = budgets(
+        {"tokens": 10**6}, ledger="redis", redis_url=url, on_ledger_error=mode, default_max_tokens=1
+    )
+    async with serve(up.app()) as u:
+        registry: dict[str, Any] = {
+            "llm": {
+                "providers": [{"name": "up", "kind": "openai", "base_url": f"{u}/v1"}],
+                "models": [{"name": "echo", "targets": [{"provider": "up", "model": "m"}]}],
+            }
+        }
+        app = create_app(load_settings(write_config(tmp_path, registry, cfg)))
+        with private_redis(data, port) as first:
+            await wait_for_redis(port)
+            async with inproc(app) as c:
+                answer: list[str] = []
+
+                async def stream() -> None:
+                    r = await c.post("/v1/chat/completions", json=chat(stream=True), headers=auth(task="s"))
+                    answer.append(r.text)
+
+                async def kill_then_open_the_gate() -> None:
+                    await up.started.wait()  # reserved: the call reached the upstream
+                    first.kill()
+                    first.wait(timeout=10)
+                    assert up.chunk_gate is not None
+                    up.chunk_gate.set()
+
+                with anyio.fail_after(30):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(kill_then_open_the_gate)
+                        tg.start_soon(stream)
+                assert app.budget is not None and app.budget.pending  # the settle waits for Redis
+                with private_redis(data, port):  # the same data (append-only file) comes back
+                    await wait_for_redis(port)
+                    with anyio.fail_after(20):
+                        while app.budget.pending:
+                            await anyio.lowlevel.checkpoint()
+                    used, reserved = await spent(app, "tester/s")
+    text = answer[0].replace(" ", "")
+    record = audit_records(tmp_path)[-1]
+    budget = [d for d in record["decisions"] if d["stage"] == "budget"]
+    if mode == "fail_closed":
+        assert '"finish_reason":"length"' in text and "w1" not in text  # cut before the unvouched chunk
+        assert record["stream_cut"] == "budget_exhausted"
+        assert any(
+            d["outcome"] == "deny" and d["rule"].startswith("stream cut: ledger unavailable") for d in budget
+        )
+    else:
+        assert '"finish_reason":"stop"' in text and "w5" in text  # the whole answer, unmetered
+        assert record["stream_cut"] is None
+        assert any(d["rule"] == "stream top-up: ledger unavailable: fail_open" for d in budget)
+    assert reserved == 0 and used == record["usage"]["total_tokens"]  # settled once Redis was back

@@ -85,3 +85,27 @@ async def test_each_call_costs_one_round_trip_to_reserve_and_one_to_settle(tmp_p
     assert named == {"evalsha": 2 * CALLS}
     assert anonymous == {"evalsha": 2 * CALLS}
     assert with_parent == {"evalsha": 2 * CALLS, "hgetall": 1}  # the parent's ancestors are read once
+
+
+async def test_a_long_stream_costs_one_round_trip_per_top_up_never_one_per_chunk(tmp_path: Path) -> None:
+    # 400 output tokens in 400 chunks, topped up 50 at a time: the reservation, 8 top-ups (the last for the
+    # finishing chunk), the settle.
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = budgets({"tokens": 10**6}, ledger="redis", redis_url=url, default_max_tokens=50)
+    app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
+    with private_redis(data, port):
+        await wait_for_redis(port)
+        async with inproc(app) as c, commands(url) as seen:
+            await calls(c, 1, task="warm")
+            assert app.ledger is not None
+            await app.ledger.state("warm")
+            await seen.since_last()
+            body = chat("go", model="talk", stream=True)
+            async with c.stream("POST", "/v1/chat/completions", json=body, headers=auth(task="story")) as r:
+                frames = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+            streamed = await seen.since_last()
+    assert len(frames) > 400 and frames[-1] == "data: [DONE]" and '"finish_reason":"stop"' in frames[-2]
+    assert streamed == {"evalsha": 1 + 8 + 1}
