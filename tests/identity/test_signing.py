@@ -64,7 +64,7 @@ def test_the_published_keys_are_public_halves_named_by_their_thumbprint() -> Non
 
 async def test_the_jwks_is_served_without_credentials(tmp_path: Path) -> None:
     app = create_app(load_settings(write_config(tmp_path, MOCK_REGISTRY, {"secret": SECRET})))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1") as client:
         r = await client.get(JWKS_PATH)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.content == app.identity.keys.jwks()
