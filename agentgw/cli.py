@@ -20,6 +20,7 @@ from agentgw.settings import Settings, keys_file_of, load_settings, worker_probl
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared
+    from agentgw.audit.config import AuditOnly
     from agentgw.audit.store import AuditStore
 
 CONFIG_ENV = "AGENTGW_CONFIG"
@@ -51,14 +52,6 @@ def _load_or_exit(config: str, host: str | None = None) -> Settings:
     if problems:
         _exit_with(ConfigError(problems))
     return settings
-
-
-def _settings_or_exit(config: str) -> Settings:
-    """The settings alone (no policy or registry-collision checks): enough to reach the audit store."""
-    try:
-        return load_settings(config)
-    except ConfigError as err:
-        _exit_with(err)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -359,7 +352,7 @@ def audit_verify(config: str, anchor: str | None) -> None:
     the count (exit 0)."""
     from agentgw.audit.chain import verify
 
-    settings = _settings_or_exit(config)
+    settings = _audit_or_exit(config)
 
     async def run(store: AuditStore) -> tuple[str, bool]:
         v = await verify(store.rows, await store.head(), settings.audit.hmac_key)
@@ -392,7 +385,7 @@ def audit_prune(older: str, config: str) -> None:
         cutoff = parse_since(older)
     except BadQuery as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = _settings_or_exit(config)
+    settings = _audit_or_exit(config)
 
     async def run(store: AuditStore) -> int:
         def checkpoint(seq: int, h: str, n: int, cut: float) -> Prepared:
@@ -407,13 +400,26 @@ def audit_prune(older: str, config: str) -> None:
 T = TypeVar("T")
 
 
-def _with_store(config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: Settings | None = None) -> T:
+def _audit_or_exit(config: str) -> AuditOnly:
+    """The `audit:` section alone: reading the store needs no provider or upstream secrets (exit 3 on problems
+    in that section)."""
+    from agentgw.audit.config import load_audit_settings
+
+    try:
+        return load_audit_settings(config)
+    except ConfigError as err:
+        _exit_with(err)
+
+
+def _with_store(
+    config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: AuditOnly | None = None
+) -> T:
     """Open the configured audit store, run `fn` on it, close it. Exit 2 when it cannot be opened."""
     import asyncio
 
     from agentgw.audit.store import open_store
 
-    s = settings or _settings_or_exit(config)
+    s = settings or _audit_or_exit(config)
 
     async def run() -> T:
         store = open_store(s.audit, s.resolve)
