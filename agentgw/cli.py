@@ -351,11 +351,22 @@ def audit_verify(config: str, anchor: str | None) -> None:
     """Walk the hash chain: report the first edited, deleted, reordered or inserted record (exit 1), or OK with
     the count (exit 0)."""
     from agentgw.audit.chain import verify
+    from agentgw.audit.checkpoints import SignedCheckpoint, open_checkpoint_sink
 
     settings = _audit_or_exit(config)
 
     async def run(store: AuditStore) -> tuple[str, bool]:
-        v = await verify(store.rows, await store.head(), settings.audit.hmac_key)
+        checkpoints: list[SignedCheckpoint] = []
+        sink = open_checkpoint_sink(settings.audit.checkpoints, settings.resolve)
+        if sink is not None:
+            try:
+                await sink.open()
+                checkpoints = await sink.read()
+            except Exception as exc:  # the checkpoints are part of the evidence: no verdict without them
+                return f"FAILED: the checkpoint store cannot be read: {exc}", False
+            finally:
+                await sink.aclose()
+        v = await verify(store.rows, await store.head(), settings.audit.hmac_key, checkpoints)
         if v.ok and anchor is not None:
             found = False
             async for row in store.rows():

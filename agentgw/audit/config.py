@@ -85,6 +85,14 @@ class Retention(Frozen):
     check_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class Checkpoints(Frozen):
+    """Signed checkpoints of the chain kept in a second store, so deleting the newest records is provable."""
+
+    sink: str | None = None  # a JSON-lines file (relative to agentgw.yaml) or a postgresql:// DSN; None: off
+    every_records: int = Field(default=1000, ge=1)
+    every_s: float = Field(default=60.0, gt=0)
+
+
 class Audit(Frozen):
     enabled: bool = True  # false only for benchmarks: nothing is recorded
     # process: records are built and stored by a writer process of their own (another core); inline: in the
@@ -103,6 +111,7 @@ class Audit(Frozen):
     redaction: Redaction = Field(default_factory=Redaction)
     payloads: list[PayloadCapture] = Field(default_factory=list)  # the first matching entry applies
     retention: Retention = Field(default_factory=Retention)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
 
 
 @dataclass(frozen=True)

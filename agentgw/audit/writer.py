@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agentgw.audit.chain import Prepared, hasher, prepare
+from agentgw.audit.checkpoints import Checkpointer, Sink, open_checkpoint_sink
 from agentgw.audit.config import Audit
 from agentgw.audit.record import RecordBuilder, checkpoint_record, dropped_record, identity, iso
 from agentgw.audit.redact import Redactor, is_secret_name
@@ -37,7 +38,12 @@ _BUILD_BATCH = 64
 
 class Writer:
     def __init__(
-        self, cfg: Audit, store: AuditStore, builder: RecordBuilder, jsonl: Path | None = None
+        self,
+        cfg: Audit,
+        store: AuditStore,
+        builder: RecordBuilder,
+        jsonl: Path | None = None,
+        checkpoints: Sink | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -68,6 +74,8 @@ class Writer:
         self._room = asyncio.Event()  # the flusher made room in _pending
         self._ready = asyncio.Event()  # the builder added to _pending (or a drop wants recording)
         self._retention: asyncio.Task[None] | None = None
+        self.checkpointer = Checkpointer(checkpoints, cfg.hmac_key, cfg.checkpoints) if checkpoints else None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.closed = False
         self.give_up_at: float | None = None  # set on shutdown: stop retrying a dead store after this
 
@@ -141,6 +149,9 @@ class Writer:
         self._flusher = asyncio.create_task(self._flush_loop(), name="audit-flusher")
         if self.cfg.retention.max_age_days is not None:
             self._retention = asyncio.create_task(self._retain(), name="audit-retention")
+        if self.checkpointer is not None:
+            await self.checkpointer.sink.open()
+            self._checkpoints = asyncio.create_task(self.checkpointer.run(), name="audit-checkpoints")
 
     async def flush(self) -> None:
         """Wait until everything queued so far is in the store."""
@@ -163,12 +174,15 @@ class Writer:
         if self._drop_window is not None:
             await self._store([])
         self.closed = True
-        for task in (self._task, self._flusher):
+        for task in (self._task, self._flusher, self._checkpoints):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._flusher = None
+        self._task = self._flusher = self._checkpoints = None
+        if self.checkpointer is not None:
+            await self.checkpointer.write()  # the last records stored are vouched for too
+            await self.checkpointer.sink.aclose()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -254,7 +268,7 @@ class Writer:
         delay = 0.1
         while True:
             try:
-                await self.store.append(prepared, self.link)
+                head = await self.store.append(prepared, self.link)
                 break
             except Exception as exc:
                 self.store_errors += 1
@@ -273,6 +287,8 @@ class Writer:
                 delay = min(delay * 2, 5.0)
         self.written += len(prepared)
         self._bump()
+        if self.checkpointer is not None and head is not None:
+            await self.checkpointer.advanced(head)
         if self._fh is not None or self.jsonl_stderr:
             try:
                 await asyncio.to_thread(self._append_lines, prepared)
@@ -377,4 +393,5 @@ def open_writer(settings: Settings) -> Writer | None:
     key = cfg.hmac_key.encode() if cfg.hmac_key else None
     builder = RecordBuilder(cfg, pricing, Redactor(cfg.redaction, known_secrets(settings), key))
     jsonl = settings.resolve(cfg.jsonl) if cfg.jsonl and cfg.jsonl != "-" else None
-    return Writer(cfg, open_store(cfg, settings.resolve), builder, jsonl)
+    sink = open_checkpoint_sink(cfg.checkpoints, settings.resolve)
+    return Writer(cfg, open_store(cfg, settings.resolve), builder, jsonl, sink)
