@@ -163,6 +163,12 @@ class PostgresStore:
         r = await self.pool.fetchrow(f"{self.select} WHERE record_id = $1", record_id)
         return _row(r) if r is not None else None
 
+    async def present(self, record_ids: list[str]) -> set[str]:
+        got = await self.pool.fetch(
+            f"SELECT record_id FROM {self.records} WHERE record_id = ANY($1::text[])", record_ids
+        )
+        return {str(r[0]) for r in got}
+
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         if principal is None:
             got = await self.pool.fetch(f"{self.select} WHERE task_id = $1 ORDER BY seq", task_id)

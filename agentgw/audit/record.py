@@ -179,10 +179,16 @@ def header(kind: str, ts: float) -> dict[str, Any]:
 
 
 def identity(ex: Exchange) -> dict[str, Any]:
-    """What is always known about an Exchange (also all a record has when the full one cannot be built)."""
+    """What is always known about an Exchange (also all a record has when the full one cannot be built). The
+    record id is the one the gateway chose when it handed the call to a writer process (`record_id` attr), so
+    it can later look up which records a dead worker had stored."""
     p, t = ex.principal, ex.task
+    head = header("call", ex.started)
+    rid = ex.attrs.get("record_id")
+    if rid:
+        head["record_id"] = rid
     return {
-        **header("call", ex.started),
+        **head,
         "task_id": t.task_id if t else None,
         "parent_task_id": t.parent_task_id if t else None,
         "principal": p.subject if p else None,

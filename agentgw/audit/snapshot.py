@@ -11,7 +11,8 @@ import orjson
 from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Decision, Exchange, Principal, Result, TaskContext, Usage
 
-_ATTRS = ("child_task", "endpoint", "budget_charged")  # the attributes a record reads (see record.py)
+# the attributes a record reads (see record.py)
+_ATTRS = ("child_task", "endpoint", "budget_charged", "record_id")
 
 
 def snapshot(ex: Exchange, ended: float) -> bytes:

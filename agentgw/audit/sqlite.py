@@ -202,6 +202,21 @@ class SQLiteStore:
         r = await self._run(lambda db: db.execute(sql, (ts - 0.01, ts + 0.01, record_id)).fetchone())
         return _row(r) if r else None
 
+    async def present(self, record_ids: list[str]) -> set[str]:
+        def lookup(db: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(record_ids), 500):
+                part = record_ids[i : i + 500]
+                times = [t for t in map(record_time, part) if t is not None]
+                if times:  # ids carry their time: the ts index finds them (record_id has no index)
+                    marks = ", ".join("?" * len(part))
+                    sql = f"SELECT record_id FROM records WHERE ts BETWEEN ? AND ? AND record_id IN ({marks})"
+                    args = [min(times) - 0.01, max(times) + 0.01, *part]
+                    found.update(r[0] for r in db.execute(sql, args))
+            return found
+
+        return await self._run(lookup)
+
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         sql, args = f"{SELECT} WHERE task_id = ?", [task_id]
         if principal is not None:

@@ -49,6 +49,9 @@ class AuditStore(Protocol):
 
     async def record(self, record_id: str) -> Row | None: ...
 
+    async def present(self, record_ids: list[str]) -> set[str]:
+        """Which of these record ids are in the store (what a writer that died had stored before it could say)."""
+
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         """Records of one task (of one principal, or of every principal with None), in seq order."""
 

@@ -55,7 +55,7 @@ class Writer:
         self.jsonl = jsonl
         self.jsonl_stderr = cfg.jsonl == "-"
         self._fh: BinaryIO | None = None
-        self.written = 0  # records appended to the store
+        self.written = 0  # records of calls appended to the store (not the `dropped` records noting drops)
         self.dropped = 0  # records dropped because the queue was full (on_full: drop)
         self.lost = 0  # records that could not be written before shutdown gave up (logged)
         self.build_errors = (
@@ -285,7 +285,7 @@ class Writer:
                 log.warning("audit store append failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.written += len(prepared)
+        self.written += len(prepared) - (drops is not None)  # submitted = written + dropped + lost + depth
         self._bump()
         if self.checkpointer is not None and head is not None:
             await self.checkpointer.advanced(head)
