@@ -54,7 +54,8 @@ def _load_or_exit(config: str, host: str | None = None) -> Settings:
     return settings
 
 
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, settings: Settings | None = None) -> None:
+    """Log lines to stderr; with `settings`, every secret value they configure is scrubbed from each line."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -65,6 +66,10 @@ def setup_logging(level: str, fmt: str) -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream MCP request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     root.setLevel(level.upper())
+    if settings is not None:
+        from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
+
+        scrub_logs(Scrubber(configured_secrets(settings)))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -98,7 +103,7 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     import uvicorn
 
     settings = _load_or_exit(config, host)
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(settings.logging.level, settings.logging.format, settings)
     n = workers or settings.server.workers
     problems = worker_problems(settings, n)
     if problems:
@@ -130,7 +135,7 @@ def app_from_env() -> object:
     from agentgw.app import create_app
 
     settings = load_settings(os.environ[CONFIG_ENV])
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(settings.logging.level, settings.logging.format, settings)
     return create_app(settings)
 
 
@@ -291,7 +296,8 @@ def trace_show(task: str, principal: str | None, config: str, as_json: bool) -> 
     if tree is None:
         click.echo(f"no audit record names task {task}", err=True)
         sys.exit(1)
-    click.echo(orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree))
+    out = orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree)
+    click.echo(_scrubbed(config, out))
 
 
 @trace.command("list")
@@ -330,9 +336,8 @@ def trace_list(
         return await task_list(store, flt)
 
     rows = _with_store(config, run)
-    click.echo(
-        orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
-    )
+    out = orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
+    click.echo(_scrubbed(config, out))
 
 
 @main.group()
@@ -420,6 +425,15 @@ def _audit_or_exit(config: str) -> AuditOnly:
         return load_audit_settings(config)
     except ConfigError as err:
         _exit_with(err)
+
+
+def _scrubbed(config: str, text: str) -> str:
+    """Trace output without the secret values this environment knows of (records written before a secret was
+    configured, or by a gateway that missed one, are shown clean too)."""
+    from agentgw.secrets import audit_scrubber
+
+    s = _audit_or_exit(config)
+    return audit_scrubber(s.path, s.audit.hmac_key).text(text)
 
 
 def _with_store(

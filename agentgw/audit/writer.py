@@ -22,11 +22,11 @@ from agentgw.audit.chain import Prepared, hasher, prepare
 from agentgw.audit.checkpoints import Checkpointer, Sink, open_checkpoint_sink
 from agentgw.audit.config import Audit
 from agentgw.audit.record import RecordBuilder, checkpoint_record, dropped_record, identity, iso
-from agentgw.audit.redact import Redactor, is_secret_name
+from agentgw.audit.redact import Redactor
 from agentgw.audit.store import AuditStore, open_store
 from agentgw.exchange import Exchange
-from agentgw.registry import Agent, MCPServer, Provider
-from agentgw.settings import Settings, secret_of
+from agentgw.secrets import Scrubber, configured_secrets
+from agentgw.settings import Settings
 
 log = logging.getLogger("agentgw.audit")
 
@@ -245,7 +245,7 @@ class Writer:
             if i and not i % _YIELD_EVERY:
                 await asyncio.sleep(0)
             try:
-                out.append(prepare(self.builder.build(ex, ended)))
+                out.append(self.builder.prepared(ex, ended))
             except Exception:
                 self.build_errors += 1
                 log.exception("audit record could not be built; writing a minimal one")
@@ -333,23 +333,6 @@ def minimal_record(ex: Exchange) -> dict[str, Any]:
     return {**identity(ex), "incomplete": "the full record could not be built"}
 
 
-def known_secrets(settings: Settings) -> list[str]:
-    """Values the gateway holds that must never appear in a record: provider keys, upstream headers, secret-named
-    environment values of supervised upstreams, the chain key and AGENTGW_SECRET."""
-    reg = settings.registry_data
-    out: list[str] = [p.api_key for p in reg.llm.providers if p.api_key]
-    entries: list[Provider | MCPServer | Agent] = [*reg.llm.providers, *reg.mcp.servers, *reg.a2a.agents]
-    for entry in entries:
-        out += list(entry.headers.values())
-        out += [v for k, v in entry.env.items() if is_secret_name(k) or "key" in k.lower()]
-    if settings.audit.hmac_key:
-        out.append(settings.audit.hmac_key)
-    secret = secret_of(settings)
-    if secret:
-        out.append(secret)
-    return out
-
-
 class RecordSink(Protocol):
     """Where the audit stage hands finished calls: the in-process Writer, or the gateway's side of the writer
     process (process.py). Both count what they did for /metrics and /readyz."""
@@ -391,7 +374,8 @@ def open_writer(settings: Settings) -> Writer | None:
         return None
     pricing = {f"llm:{m.name}": m.pricing for m in settings.registry_data.llm.models if m.pricing}
     key = cfg.hmac_key.encode() if cfg.hmac_key else None
-    builder = RecordBuilder(cfg, pricing, Redactor(cfg.redaction, known_secrets(settings), key))
+    secrets = configured_secrets(settings)
+    builder = RecordBuilder(cfg, pricing, Redactor(cfg.redaction, secrets, key), Scrubber(secrets))
     jsonl = settings.resolve(cfg.jsonl) if cfg.jsonl and cfg.jsonl != "-" else None
     sink = open_checkpoint_sink(cfg.checkpoints, settings.resolve)
     return Writer(cfg, open_store(cfg, settings.resolve), builder, jsonl, sink)
