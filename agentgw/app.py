@@ -35,6 +35,7 @@ from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
+from agentgw.secrets import Scrubber, configured_secrets
 from agentgw.settings import Policies, Settings, secret_of
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
@@ -107,6 +108,7 @@ class Gateway:
             self.mcp_url,
             self.ledger,
             self.audit.store if self.audit is not None else None,
+            Scrubber(configured_secrets(settings)),
         )
         self.identity = outbound_identity(settings, self.pool)
         self.llm = LLMPlane(settings, self.pipeline, self.pool, self.identity)

@@ -20,6 +20,7 @@ from agentgw.settings import Settings, keys_file_of, load_settings, worker_probl
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared
+    from agentgw.audit.config import AuditOnly
     from agentgw.audit.store import AuditStore
 
 CONFIG_ENV = "AGENTGW_CONFIG"
@@ -53,15 +54,8 @@ def _load_or_exit(config: str, host: str | None = None) -> Settings:
     return settings
 
 
-def _settings_or_exit(config: str) -> Settings:
-    """The settings alone (no policy or registry-collision checks): enough to reach the audit store."""
-    try:
-        return load_settings(config)
-    except ConfigError as err:
-        _exit_with(err)
-
-
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, settings: Settings | None = None) -> None:
+    """Log lines to stderr; with `settings`, every secret value they configure is scrubbed from each line."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -72,6 +66,10 @@ def setup_logging(level: str, fmt: str) -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream MCP request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     root.setLevel(level.upper())
+    if settings is not None:
+        from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
+
+        scrub_logs(Scrubber(configured_secrets(settings)))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -107,7 +105,7 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     from agentgw.server import configure
 
     settings = _load_or_exit(config, host)
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(settings.logging.level, settings.logging.format, settings)
     n = workers or settings.server.workers
     problems = worker_problems(settings, n)
     if problems:
@@ -139,7 +137,7 @@ def app_from_env() -> object:
     from agentgw.app import create_app
 
     settings = load_settings(os.environ[CONFIG_ENV])
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(settings.logging.level, settings.logging.format, settings)
     from agentgw.server import configure
 
     configure(settings.limits)  # this worker's connections (uvicorn made the protocol class before the app)
@@ -303,7 +301,8 @@ def trace_show(task: str, principal: str | None, config: str, as_json: bool) -> 
     if tree is None:
         click.echo(f"no audit record names task {task}", err=True)
         sys.exit(1)
-    click.echo(orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree))
+    out = orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree)
+    click.echo(_scrubbed(config, out))
 
 
 @trace.command("list")
@@ -342,9 +341,8 @@ def trace_list(
         return await task_list(store, flt)
 
     rows = _with_store(config, run)
-    click.echo(
-        orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
-    )
+    out = orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
+    click.echo(_scrubbed(config, out))
 
 
 @main.group()
@@ -363,11 +361,22 @@ def audit_verify(config: str, anchor: str | None) -> None:
     """Walk the hash chain: report the first edited, deleted, reordered or inserted record (exit 1), or OK with
     the count (exit 0)."""
     from agentgw.audit.chain import verify
+    from agentgw.audit.checkpoints import SignedCheckpoint, open_checkpoint_sink
 
-    settings = _settings_or_exit(config)
+    settings = _audit_or_exit(config)
 
     async def run(store: AuditStore) -> tuple[str, bool]:
-        v = await verify(store.rows, await store.head(), settings.audit.hmac_key)
+        checkpoints: list[SignedCheckpoint] = []
+        sink = open_checkpoint_sink(settings.audit.checkpoints, settings.resolve)
+        if sink is not None:
+            try:
+                await sink.open()
+                checkpoints = await sink.read()
+            except Exception as exc:  # the checkpoints are part of the evidence: no verdict without them
+                return f"FAILED: the checkpoint store cannot be read: {exc}", False
+            finally:
+                await sink.aclose()
+        v = await verify(store.rows, await store.head(), settings.audit.hmac_key, checkpoints)
         if v.ok and anchor is not None:
             found = False
             async for row in store.rows():
@@ -397,7 +406,7 @@ def audit_prune(older: str, config: str) -> None:
         cutoff = parse_since(older)
     except BadQuery as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = _settings_or_exit(config)
+    settings = _audit_or_exit(config)
 
     async def run(store: AuditStore) -> int:
         def checkpoint(seq: int, h: str, n: int, cut: float) -> Prepared:
@@ -412,13 +421,35 @@ def audit_prune(older: str, config: str) -> None:
 T = TypeVar("T")
 
 
-def _with_store(config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: Settings | None = None) -> T:
+def _audit_or_exit(config: str) -> AuditOnly:
+    """The `audit:` section alone: reading the store needs no provider or upstream secrets (exit 3 on problems
+    in that section)."""
+    from agentgw.audit.config import load_audit_settings
+
+    try:
+        return load_audit_settings(config)
+    except ConfigError as err:
+        _exit_with(err)
+
+
+def _scrubbed(config: str, text: str) -> str:
+    """Trace output without the secret values this environment knows of (records written before a secret was
+    configured, or by a gateway that missed one, are shown clean too)."""
+    from agentgw.secrets import audit_scrubber
+
+    s = _audit_or_exit(config)
+    return audit_scrubber(s.path, s.audit.hmac_key).text(text)
+
+
+def _with_store(
+    config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: AuditOnly | None = None
+) -> T:
     """Open the configured audit store, run `fn` on it, close it. Exit 2 when it cannot be opened."""
     import asyncio
 
     from agentgw.audit.store import open_store
 
-    s = settings or _settings_or_exit(config)
+    s = settings or _audit_or_exit(config)
 
     async def run() -> T:
         store = open_store(s.audit, s.resolve)

@@ -38,7 +38,17 @@ class Supervised(Frozen):
 
     command: list[str] | None = Field(default=None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
+    # names in `env` whose values are secrets (kept out of audit records, trace output and logs); env names that
+    # look like credentials (…KEY, …TOKEN, …SECRET, …PASSWORD) are treated as secrets without being listed
+    secret_env: list[str] = Field(default_factory=list)
     cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _secret_env_in_env(self) -> Supervised:
+        unknown = [n for n in self.secret_env if n not in self.env]
+        if unknown:
+            raise ValueError(f"secret_env names {', '.join(unknown)}, which env does not set")
+        return self
 
 
 class MockFailure(Frozen):

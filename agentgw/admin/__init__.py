@@ -17,6 +17,7 @@ from agentgw.errors import Forbidden, GatewayError, NotFound
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTSettings
 from agentgw.policy import PolicyStore
+from agentgw.secrets import Scrubber
 from agentgw.stages.authn import Authenticator
 from agentgw.stages.budget import BudgetStage
 
@@ -41,6 +42,7 @@ class Admin:
         mcp_url: Callable[[], str],
         ledger: Ledger | None = None,
         audit: AuditStore | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.auth = auth
         self.policy = policy
@@ -48,7 +50,7 @@ class Admin:
         self.jwt = jwt
         self.mcp_url = mcp_url
         self.ledger = ledger
-        self.trace = TraceAPI(audit)
+        self.trace = TraceAPI(audit, scrubber)
 
     async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
         """Limits, spent, reserved, ancestors and children of one task's budget."""

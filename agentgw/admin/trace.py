@@ -13,6 +13,7 @@ from agentgw.audit.store import AuditStore
 from agentgw.audit.tree import Ambiguous, BadQuery, record_of, task_filter, task_list, task_tree
 from agentgw.errors import GatewayError, NotFound
 from agentgw.http import Scope, Send, send_bytes
+from agentgw.secrets import Scrubber
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -28,8 +29,9 @@ def _bad(message: str) -> GatewayError:
 
 
 class TraceAPI:
-    def __init__(self, store: AuditStore | None) -> None:
+    def __init__(self, store: AuditStore | None, scrubber: Scrubber | None = None) -> None:
         self.store = store
+        self.scrubber = scrubber or Scrubber(())  # records written before a secret was configured stay clean
 
     def _store(self) -> AuditStore:
         if self.store is None:
@@ -49,7 +51,7 @@ class TraceAPI:
             body = await self.record(path[len("/admin/records/") :])
         else:
             return False
-        await send_bytes(send, 200, orjson.dumps(body))
+        await send_bytes(send, 200, self.scrubber.data(orjson.dumps(body)))
         return True
 
     async def tasks(self, q: dict[str, str]) -> dict[str, Any]:

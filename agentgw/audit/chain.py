@@ -3,19 +3,24 @@
 Each record is stored as JSON bytes; its hash covers the previous record's hash and those bytes
 (SHA-256, or HMAC-SHA-256 with `audit.hmac_key`). `verify` walks the chain in order and names the first record
 that was edited, deleted, reordered or inserted, checks the indexed columns against the hashed bytes, and the
-chain head against the last record (a truncated tail). Pruning leaves a checkpoint record in the chain that
-accounts for the records it removed, so a pruned chain still verifies.
+chain head against the last record (a truncated tail). The head carries (seq, count, last hash) and a MAC over
+them under the same key, so with `hmac_key` a head rewritten to hide deleted records is found; signed checkpoints
+kept in a second store (checkpoints.py) catch a rollback of records and head together. Pruning leaves a checkpoint
+record in the chain that accounts for the records it removed, so a pruned chain still verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
+
+if TYPE_CHECKING:
+    from agentgw.audit.checkpoints import SignedCheckpoint
 
 GENESIS = "0" * 64
 INDEX = (
@@ -96,6 +101,25 @@ def hasher(key: str | None) -> Callable[[str, bytes], str]:
     return plain
 
 
+class Head(NamedTuple):
+    """The chain head row: the last record's seq and hash, how many records the chain holds, and a MAC over the
+    three (None on a head written before heads carried one)."""
+
+    seq: int
+    hash: str
+    records: int | None = None
+    mac: str | None = None
+
+
+def head_mac(link: Callable[[str, bytes], str], seq: int, count: int, last_hash: str) -> str:
+    """The head's MAC: the chain's own link function over a label no record hash can take (hashes are hex)."""
+    return link(f"head {seq} {count}", last_hash.encode())
+
+
+def signed_head(link: Callable[[str, bytes], str], seq: int, count: int, last_hash: str) -> Head:
+    return Head(seq, last_hash, count, head_mac(link, seq, count, last_hash))
+
+
 # -- verification -------------------------------------------------------------------------------------------------
 
 
@@ -106,17 +130,21 @@ class Verdict:
     first_seq: int | None = None
     last_seq: int | None = None
     head: str | None = None
-    problem: str | None = None  # edited | deleted | reordered | inserted | truncated
+    problem: str | None = None  # edited | deleted | reordered | inserted | truncated | head | checkpoint
     seq: int | None = None  # the first record found wrong
     record_id: str | None = None
     detail: str = ""
+    checkpoint: int | None = None  # the latest signed checkpoint confirmed (its seq)
 
     def line(self) -> str:
         if self.ok:
             if not self.count:
                 return "OK: the audit chain is empty"
-            return (
+            line = (
                 f"OK: {self.count} records verified (seq {self.first_seq}–{self.last_seq}), head {self.head}"
+            )
+            return line + (
+                f"; signed checkpoint at seq {self.checkpoint} confirmed" if self.checkpoint else ""
             )
         where = f"record seq {self.seq}" + (f" (id {self.record_id})" if self.record_id else "")
         return f"FAILED: {where}: {self.problem}: {self.detail}"
@@ -136,20 +164,31 @@ def _columns_match(row: Row, record: dict[str, Any]) -> bool:
 Rows = Callable[[], AsyncIterable[Row]]
 
 
-async def verify(rows: Rows, head: tuple[int, str] | None, key: str | None = None) -> Verdict:
-    """Walk the chain (`rows()` yields it in seq order; it is called again to explain a break)."""
+async def verify(
+    rows: Rows,
+    head: Head | None,
+    key: str | None = None,
+    checkpoints: Sequence[SignedCheckpoint] = (),
+) -> Verdict:
+    """Walk the chain (`rows()` yields it in seq order; it is called again to explain a break), then check the
+    head (present when records are, its MAC, its count) and the signed checkpoints of a second store (each must
+    match the record at its seq; the latest must not lie beyond the chain's end)."""
     link = hasher(key)
     v = Verdict(ok=True)
     prev: Row | None = None
     first: Row | None = None
     anchors: dict[int, str] = {}  # checkpoint records: pruned through seq → the hash there
     broken: tuple[int, Row] | None = None  # (position, row) where the links first disagree
+    vouched = {c.seq: c for c in checkpoints}
+    seen: dict[int, Row] = {}  # the rows at the seqs the checkpoints vouch for
     pos = -1
     async for row in rows():
         pos += 1
         v.count += 1
         if first is None:
             first = row
+        if row.seq in vouched:
+            seen[row.seq] = row
         if broken is None:
             if link(row.prev_hash, row.data) != row.hash:
                 return _fail(v, row, "edited", "its content does not match its hash")
@@ -169,22 +208,89 @@ async def verify(rows: Rows, head: tuple[int, str] | None, key: str | None = Non
         return _fail(v, first, "deleted", detail)
     if broken is not None:
         return await _explain(v, rows, broken[0], set(anchors.values()))
+    bad = _checkpoint_problem(v, checkpoints, seen, anchors, first, prev, key)
+    if bad is not None:
+        return bad
     if prev is None:
         if head is not None:
             return Verdict(
                 False, problem="truncated", seq=head[0], detail="the chain head names a record that is gone"
             )
         return v
-    if head is not None and head[0] < prev.seq:
+    if head is None:
+        detail = "records are stored but the chain head is missing: it was deleted (with the newest records?)"
+        return _fail(v, prev, "head", detail)
+    if head.mac is None or head.records is None:
+        if key:  # a keyed chain's head always carries its MAC
+            return _fail(
+                v, prev, "head", "the chain head carries no MAC: it was rewritten outside the gateway"
+            )
+    elif head.mac != head_mac(link, head.seq, head.records, head.hash):
+        detail = "the chain head does not match its " + (
+            "MAC: it was rewritten without the key" if key else "checksum: it was rewritten"
+        )
+        return _fail(v, prev, "head", detail)
+    if head[0] < prev.seq:
         detail = f"it comes after the chain head (seq {head[0]}): it was added outside the gateway"
         return _fail(v, await _row_at_seq(rows, head[0] + 1), "inserted", detail)
-    if head is not None and (head[0] != prev.seq or head[1] != prev.hash):
+    if head[0] != prev.seq or head[1] != prev.hash:
         detail = (
             f"the chain head is seq {head[0]} but the last record is seq {prev.seq}: records were deleted"
         )
         return _fail(v, prev, "truncated", detail)
+    if head.records is not None and head.records != v.count:
+        detail = f"the chain head counts {head.records} records but {v.count} are stored"
+        return _fail(v, prev, "truncated" if head.records > v.count else "inserted", detail)
     v.first_seq, v.last_seq, v.head = first.seq if first else None, prev.seq, prev.hash
+    v.checkpoint = max(vouched) if vouched else None
     return v
+
+
+def _checkpoint_problem(
+    v: Verdict,
+    checkpoints: Sequence[SignedCheckpoint],
+    seen: dict[int, Row],
+    anchors: dict[int, str],
+    first: Row | None,
+    last: Row | None,
+    key: str | None,
+) -> Verdict | None:
+    """The chain against the checkpoints kept elsewhere: each one authentic, each matching the record at its
+    seq (or the pruning checkpoint that removed it), none beyond the chain's last record."""
+    from agentgw.audit.checkpoints import authentic
+
+    ordered = sorted(checkpoints, key=lambda c: c.seq)
+    for cp in ordered:
+        if not authentic(cp, key):
+            v.ok, v.problem, v.seq = False, "checkpoint", cp.seq
+            v.detail = "a checkpoint in the checkpoint store is not signed with this chain's key (forged)"
+            return v
+    if ordered and (last is None or ordered[-1].seq > last.seq):
+        cp = ordered[-1]  # the newest: the strongest evidence of how far the chain reached
+        v.ok, v.problem, v.seq = False, "truncated", cp.seq
+        end = f"ends at seq {last.seq}" if last is not None else "is empty"
+        v.detail = (
+            f"a signed checkpoint vouches for seq {cp.seq} (hash {cp.hash[:16]}…) but the chain {end}: "
+            "the newest records were deleted"
+        )
+        return v
+    for cp in ordered:
+        row = seen.get(cp.seq)
+        if row is None:
+            if (
+                first is not None
+                and cp.seq < first.seq
+                and (cp.seq not in anchors or anchors[cp.seq] == cp.hash)
+            ):
+                continue  # pruned by retention (the pruning checkpoint record accounts for it)
+            v.ok, v.problem, v.seq = False, "deleted", cp.seq
+            v.detail = "a signed checkpoint vouches for this record and it is gone"
+            return v
+        if row.hash != cp.hash:
+            return _fail(
+                v, row, "edited", "its hash differs from the signed checkpoint: the chain was rewritten"
+            )
+    return None
 
 
 def _fail(v: Verdict, row: Row, problem: str, detail: str) -> Verdict:

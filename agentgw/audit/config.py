@@ -3,10 +3,22 @@ when full, redaction, full-payload capture per target, retention."""
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agentgw.configfile import (
+    ConfigError,
+    Problem,
+    add_problems,
+    interpolated,
+    read_yaml,
+    validation_problems,
+)
 
 _IDENT = r"^[a-z_][a-z0-9_]{0,40}$"  # SQL identifiers are interpolated into statements: keep them plain
 
@@ -73,6 +85,14 @@ class Retention(Frozen):
     check_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class Checkpoints(Frozen):
+    """Signed checkpoints of the chain kept in a second store, so deleting the newest records is provable."""
+
+    sink: str | None = None  # a JSON-lines file (relative to agentgw.yaml) or a postgresql:// DSN; None: off
+    every_records: int = Field(default=1000, ge=1)
+    every_s: float = Field(default=60.0, gt=0)
+
+
 class Audit(Frozen):
     enabled: bool = True  # false only for benchmarks: nothing is recorded
     # process: records are built and stored by a writer process of their own (another core); inline: in the
@@ -91,3 +111,39 @@ class Audit(Frozen):
     redaction: Redaction = Field(default_factory=Redaction)
     payloads: list[PayloadCapture] = Field(default_factory=list)  # the first matching entry applies
     retention: Retention = Field(default_factory=Retention)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+
+
+@dataclass(frozen=True)
+class AuditOnly:
+    """The `audit:` section of agentgw.yaml and where relative paths start: all that reading the store needs."""
+
+    audit: Audit
+    path: Path
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.path.parent / p
+
+
+def load_audit_settings(path: str | os.PathLike[str]) -> AuditOnly:
+    """Only the `audit:` section (its `${VAR}`s interpolated, nothing else): an auditor running `agentgw audit
+    verify` or `agentgw trace` needs the store's settings, not the providers' keys or the upstreams' tokens.
+    Raises ConfigError for problems in that section (an unset variable it names, an invalid value)."""
+    cfg_path = Path(path).resolve()
+    file = str(cfg_path)
+    problems: list[Problem] = []
+    raw = read_yaml(cfg_path, problems)
+    if raw is not None and not isinstance(raw, dict):
+        problems.append(Problem(file, "", "expected a mapping at the top level"))
+    section = raw.get("audit") if isinstance(raw, dict) else None
+    audit = Audit()
+    if section is not None and not problems:
+        section, unset = interpolated(section, file, problems, ("audit",))
+        try:
+            audit = Audit.model_validate(section)
+        except ValidationError as err:
+            add_problems(problems, validation_problems(file, err, ("audit",)), unset)
+    if problems:
+        raise ConfigError(problems)
+    return AuditOnly(audit, cfg_path)

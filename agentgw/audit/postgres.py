@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from agentgw.audit.chain import GENESIS, INDEX, Prepared, Row
+from agentgw.audit.chain import GENESIS, INDEX, Head, Prepared, Row
 from agentgw.audit.config import PostgresStore as PostgresConfig
 from agentgw.audit.store import (
     PAGE,
@@ -84,6 +84,8 @@ class PostgresStore:
             CREATE TABLE IF NOT EXISTS {h} (
                 id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL
             );
+            ALTER TABLE {h} ADD COLUMN IF NOT EXISTS count BIGINT;  -- NULL: a head from before heads were signed
+            ALTER TABLE {h} ADD COLUMN IF NOT EXISTS mac TEXT;  -- over (seq, count, hash) under the chain's key
             INSERT INTO {h} (id, seq, hash) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING;
         """
         try:
@@ -98,28 +100,43 @@ class PostgresStore:
 
     # -- writing ------------------------------------------------------------------------------------------------
 
-    async def _locked_head(self, conn: Any) -> tuple[int, str] | None:
-        r = await conn.fetchrow(f"SELECT seq, hash FROM {self.head_table} WHERE id = 1 FOR UPDATE")
-        return (int(r[0]), str(r[1])) if r is not None and r[0] else None
+    async def _locked_head(self, conn: Any) -> tuple[Head | None, int]:
+        """The head, locked for this transaction (None: an empty chain), and the records the chain holds."""
+        r = await conn.fetchrow(
+            f"SELECT seq, hash, count, mac FROM {self.head_table} WHERE id = 1 FOR UPDATE"
+        )
+        head = Head(int(r[0]), str(r[1]), r[2], r[3]) if r is not None and r[0] else None
+        if head is None:
+            return None, 0
+        if head.records is not None:
+            return head, int(head.records)
+        return head, int(await conn.fetchval(f"SELECT count(*) FROM {self.records}"))  # a legacy head
 
-    async def _append(self, conn: Any, batch: list[Prepared], link: Link) -> None:
-        rows = link_batch(await self._locked_head(conn), batch, link)
+    async def _append(
+        self, conn: Any, batch: list[Prepared], link: Link, locked: tuple[Head | None, int]
+    ) -> Head:
+        rows, new = link_batch(locked[0], batch, link, locked[1])
         await conn.copy_records_to_table(
             self.records_name, records=rows, columns=COLUMNS, schema_name=self.schema
         )
         await conn.execute(
-            f"UPDATE {self.head_table} SET seq = $1, hash = $2 WHERE id = 1", rows[-1][0], rows[-1][-1]
+            f"UPDATE {self.head_table} SET seq = $1, hash = $2, count = $3, mac = $4 WHERE id = 1",
+            new.seq,
+            new.hash,
+            new.records,
+            new.mac,
         )
+        return new
 
-    async def append(self, batch: list[Prepared], link: Link) -> None:
+    async def append(self, batch: list[Prepared], link: Link) -> Head | None:
         if not batch:
-            return
+            return None
         async with self.pool.acquire() as conn, conn.transaction():
-            await self._append(conn, batch, link)
+            return await self._append(conn, batch, link, await self._locked_head(conn))
 
     async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            head = await self._locked_head(conn)  # the chain lock: no append runs while we prune
+            head, count = await self._locked_head(conn)  # the chain lock: no append runs while we prune
             if head is None:
                 return 0
             newer = await conn.fetchval(f"SELECT min(seq) FROM {self.records} WHERE ts >= $1", cutoff)
@@ -129,7 +146,7 @@ class PostgresStore:
                 return 0
             status = await conn.execute(f"DELETE FROM {self.records} WHERE seq <= $1", last)
             n = int(status.split()[-1])
-            await self._append(conn, [checkpoint(int(last), str(h), n, cutoff)], link)
+            await self._append(conn, [checkpoint(int(last), str(h), n, cutoff)], link, (head, count - n))
             return n
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -138,13 +155,19 @@ class PostgresStore:
         sql = f"{self.select} WHERE seq > $1 ORDER BY seq LIMIT $2"
         return paged(lambda after: self.pool.fetch(sql, after, PAGE), _row)
 
-    async def head(self) -> tuple[int, str] | None:
-        r = await self.pool.fetchrow(f"SELECT seq, hash FROM {self.head_table} WHERE id = 1")
-        return (int(r[0]), str(r[1])) if r is not None and r[0] else None
+    async def head(self) -> Head | None:
+        r = await self.pool.fetchrow(f"SELECT seq, hash, count, mac FROM {self.head_table} WHERE id = 1")
+        return Head(int(r[0]), str(r[1]), r[2], r[3]) if r is not None and r[0] else None
 
     async def record(self, record_id: str) -> Row | None:
         r = await self.pool.fetchrow(f"{self.select} WHERE record_id = $1", record_id)
         return _row(r) if r is not None else None
+
+    async def present(self, record_ids: list[str]) -> set[str]:
+        got = await self.pool.fetch(
+            f"SELECT record_id FROM {self.records} WHERE record_id = ANY($1::text[])", record_ids
+        )
+        return {str(r[0]) for r in got}
 
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         if principal is None:

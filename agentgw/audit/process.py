@@ -9,13 +9,14 @@ import contextlib
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from agentgw.audit.config import Audit
-from agentgw.audit.record import RecordBuilder
+from agentgw.audit.record import RecordBuilder, record_id
 from agentgw.audit.snapshot import safe_snapshot
 from agentgw.audit.store import AuditStore
 from agentgw.exchange import Exchange
@@ -37,8 +38,14 @@ class ProcessWriter:
         self.store = store
         self.builder = builder  # its capture rules decide which streams keep their frames (stages/audit.py)
         self.block = cfg.on_full == "block"
-        self.submitted = 0  # handed to the worker (queued here or in its pipe)
+        self.submitted = 0  # accepted for the worker (buffered here, in its pipe, or in the worker)
         self.blocked = 0
+        # The record ids written to the running worker's stdin whose fate it has not reported yet (oldest first):
+        # when it dies, the store says which of them it had stored; the rest are lost. Exact, whatever moment
+        # the kill lands at (between a commit and its report too).
+        self._sent: deque[str] = deque()
+        self._handed = 0  # written to the running worker's stdin
+        self._late = 0  # stored by workers that died before reporting them
         self._dropped_here = 0  # dropped here, queue full
         self._before = (0, 0, 0)  # written, dropped, lost of workers that ended (a new one reports from zero)
         self._now = (0, 0, 0)  # the running worker's last report
@@ -48,6 +55,7 @@ class ProcessWriter:
         self.store_errors = 0  # failed append attempts the worker made (each retried)
         self._drops: tuple[int, float, float] | None = None  # drops not yet told to the worker
         self._buf: list[bytes] = []
+        self._ids: list[str] = []  # the record ids of _buf
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -57,7 +65,7 @@ class ProcessWriter:
 
     @property
     def written(self) -> int:
-        return self._before[0] + self._now[0]
+        return self._before[0] + self._now[0] + self._late
 
     @property
     def dropped(self) -> int:
@@ -89,7 +97,10 @@ class ProcessWriter:
                 await self.until(lambda: self.depth < self.cfg.queue_size)
             finally:
                 self.blocked -= 1
+        rid = record_id(ex.started)
+        ex.attrs["record_id"] = rid  # chosen here, so the gateway can look the record up if the worker dies
         self._buf.append(safe_snapshot(ex, ended) + b"\n")
+        self._ids.append(rid)
         self.submitted += 1
         if not self._wake.is_set():
             self._wake.set()
@@ -139,6 +150,11 @@ class ProcessWriter:
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return
         data, self._buf = b"".join(self._buf), []
+        self._sent.extend(
+            self._ids
+        )  # handed over from here on, even if the write fails (the worker is dying)
+        self._handed += len(self._ids)
+        self._ids = []
         if self._drops is not None:
             count, first, last = self._drops
             self._drops = None
@@ -160,20 +176,39 @@ class ProcessWriter:
                 self.store_errors = int(report.get("store_errors", 0))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
+            for _ in range(len(self._sent) - self._unsettled()):  # settled in order: forget the oldest
+                self._sent.popleft()
             self._changed.set()
         code = await proc.wait()
+        held = self._unsettled()
+        ids = list(self._sent)[len(self._sent) - held :] if held > 0 else []
         (w0, d0, l0), (w1, d1, l1) = self._before, self._now
         self._before = (w0 + w1, d0 + d1, l0 + l1)
-        self._now = (0, 0, 0)
-        held = self.depth
-        if held:  # what the worker had not stored when it ended
-            self._held_lost += held
-            log.error("audit writer process exited (%s) holding %d unwritten records", code, held)
+        self._now, self._sent, self._handed = (0, 0, 0), deque(), 0
+        if held:  # handed over, not reported: the store knows which of them the worker stored before it died
+            stored = await self._stored(ids)
+            self._late += stored
+            self._held_lost += held - stored
+            if held - stored:
+                log.error(
+                    "audit writer process exited (%s) holding %d unwritten records", code, held - stored
+                )
         self._changed.set()
         if not self.closing:
             log.error("audit writer process exited (%s); starting it again", code)
             await self._spawn()
             self._wake.set()
+
+    def _unsettled(self) -> int:
+        """Records the running worker was handed and has not reported stored, dropped or lost."""
+        return self._handed - sum(self._now)
+
+    async def _stored(self, ids: list[str]) -> int:
+        try:
+            return len(await self.store.present(ids))
+        except Exception as exc:  # the store is down: none of them can be shown to be there
+            log.error("audit store unavailable to count what a dead writer stored (%s)", exc)
+            return 0
 
     async def flush(self) -> None:
         """Wait until everything handed over so far is in the store."""

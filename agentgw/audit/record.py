@@ -10,11 +10,13 @@ from typing import Any
 
 import orjson
 
+from agentgw.audit.chain import Prepared, prepare
 from agentgw.audit.config import Audit, PayloadCapture
 from agentgw.audit.redact import Limits, Redactor
 from agentgw.audit.summary import Summarizer, parse_json
 from agentgw.exchange import Decision, Exchange, new_id
 from agentgw.registry import Pricing
+from agentgw.secrets import Scrubber
 
 VERSION = 1
 
@@ -30,9 +32,12 @@ def iso(ts: float) -> str:
 
 
 class RecordBuilder:
-    def __init__(self, cfg: Audit, pricing: dict[str, Pricing], redactor: Redactor) -> None:
+    def __init__(
+        self, cfg: Audit, pricing: dict[str, Pricing], redactor: Redactor, scrubber: Scrubber | None = None
+    ) -> None:
         self.pricing = pricing
         self.redactor = redactor
+        self.scrubber = scrubber or Scrubber(())
         self.summaries = Summarizer(redactor, cfg.summaries.max_chars, cfg.summaries.max_items)
         self.captures = cfg.payloads
         self._capture: dict[str, PayloadCapture | None] = {}
@@ -44,6 +49,14 @@ class RecordBuilder:
                 self._capture.clear()
             self._capture[target] = next((c for c in self.captures if fnmatchcase(target, c.match)), None)
         return self._capture[target]
+
+    def prepared(self, ex: Exchange, ended: float) -> Prepared:
+        """The record's bytes as stored: built, then any configured secret value still in any field (an upstream's
+        error text, a client-chosen id, …) cut out, so none reaches the store whatever field carried it."""
+        p = prepare(self.build(ex, ended))
+        if self.scrubber.finds(p.data):
+            p = prepare(orjson.loads(self.scrubber.data(p.data)))
+        return p
 
     def build(self, ex: Exchange, ended: float) -> dict[str, Any]:
         """`ended`: perf_counter when the Exchange finished."""
@@ -185,10 +198,16 @@ def header(kind: str, ts: float) -> dict[str, Any]:
 
 
 def identity(ex: Exchange) -> dict[str, Any]:
-    """What is always known about an Exchange (also all a record has when the full one cannot be built)."""
+    """What is always known about an Exchange (also all a record has when the full one cannot be built). The
+    record id is the one the gateway chose when it handed the call to a writer process (`record_id` attr), so
+    it can later look up which records a dead worker had stored."""
     p, t = ex.principal, ex.task
+    head = header("call", ex.started)
+    rid = ex.attrs.get("record_id")
+    if rid:
+        head["record_id"] = rid
     return {
-        **header("call", ex.started),
+        **head,
         "task_id": t.task_id if t else None,
         "parent_task_id": t.parent_task_id if t else None,
         "principal": p.subject if p else None,

@@ -13,7 +13,7 @@ from agentgw.errors import GatewayError
 from agentgw.exchange import Attempt, Decision, Exchange, Principal, Result, TaskContext, Usage
 
 # the attributes a record reads (see record.py)
-_ATTRS = ("child_task", "endpoint", "budget_charged", "incomplete", "refused")
+_ATTRS = ("child_task", "endpoint", "budget_charged", "incomplete", "refused", "record_id")
 
 
 def snapshot(ex: Exchange, ended: float) -> bytes:

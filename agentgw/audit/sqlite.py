@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentgw.audit.chain import INDEX, Prepared, Row
+from agentgw.audit.chain import INDEX, Head, Prepared, Row
 from agentgw.audit.store import (
     PAGE,
     Checkpoint,
@@ -53,7 +53,9 @@ CREATE INDEX IF NOT EXISTS records_span ON records (parent_span_id) WHERE parent
 CREATE TABLE IF NOT EXISTS chain_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    count INTEGER,  -- records in the chain (NULL on a head written before heads were signed)
+    mac TEXT  -- over (seq, count, hash) under the chain's key
 );
 """
 COLS = ", ".join(("seq", *INDEX, "data", "prev_hash", "hash"))
@@ -103,6 +105,10 @@ class SQLiteStore:
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process crash without fsync
             db.execute("PRAGMA cache_size=-16384")  # 16 MiB: the indexes' hot pages stay in memory
             db.executescript(SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(chain_head)")}
+            for col, kind in (("count", "INTEGER"), ("mac", "TEXT")):  # a store created by an older version
+                if col not in have:
+                    db.execute(f"ALTER TABLE chain_head ADD COLUMN {col} {kind}")
             self._db = db
         return self._db
 
@@ -119,24 +125,32 @@ class SQLiteStore:
     # -- writing ------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _head(db: sqlite3.Connection) -> tuple[int, str] | None:
-        r = db.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
-        return (int(r[0]), str(r[1])) if r else None
+    def _head(db: sqlite3.Connection) -> Head | None:
+        r = db.execute("SELECT seq, hash, count, mac FROM chain_head WHERE id = 1").fetchone()
+        return Head(int(r[0]), str(r[1]), r[2], r[3]) if r else None
 
     @staticmethod
-    def _append(db: sqlite3.Connection, batch: list[Prepared], link: Link) -> None:
-        """Inside a write transaction."""
-        rows = link_batch(SQLiteStore._head(db), batch, link)
+    def _count(db: sqlite3.Connection, head: Head | None) -> int:
+        """Records in the chain: from the head, or counted (a head written before heads carried a count)."""
+        if head is not None and head.records is not None:
+            return int(head.records)
+        return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    @staticmethod
+    def _append(db: sqlite3.Connection, batch: list[Prepared], link: Link, count: int | None = None) -> Head:
+        """Inside a write transaction. `count`: records in the chain before the batch (None: from the head)."""
+        head = SQLiteStore._head(db)
+        rows, new = link_batch(head, batch, link, SQLiteStore._count(db, head) if count is None else count)
         n = len(INDEX) + 1  # the data column: stored as the UTF-8 text it is (the hash covers those bytes)
         for start in range(0, len(rows), _MAX_ROWS):
             part = rows[start : start + _MAX_ROWS]
             db.execute(_insert(len(part)), [v for r in part for v in (*r[:n], r[n].decode(), *r[n + 1 :])])
-        last = rows[-1]
         db.execute(
-            "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (last[0], last[-1]),
+            "INSERT INTO chain_head (id, seq, hash, count, mac) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET seq = excluded.seq, hash = excluded.hash, count = excluded.count, mac = excluded.mac",
+            (new.seq, new.hash, new.records, new.mac),
         )
+        return new
 
     @staticmethod
     def _tx(db: sqlite3.Connection, body: Callable[[], T]) -> T:
@@ -149,9 +163,10 @@ class SQLiteStore:
         db.execute("COMMIT")
         return out
 
-    async def append(self, batch: list[Prepared], link: Link) -> None:
-        if batch:
-            await self._run(lambda db: self._tx(db, lambda: self._append(db, batch, link)))
+    async def append(self, batch: list[Prepared], link: Link) -> Head | None:
+        if not batch:
+            return None
+        return await self._run(lambda db: self._tx(db, lambda: self._append(db, batch, link)))
 
     async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
         def body(db: sqlite3.Connection) -> int:
@@ -164,8 +179,9 @@ class SQLiteStore:
             r = db.execute("SELECT hash FROM records WHERE seq = ?", (last,)).fetchone()
             if r is None:  # already pruned through there
                 return 0
+            count = self._count(db, self._head(db))  # before the delete (a legacy head is counted)
             n = db.execute("DELETE FROM records WHERE seq <= ?", (last,)).rowcount
-            self._append(db, [checkpoint(int(last), str(r[0]), int(n), cutoff)], link)
+            self._append(db, [checkpoint(int(last), str(r[0]), int(n), cutoff)], link, count - n)
             return int(n)
 
         return await self._run(lambda db: self._tx(db, lambda: body(db)))
@@ -175,7 +191,7 @@ class SQLiteStore:
     def rows(self) -> AsyncIterator[Row]:
         return paged(lambda after: self._run(partial(_page, after=after)), _row)
 
-    async def head(self) -> tuple[int, str] | None:
+    async def head(self) -> Head | None:
         return await self._run(self._head)
 
     async def record(self, record_id: str) -> Row | None:
@@ -185,6 +201,21 @@ class SQLiteStore:
         sql = f"{SELECT} WHERE ts BETWEEN ? AND ? AND record_id = ?"
         r = await self._run(lambda db: db.execute(sql, (ts - 0.01, ts + 0.01, record_id)).fetchone())
         return _row(r) if r else None
+
+    async def present(self, record_ids: list[str]) -> set[str]:
+        def lookup(db: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(record_ids), 500):
+                part = record_ids[i : i + 500]
+                times = [t for t in map(record_time, part) if t is not None]
+                if times:  # ids carry their time: the ts index finds them (record_id has no index)
+                    marks = ", ".join("?" * len(part))
+                    sql = f"SELECT record_id FROM records WHERE ts BETWEEN ? AND ? AND record_id IN ({marks})"
+                    args = [min(times) - 0.01, max(times) + 0.01, *part]
+                    found.update(r[0] for r in db.execute(sql, args))
+            return found
+
+        return await self._run(lookup)
 
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         sql, args = f"{SELECT} WHERE task_id = ?", [task_id]

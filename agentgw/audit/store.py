@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentgw.audit.chain import GENESIS, Prepared, Row
+from agentgw.audit.chain import GENESIS, Head, Prepared, Row, signed_head
 
 if TYPE_CHECKING:
     from agentgw.audit.config import Audit
@@ -34,8 +34,9 @@ class AuditStore(Protocol):
     async def open(self) -> None:
         """Create the tables if needed."""
 
-    async def append(self, batch: list[Prepared], link: Link) -> None:
-        """Append to the chain atomically: read the head under the store's lock, link, insert, move the head."""
+    async def append(self, batch: list[Prepared], link: Link) -> Head | None:
+        """Append to the chain atomically: read the head under the store's lock, link, insert, move the head
+        (signed: seq, count and last hash under the chain's key). Returns the new head (None: empty batch)."""
 
     async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
         """Delete the oldest records (a prefix of the chain, all older than `cutoff`) and append a checkpoint
@@ -44,9 +45,12 @@ class AuditStore(Protocol):
     def rows(self) -> AsyncIterator[Row]:
         """The whole chain in seq order, fetched in pages."""
 
-    async def head(self) -> tuple[int, str] | None: ...
+    async def head(self) -> Head | None: ...
 
     async def record(self, record_id: str) -> Row | None: ...
+
+    async def present(self, record_ids: list[str]) -> set[str]:
+        """Which of these record ids are in the store (what a writer that died had stored before it could say)."""
 
     async def task_records(self, task_id: str, principal: str | None) -> list[Row]:
         """Records of one task (of one principal, or of every principal with None), in seq order."""
@@ -92,16 +96,19 @@ async def paged(
 PAGE = 1000
 
 
-def link_batch(head: tuple[int, str] | None, batch: list[Prepared], link: Link) -> list[tuple[Any, ...]]:
-    """Rows to insert after `head`: (seq, *columns, data, prev_hash, hash)."""
-    seq, prev = head if head is not None else (0, GENESIS)
+def link_batch(
+    head: Head | None, batch: list[Prepared], link: Link, count: int
+) -> tuple[list[tuple[Any, ...]], Head]:
+    """Rows to insert after `head`: (seq, *columns, data, prev_hash, hash), and the signed head after them.
+    `count`: records in the chain before the batch."""
+    seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
     out: list[tuple[Any, ...]] = []
     for item in batch:
         seq += 1
         h = link(prev, item.data)
         out.append((seq, *item.columns, item.data, prev, h))
         prev = h
-    return out
+    return out, signed_head(link, seq, count + len(batch), prev)
 
 
 def task_list_sql(flt: TaskFilter, ph: Callable[[int], str], table: str) -> tuple[str, list[Any]]:

@@ -15,6 +15,7 @@ import orjson
 
 from agentgw.audit.snapshot import restore
 from agentgw.audit.writer import Writer, open_writer
+from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
 from agentgw.settings import load_settings
 
 log = logging.getLogger("agentgw.audit")
@@ -46,7 +47,9 @@ def _changed(writer: Writer, seen: dict[str, int]) -> bool:
 
 
 async def serve(config: str) -> int:
-    writer = open_writer(load_settings(config))
+    settings = load_settings(config)
+    scrub_logs(Scrubber(configured_secrets(settings)))
+    writer = open_writer(settings)
     if writer is None:
         return 0
     await writer.start()

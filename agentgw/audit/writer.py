@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agentgw.audit.chain import Prepared, hasher, prepare
+from agentgw.audit.checkpoints import Checkpointer, Sink, open_checkpoint_sink
 from agentgw.audit.config import Audit
 from agentgw.audit.record import RecordBuilder, checkpoint_record, dropped_record, identity, iso
-from agentgw.audit.redact import Redactor, is_secret_name
+from agentgw.audit.redact import Redactor
 from agentgw.audit.store import AuditStore, open_store
 from agentgw.exchange import Exchange
-from agentgw.registry import Agent, MCPServer, Provider
-from agentgw.settings import Settings, secret_of
+from agentgw.secrets import Scrubber, configured_secrets
+from agentgw.settings import Settings
 
 log = logging.getLogger("agentgw.audit")
 
@@ -37,7 +38,12 @@ _BUILD_BATCH = 64
 
 class Writer:
     def __init__(
-        self, cfg: Audit, store: AuditStore, builder: RecordBuilder, jsonl: Path | None = None
+        self,
+        cfg: Audit,
+        store: AuditStore,
+        builder: RecordBuilder,
+        jsonl: Path | None = None,
+        checkpoints: Sink | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -49,7 +55,7 @@ class Writer:
         self.jsonl = jsonl
         self.jsonl_stderr = cfg.jsonl == "-"
         self._fh: BinaryIO | None = None
-        self.written = 0  # records appended to the store
+        self.written = 0  # records of calls appended to the store (not the `dropped` records noting drops)
         self.dropped = 0  # records dropped because the queue was full (on_full: drop)
         self.lost = 0  # records that could not be written before shutdown gave up (logged)
         self.build_errors = (
@@ -68,6 +74,8 @@ class Writer:
         self._room = asyncio.Event()  # the flusher made room in _pending
         self._ready = asyncio.Event()  # the builder added to _pending (or a drop wants recording)
         self._retention: asyncio.Task[None] | None = None
+        self.checkpointer = Checkpointer(checkpoints, cfg.hmac_key, cfg.checkpoints) if checkpoints else None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.closed = False
         self.give_up_at: float | None = None  # set on shutdown: stop retrying a dead store after this
 
@@ -141,6 +149,9 @@ class Writer:
         self._flusher = asyncio.create_task(self._flush_loop(), name="audit-flusher")
         if self.cfg.retention.max_age_days is not None:
             self._retention = asyncio.create_task(self._retain(), name="audit-retention")
+        if self.checkpointer is not None:
+            await self.checkpointer.sink.open()
+            self._checkpoints = asyncio.create_task(self.checkpointer.run(), name="audit-checkpoints")
 
     async def flush(self) -> None:
         """Wait until everything queued so far is in the store."""
@@ -163,12 +174,15 @@ class Writer:
         if self._drop_window is not None:
             await self._store([])
         self.closed = True
-        for task in (self._task, self._flusher):
+        for task in (self._task, self._flusher, self._checkpoints):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._flusher = None
+        self._task = self._flusher = self._checkpoints = None
+        if self.checkpointer is not None:
+            await self.checkpointer.write()  # the last records stored are vouched for too
+            await self.checkpointer.sink.aclose()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -231,7 +245,7 @@ class Writer:
             if i and not i % _YIELD_EVERY:
                 await asyncio.sleep(0)
             try:
-                out.append(prepare(self.builder.build(ex, ended)))
+                out.append(self.builder.prepared(ex, ended))
             except Exception:
                 self.build_errors += 1
                 log.exception("audit record could not be built; writing a minimal one")
@@ -254,7 +268,7 @@ class Writer:
         delay = 0.1
         while True:
             try:
-                await self.store.append(prepared, self.link)
+                head = await self.store.append(prepared, self.link)
                 break
             except Exception as exc:
                 self.store_errors += 1
@@ -271,8 +285,10 @@ class Writer:
                 log.warning("audit store append failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.written += len(prepared)
+        self.written += len(prepared) - (drops is not None)  # submitted = written + dropped + lost + depth
         self._bump()
+        if self.checkpointer is not None and head is not None:
+            await self.checkpointer.advanced(head)
         if self._fh is not None or self.jsonl_stderr:
             try:
                 await asyncio.to_thread(self._append_lines, prepared)
@@ -317,23 +333,6 @@ def minimal_record(ex: Exchange) -> dict[str, Any]:
     return {**identity(ex), "incomplete": "the full record could not be built"}
 
 
-def known_secrets(settings: Settings) -> list[str]:
-    """Values the gateway holds that must never appear in a record: provider keys, upstream headers, secret-named
-    environment values of supervised upstreams, the chain key and AGENTGW_SECRET."""
-    reg = settings.registry_data
-    out: list[str] = [p.api_key for p in reg.llm.providers if p.api_key]
-    entries: list[Provider | MCPServer | Agent] = [*reg.llm.providers, *reg.mcp.servers, *reg.a2a.agents]
-    for entry in entries:
-        out += list(entry.headers.values())
-        out += [v for k, v in entry.env.items() if is_secret_name(k) or "key" in k.lower()]
-    if settings.audit.hmac_key:
-        out.append(settings.audit.hmac_key)
-    secret = secret_of(settings)
-    if secret:
-        out.append(secret)
-    return out
-
-
 class RecordSink(Protocol):
     """Where the audit stage hands finished calls: the in-process Writer, or the gateway's side of the writer
     process (process.py). Both count what they did for /metrics and /readyz."""
@@ -375,6 +374,8 @@ def open_writer(settings: Settings) -> Writer | None:
         return None
     pricing = {f"llm:{m.name}": m.pricing for m in settings.registry_data.llm.models if m.pricing}
     key = cfg.hmac_key.encode() if cfg.hmac_key else None
-    builder = RecordBuilder(cfg, pricing, Redactor(cfg.redaction, known_secrets(settings), key))
+    secrets = configured_secrets(settings)
+    builder = RecordBuilder(cfg, pricing, Redactor(cfg.redaction, secrets, key), Scrubber(secrets))
     jsonl = settings.resolve(cfg.jsonl) if cfg.jsonl and cfg.jsonl != "-" else None
-    return Writer(cfg, open_store(cfg, settings.resolve), builder, jsonl)
+    sink = open_checkpoint_sink(cfg.checkpoints, settings.resolve)
+    return Writer(cfg, open_store(cfg, settings.resolve), builder, jsonl, sink)

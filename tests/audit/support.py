@@ -26,15 +26,20 @@ PG_DSN = os.environ.get("AGENTGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 STORES = ["sqlite", "postgres"]
 
 
-@contextlib.asynccontextmanager
-async def pg_schema() -> AsyncIterator[str]:
-    """A fresh schema in the test database, dropped afterwards."""
+async def pg_connect() -> asyncpg.Connection:
+    """A connection to the test database (fails the test in CI when there is none, else skips it)."""
     try:
-        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        return await asyncpg.connect(PG_DSN, timeout=5)
     except Exception as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_DSN}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_DSN}: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh schema in the test database, dropped afterwards."""
+    conn = await pg_connect()
     schema = f"audit_{uuid.uuid4().hex[:12]}"
     try:
         yield schema

@@ -112,3 +112,54 @@ async def test_records_a_dying_worker_held_are_counted_lost_never_silently_gone(
         assert (sink.lost, sink.written, sink.depth) == (3, 1, 0)
     finally:
         await sink.aclose()
+
+
+async def test_after_drops_and_a_killed_worker_lost_equals_what_is_missing_and_depth_never_goes_negative(
+    tmp_path: Path,
+) -> None:
+    settings = {"batch_wait_ms": 0, "on_full": "drop", "queue_size": 3, "sqlite": {"busy_timeout_s": 0.05}}
+    sink = open_sink(load_settings(settings_file(tmp_path, settings)))
+    assert isinstance(sink, ProcessWriter)
+    depths: list[int] = []
+
+    def seen() -> bool:  # runs on every counter change: every depth /readyz could have shown
+        depths.append(sink.depth)
+        return False
+
+    await sink.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.until, seen)
+            with sqlite_db(tmp_path) as db, anyio.fail_after(30):
+                db.execute("BEGIN IMMEDIATE")  # the store takes no writes: the worker holds what it is handed
+                for i in range(3):
+                    await sink.submit(finished(task=f"held-{i}"), time.perf_counter())
+                await sink.submit(finished(task="dropped"), time.perf_counter())  # 3 in flight: dropped
+                db.execute("COMMIT")
+                await sink.flush()  # 3 calls stored, and a `dropped` record for the fourth
+                errors = sink.store_errors
+                db.execute("BEGIN IMMEDIATE")
+                for i in range(3):
+                    await sink.submit(finished(task=f"killed-{i}"), time.perf_counter())
+                await sink.until(lambda: sink.store_errors > errors and sink.depth == 3)
+                first = sink._proc
+                assert first is not None
+                os.kill(first.pid, signal.SIGKILL)  # kill -9 with three records in flight
+                await sink.until(lambda: sink._proc is not first and sink.lost == 3)
+                db.execute("COMMIT")
+                await sink.submit(finished(task="after"), time.perf_counter())
+                await sink.flush()
+            tg.cancel_scope.cancel()
+        reader = open_writer(load_settings(settings_file(tmp_path, settings)))
+        assert reader is not None
+        await reader.store.open()
+        stored = [r.columns[3] async for r in reader.store.rows() if r.columns[1] == "call"]
+        kinds = [r.columns[1] async for r in reader.store.rows()]
+        await reader.store.aclose()
+        assert sorted(stored) == ["after", "held-0", "held-1", "held-2"]
+        assert kinds.count("dropped") == 1
+        handed = 3 + 3 + 1  # to the worker (the fourth call was dropped at the door)
+        assert (sink.written, sink.dropped, sink.lost, sink.depth) == (4, 1, handed - len(stored), 0)
+        assert min(depths) >= 0, depths
+    finally:
+        await sink.aclose()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 
-from tests.audit.support import audit_settings, check, running_writer, write
+from agentgw.audit.record import record_id
+from tests.audit.support import STORES, audit_settings, check, running_writer, write
 from tests.audit.test_chain import AGENTGW
 from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, gateway
 
@@ -61,3 +63,15 @@ async def test_retention_prunes_old_records_at_startup_and_the_chain_still_verif
     async with running_writer(tmp_path, audit) as w:
         v = await check(w)
     assert v.ok and v.count == 4 and v.first_seq == 6
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_store_says_which_of_a_list_of_record_ids_it_holds(tmp_path: Path, kind: str) -> None:
+    async with audit_settings(kind) as audit, running_writer(tmp_path, audit) as w:
+        await write(w, 3)
+        ids = [str(r.columns[0]) async for r in w.store.rows()]
+        missing = record_id(time.time())  # a well-formed id of a record never written
+        found = await w.store.present([missing, *ids])
+        empty = await w.store.present([])
+    assert found == set(ids) and len(ids) == 3
+    assert empty == set()

@@ -1,0 +1,161 @@
+"""The secret values a configuration holds (provider keys, upstream headers and the credentials inside them, env
+values of supervised upstreams that are marked or named secret, values of secret-named `${VAR}`s, the audit key,
+the gateway secret) and a Scrubber that cuts every occurrence of them out of text: audit records, trace output,
+/admin answers and log lines."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from agentgw.audit.redact import SECRET, is_secret_name
+
+if TYPE_CHECKING:
+    from agentgw.settings import Settings
+
+MIN_LEN = 8  # shorter values are not scrubbed: they would cut ordinary words out of records
+_SECRET_VAR = re.compile(r"(?i)key|token|secret|passw|pwd|credential|auth|cookie|session|private")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_SCHEMES = {"bearer", "basic", "token", "apikey", "api-key", "key", "digest"}
+
+
+def looks_secret(name: str) -> bool:
+    """An environment variable or field name that holds a credential (`OPENAI_API_KEY`, `DOCS_TOKEN`, …)."""
+    return is_secret_name(name) or bool(_SECRET_VAR.search(name))
+
+
+def credential_parts(value: str) -> list[str]:
+    """A header value and the credentials inside it: `Bearer <token>` → the token too; `Basic <b64>` → also the
+    decoded `user:password` and the password (an upstream may echo any of them)."""
+    out = [value]
+    scheme, _, rest = value.strip().partition(" ")
+    rest = rest.strip()
+    if rest and scheme.lower() in _SCHEMES:
+        out.append(rest)
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(rest, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            if decoded:
+                out += [decoded, decoded.partition(":")[2]]
+    return out
+
+
+def referenced_secret_values(files: Iterable[Path]) -> list[str]:
+    """The values of the secret-named `${VAR}`s these config files reference (set in this environment)."""
+    out: list[str] = []
+    for path in files:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for name in {m.group(1) for m in _VAR.finditer(text)}:
+            value = os.environ.get(name)
+            if value and looks_secret(name):
+                out.append(value)
+    return out
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value the gateway holds under `settings`."""
+    from agentgw.registry import Agent, MCPServer, Provider
+    from agentgw.settings import registry_files, secret_of
+
+    reg = settings.registry_data
+    out: list[str] = [p.api_key for p in reg.llm.providers if p.api_key]
+    entries: list[Provider | MCPServer | Agent] = [*reg.llm.providers, *reg.mcp.servers, *reg.a2a.agents]
+    for entry in entries:
+        for value in entry.headers.values():
+            out += credential_parts(value)
+        marked = set(entry.secret_env)
+        out += [v for k, v in entry.env.items() if k in marked or looks_secret(k)]
+    if settings.audit.hmac_key:
+        out.append(settings.audit.hmac_key)
+    secret = secret_of(settings)
+    if secret:
+        out.append(secret)
+    out += referenced_secret_values([settings.path, *registry_files(settings, [])])
+    return out
+
+
+class Scrubber:
+    """Replaces every configured secret value (and its JSON-escaped form) in a text with `[secret]`: one compiled
+    alternation of the escaped values, longest first, so a value inside another is never half-kept."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values: set[str] = set()
+        for s in secrets:
+            if len(s) >= MIN_LEN:
+                values.add(s)
+                values.add(orjson.dumps(s).decode()[1:-1])  # as it appears inside a JSON string
+        ordered = sorted(values, key=len, reverse=True)
+        self.values = tuple(ordered)
+        self._text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._raw = tuple(v.encode() for v in ordered)
+        self._bytes = re.compile(b"|".join(map(re.escape, self._raw))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._text is not None
+
+    def text(self, value: str) -> str:
+        return self._text.sub(SECRET, value) if self._text is not None else value
+
+    def data(self, value: bytes) -> bytes:
+        return self._bytes.sub(SECRET.encode(), value) if self._bytes is not None else value
+
+    def finds(self, value: bytes) -> bool:
+        """Whether `value` holds a secret (substring tests: faster than the alternation for the common miss)."""
+        return any(v in value for v in self._raw)
+
+
+class ScrubLogs(logging.Filter):
+    """A log filter that scrubs the formatted message (and exception text) of every record."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        super().__init__()
+        self.scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.scrubber:
+            message = record.getMessage()
+            clean = self.scrubber.text(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self.scrubber.text(record.exc_text)
+        return True
+
+
+def scrub_logs(scrubber: Scrubber) -> None:
+    """Install the filter on every handler of the root logger (where the gateway's log lines are written)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubLogs) for f in handler.filters):
+            handler.addFilter(ScrubLogs(scrubber))
+
+
+def audit_scrubber(config: Path, hmac_key: str | None) -> Scrubber:
+    """What the audit CLI can know without loading provider settings: the audit key and the values of the
+    secret-named `${VAR}`s that agentgw.yaml and its registry files reference (where this environment sets them)."""
+    import glob
+
+    from agentgw.configfile import read_yaml
+
+    files = [config]
+    raw = read_yaml(config, [])
+    patterns = raw.get("registry") if isinstance(raw, dict) else None
+    for pattern in patterns if isinstance(patterns, list) else []:
+        if isinstance(pattern, str):
+            full = pattern if Path(pattern).is_absolute() else f"{glob.escape(str(config.parent))}/{pattern}"
+            files += [Path(f) for f in sorted(glob.glob(full, recursive=True))]
+    return Scrubber([*([hmac_key] if hmac_key else []), *referenced_secret_values(files)])
