@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from agentgw.orphans import RunFile, die_with_parent, reap
+
 if TYPE_CHECKING:
     from agentgw.settings import Settings
 
@@ -76,8 +78,11 @@ class Supervisor:
         stop_timeout_s: float = 5.0,
         stable_after_s: float = 30.0,
         probe_interval_s: float = 0.1,
+        run_dir: Path | None = None,
     ) -> None:
         self.watched = {s.name: Watched(s) for s in specs}
+        self.run_dir = run_dir
+        self.run_file: RunFile | None = None
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.stop_timeout_s = stop_timeout_s
@@ -101,10 +106,15 @@ class Supervisor:
             max_backoff_s=cfg.max_backoff_s,
             stop_timeout_s=cfg.stop_timeout_s,
             stable_after_s=cfg.stable_after_s,
+            run_dir=settings.resolve(cfg.run_dir) if cfg.run_dir else None,
         )
 
     async def start(self) -> None:
+        """Reap what a crashed gateway left behind (it may hold the ports we need), then launch every entry."""
         self._stop.clear()
+        if self.run_dir is not None and self.run_file is None:
+            await reap(self.run_dir, self.stop_timeout_s)
+            self.run_file = RunFile(self.run_dir)
         for w in self.watched.values():
             if w.task is None or w.task.done():
                 w.task = asyncio.create_task(self._watch(w), name=f"supervise-{w.spec.name}")
@@ -129,6 +139,9 @@ class Supervisor:
         self._stop.set()
         tasks = [w.task for w in self.watched.values() if w.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.run_file is not None:
+            self.run_file.remove()
+            self.run_file = None
 
     # -- one entry ---------------------------------------------------------------------------------------------
 
@@ -169,12 +182,15 @@ class Supervisor:
                 cwd=w.spec.cwd,
                 limit=_LINE_LIMIT,
                 start_new_session=True,  # its own process group: terminal signals reach us, not it
+                preexec_fn=die_with_parent(),  # and it dies with us, even when we are SIGKILLed
             )
         except OSError as exc:
             log.error("[%s] cannot start %s: %s", w.spec.name, w.spec.command[0], exc.strerror or exc)
             return None
         w.process = process
         w.started_at = time.monotonic()
+        if self.run_file is not None:
+            self.run_file.started(w.spec.name, process.pid)
         log.info("[%s] started pid %d", w.spec.name, process.pid)
         return process
 
@@ -200,6 +216,8 @@ class Supervisor:
             raise
         finally:
             w.running.clear()
+            if self.run_file is not None:
+                self.run_file.ended(w.spec.name)
             for t in (pump, probe, exited, stopping):
                 if t is not None and not t.done():
                     t.cancel()
