@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from agentgw.budget.ledger import Reservation
 from agentgw.budget.redis import RedisLedger
-from tests.budget.test_faults import private_redis, wait_for_redis
+from tests.budget.test_faults import private_redis
 from tests.support import free_port
 
 
@@ -24,8 +24,7 @@ async def ledger_on(tmp: Path, url_of: str, *extra: str) -> AsyncIterator[tuple[
     data = tmp / "redis"
     data.mkdir()
     url = url_of.format(port=port, dir=data)
-    with private_redis(data, port, *(e.format(port=port, dir=data) for e in extra)):
-        await wait_for_redis(port)
+    async with private_redis(data, port, *(e.format(port=port, dir=data) for e in extra)):
         led = RedisLedger(url, prefix="resp")
         try:
             yield led, url
