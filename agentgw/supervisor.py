@@ -54,6 +54,7 @@ class Watched:
     task: asyncio.Task[None] | None = None
     running: asyncio.Event = field(default_factory=asyncio.Event)
     exit_code: int | None = None  # of the last run that ended
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: stop this entry (shutdown or reload)
 
 
 def probe_of(url: str | None) -> tuple[str, int] | None:
@@ -66,6 +67,16 @@ def probe_of(url: str | None) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (parts.hostname, port) if parts.hostname else None
+
+
+def specs_of(settings: Settings) -> list[Spec]:
+    """Every registry entry with `command:` (see Registry.supervised), probed at its `url` / `base_url`."""
+    specs = []
+    for name, entry in settings.registry_data.supervised():
+        url = getattr(entry, "url", None) or getattr(entry, "base_url", None)
+        cwd = settings.resolve(entry.cwd) if entry.cwd else settings.base_dir
+        specs.append(Spec(name, local_command(entry.command or []), dict(entry.env), cwd, probe_of(url)))
+    return specs
 
 
 class Supervisor:
@@ -94,14 +105,9 @@ class Supervisor:
     def from_settings(cls, settings: Settings) -> Supervisor:
         """Every registry entry with `command:` (see Registry.supervised), probed at its `url` / `base_url`,
         with the timings of the `supervisor:` settings."""
-        specs = []
-        for name, entry in settings.registry_data.supervised():
-            url = getattr(entry, "url", None) or getattr(entry, "base_url", None)
-            cwd = settings.resolve(entry.cwd) if entry.cwd else settings.base_dir
-            specs.append(Spec(name, local_command(entry.command or []), dict(entry.env), cwd, probe_of(url)))
         cfg = settings.supervisor
         return cls(
-            specs,
+            specs_of(settings),
             backoff_s=cfg.backoff_s,
             max_backoff_s=cfg.max_backoff_s,
             stop_timeout_s=cfg.stop_timeout_s,
@@ -117,7 +123,27 @@ class Supervisor:
             self.run_file = RunFile(self.run_dir)
         for w in self.watched.values():
             if w.task is None or w.task.done():
-                w.task = asyncio.create_task(self._watch(w), name=f"supervise-{w.spec.name}")
+                self._launch(w)
+
+    def _launch(self, w: Watched) -> None:
+        w.stop.clear()
+        w.task = asyncio.create_task(self._watch(w), name=f"supervise-{w.spec.name}")
+
+    async def apply(self, specs: list[Spec]) -> None:
+        """A reloaded registry: stop the entries removed or changed, launch the new and changed ones; an
+        unchanged entry's process keeps running."""
+        new = {s.name: s for s in specs}
+        touched = [name for name, w in self.watched.items() if new.get(name) != w.spec]
+        touched += [name for name in new if name not in self.watched]
+        old = [self.watched.pop(name) for name in touched if name in self.watched]
+        for w in old:
+            w.stop.set()
+        await asyncio.gather(*(w.task for w in old if w.task is not None), return_exceptions=True)
+        for name in touched:
+            if name in new:
+                w = self.watched[name] = Watched(new[name])
+                if not self._stop.is_set():
+                    self._launch(w)
 
     @property
     def ready(self) -> bool:
@@ -137,6 +163,8 @@ class Supervisor:
     async def stop(self) -> None:
         """SIGTERM every process group, SIGKILL what is left after `stop_timeout_s`; return when all are gone."""
         self._stop.set()
+        for w in self.watched.values():
+            w.stop.set()
         tasks = [w.task for w in self.watched.values() if w.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.run_file is not None:
@@ -149,11 +177,11 @@ class Supervisor:
         name = w.spec.name
         delay = self.backoff_s
         try:
-            while not self._stop.is_set():
+            while not w.stop.is_set():
                 process = await self._spawn(w)
                 if process is not None:
                     code = await self._run(w, process)
-                    if self._stop.is_set():
+                    if w.stop.is_set():
                         log.info("[%s] stopped (exit code %s)", name, code)
                         return
                     if time.monotonic() - w.started_at >= self.stable_after_s:
@@ -162,7 +190,7 @@ class Supervisor:
                 else:
                     log.warning("[%s] restarting in %.2fs", name, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(w.stop.wait(), delay)
                     return  # stopped while waiting
                 w.restarts += 1
                 delay = min(delay * 2, self.max_backoff_s)
@@ -202,7 +230,7 @@ class Supervisor:
         if probe is None:
             w.running.set()
         exited = asyncio.create_task(process.wait())
-        stopping = asyncio.create_task(self._stop.wait())
+        stopping = asyncio.create_task(w.stop.wait())
         try:
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
             w.running.clear()

@@ -39,6 +39,7 @@ from agentgw.llm.router import Router
 from agentgw.llm.sse import ChatStreamMeter
 from agentgw.llm.usage import usage_from_body
 from agentgw.pipeline import Pipeline
+from agentgw.registry import LLMSection
 from agentgw.settings import Settings
 from agentgw.upstream import UpstreamPool
 
@@ -85,6 +86,8 @@ class LLMPlane:
         reg = settings.registry_data
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
+        self.settings, self.pool = settings, pool
+        self.configs = {p.name: p for p in reg.llm.providers}
         providers = {p.name: build_provider(p, pool) for p in reg.llm.providers}
         self.router = Router(
             reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
@@ -95,6 +98,21 @@ class LLMPlane:
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.models,
         }
+
+    def apply_registry(self, section: LLMSection) -> None:
+        """A reloaded registry: a new router swapped in at once (a call in flight finishes on the one it
+        started with). Unchanged providers are kept, with the circuit breakers of their targets."""
+        old = self.router
+        providers = {
+            p.name: old.providers[p.name] if self.configs.get(p.name) == p else build_provider(p, self.pool)
+            for p in section.providers
+        }
+        up = self.settings.upstream
+        router = Router(section.models, providers, up.retry, up.circuit_breaker)
+        kept = {name for name, p in providers.items() if p is old.providers.get(name)}
+        router.breakers = {key: b for key, b in old.breakers.items() if key.split("/", 1)[0] in kept}
+        self.configs = {p.name: p for p in section.providers}
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch `/v1/*`; unknown paths and methods get OpenAI-shaped 404/405."""
@@ -177,7 +195,8 @@ class LLMPlane:
 
     async def _forward(self, ex: Exchange) -> Result:
         payload = ex.payload or {}
-        model = self.router.resolve(payload.get("model"))
+        router = self.router  # one router for the whole call, even if a reload swaps it meanwhile
+        model = router.resolve(payload.get("model"))
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
         strip_usage = False
@@ -187,7 +206,7 @@ class LLMPlane:
                 call.payload = {**payload, "stream_options": {**opts, "include_usage": True}}
                 call.dirty = True
                 strip_usage = True
-        result = await self.router.call(model, call)
+        result = await router.call(model, call)
         if result.stream is not None:
             meter = ChatStreamMeter(ex, payload, strip_usage)
             result.stream = meter.relay(result.stream)
