@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from agentgw.supervisor import Spec, Supervisor
 from tests.mcp.support import Upstream, mcp_client, server_entry
 from tests.support import MOCK_REGISTRY, TEST_KEY, agentgw_serve, free_port, gateway, serve, write_config
 
@@ -151,3 +153,26 @@ async def test_a_running_gateway_reloads_its_registry_on_file_change_and_on_sigh
         assert (await chat(url, "mock-hup")).status_code == 200
         assert (await chat(url, "mock-new")).status_code == 404
         gw.process.send_signal(signal.SIGTERM)
+
+
+async def test_a_reload_restarts_only_the_supervised_entries_that_changed() -> None:
+    def spec(name: str, seconds: str) -> Spec:
+        return Spec(name, [sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+    sup = Supervisor([spec("a2a:same", "3600"), spec("a2a:edited", "3600"), spec("a2a:gone", "3600")])
+    await sup.start()
+    try:
+        with anyio.fail_after(10):
+            for w in sup.watched.values():
+                await w.running.wait()
+        pids = {name: s["pid"] for name, s in sup.status().items()}
+        await sup.apply([spec("a2a:same", "3600"), spec("a2a:edited", "3601"), spec("a2a:new", "3600")])
+        with anyio.fail_after(10):
+            for w in sup.watched.values():
+                await w.running.wait()
+        now = {name: s["pid"] for name, s in sup.status().items()}
+    finally:
+        await sup.stop()
+    assert set(now) == {"a2a:same", "a2a:edited", "a2a:new"}
+    assert now["a2a:same"] == pids["a2a:same"]  # untouched: the same process
+    assert now["a2a:edited"] not in (None, pids["a2a:edited"])
