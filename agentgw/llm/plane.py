@@ -166,6 +166,7 @@ class LLMPlane:
             model = payload.get("model")
             if not isinstance(model, str) or not model:
                 raise BadRequest("You must provide a model parameter.", code="missing_model")
+            ex.target = f"llm:{model}"  # a request refused below is still on the record with its model
             check(payload)
         except ClientGone:
             return
@@ -174,7 +175,6 @@ class LLMPlane:
             await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
             return
         ex.payload = payload
-        ex.target = f"llm:{model}"
 
         def gone() -> None:
             ex.stream_cut = "client_disconnect"
