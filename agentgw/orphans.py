@@ -26,11 +26,11 @@ def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking the kernel to SIGKILL the child when the gateway dies (Linux; None elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now: the child does as little as possible
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the gateway died before the request took effect: nobody would kill us
             os._exit(1)
 
