@@ -277,6 +277,8 @@ class Gateway:
         if self.budget is not None:
             self.budget.pricing = {f"llm:{m.name}": m.pricing for m in reg.llm.models if m.pricing}
             self.budget.tool_costs = tool_costs(reg.mcp)
+        if self.telemetry is not None:
+            self.telemetry.use_registry(reg)
         tags = tool_tags(reg.mcp)
         if tags != self.policy.tags:
             self.policy.tags = tags
