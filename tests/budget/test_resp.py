@@ -65,7 +65,8 @@ async def test_a_password_and_a_database_in_the_url_are_used(tmp_path: Path) -> 
 
 async def test_a_unix_socket_url_works(tmp_path: Path) -> None:
     url = "unix://{dir}/redis.sock?db=2"
-    async with ledger_on(tmp_path, url, "--unixsocket", "{dir}/redis.sock") as (led, _):
+    # No TCP listener at all (`--port 0`): no free port to race other processes for.
+    async with ledger_on(tmp_path, url, "--unixsocket", "{dir}/redis.sock", "--port", "0") as (led, _):
         assert led.fast is not None
         await reserve_and_settle(led, "a")
         st = await led.state("t")
