@@ -176,3 +176,27 @@ async def test_a_reload_restarts_only_the_supervised_entries_that_changed() -> N
     assert set(now) == {"a2a:same", "a2a:edited", "a2a:new"}
     assert now["a2a:same"] == pids["a2a:same"]  # untouched: the same process
     assert now["a2a:edited"] not in (None, pids["a2a:edited"])
+
+
+async def test_an_llm_stream_in_flight_finishes_across_a_reload(tmp_path: Path) -> None:
+    registry = {
+        "llm": {
+            "providers": [
+                {"name": "mock", "kind": "mock", "mock": {"chunk_delay_ms": 50, "replies": ["a b c d e f"]}}
+            ],
+            "models": [{"name": "slow", "targets": [{"provider": "mock", "model": "slow-1"}]}],
+        }
+    }
+    async with gateway(tmp_path, registry) as (url, app), httpx.AsyncClient(base_url=url) as c:
+        body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        async with c.stream("POST", "/v1/chat/completions", json=body, headers=AUTH) as r:
+            lines = r.aiter_lines()
+            first = await anext(lines)
+            assert first.startswith("data: ")
+            # The provider entry is untouched; only a model is added.
+            rewrite(tmp_path, with_model(registry, "fast"))
+            assert await app.registry.reload()
+            rest = [line async for line in lines]
+        assert (await chat(url, "fast")).status_code == 200
+    assert r.status_code == 200
+    assert [line for line in rest if line][-1] == "data: [DONE]"
