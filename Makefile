@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make run PORT=8081`: the gateway's port; the quickstart's docs MCP server follows it (PORT + 921, 9001 by
+# default), so two checkouts can run side by side.
+PORT ?= 8080
+DOCS_PORT ?= $(shell expr $(PORT) + 921)
+
 run: $(STAMP)
-	$(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
+	PORT=$(PORT) DOCS_PORT=$(DOCS_PORT) $(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -35,6 +35,8 @@ from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
+from agentgw.registry import Registry, UpstreamIdentity
+from agentgw.reload import RegistryWatch
 from agentgw.secrets import Scrubber, configured_secrets
 from agentgw.settings import Policies, Settings, secret_of
 from agentgw.stages import default_stages
@@ -42,7 +44,7 @@ from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator
 from agentgw.stages.budget import BudgetStage
 from agentgw.stages.observe import GatewayMetrics, ObserveStage
-from agentgw.supervisor import Supervisor
+from agentgw.supervisor import Supervisor, specs_of
 from agentgw.tokens import count_tokens
 from agentgw.upstream import UpstreamPool
 
@@ -120,6 +122,7 @@ class Gateway:
             self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity)
         self.supervisor = Supervisor.from_settings(settings)
         self.door = HostGuard(settings)
+        self.registry = RegistryWatch(settings, registry_problems, self.apply_registry)
         self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -226,6 +229,7 @@ class Gateway:
             "checks": checks,
             "policy": self.policy.status(),
             "processes": self.supervisor.status(),
+            "registry": self.registry.status(),  # informational: a refused reload keeps the running registry
             "mcp": self.mcp.status()
             if self.mcp is not None
             else {},  # per upstream: informational (one broken server never blocks readiness)
@@ -262,7 +266,8 @@ class Gateway:
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError
         ):  # not the main thread / Windows
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.policy.load)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        self.registry.start()
         await self.supervisor.start()
         if self.mcp is not None:
             await self.mcp.start()
@@ -274,8 +279,40 @@ class Gateway:
         gc.freeze()
         self.started = True
 
+    def _hangup(self) -> None:
+        self.policy.load()
+        self.registry.hangup()
+
+    async def apply_registry(self, settings: Settings) -> None:
+        """A reloaded, validated registry, applied in place: the LLM router is swapped at once; MCP servers and
+        supervised processes are restarted only where their entry changed; prices, tool costs and tool tags
+        follow. Sessions and streams the change does not touch keep going."""
+        reg = settings.registry_data
+        self.settings = settings
+        self.identity.apply(identity_specs(reg))  # before the planes build upstreams that use it
+        self.llm.apply_registry(reg.llm)
+        if self.mcp is not None:
+            await self.mcp.apply_registry(reg.mcp)
+        elif reg.mcp.servers:  # the first MCP server: the plane starts now
+            from agentgw.mcp import MCPPlane
+
+            plane = MCPPlane(settings, self.pipeline, self.pool, self.identity)
+            await plane.start()
+            self.mcp = plane
+        if self.budget is not None:
+            self.budget.pricing = {f"llm:{m.name}": m.pricing for m in reg.llm.models if m.pricing}
+            self.budget.tool_costs = tool_costs(reg.mcp)
+        if self.telemetry is not None:
+            self.telemetry.use_registry(reg)
+        tags = tool_tags(reg.mcp)
+        if tags != self.policy.tags:
+            self.policy.tags = tags
+            self.policy.load()
+        await self.supervisor.apply(specs_of(settings))
+
     async def shutdown(self) -> None:
         self.started = False
+        await self.registry.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
         if self.budget is not None:
@@ -316,10 +353,15 @@ def _number(obj: object, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def registry_problems(registry: Registry) -> list[Problem]:
+    """What load_registry cannot see in a registry: MCP tool-name collisions."""
+    return [Problem("registry", "", message) for message in check_collisions(registry)]
+
+
 def check(settings: Settings) -> list[Problem]:
     """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions and whether
     the policy files parse. `check-config` and `serve` report these like every other problem."""
-    problems = [Problem("registry", "", message) for message in check_collisions(settings.registry_data)]
+    problems = registry_problems(settings.registry_data)
     paths = settings.policies or Policies()
     try:
         PolicyEngine(settings.resolve(paths.model), settings.resolve(paths.policy))
@@ -354,12 +396,18 @@ def outbound_identity(settings: Settings, pool: UpstreamPool) -> OutboundIdentit
     listen = settings.listen
     issuer = settings.signing.issuer or f"http://{listen.host}:{listen.port}"
     identity = OutboundIdentity(keys, issuer, lambda: pool.session)
-    reg = settings.registry_data
-    for server in reg.mcp.servers:
-        identity.add(f"mcp:{server.name}", server.identity, server.url)
-    for provider in reg.llm.providers:
-        identity.add(f"llm:{provider.name}", provider.identity, provider.base_url)
+    identity.apply(identity_specs(settings.registry_data))
     return identity
+
+
+def identity_specs(reg: Registry) -> dict[str, tuple[UpstreamIdentity | None, str | None]]:
+    """Every upstream's `identity:` block and URL, by target (MCP servers, LLM providers)."""
+    specs: dict[str, tuple[UpstreamIdentity | None, str | None]] = {}
+    for server in reg.mcp.servers:
+        specs[f"mcp:{server.name}"] = (server.identity, server.url)
+    for provider in reg.llm.providers:
+        specs[f"llm:{provider.name}"] = (provider.identity, provider.base_url)
+    return specs
 
 
 def create_app(settings: Settings) -> Gateway:

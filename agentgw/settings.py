@@ -118,6 +118,9 @@ class SupervisorSettings(Frozen):
     max_backoff_s: float = Field(default=30.0, ge=0)
     stable_after_s: float = Field(default=30.0, ge=0)  # up this long → the next crash starts the backoff over
     stop_timeout_s: float = Field(default=5.0, gt=0)  # SIGTERM, then SIGKILL after this long
+    # Where each gateway records the processes it started (relative to the config file), so the next start
+    # reaps what a crash left behind; null turns the record off (children still die with the gateway on Linux).
+    run_dir: str | None = ".agentgw"
 
 
 class MCPSessions(Frozen):

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from agentgw.orphans import RunFile, die_with_parent, reap
+
 if TYPE_CHECKING:
     from agentgw.settings import Settings
 
@@ -52,6 +54,7 @@ class Watched:
     task: asyncio.Task[None] | None = None
     running: asyncio.Event = field(default_factory=asyncio.Event)
     exit_code: int | None = None  # of the last run that ended
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: stop this entry (shutdown or reload)
 
 
 def probe_of(url: str | None) -> tuple[str, int] | None:
@@ -66,6 +69,16 @@ def probe_of(url: str | None) -> tuple[str, int] | None:
     return (parts.hostname, port) if parts.hostname else None
 
 
+def specs_of(settings: Settings) -> list[Spec]:
+    """Every registry entry with `command:` (see Registry.supervised), probed at its `url` / `base_url`."""
+    specs = []
+    for name, entry in settings.registry_data.supervised():
+        url = getattr(entry, "url", None) or getattr(entry, "base_url", None)
+        cwd = settings.resolve(entry.cwd) if entry.cwd else settings.base_dir
+        specs.append(Spec(name, local_command(entry.command or []), dict(entry.env), cwd, probe_of(url)))
+    return specs
+
+
 class Supervisor:
     def __init__(
         self,
@@ -76,8 +89,11 @@ class Supervisor:
         stop_timeout_s: float = 5.0,
         stable_after_s: float = 30.0,
         probe_interval_s: float = 0.1,
+        run_dir: Path | None = None,
     ) -> None:
         self.watched = {s.name: Watched(s) for s in specs}
+        self.run_dir = run_dir
+        self.run_file: RunFile | None = None
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.stop_timeout_s = stop_timeout_s
@@ -89,25 +105,45 @@ class Supervisor:
     def from_settings(cls, settings: Settings) -> Supervisor:
         """Every registry entry with `command:` (see Registry.supervised), probed at its `url` / `base_url`,
         with the timings of the `supervisor:` settings."""
-        specs = []
-        for name, entry in settings.registry_data.supervised():
-            url = getattr(entry, "url", None) or getattr(entry, "base_url", None)
-            cwd = settings.resolve(entry.cwd) if entry.cwd else settings.base_dir
-            specs.append(Spec(name, local_command(entry.command or []), dict(entry.env), cwd, probe_of(url)))
         cfg = settings.supervisor
         return cls(
-            specs,
+            specs_of(settings),
             backoff_s=cfg.backoff_s,
             max_backoff_s=cfg.max_backoff_s,
             stop_timeout_s=cfg.stop_timeout_s,
             stable_after_s=cfg.stable_after_s,
+            run_dir=settings.resolve(cfg.run_dir) if cfg.run_dir else None,
         )
 
     async def start(self) -> None:
+        """Reap what a crashed gateway left behind (it may hold the ports we need), then launch every entry."""
         self._stop.clear()
+        if self.run_dir is not None and self.run_file is None:
+            await reap(self.run_dir, self.stop_timeout_s)
+            self.run_file = RunFile(self.run_dir)
         for w in self.watched.values():
             if w.task is None or w.task.done():
-                w.task = asyncio.create_task(self._watch(w), name=f"supervise-{w.spec.name}")
+                self._launch(w)
+
+    def _launch(self, w: Watched) -> None:
+        w.stop.clear()
+        w.task = asyncio.create_task(self._watch(w), name=f"supervise-{w.spec.name}")
+
+    async def apply(self, specs: list[Spec]) -> None:
+        """A reloaded registry: stop the entries removed or changed, launch the new and changed ones; an
+        unchanged entry's process keeps running."""
+        new = {s.name: s for s in specs}
+        touched = [name for name, w in self.watched.items() if new.get(name) != w.spec]
+        touched += [name for name in new if name not in self.watched]
+        old = [self.watched.pop(name) for name in touched if name in self.watched]
+        for w in old:
+            w.stop.set()
+        await asyncio.gather(*(w.task for w in old if w.task is not None), return_exceptions=True)
+        for name in touched:
+            if name in new:
+                w = self.watched[name] = Watched(new[name])
+                if not self._stop.is_set():
+                    self._launch(w)
 
     @property
     def ready(self) -> bool:
@@ -127,8 +163,13 @@ class Supervisor:
     async def stop(self) -> None:
         """SIGTERM every process group, SIGKILL what is left after `stop_timeout_s`; return when all are gone."""
         self._stop.set()
+        for w in self.watched.values():
+            w.stop.set()
         tasks = [w.task for w in self.watched.values() if w.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.run_file is not None:
+            self.run_file.remove()
+            self.run_file = None
 
     # -- one entry ---------------------------------------------------------------------------------------------
 
@@ -136,11 +177,11 @@ class Supervisor:
         name = w.spec.name
         delay = self.backoff_s
         try:
-            while not self._stop.is_set():
+            while not w.stop.is_set():
                 process = await self._spawn(w)
                 if process is not None:
                     code = await self._run(w, process)
-                    if self._stop.is_set():
+                    if w.stop.is_set():
                         log.info("[%s] stopped (exit code %s)", name, code)
                         return
                     if time.monotonic() - w.started_at >= self.stable_after_s:
@@ -149,7 +190,7 @@ class Supervisor:
                 else:
                     log.warning("[%s] restarting in %.2fs", name, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(w.stop.wait(), delay)
                     return  # stopped while waiting
                 w.restarts += 1
                 delay = min(delay * 2, self.max_backoff_s)
@@ -169,12 +210,15 @@ class Supervisor:
                 cwd=w.spec.cwd,
                 limit=_LINE_LIMIT,
                 start_new_session=True,  # its own process group: terminal signals reach us, not it
+                preexec_fn=die_with_parent(),  # and it dies with us, even when we are SIGKILLed
             )
         except OSError as exc:
             log.error("[%s] cannot start %s: %s", w.spec.name, w.spec.command[0], exc.strerror or exc)
             return None
         w.process = process
         w.started_at = time.monotonic()
+        if self.run_file is not None:
+            self.run_file.started(w.spec.name, process.pid)
         log.info("[%s] started pid %d", w.spec.name, process.pid)
         return process
 
@@ -186,7 +230,7 @@ class Supervisor:
         if probe is None:
             w.running.set()
         exited = asyncio.create_task(process.wait())
-        stopping = asyncio.create_task(self._stop.wait())
+        stopping = asyncio.create_task(w.stop.wait())
         try:
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
             w.running.clear()
@@ -200,6 +244,8 @@ class Supervisor:
             raise
         finally:
             w.running.clear()
+            if self.run_file is not None:
+                self.run_file.ended(w.spec.name)
             for t in (pump, probe, exited, stopping):
                 if t is not None and not t.done():
                     t.cancel()

@@ -63,14 +63,18 @@ class Telemetry:
         self.cfg = cfg
         self._exporter = exporter
         self.bound = round(cfg.sample_ratio * (1 << 64)) if cfg.sample_ratio < 1.0 else None
-        self.providers: dict[str, tuple[str, tuple[str, int] | None]] = {
-            p.name: (PROVIDER_NAMES.get(p.kind, p.kind), _address(p.base_url)) for p in registry.llm.providers
-        }
-        self.mcp_servers = {s.name: _address(s.url) for s in registry.mcp.servers}
+        self.use_registry(registry)
         self.resource = Resource.create(
             {"service.name": cfg.service_name, "service.version": __version__, **cfg.resource_attributes}
         )
         self._processor: BatchSpanProcessor | None = None
+
+    def use_registry(self, registry: Registry) -> None:
+        """Span attributes for providers and MCP servers (at start, and again when the registry reloads)."""
+        self.providers: dict[str, tuple[str, tuple[str, int] | None]] = {
+            p.name: (PROVIDER_NAMES.get(p.kind, p.kind), _address(p.base_url)) for p in registry.llm.providers
+        }
+        self.mcp_servers = {s.name: _address(s.url) for s in registry.mcp.servers}
 
     def start(self) -> None:
         """Create the exporter and the batch processor (its worker thread starts here)."""

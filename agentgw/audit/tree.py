@@ -267,9 +267,17 @@ def render_step(s: dict[str, Any]) -> str:
         out += f"  ${cost['usd']:.6f}"
     if s.get("stream_cut"):
         out += f"  cut: {s['stream_cut']}"
-    decided = [d for d in s.get("decisions", []) if d.get("stage") in ("authz", "budget")]
+    if s.get("error"):
+        out += f"  error: {s['error']}"
+    decided = [
+        f"{d['stage']} {d['outcome']}" + (f": {d['rule']}" if d.get("rule") else "")
+        for d in s.get("decisions", [])
+    ]
+    stages = {d.get("stage") for d in s.get("decisions", [])}
+    if s.get("status") != "ok" and "authz" not in stages and "authn" in stages:
+        decided.append("authz not reached")  # refused before the target was known (bad input, unknown tool)
     if decided:
-        out += "  [" + "; ".join(f"{d['stage']} {d['outcome']}: {d.get('rule', '')}" for d in decided) + "]"
+        out += "  [" + "; ".join(decided) + "]"
     return out
 
 

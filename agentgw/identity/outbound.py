@@ -208,3 +208,14 @@ class OutboundIdentity:
 
     def of(self, target: str) -> Credentials | None:
         return self.by_target.get(target)
+
+    def apply(self, specs: dict[str, tuple[UpstreamIdentity | None, str | None]]) -> None:
+        """A reloaded registry: every target's block (and URL) by target. An unchanged one keeps its Credentials
+        and so its cached tokens; a changed or new one starts afresh; a removed one is gone."""
+        old, self.by_target = self.by_target, {}
+        for target, (spec, url) in specs.items():
+            kept = old.get(target)
+            if kept is not None and spec is not None and kept.spec == spec and kept.url == (url or target):
+                self.by_target[target] = kept
+            else:
+                self.add(target, spec, url)

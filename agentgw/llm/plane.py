@@ -36,11 +36,13 @@ from agentgw.http import (
 )
 from agentgw.identity import OutboundIdentity
 from agentgw.llm.errors import error_body
-from agentgw.llm.providers import Call, build_provider
+from agentgw.llm.providers import Call, Provider, build_provider
 from agentgw.llm.router import Router
 from agentgw.llm.sse import ChatStreamMeter
 from agentgw.llm.usage import usage_from_body
 from agentgw.pipeline import Pipeline
+from agentgw.registry import LLMSection
+from agentgw.registry import Provider as ProviderConfig
 from agentgw.settings import Settings
 from agentgw.upstream import UpstreamPool
 
@@ -94,10 +96,9 @@ class LLMPlane:
         self.pipeline = pipeline
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
-        providers = {
-            p.name: build_provider(p, pool, identity.of(f"llm:{p.name}") if identity else None)
-            for p in reg.llm.providers
-        }
+        self.settings, self.pool, self.identity = settings, pool, identity
+        self.configs = {p.name: p for p in reg.llm.providers}
+        providers = {p.name: self._build(p) for p in reg.llm.providers}
         self.router = Router(
             reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
         )
@@ -107,6 +108,25 @@ class LLMPlane:
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.models,
         }
+
+    def _build(self, spec: ProviderConfig) -> Provider:
+        creds = self.identity.of(f"llm:{spec.name}") if self.identity is not None else None
+        return build_provider(spec, self.pool, creds)
+
+    def apply_registry(self, section: LLMSection) -> None:
+        """A reloaded registry: a new router swapped in at once (a call in flight finishes on the one it
+        started with). Unchanged providers are kept, with the circuit breakers of their targets."""
+        old = self.router
+        providers = {
+            p.name: old.providers[p.name] if self.configs.get(p.name) == p else self._build(p)
+            for p in section.providers
+        }
+        up = self.settings.upstream
+        router = Router(section.models, providers, up.retry, up.circuit_breaker)
+        kept = {name for name, p in providers.items() if p is old.providers.get(name)}
+        router.breakers = {key: b for key, b in old.breakers.items() if key.split("/", 1)[0] in kept}
+        self.configs = {p.name: p for p in section.providers}
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch `/v1/*`; unknown paths and methods get OpenAI-shaped 404/405."""
@@ -161,6 +181,7 @@ class LLMPlane:
             model = payload.get("model")
             if not isinstance(model, str) or not model:
                 raise BadRequest("You must provide a model parameter.", code="missing_model")
+            ex.target = f"llm:{model}"  # a request refused below is still on the record with its model
             check(payload)
         except ClientGone:
             return
@@ -169,7 +190,6 @@ class LLMPlane:
             await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
             return
         ex.payload = payload
-        ex.target = f"llm:{model}"
 
         def gone() -> None:
             ex.stream_cut = "client_disconnect"
@@ -190,7 +210,8 @@ class LLMPlane:
 
     async def _forward(self, ex: Exchange) -> Result:
         payload = ex.payload or {}
-        model = self.router.resolve(payload.get("model"))
+        router = self.router  # one router for the whole call, even if a reload swaps it meanwhile
+        model = router.resolve(payload.get("model"))
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
         strip_usage = False
@@ -200,7 +221,7 @@ class LLMPlane:
                 call.payload = {**payload, "stream_options": {**opts, "include_usage": True}}
                 call.dirty = True
                 strip_usage = True
-        result = await self.router.call(model, call)
+        result = await router.call(model, call)
         if result.stream is not None:
             meter = ChatStreamMeter(ex, payload, strip_usage)
             result.stream = meter.relay(result.stream)

@@ -113,6 +113,17 @@ class Catalog:
         self._warned: dict[str, float] = {}
         self._errors: dict[str, GatewayError] = {}  # why a server's last listing failed
 
+    def apply(self, section: MCPSection, changed: set[str]) -> None:
+        """A reloaded registry: new tool trims; the changed servers' listings and every built view are dropped
+        (a view's globs may have changed under the same name)."""
+        self.trims = {s.name: Trim(s.tools) for s in section.servers}
+        for key in [k for k in self._cache if k[0] in changed]:
+            del self._cache[key]
+        for server in changed:
+            self.invalidate(server)
+        self._built.clear()
+        self._gen += 1
+
     # -- listings ---------------------------------------------------------------------------------------------
 
     def invalidate(self, server: str, kind: str | None = None) -> None:

@@ -41,14 +41,14 @@ from agentgw.mcp.errors import (
     error_body,
     rpc_code,
 )
-from agentgw.mcp.naming import views
+from agentgw.mcp.naming import View, views
 from agentgw.mcp.relay import HeldCalls
 from agentgw.mcp.roundtrip import RoundTrips
 from agentgw.mcp.sessions import OPENING, Opening
 from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
 from agentgw.pipeline import Pipeline
-from agentgw.registry import MCPServer
+from agentgw.registry import MCPSection, MCPServer
 from agentgw.settings import Settings, secret_of
 from agentgw.upstream import UpstreamPool
 
@@ -90,8 +90,9 @@ class MCPPlane:
         secret = gateway_secret(secret_of(settings))
         self.trips = RoundTrips(StateSeal(secret), self.held)
         # Host/Origin are checked at the front door (agentgw/frontdoor.py), not by the session managers.
-        self.endpoints = {
-            name: Endpoint(
+
+        def endpoint(view: View) -> Endpoint:
+            return Endpoint(
                 view,
                 self.catalog,
                 self.upstreams,
@@ -102,9 +103,11 @@ class MCPPlane:
                 settings.mcp.sessions,
                 identity,
             )
-            for name, view in views(section).items()
-        }
+
+        self._endpoint = endpoint
+        self.endpoints = {name: self._endpoint(view) for name, view in views(section).items()}
         self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
         self._users: dict[Principal, AuthenticatedUser] = {}
 
     def _user(self, principal: Principal) -> AuthenticatedUser:
@@ -150,17 +153,54 @@ class MCPPlane:
             self.upstreams.start(tg)
             self.held.start(tg)
             for endpoint in self.endpoints.values():
-                endpoint.events.start(tg)
-                stack.push_async_callback(endpoint.direct.aclose)
-                await stack.enter_async_context(endpoint.manager.run())
+                await self._run(endpoint, stack, tg)
         except BaseException:
             await stack.aclose()
             raise
-        self._stack = stack
+        self._stack, self._tg = stack, tg
+
+    @staticmethod
+    async def _run(endpoint: Endpoint, stack: AsyncExitStack, tg: anyio.abc.TaskGroup) -> None:
+        endpoint.events.start(tg)
+        stack.push_async_callback(endpoint.direct.aclose)
+        await stack.enter_async_context(endpoint.manager.run())
+
+    @staticmethod
+    async def _serve(endpoint: Endpoint, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with endpoint.manager.run():
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def apply_registry(self, section: MCPSection) -> set[str]:
+        """A reloaded registry, applied in place: only the servers whose entry changed are reconnected (the
+        others keep their upstream sessions, and callers their sessions and streams); endpoints follow the new
+        views (a new virtual server starts serving, a removed one answers 404). Returns the changed servers."""
+        changed = self.upstreams.apply(list(section.servers))
+        self.catalog.apply(section, changed)
+        fresh = views(section)
+        for name, view in fresh.items():
+            endpoint = self.endpoints.get(name)
+            if endpoint is not None and endpoint.view.prefix == view.prefix:
+                endpoint.view = view  # read on every request: its sessions keep going with the new view
+                continue
+            endpoint = self._endpoint(view)
+            if self._stack is not None and self._tg is not None:
+                endpoint.events.start(self._tg)
+                self._stack.push_async_callback(endpoint.direct.aclose)
+                # Its session manager runs in a task of the plane's group: a context is left by the task
+                # that entered it, and this call is not the one that started the plane.
+                await self._tg.start(self._serve, endpoint)
+            self.endpoints[name] = endpoint
+        for name in self.endpoints.keys() - fresh.keys():
+            del self.endpoints[name]  # its session manager stops at shutdown; nobody can reach it meanwhile
+        for server in changed:
+            for kind in ("tools", "prompts", "resources"):
+                self._changed(server, kind)  # callers re-list what that server offers
+        return changed
 
     async def aclose(self) -> None:
         """Close every session, stop every upstream (stdio processes are terminated)."""
-        stack, self._stack = self._stack, None
+        stack, self._stack, self._tg = self._stack, None, None
         if stack is not None:
             await stack.aclose()
 

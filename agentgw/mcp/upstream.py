@@ -442,12 +442,49 @@ class Upstreams:
         http: HttpSession | None = None,
     ) -> None:
         updated: OnUpdated = on_updated or (lambda server, uri: None)
-        self.by_name = {s.name: Upstream(s, cwd_of(s), on_change, updated, http) for s in servers}
+
+        def make(spec: MCPServer) -> Upstream:
+            return Upstream(spec, cwd_of(spec), on_change, updated, http)
+
+        self._make = make
+        self.by_name = {s.name: self._make(s) for s in servers}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
 
     def start(self, tg: anyio.abc.TaskGroup) -> None:
+        self._tg = tg
         for up in self.by_name.values():
-            up.sessions.start(tg)
-            tg.start_soon(up.run, name=f"mcp-upstream-{up.name}")
+            self._launch(up)
+
+    def _launch(self, up: Upstream) -> None:
+        """Its owner task, in a cancel scope of its own, so a registry reload can stop just this upstream."""
+        assert self._tg is not None
+        scope = self._scopes[up.name] = anyio.CancelScope()
+
+        async def own() -> None:
+            with scope:  # its principals' sessions live in its own task group, so they end with it
+                async with anyio.create_task_group() as tg:
+                    up.sessions.start(tg)
+                    await up.run()
+
+        self._tg.start_soon(own, name=f"mcp-upstream-{up.name}")
+
+    def apply(self, servers: list[MCPServer]) -> set[str]:
+        """A reloaded registry: stop the upstreams removed or changed, start the new and changed ones; an
+        unchanged one keeps its connection and session. Returns the names of the servers that changed."""
+        new = {s.name: s for s in servers}
+        touched = {name for name, up in self.by_name.items() if new.get(name) != up.spec}
+        touched |= new.keys() - self.by_name.keys()
+        for name in touched:
+            scope = self._scopes.pop(name, None)
+            if scope is not None:
+                scope.cancel()  # its connection closes (a stdio process is terminated)
+            self.by_name.pop(name, None)
+            if name in new:
+                up = self.by_name[name] = self._make(new[name])
+                if self._tg is not None:
+                    self._launch(up)
+        return touched
 
     def get(self, name: str) -> Upstream | None:
         return self.by_name.get(name)

@@ -4,9 +4,11 @@ and a Redis that is killed and restarted under load (a private redis-server, app
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,11 @@ async def test_an_upstream_that_dies_mid_stream_is_charged_what_was_delivered_an
     assert used == record["usage"]["total_tokens"] > record["usage"]["input_tokens"]  # the 3 delivered chunks
 
 
-@contextlib.contextmanager
-def private_redis(folder: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+@contextlib.asynccontextmanager
+async def private_redis(folder: Path, port: int, *extra: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A redis-server of the test's own, yielded once it is ready: Redis says so itself (sd_notify READY=1 on
+    NOTIFY_SOCKET), after every listener (TCP and Unix socket) is open and its data is loaded. An open port is
+    not enough: a Redis still loading its append-only file accepts connections and answers -LOADING."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     cmd = [
@@ -63,26 +68,31 @@ def private_redis(folder: Path, port: int, *extra: str) -> Iterator[subprocess.P
         "yes",
         "--appendfsync",
         "always",
+        "--supervised",
+        "systemd",
         *extra,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    notify = folder / "notify.sock"
+    notify.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+        ready.bind(str(notify))
+        ready.setblocking(False)
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
+        # A Popen (not anyio): the fault test kills it synchronously, mid-load.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # noqa: ASYNC220
+        try:
+            with anyio.fail_after(20):
+                while b"READY=1" not in await _datagram(ready):
+                    pass
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
-async def wait_for_redis(port: int) -> None:
-    with anyio.fail_after(10):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.lowlevel.checkpoint()
-                continue
-            await stream.aclose()
-            return
+async def _datagram(sock: socket.socket) -> bytes:
+    await anyio.wait_readable(sock)
+    return sock.recv(4096)
 
 
 async def test_a_redis_restart_under_load_leaks_no_reservation_and_charges_nothing_twice(
@@ -96,8 +106,7 @@ async def test_a_redis_restart_under_load_leaks_no_reservation_and_charges_nothi
     )
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
     statuses: list[int] = []
-    with private_redis(data, port) as first:
-        await wait_for_redis(port)
+    async with private_redis(data, port) as first:
         async with inproc(app) as c:
 
             async def call(i: int) -> None:
@@ -118,8 +127,7 @@ async def test_a_redis_restart_under_load_leaks_no_reservation_and_charges_nothi
             first.wait(timeout=10)
             down = await c.post("/v1/chat/completions", json=chat(max_tokens=5), headers=auth(task="t"))
             assert down.status_code == 503  # while Redis is down, calls fail closed
-            with private_redis(data, port):  # the same data (append-only file) comes back
-                await wait_for_redis(port)
+            async with private_redis(data, port):  # the same data (append-only file) comes back
                 assert app.budget is not None
                 with anyio.fail_after(20):  # the pending settlements land once Redis is back
                     while app.budget.pending:
@@ -163,7 +171,6 @@ async def test_a_stream_whose_top_up_finds_redis_down_is_cut_or_goes_on_unmetere
         }
         app = create_app(load_settings(write_config(tmp_path, registry, cfg)))
         with private_redis(data, port) as first:
-            await wait_for_redis(port)
             async with inproc(app) as c:
                 answer: list[str] = []
 
@@ -184,7 +191,6 @@ async def test_a_stream_whose_top_up_finds_redis_down_is_cut_or_goes_on_unmetere
                         tg.start_soon(stream)
                 assert app.budget is not None and app.budget.pending  # the settle waits for Redis
                 with private_redis(data, port):  # the same data (append-only file) comes back
-                    await wait_for_redis(port)
                     with anyio.fail_after(20):
                         while app.budget.pending:
                             await anyio.lowlevel.checkpoint()

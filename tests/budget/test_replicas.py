@@ -106,17 +106,27 @@ async def test_three_gateway_processes_sharing_redis_never_overspend_one_task(tm
                 else:
                     assert reply["error"]["code"] == "budget_exhausted"
 
-        with anyio.fail_after(45):
+        with anyio.fail_after(180):  # a bound, not an expectation (~5 s here)
             async with anyio.create_task_group() as tg:
                 for i in range(CALLS):
                     tg.start_soon(call, i)
                 start.set()
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-        views = []
-        for s in sessions:  # every replica reads the same ledger: none keeps a local copy
+
+        async def view(s: aiohttp.ClientSession) -> dict[str, Any]:
             async with s.get("/admin/tasks/shared/budget?principal=tester", headers=admin) as r:
                 assert r.status == 200
-                views.append(await r.json())
+                got: dict[str, Any] = await r.json()
+                return got
+
+        # On a loaded machine a settlement can miss the ledger's timeout and land later, from the replica's
+        # retry queue: the ledger is final once nothing is reserved (each pending settlement holds its reservation).
+        with anyio.fail_after(60):
+            while (await view(sessions[0]))["reserved"] != {"tokens": 0}:
+                await anyio.lowlevel.checkpoint()
+        views = [
+            await view(s) for s in sessions
+        ]  # every replica reads the same ledger: none keeps a local copy
     assert len(statuses) == CALLS
     assert set(statuses) == {200, 429}  # the task ran out part-way: the limit was contended
     assert views[0] == views[1] == views[2]

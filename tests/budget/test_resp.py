@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from agentgw.budget.ledger import Reservation
 from agentgw.budget.redis import RedisLedger
-from tests.budget.test_faults import private_redis, wait_for_redis
+from tests.budget.test_faults import private_redis
 from tests.support import free_port
 
 
@@ -24,8 +24,7 @@ async def ledger_on(tmp: Path, url_of: str, *extra: str) -> AsyncIterator[tuple[
     data = tmp / "redis"
     data.mkdir()
     url = url_of.format(port=port, dir=data)
-    with private_redis(data, port, *(e.format(port=port, dir=data) for e in extra)):
-        await wait_for_redis(port)
+    async with private_redis(data, port, *(e.format(port=port, dir=data) for e in extra)):
         led = RedisLedger(url, prefix="resp")
         try:
             yield led, url
@@ -66,7 +65,8 @@ async def test_a_password_and_a_database_in_the_url_are_used(tmp_path: Path) -> 
 
 async def test_a_unix_socket_url_works(tmp_path: Path) -> None:
     url = "unix://{dir}/redis.sock?db=2"
-    async with ledger_on(tmp_path, url, "--unixsocket", "{dir}/redis.sock") as (led, _):
+    # No TCP listener at all (`--port 0`): no free port to race other processes for.
+    async with ledger_on(tmp_path, url, "--unixsocket", "{dir}/redis.sock", "--port", "0") as (led, _):
         assert led.fast is not None
         await reserve_and_settle(led, "a")
         st = await led.state("t")

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from agentgw import create_app, load_settings
 from tests.budget.test_budgets import REGISTRY, auth, budgets, chat, inproc
-from tests.budget.test_faults import private_redis, wait_for_redis
+from tests.budget.test_faults import private_redis
 from tests.support import free_port, write_config
 
 CALLS = 20
@@ -69,8 +69,7 @@ async def test_each_call_costs_one_round_trip_to_reserve_and_one_to_settle(tmp_p
     windows = {"requests_per_minute": 10_000, "tokens_per_minute": 10**6, "tokens_per_day": 10**7}
     cfg = budgets({"tokens": 10**6}, windows, ledger="redis", redis_url=url)
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
-    with private_redis(data, port):
-        await wait_for_redis(port)
+    async with private_redis(data, port):
         async with inproc(app) as c, commands(url) as seen:
             await calls(c, 1, task="warm")  # the first call loads the scripts and opens a connection
             assert app.ledger is not None
@@ -97,7 +96,6 @@ async def test_a_long_stream_costs_one_round_trip_per_top_up_never_one_per_chunk
     cfg = budgets({"tokens": 10**6}, ledger="redis", redis_url=url, default_max_tokens=50)
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
     with private_redis(data, port):
-        await wait_for_redis(port)
         async with inproc(app) as c, commands(url) as seen:
             await calls(c, 1, task="warm")
             assert app.ledger is not None

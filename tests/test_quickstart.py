@@ -1,0 +1,73 @@
+"""What a newcomer does first works as written: `make run PORT=…` moves the gateway and its demo docs server,
+the `check-config` example in the docs is what the command prints, and the quickstart shows task budgets (the
+remaining-budget headers, a limit a client lowers)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from agentgw.cli import main
+from tests.support import agentgw_serve, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_KEY = {"authorization": "Bearer agw-demo-key"}
+
+
+def test_the_check_config_example_in_the_docs_is_what_the_command_prints() -> None:
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    block = re.search(r"```console\n\$ agentgw check-config --config (\S+)\n(.*?)```", docs, re.S)
+    assert block is not None
+    result = CliRunner().invoke(main, ["check-config", "--config", str(ROOT / block.group(1))])
+    assert result.exit_code == 0
+    assert result.stdout == block.group(2)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_takes_a_port_and_the_demo_docs_server_follows_it() -> None:
+    shown = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "run", "PORT=8123"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    assert "PORT=8123 DOCS_PORT=9044 " in shown.stdout.decode()
+    default = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=ROOT, capture_output=True)
+    assert "PORT=8080 DOCS_PORT=9001 " in default.stdout.decode()
+
+
+async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for part in (
+        "examples/quickstart",
+        "examples/servers",
+        "policies",
+    ):  # a copy: its run files stay out of the repo
+        shutil.copytree(ROOT / part, tmp_path / part)
+    port, docs_port = free_port(), free_port()
+    monkeypatch.setenv("PORT", str(port))
+    monkeypatch.setenv("DOCS_PORT", str(docs_port))
+    cfg = tmp_path / "examples" / "quickstart" / "agentgw.yaml"
+    async with agentgw_serve(cfg, port) as gw:
+        await gw.logged(f"[mcp:docs] ready on 127.0.0.1:{docs_port}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=DEMO_KEY) as c:
+            body = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]}
+            first = await c.post("/v1/chat/completions", json=body, headers={"x-agentgw-task": "qs-1"})
+            lowered = await c.post(
+                "/v1/chat/completions",
+                json=body,
+                headers={"x-agentgw-task": "qs-2", "x-agentgw-budget-tokens": "3"},
+            )
+        gw.process.terminate()
+    assert first.status_code == 200, first.text
+    assert int(first.headers["x-agentgw-budget-remaining-tokens"]) < 20000
+    assert first.headers["x-agentgw-budget-remaining-tool-calls"] == "50"
+    assert lowered.status_code == 429, lowered.text
+    assert lowered.json()["error"]["code"] == "budget_exhausted"
