@@ -12,7 +12,7 @@ import pytest
 
 from agentgw import create_app, load_settings
 from tests.budget.test_budgets import REDIS_URL, REGISTRY, budgets, inproc
-from tests.budget.test_faults import private_redis, wait_for_redis
+from tests.budget.test_faults import private_redis
 from tests.support import drop_redis_keys, free_port, write_config
 
 
@@ -44,7 +44,6 @@ async def test_a_redis_ledger_with_append_only_files_is_reported_persistent(
     cfg = budgets({"tokens": 100}, ledger="redis", redis_url=f"redis://127.0.0.1:{port}/0")
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
     with private_redis(data, port), caplog.at_level(logging.WARNING, logger="agentgw.budget"):
-        await wait_for_redis(port)
         async with inproc(app) as c:
             r = await c.get("/readyz")
     assert r.json()["budgets"] == {"ledger": "redis", "persistent": True}
@@ -69,7 +68,6 @@ async def test_a_redis_that_hides_its_config_and_keeps_no_append_only_file_is_fl
     with private_redis(
         data, port, "--appendonly", "no", "--rename-command", "CONFIG", ""
     ):  # like managed Redis
-        await wait_for_redis(port)
         async with inproc(app) as c:
             r = await c.get("/readyz")
     state = r.json()["budgets"]
