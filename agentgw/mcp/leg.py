@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
 from agentgw.mcp.wire import RELAYED_REQUESTS, Relay
+from agentgw.sse import SSEDecoder, SSEError
 from agentgw.upstream import BASE_HEADERS
 
 log = logging.getLogger("agentgw.mcp")
@@ -28,7 +29,7 @@ _JSON = "application/json"
 _SSE = "text/event-stream"
 _POST_HEADERS = {**BASE_HEADERS, "Content-Type": _JSON, "Accept": f"{_JSON}, {_SSE}"}
 _CANCEL_WAIT_S = 5.0
-MAX_EVENT_BYTES = 64 * 1024 * 1024  # one SSE line from an upstream
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # one SSE event from an upstream
 
 
 class SessionExpired(MCPError):
@@ -108,26 +109,25 @@ class HttpLeg:
         on_progress: ProgressFnT | None,
         relay: Relay | None,
     ) -> dict[str, Any]:
-        data: list[bytes] = []
-        async for raw in _lines(resp):
-            line = raw.rstrip(b"\r")
-            if line:
-                if line.startswith(b"data:"):
-                    data.append(line[6:] if line[5:6] == b" " else line[5:])
-                continue
-            if not data:
-                continue  # an event without data: the priming event, a comment, a retry hint
-            message, data = _decode(b"\n".join(data), resp.status), []
-            if not isinstance(message, dict):
-                continue
-            if "method" not in message:
-                if message.get("id") == rid:
-                    return _answer(message, rid, resp.status)
-                continue
-            if "id" in message:
-                await self._answer_server(message, sent, relay)
-            else:
-                await _notification(message, rid, on_progress, relay)
+        decoder = SSEDecoder(MAX_EVENT_BYTES)
+        try:
+            async for chunk in resp.content.iter_any():
+                for event in decoder.feed(chunk):
+                    if not event.is_message:
+                        continue  # a priming event (an id, empty data), a comment, a retry hint
+                    message = _decode(event.data or b"", resp.status)
+                    if not isinstance(message, dict):
+                        continue
+                    if "method" not in message:
+                        if message.get("id") == rid:
+                            return _answer(message, rid, resp.status)
+                        continue
+                    if "id" in message:
+                        await self._answer_server(message, sent, relay)
+                    else:
+                        await _notification(message, rid, on_progress, relay)
+        except SSEError as exc:
+            raise MCPError(INTERNAL_ERROR, f"The MCP server's stream is unreadable: {exc}") from None
         raise MCPError(CONNECTION_CLOSED, "The MCP server's stream ended before its answer.")
 
     async def _answer_server(
@@ -166,27 +166,6 @@ class HttpLeg:
                 await resp.read()
         except aiohttp.ClientError as exc:
             raise MCPError(CONNECTION_CLOSED, f"The connection to the MCP server failed: {exc}") from None
-
-
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body's lines without their `\n`, however long (aiohttp's own line reader stops at 128 KiB)."""
-    pending: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            pending.append(chunk[start:end])
-            yield b"".join(pending)
-            pending, size, start = [], 0, end + 1
-        if start < len(chunk):
-            pending.append(chunk[start:])
-            size += len(chunk) - start
-            if size > MAX_EVENT_BYTES:
-                raise MCPError(
-                    INTERNAL_ERROR, "The MCP server sent an event larger than the gateway accepts."
-                )
-    if pending:
-        yield b"".join(pending)
 
 
 def _decode(data: bytes, status: int) -> Any:
