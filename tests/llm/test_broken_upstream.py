@@ -46,7 +46,9 @@ def registry(url: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-async def test_a_broken_200_from_an_llm_upstream_is_a_502_that_charges_nothing(tmp_path: Path, case: str) -> None:
+async def test_a_broken_200_from_an_llm_upstream_is_a_502_that_charges_nothing(
+    tmp_path: Path, case: str
+) -> None:
     stream, content_type, body = CASES[case]
     settings = {**budgets({"tokens": 1000}), "upstream": {"retry": {"attempts": 1}}}
     async with serve(broken(content_type, body)) as up:
