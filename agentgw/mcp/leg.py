@@ -39,11 +39,19 @@ class SessionExpired(MCPError):
         super().__init__(CONNECTION_CLOSED, "The MCP server ended the session.")
 
 
+class InvalidAnswer(MCPError):
+    """The server answered with something that is not JSON-RPC (HTML, bad JSON, another content type, a
+    message that answers nothing we asked): a broken upstream, not an error the server meant to send."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INTERNAL_ERROR, message)
+
+
 class HttpLeg:
     """Requests to one Streamable HTTP server. `session_id` reads the SDK transport's current session id (None
     for a stateless 2026-07-28 server). Fails with MCPError: the server's own JSON-RPC error verbatim,
     SessionExpired on a 404 to our session, CONNECTION_CLOSED when the connection or stream broke before the
-    answer, INTERNAL_ERROR for an answer that is not JSON-RPC."""
+    answer, InvalidAnswer for an answer that is not JSON-RPC."""
 
     def __init__(
         self,
@@ -88,10 +96,14 @@ class HttpLeg:
             async with self._session().post(self.url, data=body, headers=sent) as resp:
                 if resp.status == 404 and "mcp-session-id" in sent:
                     raise SessionExpired()
-                kind = resp.headers.get("Content-Type", "")
+                kind = resp.headers.get("Content-Type", "").lower()
                 if kind.startswith(_SSE) and resp.status < 400:
                     return await self._stream(resp, rid, sent, on_progress, relay)
                 data = await resp.read()
+                if resp.status < 400 and not kind.startswith(_JSON):
+                    raise InvalidAnswer(
+                        f"The MCP server answered HTTP {resp.status} with content type {kind[:60]!r}."
+                    )
                 return _answer(_decode(data, resp.status), rid, resp.status)
         except anyio.get_cancelled_exc_class():
             if cancel_notice:
@@ -127,7 +139,7 @@ class HttpLeg:
                     else:
                         await _notification(message, rid, on_progress, relay)
         except SSEError as exc:
-            raise MCPError(INTERNAL_ERROR, f"The MCP server's stream is unreadable: {exc}") from None
+            raise InvalidAnswer(f"The MCP server's stream is unreadable: {exc}") from None
         raise MCPError(CONNECTION_CLOSED, "The MCP server's stream ended before its answer.")
 
     async def _answer_server(
@@ -172,9 +184,7 @@ def _decode(data: bytes, status: int) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise MCPError(
-            INTERNAL_ERROR, f"The MCP server answered HTTP {status} without a JSON-RPC message."
-        ) from None
+        raise InvalidAnswer(f"The MCP server answered HTTP {status} without a JSON-RPC message.") from None
 
 
 def _answer(message: Any, rid: str, status: int) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def _answer(message: Any, rid: str, status: int) -> dict[str, Any]:
         result = message.get("result")
         if isinstance(result, dict) and message.get("id") == rid:
             return result
-    raise MCPError(INTERNAL_ERROR, f"The MCP server answered HTTP {status} without a result for our request.")
+    raise InvalidAnswer(f"The MCP server answered HTTP {status} without a result for our request.")
 
 
 async def _notification(

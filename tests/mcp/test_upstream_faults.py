@@ -7,6 +7,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from mcp.shared.exceptions import MCPError
+from starlette.types import Message, Receive, Scope, Send
 
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.support import audit_records, gateway, serve
@@ -36,3 +38,78 @@ async def test_a_streamable_http_server_that_primes_its_streams_is_listed_and_ca
     assert docs.event_store and any(m is None for _, _, m in docs.store.events)
     records = [r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/add"]
     assert records and records[0]["status"] == "ok"
+
+
+class Garbling:
+    """An MCP server that answers `tools/call` for the text "break" with HTTP 200 and no JSON-RPC at all."""
+
+    def __init__(self, inner: Upstream, content_type: bytes, body: bytes) -> None:
+        self.inner, self.content_type, self.body = inner, content_type, body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.inner(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        if b'"break"' in raw and b"tools/call" in raw:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", self.content_type)],
+                }
+            )
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        await self.inner(scope, replay, send)
+
+
+GARBAGE = {
+    "html": (b"text/html", b"<html>502 Bad Gateway</html>"),
+    "bad json": (b"application/json", b'{"jsonrpc": "2.0", "id": '),
+    "json answering nothing": (
+        b"application/json",
+        b'{"jsonrpc": "2.0", "id": "someone-else", "result": {}}',
+    ),
+    "stream of garbage": (b"text/event-stream", b"id: 1\ndata:\n\ndata: <html>oops</html>\n\n"),
+}
+
+
+@pytest.mark.parametrize("era", ["handshake", "modern"])
+@pytest.mark.parametrize("case", list(GARBAGE))
+async def test_an_mcp_server_answering_200_with_garbage_is_a_502_error_on_the_record(
+    tmp_path: Path, case: str, era: str
+) -> None:
+    content_type, body = GARBAGE[case]
+    docs = Upstream("docs", handshake_only=era == "handshake")
+    settings = {"budgets": {"rules": [{"match": {"roles": ["agents"]}, "task": {"tool_calls": 5}}]}}
+    async with serve(Garbling(docs, content_type, body)) as up:
+        async with gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, gw):
+            async with mcp_client(f"{url}/mcp", headers={"x-agentgw-task": "job"}) as client:
+                with pytest.raises(MCPError) as err:
+                    await client.call_tool("docs__echo", {"text": "break"})
+                fine = await client.call_tool("docs__echo", {"text": "fine"})
+            assert gw.ledger is not None
+            state = await gw.ledger.state("tester/job")
+    assert err.value.code == -32013
+    assert err.value.data["code"] == "upstream_invalid_response"
+    assert fine.structured_content == {"result": "fine"}
+    assert state is not None and state.spent.get("tool_calls") == 1 and not any(state.reserved.values())
+    failed = [r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/echo"]
+    assert [r["status"] for r in failed] == ["error", "ok"]
+    assert failed[0]["error_code"] == "upstream_invalid_response"
