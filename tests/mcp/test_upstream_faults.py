@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import mcp.types as types
+import orjson
 import pytest
+from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
@@ -41,10 +45,13 @@ async def test_a_streamable_http_server_that_primes_its_streams_is_listed_and_ca
 
 
 class Garbling:
-    """An MCP server that answers `tools/call` for the text "break" with HTTP 200 and no JSON-RPC at all."""
+    """An MCP server that answers a request carrying the text "break" (a `tools/call`, or `completion/complete`
+    with `method`) with HTTP 200 and `body` (`{id}` replaced by the request's id)."""
 
-    def __init__(self, inner: Upstream, content_type: bytes, body: bytes) -> None:
-        self.inner, self.content_type, self.body = inner, content_type, body
+    def __init__(
+        self, inner: Upstream, content_type: bytes, body: bytes, method: bytes = b"tools/call"
+    ) -> None:
+        self.inner, self.content_type, self.body, self.method = inner, content_type, body, method
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -57,15 +64,15 @@ class Garbling:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        if b'"break"' in raw and b"tools/call" in raw:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", self.content_type)],
-                }
-            )
-            await send({"type": "http.response.body", "body": self.body})
+        if b'"break' in raw and self.method in raw:
+            rid = orjson.dumps(orjson.loads(raw)["id"])
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", self.content_type)],
+            }
+            await send(start)
+            await send({"type": "http.response.body", "body": self.body.replace(b"{id}", rid)})
             return
         replayed = False
 
@@ -113,3 +120,52 @@ async def test_an_mcp_server_answering_200_with_garbage_is_a_502_error_on_the_re
     failed = [r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/echo"]
     assert [r["status"] for r in failed] == ["error", "ok"]
     assert failed[0]["error_code"] == "upstream_invalid_response"
+
+
+def plain_server() -> Starlette:
+    """A server with a prompt and no completions capability."""
+    server = MCPServer(name="plain", version="1.0")
+
+    @server.prompt(description="Greet someone")
+    def greet(name: str) -> str:
+        return f"Hello, {name}!"
+
+    return server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+
+
+@pytest.mark.parametrize("client_mode", ["legacy", "2026-07-28"])
+async def test_completion_on_a_server_without_completions_is_empty_in_both_eras(
+    tmp_path: Path, client_mode: str
+) -> None:
+    async with (
+        serve(plain_server()) as up,
+        gateway(tmp_path, registry(server_entry("plain", up))) as (url, _),
+    ):
+        async with mcp_client(f"{url}/mcp", mode=client_mode) as client:
+            result = await client.complete(
+                types.PromptReference(type="ref/prompt", name="plain__greet"), {"name": "name", "value": "A"}
+            )
+    assert result.completion.values == [] and not result.completion.has_more
+    record = next(r for r in audit_records(tmp_path) if r["operation"] == "completion/complete")
+    assert record["status"] == "ok" and record["target"] == "mcp:plain/prompt/greet"
+
+
+@pytest.mark.parametrize("era", ["handshake", "modern"])
+@pytest.mark.parametrize("client_mode", ["legacy", "2026-07-28"])
+async def test_an_upstream_result_the_caller_cannot_be_sent_is_an_error_on_the_record(
+    tmp_path: Path, era: str, client_mode: str
+) -> None:
+    bad = b'{"jsonrpc": "2.0", "id": {id}, "result": {"completion": {"values": "not a list"}}}'
+    docs = Upstream("docs", handshake_only=era == "handshake")
+    async with serve(Garbling(docs, b"application/json", bad, b"completion/complete")) as up:
+        async with gateway(tmp_path, registry(server_entry("docs", up))) as (url, _):
+            async with mcp_client(f"{url}/mcp", mode=client_mode) as client:
+                ref = types.PromptReference(type="ref/prompt", name="docs__greet")
+                with pytest.raises(MCPError) as err:
+                    await client.complete(ref, {"name": "name", "value": "break"})
+                fine = await client.complete(ref, {"name": "name", "value": "Al"})
+    assert err.value.code == -32013 and err.value.data["code"] == "upstream_invalid_response"
+    assert fine.completion.values
+    records = [r for r in audit_records(tmp_path) if r["operation"] == "completion/complete"]
+    assert [r["status"] for r in records] == ["error", "ok"]
+    assert records[0]["error_code"] == "upstream_invalid_response"
