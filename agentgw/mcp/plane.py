@@ -37,6 +37,7 @@ from agentgw.mcp.errors import (
     PAYLOAD_TOO_LARGE,
     UNAUTHENTICATED,
     error_body,
+    jsonrpc_refusals,
     rpc_code,
 )
 from agentgw.mcp.naming import views
@@ -261,11 +262,12 @@ class MCPPlane:
             if parsed.get("method") == "notifications/cancelled":
                 endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
             plan = endpoint.direct.plan(scope, headers, parsed, user)
+        reply = jsonrpc_refusals(send_with_task)
         if plan is not None:
-            await endpoint.direct.serve(plan, front, receive, send_with_task)
+            await endpoint.direct.serve(plan, front, receive, reply)
             return
         try:
-            await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+            await endpoint.manager.handle_request(scope, _replay(body, receive), reply)
         finally:
             if opening is not None:
                 OPENING.reset(opening)
