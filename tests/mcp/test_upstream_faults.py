@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import httpx
 import mcp.types as types
 import orjson
 import pytest
@@ -39,7 +40,7 @@ async def test_a_streamable_http_server_that_primes_its_streams_is_listed_and_ca
     assert added.structured_content == {"result": 5}
     assert counted.structured_content == {"result": 3} and steps == [1, 2, 3]
     # the upstream really primed: its event store holds a priming event (no message) for each stream
-    assert docs.event_store and any(m is None for _, _, m in docs.store.events)
+    assert any(m is None for _, _, m in docs.store.events)
     records = [r for r in audit_records(tmp_path) if r["target"] == "mcp:docs/add"]
     assert records and records[0]["status"] == "ok"
 
@@ -49,9 +50,15 @@ class Garbling:
     with `method`) with HTTP 200 and `body` (`{id}` replaced by the request's id)."""
 
     def __init__(
-        self, inner: Upstream, content_type: bytes, body: bytes, method: bytes = b"tools/call"
+        self,
+        inner: Upstream,
+        content_type: bytes,
+        body: bytes,
+        method: bytes = b"tools/call",
+        trigger: bytes = b'"break',
     ) -> None:
         self.inner, self.content_type, self.body, self.method = inner, content_type, body, method
+        self.trigger = trigger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -64,7 +71,7 @@ class Garbling:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        if b'"break' in raw and self.method in raw:
+        if self.trigger in raw and self.method in raw:
             rid = orjson.dumps(orjson.loads(raw)["id"])
             start = {
                 "type": "http.response.start",
@@ -169,3 +176,33 @@ async def test_an_upstream_result_the_caller_cannot_be_sent_is_an_error_on_the_r
     records = [r for r in audit_records(tmp_path) if r["operation"] == "completion/complete"]
     assert [r["status"] for r in records] == ["error", "ok"]
     assert records[0]["error_code"] == "upstream_invalid_response"
+
+
+async def test_readyz_names_each_upstream_left_out_and_why(tmp_path: Path) -> None:
+    docs = Upstream("docs", handshake_only=True, event_store=True)  # primes its streams: must still be ready
+    html = Garbling(Upstream("odd"), b"text/html", b"<html>oops</html>", b"tools/list", trigger=b"")
+    async with serve(docs) as good, serve(html) as bad:
+        reg = registry(server_entry("docs", good), server_entry("odd", bad))
+        async with gateway(tmp_path, reg) as (url, gw), httpx.AsyncClient() as c:
+            with anyio.fail_after(10):
+                await gw.mcp.warmed("docs")
+                await gw.mcp.warmed("odd")
+            ready = await c.get(f"{url}/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["ready"] is False and body["checks"]["mcp_servers"] is False
+    assert [e["upstream"] for e in body["left_out"]] == ["mcp:odd"]
+    assert "left out of listings" in body["left_out"][0]["reason"]
+    assert "invalid response" in body["left_out"][0]["reason"]
+    assert body["mcp"]["docs"]["ready"] is True and body["mcp"]["docs"]["reason"] is None
+
+
+async def test_readyz_is_ready_when_every_upstream_is_connected_and_listed(tmp_path: Path) -> None:
+    docs = Upstream("docs", handshake_only=True, event_store=True)
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, gw):
+        async with httpx.AsyncClient() as c:
+            with anyio.fail_after(10):
+                await gw.mcp.warmed("docs")
+            ready = await c.get(f"{url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["left_out"] == [] and ready.json()["mcp"]["docs"]["ready"] is True
