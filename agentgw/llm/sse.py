@@ -48,6 +48,10 @@ def frame_data(frame: bytes) -> bytes | None:
     return events[0].data if events else None
 
 
+def _comments_only(frame: bytes) -> bool:
+    return all(line.startswith(b":") for line in frame.rstrip(b"\n").split(b"\n"))
+
+
 async def checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Frames of an OpenAI chunk stream, the first data frame checked to be a JSON object (or `[DONE]`) before
     it is passed on: read before the stream is committed, so a broken stream still gets a 502. Later frames
@@ -112,10 +116,10 @@ class ChatStreamMeter:
 
     def feed(self, frame: bytes) -> bytes | None:
         data = frame_data(frame)
-        if data is None:
-            return frame
         if not data:
-            return frame  # an empty event (a keep-alive, a priming event) carries nothing to read
+            # Relayed: chunks and keep-alive comments. A block without a message (a lone `id` or `retry`, empty
+            # data: a priming event) is dropped: OpenAI clients decode any such block as a chunk, and fail.
+            return frame if data is None and _comments_only(frame) else None
         if data == b"[DONE]":
             self.done = True
             return frame

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.budget.test_budgets import auth, budgets, chat, spent
-from tests.support import audit_records, gateway, serve
+from tests.support import TEST_KEY, audit_records, gateway, serve
 
 HTML = b"<html><body>502 Bad Gateway (nginx)</body></html>"
 CASES = {
@@ -29,30 +31,37 @@ CASES = {
 
 
 def broken(content_type: str, body: bytes) -> Starlette:
-    async def chat_completions(request: Request) -> Response:
+    async def answer(request: Request) -> Response:
         await request.body()
         return Response(body, status_code=200, media_type=content_type)
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", answer, methods=["POST"]),
+            Route("/v1/messages", answer, methods=["POST"]),
+        ]
+    )
 
 
-def registry(url: str) -> dict[str, Any]:
+def registry(url: str, kind: str = "openai") -> dict[str, Any]:
+    provider = {"name": "up", "kind": kind, "base_url": f"{url}/v1", "api_key": "sk-test"}
     return {
         "llm": {
-            "providers": [{"name": "up", "kind": "openai", "base_url": f"{url}/v1", "api_key": "sk-test"}],
+            "providers": [provider],
             "models": [{"name": "m", "targets": [{"provider": "up", "model": "real"}]}],
         }
     }
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_broken_200_from_an_llm_upstream_is_a_502_that_charges_nothing(
-    tmp_path: Path, case: str
+    tmp_path: Path, case: str, kind: str
 ) -> None:
     stream, content_type, body = CASES[case]
     settings = {**budgets({"tokens": 1000}), "upstream": {"retry": {"attempts": 1}}}
     async with serve(broken(content_type, body)) as up:
-        async with gateway(tmp_path, registry(up), settings) as (url, app), httpx.AsyncClient() as c:
+        async with gateway(tmp_path, registry(up, kind), settings) as (url, app), httpx.AsyncClient() as c:
             resp = await c.post(
                 f"{url}/v1/chat/completions", json=chat(model="m", stream=stream), headers=auth(task="job")
             )
@@ -63,3 +72,43 @@ async def test_a_broken_200_from_an_llm_upstream_is_a_502_that_charges_nothing(
     assert left == (0, 0)  # nothing spent, the reservation released
     record = next(r for r in audit_records(tmp_path) if r["target"] == "llm:m")
     assert record["status"] == "error" and record["error_code"] == "upstream_invalid_response"
+
+
+def sse_upstream(eol: bytes) -> Starlette:
+    """An OpenAI-compatible stream with `eol` line endings, a comment, and a priming-style event (an id and
+    empty data) before the chunks."""
+
+    async def answer(request: Request) -> Response:
+        await request.body()
+        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "real"}
+        frames = [b": keep-alive", b"id: 1" + eol + b"data:", b"retry: 500"]
+        for word in ("Hello", " there"):
+            chunk = {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+            frames.append(b"data: " + orjson.dumps(chunk))
+        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        frames.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}))
+        frames.append(b"data: [DONE]")
+        return Response(b"".join(f + eol + eol for f in frames), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", answer, methods=["POST"])])
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+async def test_an_llm_stream_is_read_by_the_sse_rules_whatever_its_line_endings(
+    tmp_path: Path, eol: bytes
+) -> None:
+    settings = budgets({"tokens": 1000})
+    async with serve(sse_upstream(eol)) as up:
+        async with (
+            gateway(tmp_path, registry(up), settings) as (url, app),
+            openai.AsyncOpenAI(
+                base_url=f"{url}/v1", api_key=TEST_KEY, default_headers={"x-agentgw-task": "job"}
+            ) as client,
+        ):
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            left = await spent(app, "tester/job")
+    assert text == "Hello there"
+    assert left == (7, 0)  # the upstream's own usage, read from its usage chunk
