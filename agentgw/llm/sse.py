@@ -23,13 +23,19 @@ from agentgw.tokens import count_tokens
 DONE = b"data: [DONE]\n\n"
 
 
-async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def frames(chunks: AsyncIterator[bytes], *, check_first: bool = False) -> AsyncIterator[bytes]:
     """Whole SSE blocks (line endings normalised, each ending in a blank line) from arbitrary byte chunks, by the
-    WHATWG rules (agentgw.sse): an unfinished block at the end of the stream is dropped."""
+    WHATWG rules (agentgw.sse): an unfinished block at the end of the stream is dropped. With `check_first`
+    (OpenAI chunk streams) the first message must be a JSON object or `[DONE]`: it is read before the stream
+    is committed, so a broken stream still gets a 502; later ones are checked by the meter, which parses them
+    anyway."""
     decoder = SSEDecoder()
     try:
         async for chunk in chunks:
             for event in decoder.feed(chunk):
+                if check_first and event.data:
+                    check_first = False
+                    _check_json(event.data)
                 yield event.raw
     except SSEError as exc:
         raise invalid_response(str(exc)) from None
@@ -37,6 +43,17 @@ async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
+
+
+def _check_json(data: bytes) -> None:
+    if data == b"[DONE]":
+        return
+    try:
+        ok = isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise invalid_response("a stream frame is not a JSON object")
 
 
 def frame_data(frame: bytes) -> bytes | None:
@@ -50,26 +67,6 @@ def frame_data(frame: bytes) -> bytes | None:
 
 def _comments_only(frame: bytes) -> bool:
     return all(line.startswith(b":") for line in frame.rstrip(b"\n").split(b"\n"))
-
-
-async def checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Frames of an OpenAI chunk stream, the first data frame checked to be a JSON object (or `[DONE]`) before
-    it is passed on: read before the stream is committed, so a broken stream still gets a 502. Later frames
-    are checked by the meter that parses them anyway."""
-    first = True
-    async for frame in stream:
-        if first:
-            data = frame_data(frame)
-            if data:
-                first = False
-                if data != b"[DONE]":
-                    try:
-                        ok = isinstance(orjson.loads(data), dict)
-                    except orjson.JSONDecodeError:
-                        ok = False
-                    if not ok:
-                        raise invalid_response("a stream frame is not a JSON object")
-        yield frame
 
 
 class ChatStreamMeter:

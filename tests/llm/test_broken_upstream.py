@@ -112,3 +112,20 @@ async def test_an_llm_stream_is_read_by_the_sse_rules_whatever_its_line_endings(
             left = await spent(app, "tester/job")
     assert text == "Hello there"
     assert left == (7, 0)  # the upstream's own usage, read from its usage chunk
+
+
+async def test_a_stream_that_turns_to_garbage_midway_ends_with_an_error_on_the_record(tmp_path: Path) -> None:
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "real"}
+    first = {**base, "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
+    body = b"data: " + orjson.dumps(first) + b"\n\ndata: <html>proxy error</html>\n\n"
+    async with serve(broken("text/event-stream", body)) as up:
+        async with gateway(tmp_path, registry(up), budgets({"tokens": 1000})) as (url, _):
+            async with httpx.AsyncClient() as c:
+                resp = await c.post(
+                    f"{url}/v1/chat/completions", json=chat(model="m", stream=True), headers=auth(task="job")
+                )
+    assert resp.status_code == 200  # committed with the first chunk
+    last = [line for line in resp.text.splitlines() if line.startswith("data: ")][-1]
+    assert orjson.loads(last[6:])["error"]["code"] == "upstream_invalid_response"
+    record = next(r for r in audit_records(tmp_path) if r["target"] == "llm:m")
+    assert record["status"] == "error" and record["error_code"] == "upstream_invalid_response"

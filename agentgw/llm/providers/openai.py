@@ -9,7 +9,7 @@ from __future__ import annotations
 from agentgw.exchange import Result
 from agentgw.llm.providers import transport
 from agentgw.llm.providers.base import Call
-from agentgw.llm.sse import checked, frames
+from agentgw.llm.sse import frames
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
@@ -55,7 +55,7 @@ class OpenAIProvider:
             body = await transport.read_all(resp)
             return Result(status=200, body=body, payload=transport.json_object(body))
         transport.expect_sse(resp)
-        stream = checked(frames(transport.body_chunks(resp)))
+        stream = frames(transport.body_chunks(resp), check_first=True)
         return Result(status=200, stream=stream, media_type="text/event-stream")
 
 
