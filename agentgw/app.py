@@ -219,20 +219,40 @@ class Gateway:
         return f"http://{listen.host}:{listen.port}/mcp"
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the config and policy are loaded, the pool is open, and no configured upstream is left out:
+        every supervised process runs and every MCP server is connected and listed. `left_out` names each
+        upstream that is not, and why."""
+        mcp = self.mcp.status() if self.mcp is not None else {}
+        processes = self.supervisor.status()
+        left_out = [
+            {"upstream": f"mcp:{name}", "state": st["state"], "reason": st["reason"]}
+            for name, st in mcp.items()
+            if not st["ready"]
+        ]
+        left_out += [
+            {
+                "upstream": name,
+                "state": "not_running",
+                "reason": "the process is not running"
+                + (f" (last exit code {st['last_exit_code']})" if st["last_exit_code"] is not None else ""),
+            }
+            for name, st in processes.items()
+            if not st["running"]
+        ]
         checks = {
             "config": True,
             "policy": self.policy.engine is not None,
             "upstream_pool": self.pool.ready,
             "supervised": self.supervisor.ready,
+            "mcp_servers": all(st["ready"] for st in mcp.values()),
         }
         detail = {
             "checks": checks,
+            "left_out": left_out,
             "policy": self.policy.status(),
-            "processes": self.supervisor.status(),
+            "processes": processes,
             "registry": self.registry.status(),  # informational: a refused reload keeps the running registry
-            "mcp": self.mcp.status()
-            if self.mcp is not None
-            else {},  # per upstream: informational (one broken server never blocks readiness)
+            "mcp": mcp,
         }
         if self.budget is not None:
             detail["budgets"] = self.budget.status()

@@ -76,6 +76,12 @@ class UpstreamTimeout(UpstreamError):
     status, code = 504, "upstream_timeout"
 
 
+class UpstreamInvalidResponse(UpstreamError):
+    """The upstream answered success with something unreadable (HTML, bad JSON, the wrong content type)."""
+
+    code = "upstream_invalid_response"
+
+
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx to the request itself; relayed with its status, credentials scrubbed."""
 

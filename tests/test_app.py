@@ -39,7 +39,9 @@ async def test_health_is_public_and_readiness_reports_its_checks(tmp_path: Path)
         "policy": True,
         "upstream_pool": True,
         "supervised": True,
+        "mcp_servers": True,
     }
+    assert ready.json()["left_out"] == []
 
 
 def test_importing_the_package_does_not_load_the_mcp_sdk() -> None:

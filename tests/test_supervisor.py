@@ -257,3 +257,4 @@ async def test_readyz_is_503_while_a_supervised_entry_is_not_running(tmp_path: P
     assert body["ready"] is False
     assert body["checks"]["supervised"] is False
     assert body["processes"]["a2a:ghost"]["running"] is False
+    assert [(e["upstream"], e["state"]) for e in body["left_out"]] == [("a2a:ghost", "not_running")]

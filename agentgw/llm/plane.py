@@ -227,10 +227,12 @@ class LLMPlane:
             result.stream = meter.relay(result.stream)
         else:
             body = result.body or b""
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                parsed = None
+            parsed = result.payload  # a provider that read the answer (and refused a broken one) parsed it
+            if parsed is None:
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    parsed = None
             ex.usage = usage_from_body(payload, body, parsed)
             if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
                 ex.attrs["response_model"] = parsed["model"]  # for the trace (gen_ai.response.model)

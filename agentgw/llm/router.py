@@ -13,7 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agentgw.errors import GatewayError, ModelNotFound, UpstreamError, UpstreamRejected, UpstreamTimeout
+from agentgw.errors import (
+    GatewayError,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamInvalidResponse,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
 from agentgw.exchange import Attempt, Result
 from agentgw.llm.providers import Call, Provider, ProviderError
 from agentgw.registry import Model, Retry
@@ -124,7 +131,7 @@ class Router:
                 ex.attrs["target"] = key
                 return result
         assert last is not None
-        cls = UpstreamTimeout if last.timeout else UpstreamError
+        cls = UpstreamTimeout if last.timeout else UpstreamInvalidResponse if last.invalid else UpstreamError
         raise cls(f"All upstream targets failed for model '{model.name}'; last error: {last.message}")
 
 

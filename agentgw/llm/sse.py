@@ -1,4 +1,5 @@
-"""Server-sent events as bytes: split a byte stream into whole frames, and meter OpenAI chat chunk streams.
+"""Server-sent events as bytes: split a byte stream into whole frames (agentgw.sse), check that an upstream's
+answer is what the API promises, and meter OpenAI chat chunk streams.
 
 Frames are relayed as the upstream sent them; only the routing view (usage, content for estimates) is parsed.
 """
@@ -11,40 +12,61 @@ from typing import Any
 import aiohttp
 import orjson
 
-from agentgw.errors import UpstreamError
+from agentgw.errors import UpstreamError, UpstreamInvalidResponse
 from agentgw.exchange import Exchange, Usage
 from agentgw.llm.errors import error_body
-from agentgw.llm.providers.base import ProviderError
+from agentgw.llm.providers.base import ProviderError, invalid_response
 from agentgw.llm.usage import estimate, usage_from_openai
+from agentgw.sse import SSEDecoder, SSEError
 from agentgw.tokens import count_tokens
 
 DONE = b"data: [DONE]\n\n"
 
 
-async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Whole SSE frames (each ending in a blank line, normalised to `\\n\\n`) from arbitrary byte chunks."""
-    buf = b""
-    async for chunk in chunks:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        buf = buf + chunk if buf else chunk
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            frame, buf = buf[: end + 2], buf[end + 2 :]
-            if frame.strip():
-                yield frame
-    if buf.strip():
-        yield buf if buf.endswith(b"\n\n") else buf.rstrip(b"\n") + b"\n\n"
+async def frames(chunks: AsyncIterator[bytes], *, check_first: bool = False) -> AsyncIterator[bytes]:
+    """Whole SSE blocks (line endings normalised, each ending in a blank line) from arbitrary byte chunks, by the
+    WHATWG rules (agentgw.sse): an unfinished block at the end of the stream is dropped. With `check_first`
+    (OpenAI chunk streams) the first message must be a JSON object or `[DONE]`: it is read before the stream
+    is committed, so a broken stream still gets a 502; later ones are checked by the meter, which parses them
+    anyway."""
+    decoder = SSEDecoder()
+    try:
+        async for chunk in chunks:
+            for event in decoder.feed(chunk):
+                if check_first and event.data:
+                    check_first = False
+                    _check_json(event.data)
+                yield event.raw
+    except SSEError as exc:
+        raise invalid_response(str(exc)) from None
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _check_json(data: bytes) -> None:
+    if data == b"[DONE]":
+        return
+    try:
+        ok = isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise invalid_response("a stream frame is not a JSON object")
 
 
 def frame_data(frame: bytes) -> bytes | None:
-    """The `data:` payload of one frame (multi-line data joined), or None for comments/other fields."""
+    """The `data` of one block from `frames` (multi-line data joined), or None when it has no data field
+    (comments, a lone `event`, `id` or `retry`)."""
     if frame.startswith(b"data: ") and frame.count(b"\n") == 2:  # the common case: one data line
         return frame[6:-2]
-    lines = [ln[5:].lstrip(b" ") for ln in frame.split(b"\n") if ln.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
+    events = SSEDecoder().feed(frame)
+    return events[0].data if events else None
+
+
+def _comments_only(frame: bytes) -> bool:
+    return all(line.startswith(b":") for line in frame.rstrip(b"\n").split(b"\n"))
 
 
 class ChatStreamMeter:
@@ -91,17 +113,19 @@ class ChatStreamMeter:
 
     def feed(self, frame: bytes) -> bytes | None:
         data = frame_data(frame)
-        if data is None:
-            return frame
+        if not data:
+            # Relayed: chunks and keep-alive comments. A block without a message (a lone `id` or `retry`, empty
+            # data: a priming event) is dropped: OpenAI clients decode any such block as a chunk, and fail.
+            return frame if data is None and _comments_only(frame) else None
         if data == b"[DONE]":
             self.done = True
             return frame
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return frame
+            obj = None
         if not isinstance(obj, dict):
-            return frame
+            raise invalid_response("a stream frame is not a JSON object")
         if self.model is None:
             model = obj.get("model")
             if isinstance(model, str):
@@ -148,7 +172,8 @@ class ChatStreamMeter:
                 if isinstance(exc, ProviderError)
                 else f"upstream stream failed: {type(exc).__name__}"
             )
-            err = UpstreamError(message)
+            invalid = isinstance(exc, ProviderError) and exc.invalid
+            err = UpstreamInvalidResponse(message) if invalid else UpstreamError(message)
             yield b"data: " + error_body(err) + b"\n\n"
             raise err from None
         finally:

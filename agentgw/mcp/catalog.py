@@ -112,6 +112,7 @@ class Catalog:
         self._gen = 0
         self._warned: dict[str, float] = {}
         self._errors: dict[str, GatewayError] = {}  # why a server's last listing failed
+        self._failed: dict[tuple[str, str], str] = {}  # (server, kind) -> why its last listing of kind failed
 
     def apply(self, section: MCPSection, changed: set[str]) -> None:
         """A reloaded registry: new tool trims; the changed servers' listings and every built view are dropped
@@ -157,12 +158,18 @@ class Catalog:
             except GatewayError as err:
                 self._warn(server, err)
                 self._errors[server] = err
+                self._failed[key] = err.message
                 return None
             self._errors.pop(server, None)
+            self._failed.pop(key, None)
             if self._epoch.get(key, 0) != epoch:
                 new.expires = 0.0  # invalidated while we fetched: usable now, refetched next time
             self._cache[key] = new
             return new
+
+    def failure(self, server: str) -> str | None:
+        """Why the server's last listing of some kind failed (it is left out of those listings), or None."""
+        return next((why for (name, _), why in self._failed.items() if name == server), None)
 
     @staticmethod
     def _usable(listing: Listing, freshness: Freshness) -> bool:

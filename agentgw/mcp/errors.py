@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from mcp.shared.exceptions import MCPError
 
 from agentgw.errors import GatewayError, NotFound, UpstreamError
+from agentgw.http import Message, Send
 
 # JSON-RPC 2.0 and MCP codes the plane emits itself.
 PARSE_ERROR = -32700
@@ -109,3 +111,66 @@ def error_body(code: int, message: str, data: dict[str, Any] | None = None) -> d
     if data:
         error["data"] = data
     return {"jsonrpc": "2.0", "id": None, "error": error}
+
+
+_REFUSALS = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    421: "misdirected_request",
+}
+
+
+def jsonrpc_refusals(send: Send) -> Send:
+    """`send`, with every error answer (status >= 400) in the JSON-RPC envelope: the SDK server refuses some
+    requests in plain text ("Invalid Content-Type header") or with an empty body, and leaves `data` out of
+    others; those are rewritten (its message kept, `data` = the stable code and the status). Successful answers
+    pass untouched (and unbuffered)."""
+    held: list[Message] = []
+    chunks: list[bytes] = []
+
+    async def guarded(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            held.append(message)
+            return
+        if not held or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        start = held[0]
+        status: int = start["status"]
+        body = _envelope(status, b"".join(chunks))
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-type", b"content-length")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return guarded
+
+
+def _envelope(status: int, body: bytes) -> bytes:
+    data = {
+        "code": _REFUSALS.get(status, "invalid_request" if status < 500 else "internal_error"),
+        "status": status,
+    }
+    try:
+        answer = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        if "data" in error:
+            return body  # already ours (or the SDK's with its own data)
+        return orjson.dumps({**answer, "error": {**error, "data": data}})
+    text = body.decode("utf-8", "replace").strip()[:200] if body and answer is None else ""
+    code = INVALID_REQUEST if status < 500 else INTERNAL_ERROR
+    return orjson.dumps(error_body(code, text or f"The request was refused (HTTP {status}).", data))

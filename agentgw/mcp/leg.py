@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
 from agentgw.mcp.wire import RELAYED_REQUESTS, Relay, unasked
+from agentgw.sse import SSEDecoder, SSEError
 from agentgw.upstream import BASE_HEADERS
 
 log = logging.getLogger("agentgw.mcp")
@@ -28,7 +29,7 @@ _JSON = "application/json"
 _SSE = "text/event-stream"
 _POST_HEADERS = {**BASE_HEADERS, "Content-Type": _JSON, "Accept": f"{_JSON}, {_SSE}"}
 _CANCEL_WAIT_S = 5.0
-MAX_EVENT_BYTES = 64 * 1024 * 1024  # one SSE line from an upstream
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # one SSE event from an upstream
 
 
 class SessionExpired(MCPError):
@@ -38,11 +39,19 @@ class SessionExpired(MCPError):
         super().__init__(CONNECTION_CLOSED, "The MCP server ended the session.")
 
 
+class InvalidAnswer(MCPError):
+    """The server answered with something that is not JSON-RPC (HTML, bad JSON, another content type, a
+    message that answers nothing we asked): a broken upstream, not an error the server meant to send."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INTERNAL_ERROR, message)
+
+
 class HttpLeg:
     """Requests to one Streamable HTTP server. `session_id` reads the SDK transport's current session id (None
     for a stateless 2026-07-28 server). Fails with MCPError: the server's own JSON-RPC error verbatim,
     SessionExpired on a 404 to our session, CONNECTION_CLOSED when the connection or stream broke before the
-    answer, INTERNAL_ERROR for an answer that is not JSON-RPC."""
+    answer, InvalidAnswer for an answer that is not JSON-RPC."""
 
     def __init__(
         self,
@@ -87,10 +96,14 @@ class HttpLeg:
             async with self._session().post(self.url, data=body, headers=sent) as resp:
                 if resp.status == 404 and "mcp-session-id" in sent:
                     raise SessionExpired()
-                kind = resp.headers.get("Content-Type", "")
+                kind = resp.headers.get("Content-Type", "").lower()
                 if kind.startswith(_SSE) and resp.status < 400:
                     return await self._stream(resp, rid, sent, on_progress, relay)
                 data = await resp.read()
+                if resp.status < 400 and not kind.startswith(_JSON):
+                    raise InvalidAnswer(
+                        f"The MCP server answered HTTP {resp.status} with content type {kind[:60]!r}."
+                    )
                 return _answer(_decode(data, resp.status), rid, resp.status)
         except anyio.get_cancelled_exc_class():
             if cancel_notice:
@@ -108,26 +121,25 @@ class HttpLeg:
         on_progress: ProgressFnT | None,
         relay: Relay | None,
     ) -> dict[str, Any]:
-        data: list[bytes] = []
-        async for raw in _lines(resp):
-            line = raw.rstrip(b"\r")
-            if line:
-                if line.startswith(b"data:"):
-                    data.append(line[6:] if line[5:6] == b" " else line[5:])
-                continue
-            if not data:
-                continue  # an event without data: the priming event, a comment, a retry hint
-            message, data = _decode(b"\n".join(data), resp.status), []
-            if not isinstance(message, dict):
-                continue
-            if "method" not in message:
-                if message.get("id") == rid:
-                    return _answer(message, rid, resp.status)
-                continue
-            if "id" in message:
-                await self._answer_server(message, sent, relay)
-            else:
-                await _notification(message, rid, on_progress, relay)
+        decoder = SSEDecoder(MAX_EVENT_BYTES)
+        try:
+            async for chunk in resp.content.iter_any():
+                for event in decoder.feed(chunk):
+                    if not event.is_message:
+                        continue  # a priming event (an id, empty data), a comment, a retry hint
+                    message = _decode(event.data or b"", resp.status)
+                    if not isinstance(message, dict):
+                        continue
+                    if "method" not in message:
+                        if message.get("id") == rid:
+                            return _answer(message, rid, resp.status)
+                        continue
+                    if "id" in message:
+                        await self._answer_server(message, sent, relay)
+                    else:
+                        await _notification(message, rid, on_progress, relay)
+        except SSEError as exc:
+            raise InvalidAnswer(f"The MCP server's stream is unreadable: {exc}") from None
         raise MCPError(CONNECTION_CLOSED, "The MCP server's stream ended before its answer.")
 
     async def _answer_server(
@@ -171,34 +183,11 @@ class HttpLeg:
             raise MCPError(CONNECTION_CLOSED, f"The connection to the MCP server failed: {exc}") from None
 
 
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body's lines without their `\n`, however long (aiohttp's own line reader stops at 128 KiB)."""
-    pending: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            pending.append(chunk[start:end])
-            yield b"".join(pending)
-            pending, size, start = [], 0, end + 1
-        if start < len(chunk):
-            pending.append(chunk[start:])
-            size += len(chunk) - start
-            if size > MAX_EVENT_BYTES:
-                raise MCPError(
-                    INTERNAL_ERROR, "The MCP server sent an event larger than the gateway accepts."
-                )
-    if pending:
-        yield b"".join(pending)
-
-
 def _decode(data: bytes, status: int) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise MCPError(
-            INTERNAL_ERROR, f"The MCP server answered HTTP {status} without a JSON-RPC message."
-        ) from None
+        raise InvalidAnswer(f"The MCP server answered HTTP {status} without a JSON-RPC message.") from None
 
 
 def _answer(message: Any, rid: str, status: int) -> dict[str, Any]:
@@ -214,7 +203,7 @@ def _answer(message: Any, rid: str, status: int) -> dict[str, Any]:
         result = message.get("result")
         if isinstance(result, dict) and message.get("id") == rid:
             return result
-    raise MCPError(INTERNAL_ERROR, f"The MCP server answered HTTP {status} without a result for our request.")
+    raise InvalidAnswer(f"The MCP server answered HTTP {status} without a result for our request.")
 
 
 async def _notification(

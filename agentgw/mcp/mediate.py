@@ -12,9 +12,11 @@ from typing import Any, NoReturn
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import methods
 from opentelemetry import context as otel_context
+from pydantic import ValidationError
 
-from agentgw.errors import GatewayError
+from agentgw.errors import GatewayError, UpstreamInvalidResponse
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
 from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
@@ -30,6 +32,7 @@ FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills f
 TASK_META_KEY = "io.agentgw/task"
 _PROTOCOL_META = "io.modelcontextprotocol/"
 _REPLY = "mcp.reply_headers"
+_VERSION = "mcp.protocol_version"  # the caller's protocol version (SDK server path)
 _DROPPED_META = frozenset({"progressToken", TASK_META_KEY, "traceparent", "tracestate"})
 _NO_TRACE = otel_context.Context()
 
@@ -134,6 +137,33 @@ def rewrite_content(item: Any, expose: Callable[[str], str]) -> None:
             res["uri"] = expose(res["uri"])
 
 
+def _shaped(
+    forward: Callable[[Exchange], Awaitable[Result]], version: str
+) -> Callable[[Exchange], Awaitable[Result]]:
+    """`forward`, its result checked against the caller's protocol version inside the pipeline, where the SDK
+    server would check it only after the audit record was written: a result the caller cannot be sent is the
+    call's error (502 upstream_invalid_response), never an `ok` on the record and a -32603 on the wire. A
+    2026-07-28 result needs `resultType`; "complete" is implied for one built without it (a handshake-era
+    answer drops the field)."""
+
+    async def run(ex: Exchange) -> Result:
+        result = await forward(ex)
+        payload = result.payload
+        if isinstance(payload, dict):
+            payload.setdefault("resultType", "complete")
+            try:
+                methods.serialize_server_result(ex.operation, version, payload)
+            except KeyError:
+                pass  # not a spec method in this version: nothing to check against
+            except ValidationError:
+                raise UpstreamInvalidResponse(
+                    f"The MCP server's answer to {ex.operation} is not a valid result for protocol {version}."
+                ) from None
+        return result
+
+    return run
+
+
 class Mediator:
     """The plumbing of one endpoint's handlers. Decides nothing about access itself: every operation is an
     Exchange the pipeline decides (and audits). Fails with the JSON-RPC error of the GatewayError (errors.py)."""
@@ -162,6 +192,8 @@ class Mediator:
         ex.task = front.task
         ex.payload = call.params
         ex.attrs["endpoint"] = self.path
+        if call.ctx is not None:  # the SDK server's path: it checks the result's shape for this version
+            ex.attrs[_VERSION] = call.ctx.protocol_version
         ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
@@ -181,8 +213,9 @@ class Mediator:
         """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
         exactly that error: what a caller may not use is indistinguishable from what does not exist. The
         audit record still says denied, with the deciding rule."""
+        version = ex.attrs.get(_VERSION)
         try:
-            result = await self.pipeline.run(ex, forward)
+            result = await self.pipeline.run(ex, forward if version is None else _shaped(forward, version))
         except GatewayError as err:
             if unseen is not None and err.code == "permission_denied":
                 err = unseen

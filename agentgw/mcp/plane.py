@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -39,6 +40,7 @@ from agentgw.mcp.errors import (
     PAYLOAD_TOO_LARGE,
     UNAUTHENTICATED,
     error_body,
+    jsonrpc_refusals,
     rpc_code,
 )
 from agentgw.mcp.naming import View, views
@@ -109,6 +111,9 @@ class MCPPlane:
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._users: dict[Principal, AuthenticatedUser] = {}
+        # server -> the connection whose listings were fetched after it opened; set once they are in
+        self._listed: dict[str, int] = {}
+        self._warmed: dict[str, anyio.Event] = {}
 
     def _user(self, principal: Principal) -> AuthenticatedUser:
         """The SDK's view of the principal (what a session is bound to), built once per principal."""
@@ -129,10 +134,33 @@ class MCPPlane:
     def _changed(self, server: str, kind: str | None) -> None:
         """An upstream's list changed (or it reconnected: kind None): refetch, and tell the endpoints' callers."""
         self.catalog.invalidate(server, kind)
+        if kind is None and self._tg is not None:
+            self._tg.start_soon(self._warm, server)
         if kind is not None:
             for endpoint in self.endpoints.values():
                 if server in endpoint.view.servers:
                     endpoint.events.list_changed(kind)
+
+    async def _warm(self, server: str) -> None:
+        """A server just (re)connected: fetch its listings now, so a server that connects but cannot be listed
+        (an answer the gateway cannot read) is known at once (`status`, /readyz), not at the first caller's
+        listing. Failures are the catalog's to record."""
+        up = self.upstreams.get(server)
+        if up is None:  # pragma: no cover - only registry servers connect
+            return
+        connects = up.connects
+        try:
+            for kind in ("tools", "prompts", "resources", "templates"):
+                await self.catalog.listing(server, kind, "fresh")
+            self._listed[server] = connects
+        except GatewayError:  # down again already: its state says so
+            pass
+        finally:
+            self._warmed.setdefault(server, anyio.Event()).set()
+
+    async def warmed(self, server: str) -> None:
+        """Wait until the server's listings were fetched after it first connected (for tests; no timeout)."""
+        await self._warmed.setdefault(server, anyio.Event()).wait()
 
     def _updated(self, server: str, uri: str) -> None:
         """An upstream's resource changed: tell the callers subscribed to it, under the endpoint's URI."""
@@ -150,6 +178,7 @@ class MCPPlane:
         try:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
+            self._tg = tg
             self.upstreams.start(tg)
             self.held.start(tg)
             for endpoint in self.endpoints.values():
@@ -205,7 +234,23 @@ class MCPPlane:
             await stack.aclose()
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return self.upstreams.status()
+        """Each upstream's state, and whether it is `ready`: connected, and listed since it connected. When it
+        is not, `reason` says why (its connection error, or why its listings failed)."""
+        out = self.upstreams.status()
+        for name, st in out.items():
+            up = self.upstreams.get(name)
+            failure = self.catalog.failure(name)
+            listed = up is not None and self._listed.get(name) == up.connects
+            st["ready"] = st["state"] == "ready" and listed and failure is None
+            if st["ready"]:
+                st["reason"] = None
+            elif st["state"] != "ready":
+                st["reason"] = st["error"] or f"not connected ({st['state']})"
+            else:
+                st["reason"] = (
+                    f"left out of listings: {failure}" if failure else "connected; listings not fetched yet"
+                )
+        return out
 
     # -- the front door ---------------------------------------------------------------------------------------
 
@@ -301,11 +346,12 @@ class MCPPlane:
             if parsed.get("method") == "notifications/cancelled":
                 endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
             plan = endpoint.direct.plan(scope, headers, parsed, user)
+        reply = jsonrpc_refusals(send_with_task)
         if plan is not None:
-            await endpoint.direct.serve(plan, front, receive, send_with_task)
+            await endpoint.direct.serve(plan, front, receive, reply)
             return
         try:
-            await endpoint.manager.handle_request(scope, _replay(body, receive), send_with_task)
+            await endpoint.manager.handle_request(scope, _replay(body, receive), reply)
         finally:
             if opening is not None:
                 OPENING.reset(opening)

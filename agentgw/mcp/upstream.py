@@ -31,10 +31,10 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
-from agentgw.errors import GatewayError, UpstreamTimeout
+from agentgw.errors import GatewayError, UpstreamInvalidResponse, UpstreamTimeout
 from agentgw.exchange import Principal
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
-from agentgw.mcp.leg import HttpLeg, SessionExpired
+from agentgw.mcp.leg import HttpLeg, InvalidAnswer, SessionExpired
 from agentgw.mcp.scoped import ScopedSessions, declared_caps
 from agentgw.mcp.state import Binding
 from agentgw.mcp.watching import OnChange, OnUpdated, Watching, describe
@@ -410,6 +410,8 @@ class Upstream(Watching):
                 log.debug("MCP server %r refused logging/setLevel: %s", self.name, err.message)
 
     def _gateway_error(self, method: str, err: MCPError) -> GatewayError:
+        if isinstance(err, InvalidAnswer):
+            return UpstreamInvalidResponse(f"MCP server '{self.name}' sent an invalid response to {method}.")
         if err.code == REQUEST_TIMEOUT:
             return self._timed_out(method)
         if err.code == CONNECTION_CLOSED:

@@ -42,7 +42,7 @@ from agentgw.budget.ledger import (
     task_key,
 )
 from agentgw.budget.retry import Pending, RetryQueue
-from agentgw.errors import GatewayError
+from agentgw.errors import GatewayError, UpstreamInvalidResponse
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
 from agentgw.registry import Pricing
@@ -412,7 +412,7 @@ class BudgetStage(Stage):
 
     def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
         """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent
-        call counts once it reached the upstream."""
+        call counts once it reached the upstream and answered something readable."""
         if ex.plane == "llm":
             u = ex.usage
             if u is None or (ex.error is not None and u.output_tokens == 0 and not ex.result):
@@ -426,6 +426,8 @@ class BudgetStage(Stage):
                 )
             return out
         if not ex.attempts:  # refused before any upstream was asked
+            return {}
+        if isinstance(ex.error, UpstreamInvalidResponse):  # no usable answer came back: nothing delivered
             return {}
         if ex.plane == "mcp" and ex.operation == "tools/call":
             extra = self.tool_costs.get(ex.target, 0)

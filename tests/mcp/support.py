@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resolve import Elicit, ListRoots, Resolve, Sample
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
@@ -47,13 +48,22 @@ class Upstream:
     unasked: list[Any] = field(default_factory=list)  # what a request about no call of the client got back
     unasked_done: anyio.Event = field(default_factory=anyio.Event)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # Resumable streams: every SSE reply opens with a priming event (an id and empty data), as the TypeScript
+    # SDK's servers with an event store do (the Python SDK primes in the handshake era only).
+    event_store: bool = False
 
     def __post_init__(self) -> None:
+        self.store = MemoryEventStore()
         self.server = build_server(self)
         self.starlette = (
             self.server.sse_app(host="127.0.0.1")
             if self.sse
-            else self.server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+            else self.server.streamable_http_app(
+                streamable_http_path="/mcp",
+                host="127.0.0.1",
+                event_store=self.store if self.event_store else None,
+                retry_interval=1000 if self.event_store else None,
+            )
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,6 +92,29 @@ class Upstream:
                 await send({"type": "http.response.body", "body": data})
                 return
         await self.starlette(scope, receive, send)
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event of every stream, for priming and replay."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, types.JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: str, message: types.JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        stream = next((s for e, s, _ in self.events if e == last_event_id), None)
+        if stream is None:
+            return None
+        after = False
+        for event_id, s, message in self.events:
+            if after and s == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+            after = after or event_id == last_event_id
+        return stream
 
 
 class Name(BaseModel):

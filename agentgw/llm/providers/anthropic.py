@@ -49,16 +49,14 @@ class AnthropicProvider:
             self.pool, self.cfg, self.url, body, headers, stream=call.stream, secrets=self.secrets
         )
         if call.stream:
+            transport.expect_sse(resp)
             opts = call.payload.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
             translator = StreamTranslator(call.model, include_usage, self.secrets)
             return Result(stream=_translate(translator, resp), media_type="text/event-stream")
         raw = await transport.read_all(resp)
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            msg = None
-        if not isinstance(msg, dict) or msg.get("type") == "error":
+        msg = transport.json_object(raw)
+        if msg.get("type") == "error":
             raise upstream_error(502, raw, self.secrets)
         return Result(body=orjson.dumps(message_to_completion(msg, call.model)))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from agentgw.llm.providers.base import ProviderError, upstream_error
+from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
 
@@ -361,12 +361,14 @@ class StreamTranslator:
         return self._delta({"tool_calls": [{"index": self.tools[block], "function": {"arguments": piece}}]})
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not data or self.done:
+            return []
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return []
-        if not isinstance(event, dict) or self.done:
-            return []
+            event = None
+        if not isinstance(event, dict):
+            raise invalid_response("a stream event is not a JSON object")
         kind = event.get("type")
         if kind == "message_start":
             msg = event.get("message")

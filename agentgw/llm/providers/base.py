@@ -43,13 +43,23 @@ class ProviderError(Exception):
         retryable: bool,
         timeout: bool = False,
         body: Any = None,
+        invalid: bool = False,
     ) -> None:
         super().__init__(message)
+        self.invalid = invalid  # a 200 that is not what the API promises (see llm.sse.invalid_response)
         self.message = message
         self.status = status
         self.retryable = retryable
         self.timeout = timeout
         self.body = body  # the upstream error object (already scrubbed), relayed for non-retryable 4xx
+
+
+def invalid_response(why: str) -> ProviderError:
+    """A 200 whose body is not what the API promises (HTML, bad JSON, the wrong content type): the upstream is
+    broken, like a 5xx (retried, failed over), and answered 502 `upstream_invalid_response` if it stays so."""
+    return ProviderError(
+        f"upstream sent an invalid response: {why}", status=502, retryable=True, invalid=True
+    )
 
 
 def is_retryable_status(status: int) -> bool:

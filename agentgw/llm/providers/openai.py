@@ -59,8 +59,11 @@ class OpenAIProvider:
             secrets=self.secrets,
         )
         if not call.stream:
-            return Result(status=200, body=await transport.read_all(resp))
-        return Result(status=200, stream=frames(transport.body_chunks(resp)), media_type="text/event-stream")
+            body = await transport.read_all(resp)
+            return Result(status=200, body=body, payload=transport.json_object(body))
+        transport.expect_sse(resp)
+        stream = frames(transport.body_chunks(resp), check_first=True)
+        return Result(status=200, stream=stream, media_type="text/event-stream")
 
 
 class AzureProvider(OpenAIProvider):

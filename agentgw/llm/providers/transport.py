@@ -5,10 +5,12 @@ connection failures become retryable ProviderErrors, error statuses go through `
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import aiohttp
+import orjson
 
-from agentgw.llm.providers.base import ProviderError, upstream_error
+from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import UpstreamPool, timeout
 
@@ -70,3 +72,22 @@ async def body_chunks(resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, Non
             resp.release()
         else:
             resp.close()
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A non-streaming answer's JSON object, or ProviderError(invalid)."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise invalid_response("the body is not a JSON object")
+    return parsed
+
+
+def expect_sse(resp: aiohttp.ClientResponse) -> None:
+    """A stream was asked for: anything but `text/event-stream` is a broken answer (closed, ProviderError)."""
+    kind = resp.headers.get("Content-Type", "")
+    if not kind.lower().startswith("text/event-stream"):
+        resp.close()
+        raise invalid_response(f"a stream was asked for, the content type is {kind[:60]!r}")
