@@ -18,6 +18,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
+from agentgw import jsontext
 from agentgw.mcp.wire import RELAYED_REQUESTS, Relay
 from agentgw.upstream import BASE_HEADERS
 
@@ -81,7 +82,7 @@ class HttpLeg:
         rid = request_id or f"agw-h{next(_ids)}"
         if on_progress is not None:
             params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": rid}}
-        body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        body = jsontext.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         sent = self._headers(headers)
         try:
             async with self._session().post(self.url, data=body, headers=sent) as resp:
@@ -191,7 +192,7 @@ async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 def _decode(data: bytes, status: int) -> Any:
     try:
-        return orjson.loads(data)
+        return jsontext.loads(data)
     except orjson.JSONDecodeError:
         raise MCPError(
             INTERNAL_ERROR, f"The MCP server answered HTTP {status} without a JSON-RPC message."

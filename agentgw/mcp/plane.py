@@ -15,6 +15,7 @@ import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
+from agentgw import jsontext
 from agentgw.errors import GatewayError, PayloadTooLarge
 from agentgw.exchange import Exchange, Principal, TaskContext, task_from_headers
 from agentgw.frontdoor import TooDeep, check_depth
@@ -213,7 +214,7 @@ class MCPPlane:
                 await _refuse(send, seen.status, INVALID_REQUEST, seen.message, seen.code)
                 return
             try:
-                parsed = orjson.loads(body)
+                parsed = jsontext.loads(body)
             except orjson.JSONDecodeError:
                 await _refuse(
                     send, 400, PARSE_ERROR, "Parse error: the body is not valid JSON.", "invalid_json"
