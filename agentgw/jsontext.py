@@ -4,14 +4,15 @@ cannot hold (it writes none, and reads them as floats). Those few texts go throu
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 # 19 digits in a row: maybe an integer orjson would turn into a float (2**63 has 19). Rare outside such numbers
 # (a long digit string or a float's fraction), where the stdlib's reading is merely slower, and the same.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Found with C-speed passes (every digit → "0", everything else → " "; ~0.7 ns a byte, a regex takes 12).
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def dumps(value: Any) -> bytes:
@@ -29,7 +30,7 @@ def loads(data: bytes | str) -> Any:
     """orjson's reading; the stdlib's when the text may hold an integer beyond 64 bits (so it stays an integer).
     Raises orjson.JSONDecodeError (a ValueError) either way."""
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_RUN not in raw.translate(_DIGITS):
         return orjson.loads(raw)
     try:
         return json.loads(raw, parse_constant=_not_json)
