@@ -357,3 +357,23 @@ async def test_integers_beyond_64_bits_cross_an_http_upstream_both_ways_intact(
     assert answer.structured_content == {"result": 2**70 + 1}
     (record,) = [r for r in audit_records(tmp_path) if r["operation"] == "tools/call"]
     assert record["status"] == "ok" and record["target"] == "mcp:docs/add"
+
+
+async def test_an_authenticated_callers_malformed_requests_are_each_recorded(tmp_path: Path) -> None:
+    """Refused before the protocol (not JSON, a batch, an unknown endpoint, too large), yet each is on the record
+    with its caller and error code: no request finishes without a trace."""
+    docs = Upstream("docs")
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, _):
+        async with httpx.AsyncClient() as http:
+            broken = await http.post(f"{url}/mcp", content=b"{not json", headers=MODERN)
+            batch = await http.post(f"{url}/mcp", json=[modern_request("tools/list", {})], headers=MODERN)
+            lost = await http.post(f"{url}/mcp/nope", json=modern_request("tools/list", {}), headers=MODERN)
+            scalar = await http.post(f"{url}/mcp", json=3, headers=MODERN)
+    assert [r.status_code for r in (broken, batch, lost, scalar)] == [400, 400, 404, 400]
+    records = audit_records(tmp_path)
+    assert [(r["principal"], r["plane"], r["error_code"]) for r in records] == [
+        ("tester", "mcp", "invalid_json"),
+        ("tester", "mcp", "batch"),
+        ("tester", "mcp", "unknown_endpoint"),
+        ("tester", "mcp", "invalid"),
+    ]
