@@ -94,11 +94,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self._disarm()
         path = self._path()
-        note = refusal_tally(self.app)
-        if (
-            note is not None
-        ):  # no request is refused without a trace in the audit store (aggregated: no payload)
-            note(self.client[0] if self.client else None, path, status, code)
+        self._tally(path, status, code)
         body = refusal_body(path, status, code, message)
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         self.transport.write(head % (status, _REASONS[status], len(body)) + body)
@@ -113,6 +109,12 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._refused = True
         self.flow.resume_reading()
         self._timer = self.loop.call_later(_LINGER_S, self.transport.close)
+
+    def _tally(self, path: str, status: int, code: str) -> None:
+        """No request is refused without a trace in the audit store: the app's tally (aggregated, no payload)."""
+        note = refusal_tally(self.app)
+        if note is not None:
+            note(self.client[0] if self.client else None, path, status, code)
 
     def _path(self) -> str:
         """The refused request's path: parsed once its head is complete, else what arrived of its target."""
@@ -149,7 +151,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._oversize:  # the parser stopped because the head was too large (see _counted)
             self._too_large()
-        else:
+        else:  # uvicorn's own answer to what is not HTTP
+            self._disarm()
+            self._tally(self._path(), 400, "invalid_http_request")
             super().send_400_response(msg)
 
     def _too_large(self) -> None:

@@ -155,15 +155,17 @@ async def test_connection_refusals_are_tallied_per_source_and_plane_without_payl
                 AUTHED.replace(b"/v1/chat/completions", b"/mcp") + b"Content-Length: 99\r\n\r\n{"
             )
             silent = await refused(b"")  # not a byte
-    replies = [big, head, body, mcp, silent]
-    assert [r[:12] for r in replies] == [b"HTTP/1.1 431", *[b"HTTP/1.1 408"] * 4]
+            garbage = await refused(b"NOT HTTP AT ALL\r\n\r\n")
+    replies = [big, head, body, mcp, silent, garbage]
+    assert [r[:12] for r in replies] == [b"HTTP/1.1 431", *[b"HTTP/1.1 408"] * 4, b"HTTP/1.1 400"]
     records = audit_records(tmp_path)
     refusals = {r["plane"]: r for r in records if r.get("refused")}
     assert len(records) == 3 and refusals.keys() == {"llm", "mcp", "http"}
     assert refusals["llm"]["refused"]["count"] == 3
     assert refusals["llm"]["refused"]["codes"] == {"headers_too_large": 1, "request_timeout": 2}
     assert refusals["mcp"]["refused"]["codes"] == {"request_timeout": 1}
-    assert refusals["http"]["refused"]["codes"] == {"request_timeout": 1}  # the connection that sent nothing
+    # the connection that sent nothing, and the one that did not speak HTTP
+    assert refusals["http"]["refused"]["codes"] == {"request_timeout": 1, "invalid_http_request": 1}
     for tally in refusals.values():
         assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
     stored = (tmp_path / "audit.db").read_bytes()
