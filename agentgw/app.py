@@ -25,7 +25,7 @@ from agentgw.budget.memory import MemoryLedger
 from agentgw.configfile import Problem
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
-from agentgw.frontdoor import HostGuard, refusal_body
+from agentgw.frontdoor import HostGuard, plane_of, refusal_body
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
@@ -123,7 +123,15 @@ class Gateway:
         self.supervisor = Supervisor.from_settings(settings)
         self.door = HostGuard(settings)
         self.registry = RegistryWatch(settings, registry_problems, self.apply_registry)
+        audit = next((s for s in stages if isinstance(s, AuditStage)), None)
+        self.refusals = audit.refusals if audit is not None else None
         self.started = False
+
+    def note_refusal(self, client: str | None, path: str, status: int, code: str) -> None:
+        """Tally a refusal made before any plane saw the request (Host/Origin here; the connection limits of
+        server.py call this through the ASGI app uvicorn holds): one record per source, plane and window."""
+        if self.refusals is not None:
+            self.refusals.count(client, plane_of(path), code, status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -133,6 +141,7 @@ class Gateway:
             refused = self.door.check(scope) if path != "/healthz" else None
             if refused is not None:
                 status, code, message = refused
+                self.note_refusal(client_host(scope), path, status, code)
                 await send_bytes(send, status, refusal_body(path, status, code, message))
             elif path.startswith("/v1/"):
                 await self.llm(scope, receive, send)
@@ -343,9 +352,8 @@ class Gateway:
         await self.policy.aclose()
         await self.pool.aclose()
         if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
-            audit = next((s for s in self.pipeline.stages if isinstance(s, AuditStage)), None)
-            if audit is not None:  # the open windows of unauthenticated refusals: one record each, now
-                await audit.refusals.flush()
+            if self.refusals is not None:  # the open windows of refusals: one record each, now
+                await self.refusals.flush()
             await self.audit.aclose()
         if self.telemetry is not None:  # last: spans of calls that finished during shutdown are flushed too
             await self.telemetry.aclose()

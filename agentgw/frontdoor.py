@@ -35,6 +35,14 @@ def loopback_host(value: str) -> bool:
     )
 
 
+def plane_of(path: str) -> str:
+    """The plane a path belongs to, for the tally of refusals: `llm`, `mcp`, or `http` (everything else, and a
+    request whose path was never received)."""
+    if path == "/mcp" or path.startswith("/mcp/"):
+        return "mcp"
+    return "llm" if path.startswith("/v1/") else "http"
+
+
 def refusal_body(path: str, status: int, code: str, message: str) -> bytes:
     """A refusal in the envelope of the plane `path` belongs to: JSON-RPC on /mcp, OpenAI error JSON elsewhere."""
     if path == "/mcp" or path.startswith("/mcp/"):

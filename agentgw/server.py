@@ -3,11 +3,14 @@ headers at most `limits.max_header_bytes` (431), all received within `limits.hea
 or the request's first byte (408), and its body within `limits.body_timeout_s` of the headers' end (408).
 
 uvicorn bounds a body in flight (it stops reading past 64 KiB until the app reads), but neither the head's size
-nor any read's duration: a client could hold memory and a connection as long as it liked."""
+nor any read's duration: a client could hold memory and a connection as long as it liked.
+
+Each refusal is tallied in the audit store like the app's own pre-authentication refusals (note_refusal)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -24,6 +27,22 @@ _LINGER_BYTES = 1 << 20
 
 class _HeadTooLarge(Exception):
     pass
+
+
+NoteRefusal = Callable[[str | None, str, int, str], None]
+
+
+def refusal_tally(app: object) -> NoteRefusal | None:
+    """The `note_refusal(client, path, status, code)` of the gateway inside the ASGI app uvicorn gives each
+    protocol (its own middleware, e.g. proxy headers, wraps it and keeps it as `.app`), or None (another app)."""
+    for _ in range(8):  # a handful of wrappers at most
+        note = getattr(app, "note_refusal", None)
+        if callable(note):
+            return note  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -74,7 +93,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         self._disarm()
-        path = self.scope.get("path", "") if not self._in_head and self.scope else ""
+        path = self._path()
+        self._tally(path, status, code)
         body = refusal_body(path, status, code, message)
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         self.transport.write(head % (status, _REASONS[status], len(body)) + body)
@@ -89,6 +109,21 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._refused = True
         self.flow.resume_reading()
         self._timer = self.loop.call_later(_LINGER_S, self.transport.close)
+
+    def _tally(self, path: str, status: int, code: str) -> None:
+        """No request is refused without a trace in the audit store: the app's tally (aggregated, no payload)."""
+        note = refusal_tally(self.app)
+        if note is not None:
+            note(self.client[0] if self.client else None, path, status, code)
+
+    def _path(self) -> str:
+        """The refused request's path: parsed once its head is complete, else what arrived of its target."""
+        if not self._in_head and self.scope:
+            return str(self.scope.get("path", ""))
+        target = getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
+        if "://" in target:  # the absolute form, http://host/path
+            target = "/" + target.partition("://")[2].partition("/")[2]
+        return target
 
     # -- the protocol -----------------------------------------------------------------------------------------------
 
@@ -116,7 +151,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._oversize:  # the parser stopped because the head was too large (see _counted)
             self._too_large()
-        else:
+        else:  # uvicorn's own answer to what is not HTTP
+            self._disarm()
+            self._tally(self._path(), 400, "invalid_http_request")
             super().send_400_response(msg)
 
     def _too_large(self) -> None:

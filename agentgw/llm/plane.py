@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from agentgw import jsontext
 from agentgw.errors import (
     BadRequest,
     GatewayError,
@@ -173,7 +174,7 @@ class LLMPlane:
             ex.body = await read_body(receive, headers, self.limit)
             check_depth(ex.body, self.depth)
             try:
-                payload = orjson.loads(ex.body)
+                payload = jsontext.loads(ex.body)
             except orjson.JSONDecodeError:
                 raise InvalidJSON("The request body is not valid JSON.") from None
             if not isinstance(payload, dict):
@@ -256,9 +257,9 @@ class LLMPlane:
                     raise ModelNotFound(
                         f"The model '{wanted}' does not exist or you do not have access to it."
                     )
-                return Result(body=orjson.dumps(self._model_entry(wanted)))
+                return Result(body=jsontext.dumps(self._model_entry(wanted)))
             return Result(
-                body=orjson.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})
+                body=jsontext.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})
             )
 
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agentgw import jsontext
 from agentgw.errors import UpstreamError, UpstreamInvalidResponse
 from agentgw.exchange import Exchange, Usage
 from agentgw.llm.errors import error_body
@@ -97,7 +98,7 @@ class ChatStreamMeter:
             "created": self.head.get("created", 0),
             "model": self.head.get("model", self.payload.get("model")),
         }
-        out = b"data: " + orjson.dumps(
+        out = b"data: " + jsontext.dumps(
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
         )
         out += b"\n\n"
@@ -108,7 +109,7 @@ class ChatStreamMeter:
                 "completion_tokens": u.output_tokens,
                 "total_tokens": u.total_tokens,
             }
-            out += b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+            out += b"data: " + jsontext.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
         return out + DONE
 
     def feed(self, frame: bytes) -> bytes | None:

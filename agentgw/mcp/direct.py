@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.streamable_http import REQUEST_CANCELLED, EventMessage, StreamableHTTPServerTransport
 from mcp.shared.exceptions import MCPError
@@ -37,6 +36,7 @@ from mcp_types.methods import serialize_server_result
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from agentgw import jsontext
 from agentgw.http import (
     JSON_HEADERS,
     SSE_HEADERS,
@@ -215,7 +215,7 @@ class Direct:
 
         if await cancel_on_disconnect(receive, work()):
             reply, status = out[0]
-            await send_bytes(send, status, orjson.dumps(reply))
+            await send_bytes(send, status, jsontext.dumps(reply))
 
     async def _serve_handshake(
         self,
@@ -255,7 +255,7 @@ class Direct:
         await asyncio.wait((task,), timeout=JSON_WITHIN_S)
         sid = {"mcp-session-id": transport.mcp_session_id or ""}
         if pending.done.is_set() and not pending.cancelled:
-            await send_bytes(send, 200, orjson.dumps(pending.reply), JSON_HEADERS, sid)
+            await send_bytes(send, 200, jsontext.dumps(pending.reply), JSON_HEADERS, sid)
             return
         pending.streamed = True
         priming = b""
@@ -272,7 +272,7 @@ class Direct:
 
         if await cancel_on_disconnect(receive, stream()):
             event = f"id: {pending.event_id}\n".encode() if pending.event_id else b""
-            data = b"event: message\ndata: " + orjson.dumps(pending.reply) + b"\n\n"
+            data = b"event: message\ndata: " + jsontext.dumps(pending.reply) + b"\n\n"
             await send({"type": "http.response.body", "body": event + data})
 
     def _shape(self, result: dict[str, Any], version: str, modern: bool) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
+from agentgw import jsontext
 from agentgw.mcp.wire import RELAYED_REQUESTS, Relay, unasked
 from agentgw.sse import SSEDecoder, SSEError
 from agentgw.upstream import BASE_HEADERS
@@ -90,7 +91,7 @@ class HttpLeg:
         rid = request_id or f"agw-h{next(_ids)}"
         if on_progress is not None:
             params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": rid}}
-        body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        body = jsontext.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         sent = self._headers(headers)
         try:
             async with self._session().post(self.url, data=body, headers=sent) as resp:
@@ -177,7 +178,7 @@ class HttpLeg:
 
     async def _post(self, message: dict[str, Any], sent: dict[str, str]) -> None:
         try:
-            async with self._session().post(self.url, data=orjson.dumps(message), headers=sent) as resp:
+            async with self._session().post(self.url, data=jsontext.dumps(message), headers=sent) as resp:
                 await resp.read()
         except aiohttp.ClientError as exc:
             raise MCPError(CONNECTION_CLOSED, f"The connection to the MCP server failed: {exc}") from None
@@ -185,7 +186,7 @@ class HttpLeg:
 
 def _decode(data: bytes, status: int) -> Any:
     try:
-        return orjson.loads(data)
+        return jsontext.loads(data)
     except orjson.JSONDecodeError:
         raise InvalidAnswer(f"The MCP server answered HTTP {status} without a JSON-RPC message.") from None
 

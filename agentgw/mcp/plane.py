@@ -16,7 +16,8 @@ import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from agentgw.errors import GatewayError, PayloadTooLarge
+from agentgw import jsontext
+from agentgw.errors import BadRequest, GatewayError, InvalidJSON, NotFound, PayloadTooLarge
 from agentgw.exchange import Exchange, Principal, TaskContext, task_from_headers
 from agentgw.frontdoor import TooDeep, check_depth
 from agentgw.http import (
@@ -252,6 +253,13 @@ class MCPPlane:
                 )
         return out
 
+    async def _recorded(self, ex: Exchange, send: Send, err: GatewayError, rpc: int) -> None:
+        """A refusal after authentication, before the protocol: recorded like any request (its caller is known),
+        so no request to /mcp finishes without an audit record."""
+        ex.operation, ex.task = "request", task_from_headers(ex.headers)
+        seen = await self.pipeline.reject(ex, err)  # authn is done: only the record is added
+        await _refuse(send, seen.status, rpc, seen.message, seen.code)
+
     # -- the front door ---------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -283,9 +291,8 @@ class MCPPlane:
             await _refuse(send, 503, INTERNAL_ERROR, "The MCP endpoint is not running.", "unavailable")
             return
         if endpoint is None:
-            await _refuse(
-                send, 404, INVALID_REQUEST, f"Unknown MCP endpoint {scope['path']}.", "unknown_endpoint"
-            )
+            lost = NotFound(f"Unknown MCP endpoint {scope['path']}.", code="unknown_endpoint")
+            await self._recorded(ex, send, lost, INVALID_REQUEST)
             return
 
         parsed: Any = None
@@ -296,27 +303,26 @@ class MCPPlane:
             except ClientGone:
                 return
             except PayloadTooLarge as err:
-                await _refuse(send, 413, PAYLOAD_TOO_LARGE, err.message, err.code)
+                await self._recorded(ex, send, err, PAYLOAD_TOO_LARGE)
                 return
             try:
                 check_depth(body, self.depth)
-            except TooDeep as deep:  # recorded: the caller is known, and this is what an attack looks like
-                ex.operation, ex.task = "request", task_from_headers(headers)
-                seen = await self.pipeline.reject(ex, deep)  # authn is done: only the record is added
-                await _refuse(send, seen.status, INVALID_REQUEST, seen.message, seen.code)
+            except TooDeep as deep:  # this is what an attack looks like
+                await self._recorded(ex, send, deep, INVALID_REQUEST)
                 return
             try:
-                parsed = orjson.loads(body)
+                parsed = jsontext.loads(body)
             except orjson.JSONDecodeError:
-                await _refuse(
-                    send, 400, PARSE_ERROR, "Parse error: the body is not valid JSON.", "invalid_json"
-                )
+                broken = InvalidJSON("Parse error: the body is not valid JSON.")
+                await self._recorded(ex, send, broken, PARSE_ERROR)
                 return
             if isinstance(parsed, list):
-                await _refuse(send, 400, INVALID_REQUEST, "Batch requests are not supported.", "batch")
+                batch = BadRequest("Batch requests are not supported.", code="batch")
+                await self._recorded(ex, send, batch, INVALID_REQUEST)
                 return
             if not isinstance(parsed, dict):
-                await _refuse(send, 400, INVALID_REQUEST, "The body must be one JSON-RPC message.", "invalid")
+                invalid = BadRequest("The body must be one JSON-RPC message.", code="invalid")
+                await self._recorded(ex, send, invalid, INVALID_REQUEST)
                 return
 
         task, chosen = _task(headers, parsed)

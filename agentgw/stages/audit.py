@@ -15,7 +15,7 @@ from typing import Any
 
 from agentgw.audit.record import iso
 from agentgw.audit.writer import RecordSink
-from agentgw.errors import Unauthenticated
+from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange
 from agentgw.pipeline import Stage
 
@@ -49,7 +49,8 @@ class AuditStage(Stage):
 
 
 class Refusals:
-    """Decides how unauthenticated refusals reach the audit store: per (source address, plane), the first refusal
+    """Decides how refusals made before authentication reach the audit store (401s, and the front door's
+    Host/Origin and connection-limit refusals): per (source address, plane), the first refusal
     opens a window of REFUSAL_WINDOW_S; when it closes (or the gateway stops) one record is written with the count,
     the error codes seen and the window's first and last time. No payload, body or header is kept, so the store
     grows with authenticated work, not with what anonymous callers send."""
@@ -60,25 +61,31 @@ class Refusals:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def note(self, ex: Exchange) -> None:
-        client = ex.client or "unknown"
-        key = (client, ex.plane)
+        err = ex.error
+        self.count(ex.client, ex.plane, err.code if err else "unauthenticated", err.status if err else 401)
+
+    def count(self, client: str | None, plane: str, code: str, status: int) -> None:
+        """One refusal of `client` on `plane` (also those made before any Exchange exists: Host/Origin, the
+        connection limits). Synchronous and allocation-bounded: callable from a protocol callback."""
+        key = (client or "unknown", plane)
         agg = self.open.get(key)
         if agg is None and len(self.open) >= _MAX_SOURCES:
-            key = ("*", ex.plane)
+            key = ("*", plane)
             agg = self.open.get(key)
         now = time.time()
         if agg is None:
-            agg = Exchange(ex.plane, "unauthenticated", f"{ex.plane}:*", {}, key[0])
-            agg.started, agg.started_mono, agg.status = ex.started, ex.started_mono, "denied"
-            agg.attrs["refused"] = {"count": 0, "codes": {}, "first": iso(ex.started), "last": ""}
+            agg = Exchange(plane, "unauthenticated", f"{plane}:*", {}, key[0])
+            agg.status = "denied"
+            agg.attrs["refused"] = {"count": 0, "codes": {}, "first": iso(agg.started), "last": ""}
             self.open[key] = agg
             asyncio.get_running_loop().call_later(REFUSAL_WINDOW_S, self._close, key)
         tally: dict[str, Any] = agg.attrs["refused"]
-        code = ex.error.code if ex.error is not None else "unauthenticated"
         tally["count"] += 1
         tally["codes"][code] = tally["codes"].get(code, 0) + 1
         tally["last"] = iso(now)
-        agg.error = Unauthenticated(f"{tally['count']} unauthenticated requests refused.", code=code)
+        agg.error = GatewayError(
+            f"{tally['count']} requests refused before authentication.", status=status, code=code
+        )
 
     def _close(self, key: tuple[str, str]) -> None:
         agg = self.open.pop(key, None)

@@ -42,6 +42,25 @@ async def upstreams(*fakes: FakeOpenAI) -> AsyncIterator[list[str]]:
         yield [await stack.enter_async_context(serve(f.app())) for f in fakes]
 
 
+async def test_an_integer_beyond_64_bits_reaches_the_upstream_intact_when_the_model_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    """JSON allows any integer: a rewritten body (alias → upstream model) keeps 2**70 an integer, not a float."""
+    up = FakeOpenAI()
+    raw = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x_extra":1180591620717411303424}'
+    async with (
+        upstreams(up) as urls,
+        gateway(tmp_path, registry(*urls)) as (url, _),
+        httpx.AsyncClient() as c,
+    ):
+        r = await c.post(
+            f"{url}/v1/chat/completions", content=raw, headers={**AUTH, "content-type": "application/json"}
+        )
+    assert r.status_code == 200
+    sent = up.requests[0]["raw"]
+    assert b'"model":"real-0"' in sent and b'"x_extra":1180591620717411303424' in sent
+
+
 async def test_the_original_bytes_reach_the_upstream_when_nothing_changes(tmp_path: Path) -> None:
     up = FakeOpenAI()
     raw = b'{"model":"m",  "messages":[{"role":"user","content":"hi"}], "x_extra": 1}'

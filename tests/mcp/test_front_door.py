@@ -313,3 +313,67 @@ async def test_a_call_whose_record_cannot_be_serialised_is_recorded_as_incomplet
         record["principal"] == "tester" and record["status"] == "ok" and record["target"] == "mcp:local/big"
     )
     assert record["incomplete"].startswith("the full record could not be built")
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_an_integer_beyond_64_bits_in_a_result_is_relayed_intact_and_recorded(
+    tmp_path: Path, mode: str
+) -> None:
+    """JSON allows any integer; orjson writes at most 64 bits. The gateway relays the upstream's 2**70 as it is
+    (in both eras, on the direct path and the SDK's), never a 500."""
+    entry = {
+        "name": "local",
+        "transport": "stdio",
+        "command": [sys.executable, str(STDIO_SERVER)],
+        "timeout_s": 30,
+    }
+    async with (
+        gateway(tmp_path, registry(entry)) as (url, _),
+        mcp_client(f"{url}/mcp", mode=mode) as client,
+    ):
+        answer = await client.call_tool("local__big", {})
+        again = await client.call_tool("local__big", {})
+    assert answer.structured_content == again.structured_content == {"result": 2**70}
+    assert not answer.is_error
+    records = [r for r in audit_records(tmp_path) if r["operation"] == "tools/call"]
+    assert [(r["status"], r["target"], r["principal"]) for r in records] == [
+        ("ok", "mcp:local/big", "tester")
+    ] * 2
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_integers_beyond_64_bits_cross_an_http_upstream_both_ways_intact(
+    tmp_path: Path, mode: str
+) -> None:
+    """The caller's 2**70 reaches the upstream as an integer (not a float), and its sum comes back as one."""
+    docs = Upstream("docs")
+    async with (
+        serve(docs) as up,
+        gateway(tmp_path, registry(server_entry("docs", up))) as (url, _),
+        mcp_client(f"{url}/mcp", mode=mode) as client,
+    ):
+        answer = await client.call_tool("docs__add", {"a": 2**70, "b": 1})
+    assert not answer.is_error, answer
+    assert answer.structured_content == {"result": 2**70 + 1}
+    (record,) = [r for r in audit_records(tmp_path) if r["operation"] == "tools/call"]
+    assert record["status"] == "ok" and record["target"] == "mcp:docs/add"
+
+
+async def test_an_authenticated_callers_malformed_requests_are_each_recorded(tmp_path: Path) -> None:
+    """Refused before the protocol (not JSON, a batch, an unknown endpoint, too large), yet each is on the record
+    with its caller and error code: no request finishes without a trace."""
+    docs = Upstream("docs")
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up))) as (url, _):
+        async with httpx.AsyncClient() as http:
+            broken = await http.post(f"{url}/mcp", content=b"{not json", headers=MODERN)
+            batch = await http.post(f"{url}/mcp", json=[modern_request("tools/list", {})], headers=MODERN)
+            lost = await http.post(f"{url}/mcp/nope", json=modern_request("tools/list", {}), headers=MODERN)
+            scalar = await http.post(f"{url}/mcp", json=3, headers=MODERN)
+    assert [r.status_code for r in (broken, batch, lost, scalar)] == [400, 400, 404, 400]
+    records = audit_records(tmp_path)
+    assert [(r["principal"], r["plane"], r["error_code"]) for r in records] == [
+        ("tester", "mcp", "invalid_json"),
+        ("tester", "mcp", "batch"),
+        ("tester", "mcp", "unknown_endpoint"),
+        ("tester", "mcp", "invalid"),
+    ]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
-import orjson
 
+from agentgw import jsontext
 from agentgw.exchange import Result
 from agentgw.llm.providers import transport
 from agentgw.llm.providers.anthropic_translate import (
@@ -43,7 +43,7 @@ class AnthropicProvider:
         self.secrets = [s for s in (cfg.api_key, *cfg.headers.values()) if s]
 
     async def chat(self, call: Call) -> Result:
-        body = orjson.dumps(request_to_messages(call.payload, call.model))
+        body = jsontext.dumps(request_to_messages(call.payload, call.model))
         headers = {**self.headers, **call.headers} if call.headers else self.headers
         resp = await transport.post(
             self.pool, self.cfg, self.url, body, headers, stream=call.stream, secrets=self.secrets
@@ -58,7 +58,7 @@ class AnthropicProvider:
         msg = transport.json_object(raw)
         if msg.get("type") == "error":
             raise upstream_error(502, raw, self.secrets)
-        return Result(body=orjson.dumps(message_to_completion(msg, call.model)))
+        return Result(body=jsontext.dumps(message_to_completion(msg, call.model)))
 
     async def embeddings(self, call: Call) -> Result:
         raise ProviderError(

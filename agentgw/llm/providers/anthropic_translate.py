@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from agentgw import jsontext
 from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
@@ -110,7 +111,7 @@ def _tool_use(call: Any) -> dict[str, Any]:
         raise _unsupported("Each assistant tool call needs a function with a name.", "messages")
     raw = fn.get("arguments") or "{}"
     try:
-        args = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+        args = jsontext.loads(raw) if isinstance(raw, str | bytes) else raw
     except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
@@ -254,7 +255,7 @@ def usage_to_openai(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _arguments(value: Any) -> str:
-    return orjson.dumps(value if value is not None else {}).decode()
+    return jsontext.dumps(value if value is not None else {}).decode()
 
 
 def _tool_call(block: dict[str, Any], arguments: str) -> dict[str, Any]:
@@ -345,7 +346,7 @@ class StreamTranslator:
         if self.include_usage:
             chunk["usage"] = None
         chunk.update(extra)
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return b"data: " + jsontext.dumps(chunk) + b"\n\n"
 
     def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
@@ -364,7 +365,7 @@ class StreamTranslator:
         if not data or self.done:
             return []
         try:
-            event = orjson.loads(data)
+            event = jsontext.loads(data)
         except orjson.JSONDecodeError:
             event = None
         if not isinstance(event, dict):

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from agentgw import jsontext
 from agentgw.exchange import Exchange, Result
 
 
@@ -31,7 +32,7 @@ class Call:
         """The original bytes when nothing changed, else the payload with the upstream model name."""
         if not self.dirty and self.payload.get("model") == self.model:
             return self.body
-        return orjson.dumps({**self.payload, "model": self.model})
+        return jsontext.dumps({**self.payload, "model": self.model})
 
 
 class ProviderError(Exception):
@@ -103,5 +104,5 @@ def upstream_error(status: int, raw: bytes, secrets: list[str]) -> ProviderError
         message = f"upstream answered {status}: {raw[:200].decode('utf-8', 'replace')}"
     message = scrub(message, secrets)
     if isinstance(err_obj, dict):
-        err_obj = orjson.loads(scrub(orjson.dumps(err_obj).decode(), secrets))
+        err_obj = orjson.loads(scrub(jsontext.dumps(err_obj).decode(), secrets))
     return ProviderError(message, status=status, retryable=is_retryable_status(status), body=err_obj)

@@ -17,8 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
+from agentgw import jsontext
 from agentgw.exchange import Result
 from agentgw.llm.providers.base import Call, ProviderError, is_retryable_status
 from agentgw.registry import MockOptions
@@ -84,12 +83,12 @@ class MockProvider:
             fn = _fn(tool)
             args = _fill_args(fn.get("parameters"), _content_text(last.get("content")))
             call_id = (
-                "call_" + hashlib.sha256(orjson.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
+                "call_" + hashlib.sha256(jsontext.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
             )
             return None, {
                 "id": call_id,
                 "type": "function",
-                "function": {"name": fn.get("name", ""), "arguments": orjson.dumps(args).decode()},
+                "function": {"name": fn.get("name", ""), "arguments": jsontext.dumps(args).decode()},
             }
         if last.get("role") == "tool":
             return f"Tool result: {_content_text(last.get('content'))}", None
@@ -126,7 +125,7 @@ class MockProvider:
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": usage,
             }
-            return Result(body=orjson.dumps(body))
+            return Result(body=jsontext.dumps(body))
         opts = call.payload.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         return Result(
@@ -152,7 +151,7 @@ class MockProvider:
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
             if usage is not None:
                 chunk["usage"] = None
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            return b"data: " + jsontext.dumps(chunk) + b"\n\n"
 
         delay = self.opts.chunk_delay_ms / 1000.0
         yield frame({"role": "assistant", "content": "" if text is not None else None})
@@ -181,7 +180,7 @@ class MockProvider:
                 yield frame({"content": piece})
         yield frame({}, finish)
         if usage is not None:
-            yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+            yield b"data: " + jsontext.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     async def embeddings(self, call: Call) -> Result:
@@ -191,7 +190,7 @@ class MockProvider:
         data = []
         tokens = 0
         for i, item in enumerate(items):
-            text = item if isinstance(item, str) else orjson.dumps(item).decode()
+            text = item if isinstance(item, str) else jsontext.dumps(item).decode()
             tokens += (
                 count_tokens(text) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
             )
@@ -204,7 +203,7 @@ class MockProvider:
             "model": call.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return Result(body=orjson.dumps(body))
+        return Result(body=jsontext.dumps(body))
 
 
 def _vector(text: str, dims: int) -> list[float]:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agentgw import jsontext
 from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import UpstreamPool, timeout
@@ -77,7 +78,7 @@ async def body_chunks(resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, Non
 def json_object(raw: bytes) -> dict[str, Any]:
     """A non-streaming answer's JSON object, or ProviderError(invalid)."""
     try:
-        parsed = orjson.loads(raw)
+        parsed = jsontext.loads(raw)
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
