@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from agentgw.exchange import Exchange
 from tests.audit.support import store_bytes
 from tests.audit.test_admin_api import ADMIN_KEY
 from tests.audit.test_admin_api import SETTINGS as ADMIN_SETTINGS
@@ -94,3 +96,39 @@ async def test_a_secret_added_by_a_registry_reload_is_scrubbed_from_the_store_ad
     assert TOKEN.encode() not in raw
     assert "[secret]" in views and TOKEN not in views
     assert "upstream answered" in out.getvalue() and TOKEN not in out.getvalue()
+
+
+async def test_a_worker_started_again_is_told_the_secrets_a_reload_added(tmp_path: Path) -> None:
+    from agentgw.audit.process import ProcessWriter
+    from agentgw.audit.writer import open_sink
+    from agentgw.settings import load_settings
+    from tests.audit.support import finished, settings_file
+
+    def echoing(
+        task: str,
+    ) -> Exchange:  # a call whose payload carries the secret (its config does not name it)
+        ex = finished(task=task)
+        ex.payload = {"model": "echo", "messages": [{"role": "user", "content": f"token {TOKEN}"}]}
+        return ex
+
+    sink = open_sink(
+        load_settings(settings_file(tmp_path, {"batch_wait_ms": 0, "payloads": [{"match": "llm:*"}]}))
+    )
+    assert isinstance(sink, ProcessWriter)
+    await sink.start()
+    try:
+        with anyio.fail_after(30):
+            sink.use_secrets([TOKEN])
+            await sink.submit(echoing("before"), time.perf_counter())
+            await sink.flush()
+            first = sink._proc
+            assert first is not None
+            first.kill()
+            await sink.until(lambda: sink._proc is not first)
+            await sink.submit(echoing("after"), time.perf_counter())
+            await sink.flush()
+        assert sink.written == 2
+    finally:
+        await sink.aclose()
+    raw = store_bytes(tmp_path)
+    assert raw.count(b"[secret]") >= 2 and TOKEN.encode() not in raw
