@@ -294,9 +294,8 @@ class Gateway:
         follow. Sessions and streams the change does not touch keep going."""
         reg = settings.registry_data
         self.settings = settings
-        await self.use_secrets(
-            settings
-        )  # first: nothing the new entries make is recorded or logged unscrubbed
+        # First: nothing the new entries make is recorded, shown or logged before their secrets are scrubbed.
+        await self.use_secrets(settings)
         self.identity.apply(identity_specs(reg))  # before the planes build upstreams that use it
         self.llm.apply_registry(reg.llm)
         if self.mcp is not None:

@@ -1,6 +1,7 @@
 """The gateway's side of the audit writer process (`audit.writer: process`, the default): the request path only
 turns a finished Exchange into a snapshot line (snapshot.py) and hands a batch of them to the worker's stdin; the
-worker (worker.py) builds, chains and stores the records on another core. Counts what the worker reports."""
+worker (worker.py) builds, chains and stores the records on another core; control lines on the same pipe tell it
+of drops and of the configured secrets (first thing, and after a registry reload). Counts what the worker reports."""
 
 from __future__ import annotations
 
