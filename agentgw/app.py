@@ -37,7 +37,7 @@ from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyEngine, PolicyStore
 from agentgw.registry import Registry, UpstreamIdentity
 from agentgw.reload import RegistryWatch
-from agentgw.secrets import Scrubber, configured_secrets
+from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
 from agentgw.settings import Policies, Settings, secret_of
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
@@ -60,6 +60,10 @@ class Gateway:
         self.settings = settings
         self.pool = UpstreamPool(settings.upstream)
         self.audit = open_sink(settings)  # None when audit.enabled is false
+        # Every secret value configured since start (a reload adds; one removed stays a secret): /admin answers,
+        # log lines and audit records are scrubbed of them. Updated in place by apply_registry.
+        self.secrets = dict.fromkeys(configured_secrets(settings))
+        self.scrubber = Scrubber(self.secrets)
         self.keys = KeyStore(settings)
         self.policy = policy_store(settings)
         jwt_cfg = settings.auth.jwt
@@ -110,7 +114,7 @@ class Gateway:
             self.mcp_url,
             self.ledger,
             self.audit.store if self.audit is not None else None,
-            Scrubber(configured_secrets(settings)),
+            self.scrubber,
         )
         self.identity = outbound_identity(settings, self.pool)
         self.llm = LLMPlane(settings, self.pipeline, self.pool, self.identity)
@@ -276,6 +280,7 @@ class Gateway:
         return all(checks.values()) and self.started, detail
 
     async def startup(self) -> None:
+        scrub_logs(self.scrubber)  # the log filter follows this gateway's secrets (reloads update them)
         if any(p.kind == "mock" for p in self.settings.registry_data.llm.providers):
             # The mock counts tokens on every call: load the tokenizer now (~0.2 s, ~40 MiB, in a thread)
             # rather than on the first request. Real providers report usage; counting is only a fallback.
@@ -318,6 +323,8 @@ class Gateway:
         follow. Sessions and streams the change does not touch keep going."""
         reg = settings.registry_data
         self.settings = settings
+        # First: nothing the new entries make is recorded, shown or logged before their secrets are scrubbed.
+        await self.use_secrets(settings)
         self.identity.apply(identity_specs(reg))  # before the planes build upstreams that use it
         self.llm.apply_registry(reg.llm)
         if self.mcp is not None:
@@ -338,6 +345,17 @@ class Gateway:
             self.policy.tags = tags
             self.policy.load()
         await self.supervisor.apply(specs_of(settings))
+
+    async def use_secrets(self, settings: Settings) -> None:
+        """Add the secret values `settings` configures to those scrubbed from /admin, log lines and audit records
+        (the writer process is told over its pipe, in order with the records)."""
+        fresh = await asyncio.to_thread(configured_secrets, settings)  # reads the registry files' ${VAR}s
+        if all(s in self.secrets for s in fresh):
+            return
+        self.secrets.update(dict.fromkeys(fresh))
+        self.scrubber.update(self.secrets)
+        if self.audit is not None:
+            self.audit.use_secrets(list(self.secrets))
 
     async def shutdown(self) -> None:
         self.started = False

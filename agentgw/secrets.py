@@ -89,32 +89,43 @@ def configured_secrets(settings: Settings) -> list[str]:
 
 class Scrubber:
     """Replaces every configured secret value (and its JSON-escaped form) in a text with `[secret]`: one compiled
-    alternation of the escaped values, longest first, so a value inside another is never half-kept."""
+    alternation of the escaped values, longest first, so a value inside another is never half-kept. `update`
+    swaps the values in place (a registry reload), so every holder of this Scrubber scrubs the new ones at once."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
         values: set[str] = set()
         for s in secrets:
             if len(s) >= MIN_LEN:
                 values.add(s)
                 values.add(orjson.dumps(s).decode()[1:-1])  # as it appears inside a JSON string
         ordered = sorted(values, key=len, reverse=True)
-        self.values = tuple(ordered)
-        self._text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-        self._raw = tuple(v.encode() for v in ordered)
-        self._bytes = re.compile(b"|".join(map(re.escape, self._raw))) if ordered else None
+        raw = tuple(v.encode() for v in ordered)
+        text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        data = re.compile(b"|".join(map(re.escape, raw))) if ordered else None
+        # One assignment: a log line scrubbed from another thread sees the old values or the new, never a mix.
+        self._state = (tuple(ordered), raw, text, data)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return self._state[0]
 
     def __bool__(self) -> bool:
-        return self._text is not None
+        return self._state[2] is not None
 
     def text(self, value: str) -> str:
-        return self._text.sub(SECRET, value) if self._text is not None else value
+        pattern = self._state[2]
+        return pattern.sub(SECRET, value) if pattern is not None else value
 
     def data(self, value: bytes) -> bytes:
-        return self._bytes.sub(SECRET.encode(), value) if self._bytes is not None else value
+        pattern = self._state[3]
+        return pattern.sub(SECRET.encode(), value) if pattern is not None else value
 
     def finds(self, value: bytes) -> bool:
         """Whether `value` holds a secret (substring tests: faster than the alternation for the common miss)."""
-        return any(v in value for v in self._raw)
+        return any(v in value for v in self._state[1])
 
 
 class ScrubLogs(logging.Filter):
@@ -138,9 +149,13 @@ class ScrubLogs(logging.Filter):
 
 
 def scrub_logs(scrubber: Scrubber) -> None:
-    """Install the filter on every handler of the root logger (where the gateway's log lines are written)."""
+    """Install the filter on every handler of the root logger (where the gateway's log lines are written); a
+    handler that already has one scrubs with `scrubber` from now on (the gateway's own, which reloads update)."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, ScrubLogs) for f in handler.filters):
+        installed = [f for f in handler.filters if isinstance(f, ScrubLogs)]
+        for f in installed:
+            f.scrubber = scrubber
+        if not installed:
             handler.addFilter(ScrubLogs(scrubber))
 
 

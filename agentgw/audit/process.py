@@ -1,6 +1,7 @@
 """The gateway's side of the audit writer process (`audit.writer: process`, the default): the request path only
 turns a finished Exchange into a snapshot line (snapshot.py) and hands a batch of them to the worker's stdin; the
-worker (worker.py) builds, chains and stores the records on another core. Counts what the worker reports."""
+worker (worker.py) builds, chains and stores the records on another core; control lines on the same pipe tell it
+of drops and of the configured secrets (first thing, and after a registry reload). Counts what the worker reports."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -23,6 +24,7 @@ from agentgw.exchange import Exchange
 
 log = logging.getLogger("agentgw.audit")
 
+SECRETS_KEY = "secrets"  # the key of the control line that carries the configured secrets (worker.py)
 _GATHER_S = 0.002  # snapshots gather this long before one write to the worker
 
 
@@ -32,11 +34,14 @@ class ProcessWriter:
     counted (`drop`; the worker puts the drop on the record). A worker that dies is started again; the records it
     held are counted as lost and logged. `store` is opened here for reading (the trace API)."""
 
-    def __init__(self, cfg: Audit, config: Path, store: AuditStore, builder: RecordBuilder) -> None:
+    def __init__(
+        self, cfg: Audit, config: Path, store: AuditStore, builder: RecordBuilder, secrets: Iterable[str] = ()
+    ) -> None:
         self.cfg = cfg
         self.config = config
         self.store = store
         self.builder = builder  # its capture rules decide which streams keep their frames (stages/audit.py)
+        self._secrets = secrets_line(list(secrets))  # what every worker is told first (one started again too)
         self.block = cfg.on_full == "block"
         self.submitted = 0  # accepted for the worker (buffered here, in its pipe, or in the worker)
         self.blocked = 0
@@ -55,7 +60,7 @@ class ProcessWriter:
         self.store_errors = 0  # failed append attempts the worker made (each retried)
         self._drops: tuple[int, float, float] | None = None  # drops not yet told to the worker
         self._buf: list[bytes] = []
-        self._ids: list[str] = []  # the record ids of _buf
+        self._ids: list[str] = []  # the record ids of _buf's snapshots (its control lines have none)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -105,6 +110,15 @@ class ProcessWriter:
         if not self._wake.is_set():
             self._wake.set()
 
+    def use_secrets(self, secrets: list[str]) -> None:
+        """A registry reload changed the configured secrets: the worker is told in the same stream as the
+        snapshots, after those submitted before and before those submitted after, so every record built from
+        now on scrubs them (a worker started again is told first thing)."""
+        self.builder.use_secrets(secrets)
+        self._secrets = secrets_line(secrets)
+        self._buf.append(self._secrets)
+        self._wake.set()
+
     def _drop(self) -> None:
         now = time.time()
         self._dropped_here += 1
@@ -136,6 +150,8 @@ class ProcessWriter:
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C or SIGTERM to the gateway's group reaches the gateway only
         )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(self._secrets)  # ahead of any snapshot; drained with the first batch
         self._reader = asyncio.create_task(self._read_loop(self._proc), name="audit-reports")
 
     async def _pump_loop(self) -> None:
@@ -241,3 +257,9 @@ class ProcessWriter:
         log.info(
             "audit writer closed: %d written, %d dropped, %d lost", self.written, self.dropped, self.lost
         )
+
+
+def secrets_line(secrets: list[str]) -> bytes:
+    """The control line that gives the worker the configured secret values (worker.py recognises its key). They
+    travel only over the worker's stdin pipe and are never logged."""
+    return orjson.dumps({SECRETS_KEY: secrets}) + b"\n"

@@ -42,6 +42,11 @@ class RecordBuilder:
         self.captures = cfg.payloads
         self._capture: dict[str, PayloadCapture | None] = {}
 
+    def use_secrets(self, secrets: list[str]) -> None:
+        """The configured secrets changed (a registry reload): records built from now on cut the new ones out."""
+        self.redactor.use_secrets(secrets)
+        self.scrubber.update(secrets)
+
     def capture_for(self, target: str) -> PayloadCapture | None:
         """The payload-capture rule of a target (the first matching glob), cached per target."""
         if target not in self._capture:

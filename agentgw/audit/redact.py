@@ -99,13 +99,17 @@ class Redactor:
         self.mask = [p.lower() for p in cfg.mask]
         self.hash = [p.lower() for p in cfg.hash]
         self.patterns = [(re.compile(p.regex), p.action) for p in cfg.patterns]
-        # Exact values the gateway itself holds (provider keys, upstream headers): never echoed into a record.
-        # One pattern with the shapes of secrets, so each string is scanned once.
+        self.use_secrets(known_secrets)
+        self._field_rules = bool(self.drop or self.mask or self.hash)
+
+    def use_secrets(self, known_secrets: Iterable[str]) -> None:
+        """Exact values the gateway itself holds (provider keys, upstream headers): never echoed into a record.
+        One pattern with the shapes of secrets, so each string is scanned once. Called again on a registry
+        reload."""
         secrets = sorted({s for s in known_secrets if len(s) >= 8}, key=len, reverse=True)
         known = "|".join(re.escape(s) for s in secrets)
         self.secrets = re.compile(f"{known}|{_SECRET_VALUES.pattern}" if known else _SECRET_VALUES.pattern)
         self.known = tuple(secrets)
-        self._field_rules = bool(self.drop or self.mask or self.hash)
 
     def digest(self, value: str) -> str:
         """A keyed, truncated hash: equal values stay comparable across records without being readable."""

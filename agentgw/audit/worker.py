@@ -1,5 +1,5 @@
 """The audit writer process (`python -m agentgw.audit.worker CONFIG`): reads finished calls as snapshot lines on
-stdin, builds, chains and stores their records with the in-process Writer, and reports its counters as JSON
+stdin (and control lines: drops, the configured secrets after a registry reload), builds, chains and stores their records with the in-process Writer, and reports its counters as JSON
 lines on stdout. It ends when stdin closes, after everything it read is stored (signals are the gateway's to
 handle: a SIGTERM to the process group must not cut the drain short)."""
 
@@ -13,6 +13,7 @@ from functools import partial
 
 import orjson
 
+from agentgw.audit.process import SECRETS_KEY
 from agentgw.audit.snapshot import restore
 from agentgw.audit.writer import Writer, open_writer
 from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
@@ -48,7 +49,9 @@ def _changed(writer: Writer, seen: dict[str, int]) -> bool:
 
 async def serve(config: str) -> int:
     settings = load_settings(config)
-    scrub_logs(Scrubber(configured_secrets(settings)))
+    own = configured_secrets(settings)  # what this worker's configuration holds: kept, whatever it is told
+    logs = Scrubber(own)
+    scrub_logs(logs)
     writer = open_writer(settings)
     if writer is None:
         return 0
@@ -64,8 +67,13 @@ async def serve(config: str) -> int:
                     ex, ended = restore(line)
                     await writer.submit(ex, ended)
                 elif line.startswith(b"{"):
-                    drops = orjson.loads(line)
-                    writer.record_drops(int(drops["drops"]), float(drops["first"]), float(drops["last"]))
+                    msg = orjson.loads(line)
+                    if SECRETS_KEY in msg:  # from now on (the gateway sent it in order with the snapshots)
+                        secrets = [*own, *(str(s) for s in msg[SECRETS_KEY])]
+                        writer.use_secrets(secrets)
+                        logs.update(secrets)
+                    else:
+                        writer.record_drops(int(msg["drops"]), float(msg["first"]), float(msg["last"]))
             except (ValueError, TypeError, KeyError, IndexError):  # a line the gateway did not write whole
                 writer.lost += 1
                 log.exception("an audit snapshot could not be read; its record is lost")

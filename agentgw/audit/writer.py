@@ -117,6 +117,10 @@ class Writer:
             self._changed.clear()
             await self._changed.wait()
 
+    def use_secrets(self, secrets: list[str]) -> None:
+        """A registry reload changed the configured secrets: every record built from now on scrubs them."""
+        self.builder.use_secrets(secrets)
+
     def record_drops(self, count: int, first: float, last: float) -> None:
         """Drops decided elsewhere (the gateway side of a writer process, which counts them): put on the record."""
         self._ready.set()
@@ -351,6 +355,7 @@ class RecordSink(Protocol):
     def lost(self) -> int: ...
 
     async def submit(self, ex: Exchange, ended: float) -> None: ...
+    def use_secrets(self, secrets: list[str]) -> None: ...
     async def start(self) -> None: ...
     async def flush(self) -> None: ...
     async def aclose(self, timeout_s: float = 30.0) -> None: ...
@@ -364,7 +369,9 @@ def open_sink(settings: Settings) -> RecordSink | None:
         return writer
     from agentgw.audit.process import ProcessWriter  # the worker process itself uses the Writer
 
-    return ProcessWriter(settings.audit, settings.path, writer.store, writer.builder)
+    return ProcessWriter(
+        settings.audit, settings.path, writer.store, writer.builder, writer.builder.redactor.known
+    )
 
 
 def open_writer(settings: Settings) -> Writer | None:
