@@ -27,12 +27,12 @@ from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTVerifier
-from agentgw.keys import KeyStore
+from agentgw.keys import KeyStore, name_clashes
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
-from agentgw.policy import PolicyEngine, PolicyStore
+from agentgw.policy import PolicyEngine, PolicyStore, policy_problems, policy_roles
 from agentgw.settings import Policies, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
@@ -290,12 +290,17 @@ def _number(obj: object, name: str) -> float | None:
 
 
 def check(settings: Settings) -> list[Problem]:
-    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions and whether
-    the policy files parse. `check-config` and `serve` report these like every other problem."""
+    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions, whether
+    the policy files parse and say subject or role on every line, and key subjects that are also role names. `check-config` and `serve` report these like every other problem."""
     problems = [Problem("registry", "", message) for message in check_collisions(settings.registry_data)]
     paths = settings.policies or Policies()
+    policy = settings.resolve(paths.policy)
     try:
-        PolicyEngine(settings.resolve(paths.model), settings.resolve(paths.policy))
+        lines = policy_problems(policy)
+        problems.extend(Problem(str(policy), "", line) for line in lines)
+        if not lines:
+            PolicyEngine(settings.resolve(paths.model), policy)
+        problems.extend(name_clashes(settings, policy_roles(policy)))
     except FileNotFoundError as exc:
         problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
     except Exception as exc:

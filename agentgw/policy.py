@@ -2,6 +2,10 @@
 (subject, object, action) with the subject's roles, explains which policy line decided, caches decisions,
 and reloads atomically when the files change (a broken file keeps the last good policy).
 
+Subjects and roles never share a name space: the Casbin request names the caller `user:<subject>` and each
+of its roles `role:<name>`; every policy line must say which it means (a bare name is refused, see
+`policy_problems`), so a subject called `admins` can never match `p, role:admins, …`.
+
 Objects: `llm:<model>`, `mcp:<server>/<tool>`, `mcp:<server>/resource/<uri>`, `mcp:<server>/prompt/<name>`,
 `a2a:<agent>`. In policy lines `*` matches any run of characters (`/` included) and `?` one character;
 `tag:<name>` matches every object carrying that registry tag. Default deny.
@@ -21,7 +25,52 @@ from typing import Any
 
 import casbin
 
+from agentgw.names import ROLE, USER, ambiguous, request_names
+
 log = logging.getLogger("agentgw.policy")
+
+
+class PolicyError(ValueError):
+    """The policy file has lines that do not load (one problem per line, `line N: …`)."""
+
+
+def _typed(name: str) -> str | None:
+    """The problem with a policy-side name (`user:<subject>` or `role:<name>`), or None."""
+    if not name.startswith((USER, ROLE)):
+        return f"{name!r} names neither a subject nor a role: write {USER}{name} or {ROLE}{name}"
+    rest = name.partition(":")[2]
+    if not rest:
+        return f"{name!r} has an empty name"
+    return ambiguous(rest, repr(name))
+
+
+def policy_problems(path: Path) -> list[str]:
+    """Lines whose subject or role is not typed: `p` lines name `user:<subject>` or `role:<name>`; `g` lines
+    grant a role (`role:<name>`) to a subject or to another role. A bare name is refused rather than guessed:
+    read as a role, a subject of that name would inherit it; read as a subject, a role's rules would vanish."""
+    problems: list[str] = []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        values = [v.strip() for v in text.strip().split(",")]
+        kind = values[0]
+        if kind.startswith("#") or kind not in ("p", "g") or len(values) < 2:
+            continue
+        names = values[1:3] if kind == "g" else values[1:2]
+        found = [why for why in map(_typed, names) if why]
+        if kind == "g" and len(names) == 2 and not found and not names[1].startswith(ROLE):
+            found.append(f"{names[1]!r} is a subject: only a role can be granted ({ROLE}<name>)")
+        problems.extend(f"line {number}: {why}" for why in found)
+    return problems
+
+
+def policy_roles(path: Path) -> set[str]:
+    """Every role name the policy file mentions (without its prefix), to refuse subjects that share one."""
+    roles: set[str] = set()
+    for text in path.read_text(encoding="utf-8").splitlines():
+        values = [v.strip() for v in text.strip().split(",")]
+        if values[0] in ("p", "g"):
+            names = values[1:3] if values[0] == "g" else values[1:2]
+            roles.update(n[len(ROLE) :] for n in names if n.startswith(ROLE) and len(n) > len(ROLE))
+    return roles
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +116,14 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
+        problems = policy_problems(policy_path)
+        if problems:
+            raise PolicyError("; ".join(problems))
         self.enforcer = casbin.Enforcer(str(model_path), str(policy_path))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
         self.rows = _csv_rows(policy_path)
-        self._cache: dict[tuple[str, tuple[str, ...], str, str], PolicyDecision] = {}
+        self._cache: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
         self.lines = sum(1 for _ in self.rows)
         # casbin scans every `p` line per decision; index them by subject so a decision only evaluates the
         # lines of the subject and the roles it inherits through `g` (the same set g(r.sub, p.sub) selects).
@@ -97,15 +149,16 @@ class PolicyEngine:
         number, text = self.rows.get(tuple(rule), (None, "p, " + ", ".join(rule)))
         return PolicyDecision(allowed, text, number)
 
-    def decide(self, subject: str, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
-        """Allowed iff the subject or one of its roles is allowed and none is explicitly denied."""
+    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+        """Allowed iff the subject or one of its roles is allowed and none is explicitly denied. `subject`
+        None decides for the roles alone (`agentgw policy check role:<name> …`)."""
         key = (subject, roles, obj, act)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         allow: PolicyDecision | None = None
         decision = PolicyDecision(False, None, None)
-        for who in (subject, *roles):
+        for who in request_names(subject, roles):
             ok, rule = self._enforce(who, obj, act)
             if not ok and rule and rule[-1] == "deny":
                 decision = self._explain(False, rule)
@@ -158,7 +211,7 @@ class PolicyStore:
         except OSError:
             return False
 
-    def decide(self, subject: str, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
         if self.engine is None:
             return PolicyDecision(False, None, None)
         return self.engine.decide(subject, roles, obj, act)

@@ -6,6 +6,7 @@ registry, runs cross-file checks, and raises ConfigError listing every problem a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import ipaddress
 import os
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
@@ -26,6 +27,7 @@ from agentgw.configfile import (
     validation_problems,
 )
 from agentgw.jwt_auth import JWTSettings
+from agentgw.names import ambiguous
 from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
 
@@ -52,6 +54,23 @@ class ApiKey(Frozen):
     loopback_only: bool = False
     name: str | None = None
     created: str | None = None  # set by `agentgw keys create` (UTC, ISO 8601); informational
+
+    @field_validator("subject")
+    @classmethod
+    def _plain_subject(cls, value: str) -> str:
+        why = ambiguous(value)  # `role:x` as a subject reads like a role (docs/authorization.md)
+        if why:
+            raise ValueError(why)
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _plain_roles(cls, value: list[str]) -> list[str]:
+        for name in value:
+            why = ambiguous(name)
+            if why:
+                raise ValueError(why)
+        return value
 
 
 class Auth(Frozen):
@@ -388,6 +407,34 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def roles_of(path: str | os.PathLike[str]) -> set[str]:
+    """The role names the config at `path` uses (admin and metrics roles, its keys' roles, the `role:` names of
+    its policy file), read without validating the rest: `keys create` refuses a subject that takes one."""
+    from agentgw.policy import policy_roles
+
+    cfg_path = Path(path).resolve()
+    raw = read_yaml(cfg_path, [])
+    top: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    auth, metrics, policies = (_section(top, name) for name in ("auth", "metrics", "policies"))
+    roles = set(_names(auth.get("admin_roles", ["admins"]))) | set(_names(metrics.get("roles")))
+    for key in auth.get("api_keys") or []:
+        if isinstance(key, dict):
+            roles.update(_names(key.get("roles")))
+    policy = Path(str(policies.get("policy") or Policies().policy))
+    with contextlib.suppress(OSError, UnicodeDecodeError):  # no readable policy yet: nothing to collide with
+        roles |= policy_roles(policy if policy.is_absolute() else cfg_path.parent / policy)
+    return roles
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _names(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def keys_file_of(path: str | os.PathLike[str]) -> Path:

@@ -89,7 +89,7 @@ async def test_the_audit_record_names_the_policy_line_that_decided(tmp_path: Pat
     assert {
         "stage": "authz",
         "outcome": "allow",
-        "rule": "policy.csv:8: p, agents, llm:*, call, allow",
+        "rule": "policy.csv:8: p, role:agents, llm:*, call, allow",
     } in allowed["decisions"]
     assert denied["status"] == "denied"
     assert {"stage": "authz", "outcome": "deny", "rule": "default deny"} in denied["decisions"]

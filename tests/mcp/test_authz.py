@@ -12,10 +12,10 @@ from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.support import OTHER_KEY, POLICIES, audit_records, gateway, serve
 
 POLICY = """\
-p, agents, mcp:*, *, allow
-p, agents, tag:dangerous, call, deny
-p, other, mcp:docs/add, call, allow
-p, other, mcp:docs/resource/*, read, allow
+p, role:agents, mcp:*, *, allow
+p, role:agents, tag:dangerous, call, deny
+p, user:other, mcp:docs/add, call, allow
+p, user:other, mcp:docs/resource/*, read, allow
 """
 
 
