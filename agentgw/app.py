@@ -78,7 +78,7 @@ class Gateway:
                 settings.budgets, self.ledger, pricing, tool_costs(settings.registry_data.mcp)
             )
         self.budget = budget
-        stages = default_stages(self.audit, self.auth, self.policy, budget)
+        stages = default_stages(self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied)
         self.metrics = Metrics()
         self.observed = GatewayMetrics(self.metrics) if settings.metrics.enabled else None
         self.telemetry: Telemetry | None = None

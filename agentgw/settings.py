@@ -85,6 +85,12 @@ class Auth(Frozen):
     admin_roles: list[str] = Field(default_factory=lambda: ["admins"])  # roles that may use /admin/
 
 
+class Authz(Frozen):
+    # false: a denied model, tool, prompt, resource or agent answers exactly like an unknown one (no existence
+    # leak); true: 403 permission_denied. The audit record says denied, with the deciding rule, either way.
+    reveal_denied: bool = False
+
+
 class Limits(Frozen):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
@@ -148,6 +154,7 @@ class Settings(Frozen):
     registry: list[str] = Field(default_factory=lambda: ["registry/*.yaml"])
     policies: Policies | None = None
     auth: Auth = Field(default_factory=Auth)
+    authz: Authz = Field(default_factory=Authz)
     limits: Limits = Field(default_factory=Limits)
     server: Server = Field(default_factory=Server)
     upstream: Upstream = Field(default_factory=Upstream)

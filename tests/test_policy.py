@@ -103,7 +103,10 @@ async def test_the_gateway_reloads_the_policy_when_the_file_changes_and_on_sighu
     pol.mkdir()
     shutil.copy(POLICIES / "model.conf", pol / "model.conf")
     (pol / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
-    settings = {"policies": {"model": str(pol / "model.conf"), "policy": str(pol / "policy.csv")}}
+    settings = {
+        "policies": {"model": str(pol / "model.conf"), "policy": str(pol / "policy.csv")},
+        "authz": {"reveal_denied": True},  # a denial is a 403 here, not the unknown-model 404
+    }
     body = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
     auth = {"authorization": f"Bearer {TEST_KEY}"}
     async with gateway(tmp_path, MOCK_REGISTRY, settings) as (url, app), httpx.AsyncClient() as c:

@@ -149,6 +149,10 @@ class LLMPlane:
             if not isinstance(model, str) or not model:
                 raise BadRequest("You must provide a model parameter.", code="missing_model")
             check(payload)
+            if model not in self.router.models:
+                # Refused before mediation, as MCP refuses an unknown tool: no later stage (budget) can answer it
+                # differently from a model the caller may not use (authz answers that one with this same error).
+                raise ModelNotFound.named(model)
         except ClientGone:
             return
         except GatewayError as err:
@@ -157,6 +161,7 @@ class LLMPlane:
             return
         ex.payload = payload
         ex.target = f"llm:{model}"
+        ex.unseen = ModelNotFound.named(model)
 
         def gone() -> None:
             ex.stream_cut = "client_disconnect"
@@ -217,9 +222,7 @@ class LLMPlane:
             ]
             if wanted is not None:
                 if wanted not in visible:
-                    raise ModelNotFound(
-                        f"The model '{wanted}' does not exist or you do not have access to it."
-                    )
+                    raise ModelNotFound.named(wanted)
                 return Result(body=orjson.dumps(self._model_entry(wanted)))
             return Result(
                 body=orjson.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})
