@@ -153,3 +153,20 @@ async def test_reveal_denied_answers_a_denied_model_with_403(tmp_path: Path) -> 
         unknown = await c.post(f"{url}/v1/chat/completions", json=chat("no-such-model"), headers=auth)
     assert (denied.status_code, denied.json()["error"]["code"]) == (403, "permission_denied")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "model_not_found")
+
+
+async def test_an_unknown_model_is_refused_before_any_later_stage_could_answer_it_differently(
+    tmp_path: Path,
+) -> None:
+    # One request a minute: were an unknown name mediated, the budget stage would answer it 429 while the denied
+    # one gets 404 from authz, telling them apart.
+    rule = {"match": {"roles": ["agents"]}, "windows": {"requests_per_minute": 1}}
+    settings = {**all_but_one(tmp_path), "budgets": {"rules": [rule]}}
+    auth = {"authorization": f"Bearer {TEST_KEY}"}
+    async with gateway(tmp_path, MOCK_REGISTRY, settings) as (url, _), httpx.AsyncClient() as c:
+        spent = await c.post(f"{url}/v1/chat/completions", json=chat("mock-fast"), headers=auth)
+        denied = await c.post(f"{url}/v1/chat/completions", json=chat("mock-embed"), headers=auth)
+        unknown = await c.post(f"{url}/v1/chat/completions", json=chat("no-such-model"), headers=auth)
+    assert spent.status_code == 200
+    assert (denied.status_code, unknown.status_code) == (404, 404)
+    assert denied.json()["error"]["code"] == unknown.json()["error"]["code"] == "model_not_found"
