@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from agentgw.cli import main
 from agentgw.policy import PolicyEngine, PolicyError, policy_problems
 from tests.support import MOCK_REGISTRY, POLICIES, TEST_KEY, gateway, sha, write_config
-from tests.test_identity import token
+from tests.test_identity import ADMIN_KEY, token
+from tests.test_identity import settings as identity_settings
 from tests.test_jwt import JWK1
 
 NAMED_LIKE_A_ROLE = "agw-named-admins-0123456789"
@@ -214,3 +215,23 @@ async def test_a_key_or_token_whose_subject_is_a_role_name_gets_none_of_the_role
             assert models.json()["data"] == []
             assert chat.status_code in (403, 404) and chat.json()["error"]["code"] != "ok"
             assert (admin.status_code, admin.json()["error"]["code"]) == (403, "admin_role_required")
+
+
+@pytest.mark.parametrize(
+    ("subject", "allowed", "rule"),
+    [
+        ("role:admins", True, "p, role:admins, *, *, allow"),  # the role alone
+        ("admins", False, None),  # a bare name is a subject, never the role
+        ("user:admins", False, None),
+    ],
+)
+async def test_the_admin_policy_check_names_roles_and_subjects_like_the_cli(
+    tmp_path: Path, subject: str, allowed: bool, rule: str | None
+) -> None:
+    q = f"subject={subject}&object=llm:mock-fast&action=call"
+    async with (
+        gateway(tmp_path, MOCK_REGISTRY, identity_settings(tmp_path)) as (url, _),
+        httpx.AsyncClient() as c,
+    ):
+        r = await c.get(f"{url}/admin/policy/check?{q}", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert (r.json()["allowed"], r.json()["rule"]) == (allowed, rule)
