@@ -32,7 +32,7 @@ from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
-from agentgw.policy import PolicyEngine, PolicyStore, policy_problems, policy_roles
+from agentgw.policy import PolicyEngine, PolicyStore, bare_subjects, policy_problems, policy_roles
 from agentgw.settings import Policies, Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
@@ -290,8 +290,10 @@ def _number(obj: object, name: str) -> float | None:
 
 
 def check(settings: Settings) -> list[Problem]:
-    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions, whether
-    the policy files parse and say subject or role on every line, and key subjects that are also role names. `check-config` and `serve` report these like every other problem."""
+    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions, whether the
+    policy files load (no empty or doubly prefixed name), and key subjects that are also a `role:` name of the
+    policy, a key's role or an admin or metrics role. `check-config` and `serve` refuse these like every other
+    problem; `ambiguities` are what only `check-config` refuses."""
     problems = [Problem("registry", "", message) for message in check_collisions(settings.registry_data)]
     paths = settings.policies or Policies()
     policy = settings.resolve(paths.policy)
@@ -300,12 +302,24 @@ def check(settings: Settings) -> list[Problem]:
         problems.extend(Problem(str(policy), "", line) for line in lines)
         if not lines:
             PolicyEngine(settings.resolve(paths.model), policy)
-        problems.extend(name_clashes(settings, policy_roles(policy)))
+        problems.extend(name_clashes(settings, policy_roles(policy, bare=False)))
     except FileNotFoundError as exc:
         problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
     except Exception as exc:
         problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
     return problems
+
+
+def ambiguities(settings: Settings) -> list[Problem]:
+    """Bare (role) names of the policy that are also key subjects: likely written for the subject before the
+    `user:` prefix, and now a role that subject is not in. `check-config` refuses them; `serve` loads the policy
+    and logs them (`PolicyStore.load`), as the gateway denies those subjects rather than over-grant."""
+    policy = settings.resolve((settings.policies or Policies()).policy)
+    try:
+        found = bare_subjects(policy, frozenset(k.subject for k in settings.all_keys))
+    except (OSError, UnicodeDecodeError):
+        return []  # `check` reports a policy that does not load
+    return [Problem(str(policy), "", why) for why in found]
 
 
 def make_ledger(cfg: Budgets) -> Ledger:
@@ -321,7 +335,8 @@ def policy_store(settings: Settings) -> PolicyStore:
     with registry tool tags available to rules as `tag:<name>`. Loaded now: a broken policy denies all."""
     paths = settings.policies or Policies()
     tags = tool_tags(settings.registry_data.mcp)  # keyed by the upstream's own tool names, as targets are
-    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags)
+    subjects = frozenset(k.subject for k in settings.all_keys)
+    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags, subjects)
     store.load()
     return store
 

@@ -40,14 +40,15 @@ def _exit_with(err: ConfigError) -> NoReturn:
     sys.exit(3)
 
 
-def _load_or_exit(config: str, host: str | None = None) -> Settings:
+def _load_or_exit(config: str, host: str | None = None, *, strict: bool = False) -> Settings:
+    """The settings, or exit 3 with every problem; `strict` (check-config) also refuses what `serve` only logs."""
     try:
         settings = load_settings(config, host=host)
     except ConfigError as err:
         _exit_with(err)
-    from agentgw.app import check  # the assembled gateway's own checks (MCP names, policy files)
+    from agentgw.app import ambiguities, check  # the assembled gateway's own checks (MCP names, policy files)
 
-    problems = check(settings)
+    problems = check(settings) + (ambiguities(settings) if strict else [])
     if problems:
         _exit_with(ConfigError(problems))
     return settings
@@ -144,8 +145,9 @@ def app_from_env() -> object:
 @main.command("check-config")
 @config_option
 def check_config(config: str) -> None:
-    """Validate agentgw.yaml, the registry and the keys; print every problem (exit 3) or a summary (exit 0)."""
-    s = _load_or_exit(config)
+    """Validate agentgw.yaml, the registry, the keys and the policy; print every problem (exit 3) or a summary
+    (exit 0). Stricter than `serve`: a bare (role) name in the policy that is also a key subject is a problem."""
+    s = _load_or_exit(config, strict=True)
     reg = s.registry_data
     click.echo(
         f"ok: {len(reg.llm.providers)} providers, {len(reg.llm.models)} models, {len(reg.mcp.servers)} MCP servers, "

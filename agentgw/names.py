@@ -1,6 +1,7 @@
 """Subject and role names: the typed name space of the Casbin request. A principal is decided as `user:<subject>`
 and each of its roles as `role:<name>`, so a subject can never be mistaken for a role of the same name. Keys and
-tokens carry names without prefix; a name that starts with one of the prefixes is refused where it is written."""
+tokens carry names without prefix; a name that starts with one of the prefixes is refused where it is written.
+Policy lines write `user:<subject>`, `role:<name>`, or a bare name, which is a role (`policy_name`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def request_names(subject: str | None, roles: tuple[str, ...]) -> list[str]:
     names = [USER + subject] if subject is not None else []
     names.extend(ROLE + r for r in roles)
     return names
+
+
+def policy_name(name: str) -> str:
+    """A subject or role name as a policy line writes it, in the request's name space: `user:<s>` and `role:<r>`
+    stay as written and a bare name is a role (`p, admins, …` is `p, role:admins, …`), so role-based policies
+    written before the prefixes keep their meaning, and a subject (always requested as `user:<s>`) never matches
+    a bare name."""
+    return name if name.startswith((USER, ROLE)) else ROLE + name
 
 
 def parse_who(name: str) -> tuple[str | None, tuple[str, ...]]:
