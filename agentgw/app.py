@@ -29,12 +29,12 @@ from agentgw.frontdoor import HostGuard, plane_of, refusal_body
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
-from agentgw.keys import KeyStore
+from agentgw.keys import KeyStore, name_clashes
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
 from agentgw.pipeline import Pipeline, Stage
-from agentgw.policy import PolicyEngine, PolicyStore
+from agentgw.policy import PolicyEngine, PolicyStore, bare_subjects, policy_problems, policy_roles
 from agentgw.registry import Registry, UpstreamIdentity
 from agentgw.reload import RegistryWatch
 from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
@@ -92,7 +92,7 @@ class Gateway:
                 {f"llm:{m.name}": m.max_output_tokens for m in models if m.max_output_tokens},
             )
         self.budget = budget
-        stages = default_stages(self.audit, self.auth, self.policy, budget)
+        stages = default_stages(self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied)
         self.metrics = Metrics()
         self.observed = GatewayMetrics(self.metrics) if settings.metrics.enabled else None
         self.telemetry: Telemetry | None = None
@@ -405,17 +405,36 @@ def registry_problems(registry: Registry) -> list[Problem]:
 
 
 def check(settings: Settings) -> list[Problem]:
-    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions and whether
-    the policy files parse. `check-config` and `serve` report these like every other problem."""
+    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions, whether the
+    policy files load (no empty or doubly prefixed name), and key subjects that are also a `role:` name of the
+    policy, a key's role or an admin or metrics role. `check-config` and `serve` refuse these like every other
+    problem; `ambiguities` are what only `check-config` refuses."""
     problems = registry_problems(settings.registry_data)
     paths = settings.policies or Policies()
+    policy = settings.resolve(paths.policy)
     try:
-        PolicyEngine(settings.resolve(paths.model), settings.resolve(paths.policy))
+        lines = policy_problems(policy)
+        problems.extend(Problem(str(policy), "", line) for line in lines)
+        if not lines:
+            PolicyEngine(settings.resolve(paths.model), policy)
+        problems.extend(name_clashes(settings, policy_roles(policy, bare=False)))
     except FileNotFoundError as exc:
         problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
     except Exception as exc:
         problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
     return problems
+
+
+def ambiguities(settings: Settings) -> list[Problem]:
+    """Bare (role) names of the policy that are also key subjects: likely written for the subject before the
+    `user:` prefix, and now a role that subject is not in. `check-config` refuses them; `serve` loads the policy
+    and logs them (`PolicyStore.load`), as the gateway denies those subjects rather than over-grant."""
+    policy = settings.resolve((settings.policies or Policies()).policy)
+    try:
+        found = bare_subjects(policy, frozenset(k.subject for k in settings.all_keys))
+    except (OSError, UnicodeDecodeError):
+        return []  # `check` reports a policy that does not load
+    return [Problem(str(policy), "", why) for why in found]
 
 
 def make_ledger(cfg: Budgets) -> Ledger:
@@ -431,7 +450,8 @@ def policy_store(settings: Settings) -> PolicyStore:
     with registry tool tags available to rules as `tag:<name>`. Loaded now: a broken policy denies all."""
     paths = settings.policies or Policies()
     tags = tool_tags(settings.registry_data.mcp)  # keyed by the upstream's own tool names, as targets are
-    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags)
+    subjects = frozenset(k.subject for k in settings.all_keys)
+    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags, subjects)
     store.load()
     return store
 

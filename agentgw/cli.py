@@ -16,7 +16,7 @@ import click
 import orjson
 
 from agentgw.configfile import ConfigError
-from agentgw.settings import Settings, keys_file_of, load_settings, worker_problems
+from agentgw.settings import Settings, keys_file_of, load_settings, roles_of, worker_problems
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared
@@ -41,14 +41,15 @@ def _exit_with(err: ConfigError) -> NoReturn:
     sys.exit(3)
 
 
-def _load_or_exit(config: str, host: str | None = None) -> Settings:
+def _load_or_exit(config: str, host: str | None = None, *, strict: bool = False) -> Settings:
+    """The settings, or exit 3 with every problem; `strict` (check-config) also refuses what `serve` only logs."""
     try:
         settings = load_settings(config, host=host)
     except ConfigError as err:
         _exit_with(err)
-    from agentgw.app import check  # the assembled gateway's own checks (MCP names, policy files)
+    from agentgw.app import ambiguities, check  # the assembled gateway's own checks (MCP names, policy files)
 
-    problems = check(settings)
+    problems = check(settings) + (ambiguities(settings) if strict else [])
     if problems:
         _exit_with(ConfigError(problems))
     return settings
@@ -147,8 +148,9 @@ def app_from_env() -> object:
 @main.command("check-config")
 @config_option
 def check_config(config: str) -> None:
-    """Validate agentgw.yaml, the registry and the keys; print every problem (exit 3) or a summary (exit 0)."""
-    s = _load_or_exit(config)
+    """Validate agentgw.yaml, the registry, the keys and the policy; print every problem (exit 3) or a summary
+    (exit 0). Stricter than `serve`: a bare (role) name in the policy that is also a key subject is a problem."""
+    s = _load_or_exit(config, strict=True)
     reg = s.registry_data
     click.echo(
         f"ok: {len(reg.llm.providers)} providers, {len(reg.llm.models)} models, {len(reg.mcp.servers)} MCP servers, "
@@ -175,12 +177,12 @@ def keys() -> None:
 def keys_create(
     subject: str, roles: tuple[str, ...], name: str | None, config: str, keys_file: str | None
 ) -> None:
-    """Create a key; print it once; store only its hash."""
+    """Create a key; print it once; store only its hash. A subject named like a role is refused."""
     from agentgw.keys import append_key
 
     try:
         path = Path(keys_file) if keys_file is not None else keys_file_of(config)
-        key = append_key(path, subject, list(roles), name)
+        key = append_key(path, subject, list(roles), name, frozenset(roles_of(config)))
     except ConfigError as err:
         _exit_with(err)
     click.echo(key)
@@ -204,17 +206,22 @@ def policy() -> None:
 )
 @config_option
 def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...], config: str) -> None:
-    """Would SUBJECT be allowed ACTION on OBJECT? Prints allowed/denied and the deciding policy line.
-    Exit 0 when allowed, 1 when denied."""
+    """Would SUBJECT be allowed ACTION on OBJECT? SUBJECT is a subject (`alice` or `user:alice`) or a role alone
+    (`role:admins`). Prints allowed/denied and the deciding policy line. Exit 0 when allowed, 1 when denied."""
     from agentgw.app import policy_store
+    from agentgw.names import parse_who
 
     settings = _load_or_exit(config)
-    if not roles:
-        roles = tuple(dict.fromkeys(r for k in settings.all_keys if k.subject == subject for r in k.roles))
+    sub, role_alone = parse_who(subject)
+    if role_alone:
+        roles = (*role_alone, *roles)
+    elif not roles:
+        roles = tuple(dict.fromkeys(r for k in settings.all_keys if k.subject == sub for r in k.roles))
     store = policy_store(settings)
-    d = store.decide(subject, roles, object_, action)
+    d = store.decide(sub, roles, object_, action)
     verdict = "allowed" if d.allowed else "denied"
-    who = f"{subject} (roles: {', '.join(roles) or 'none'})"
+    roles_text = ", ".join(roles) or "none"
+    who = f"role {roles_text}" if sub is None else f"{sub} (roles: {roles_text})"
     click.echo(f"{verdict}: {who} {action} {object_}")
     if d.rule is not None:
         click.echo(f"  by {store.policy_path}:{d.line}: {d.rule}")

@@ -33,6 +33,10 @@ class GatewayError(Exception):
         self.headers = headers or {}
         self.detail = detail
 
+    def public(self) -> GatewayError:
+        """What the caller is told: this error, unless it is answered as another (Concealed)."""
+        return self
+
 
 class BadRequest(GatewayError):
     status, code, type = 400, "invalid_request", "invalid_request_error"
@@ -50,12 +54,29 @@ class Forbidden(GatewayError):
     status, code, type = 403, "permission_denied", "permission_error"
 
 
+class Concealed(Forbidden):
+    """A policy denial answered as `shown` (the plane's error for a target that does not exist). The Exchange
+    keeps this error, so audit, metrics and traces say 403 permission_denied; the caller sees only `shown`."""
+
+    def __init__(self, message: str, shown: GatewayError) -> None:
+        super().__init__(message)
+        self.shown = shown
+
+    def public(self) -> GatewayError:
+        return self.shown
+
+
 class NotFound(GatewayError):
     status, code, type = 404, "not_found", "invalid_request_error"
 
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+    @classmethod
+    def named(cls, name: object) -> ModelNotFound:
+        """The one answer for a model that does not exist, and for one the caller may not use (authz)."""
+        return cls(f"The model '{name}' does not exist or you do not have access to it.")
 
 
 class PayloadTooLarge(GatewayError):

@@ -125,6 +125,9 @@ class Exchange:
     status: str = "pending"  # ok | error | denied | cancelled
     stream_cut: str | None = None  # why a stream ended early (client_disconnect, upstream_error, …)
     attrs: dict[str, Any] = field(default_factory=dict)  # plane/stage scratch space, e.g. resolved route
+    # The plane's answer for a target that does not exist (unknown model, tool, prompt, resource, agent). Authz
+    # answers a denial with it too (unless authz.reveal_denied), so what a caller may not use looks absent.
+    unseen: GatewayError | None = None
 
     def decide(self, stage: str, outcome: str, rule: str | None = None, detail: str | None = None) -> None:
         self.decisions.append(Decision(stage, outcome, rule, detail))

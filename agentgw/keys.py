@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agentgw.configfile import ConfigError, Problem, validation_problems
 from agentgw.exchange import Principal
+from agentgw.names import clash
 from agentgw.settings import ApiKey, Settings, _load_keys_file
 
 KEY_PREFIX = "agw-"
@@ -38,15 +39,20 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def append_key(path: Path, subject: str, roles: list[str], name: str | None = None) -> str:
+def append_key(
+    path: Path, subject: str, roles: list[str], name: str | None = None, taken: frozenset[str] = frozenset()
+) -> str:
     """Create a key, store its hash in `path` (a YAML list, written 0600), return the key.
 
-    Raises ConfigError when the existing file is not a valid keys file or the entry would not be valid."""
+    Raises ConfigError when the existing file is not a valid keys file or the entry would not be valid, including
+    a subject named like a role (`taken`, the roles of the file's keys, or the key's own)."""
     key = generate_key()
     problems: list[Problem] = []
     entries: list[object] = []
+    in_use = set(taken) | set(roles)
     if path.exists():
-        _load_keys_file(path, problems)  # refuse to add to a file the gateway cannot read
+        existing = _load_keys_file(path, problems)  # refuse to add to a file the gateway cannot read
+        in_use.update(r for k in existing for r in k.roles)
         if not problems:
             entries = list(yaml.safe_load(path.read_text()) or [])
     entry: dict[str, object] = {"subject": subject, "roles": roles, "sha256": hash_key(key)}
@@ -57,6 +63,9 @@ def append_key(path: Path, subject: str, roles: list[str], name: str | None = No
         ApiKey.model_validate(entry)
     except ValidationError as err:
         problems.extend(validation_problems(str(path), err, (len(entries),)))
+    why = clash(subject, in_use)
+    if why and not problems:
+        problems.append(Problem(str(path), f"[{len(entries)}].subject", why))
     if problems:
         raise ConfigError(problems)
     entries.append(entry)
@@ -67,6 +76,23 @@ def append_key(path: Path, subject: str, roles: list[str], name: str | None = No
         yaml.safe_dump(entries, fh, sort_keys=False)
     os.replace(tmp, path)
     return key
+
+
+def name_clashes(settings: Settings, roles: set[str]) -> list[Problem]:
+    """Keys whose subject is also a role name (`roles`: those of the policy, plus every key's and the admin and
+    metrics roles): refused by `check-config` and `serve`, as `keys create` refuses to write them."""
+    in_use = roles | {r for k in settings.all_keys for r in k.roles}
+    in_use.update(settings.auth.admin_roles, settings.metrics.roles)
+    sources = [(str(settings.path), "auth.api_keys", list(settings.auth.api_keys))]
+    file_keys = _load_keys_file(settings.keys_path(), [])
+    sources.append((str(settings.keys_path()), "", file_keys))
+    problems = []
+    for file, prefix, keys in sources:
+        for i, k in enumerate(keys):
+            why = clash(k.subject, in_use)
+            if why:
+                problems.append(Problem(file, f"{prefix}[{i}].subject", why))
+    return problems
 
 
 class KeyStore:

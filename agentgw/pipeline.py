@@ -104,7 +104,7 @@ class Pipeline:
                 ex.decide(stage_name, "error", detail=type(exc).__name__)
         if ex.error is not None:
             await self._run_finish(ex)
-            raise ex.error
+            raise ex.error.public()  # the record keeps what happened; the caller learns what it may
         result = ex.result
         assert result is not None
         if result.stream is not None:

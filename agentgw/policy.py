@@ -2,6 +2,10 @@
 (subject, object, action) with the subject's roles, explains which policy line decided, caches decisions,
 and reloads atomically when the files change (a broken file keeps the last good policy).
 
+Subjects and roles never share a name space: the Casbin request names the caller `user:<subject>` and each
+of its roles `role:<name>`. Policy lines write `user:<subject>` or `role:<name>`, and a bare name is a role
+(`names.policy_name`), so a subject called `admins` can never match `p, admins, …` nor `p, role:admins, …`.
+
 Objects: `llm:<model>`, `mcp:<server>/<tool>`, `mcp:<server>/resource/<uri>`, `mcp:<server>/prompt/<name>`,
 `a2a:<agent>`. In policy lines `*` matches any run of characters (`/` included) and `?` one character;
 `tag:<name>` matches every object carrying that registry tag. Default deny.
@@ -14,14 +18,94 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import casbin
+from casbin.persist.adapters import FileAdapter
+
+from agentgw.names import ROLE, USER, ambiguous, policy_name, request_names
 
 log = logging.getLogger("agentgw.policy")
+
+
+class PolicyError(ValueError):
+    """The policy file has lines that do not load (one problem per line, `line N: …`)."""
+
+
+def _names(path: Path) -> Iterator[tuple[int, str, int, str]]:
+    """(line number, `p` or `g`, position, name as written) of every subject or role name in the policy file:
+    a `p` line's first value, a `g` line's first two (the member, then the role it is granted)."""
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        values = [v.strip() for v in text.strip().split(",")]
+        kind = values[0]
+        if kind in ("p", "g") and len(values) >= 2:
+            for position, name in enumerate(values[1:3] if kind == "g" else values[1:2]):
+                yield number, kind, position, name
+
+
+def _malformed(name: str, granted: bool) -> str | None:
+    """The problem with a policy-side name (`user:<subject>`, `role:<name>` or a bare role name), or None."""
+    if not name.startswith((USER, ROLE)):
+        return "a subject or role name is empty" if not name else None
+    rest = name.partition(":")[2]
+    if not rest:
+        return f"{name!r} has an empty name"
+    if granted and name.startswith(USER):
+        return f"{name!r} is a subject: only a role can be granted ({ROLE}<name> or a bare name)"
+    return ambiguous(rest, repr(name))
+
+
+def policy_problems(path: Path) -> list[str]:
+    """Lines that do not load: an empty name, a doubled prefix (`user:role:x`), a subject granted as a role
+    (`g, user:a, user:b`). A bare name is a role, as in every policy written before the prefixes."""
+    return [
+        f"line {number}: {why}"
+        for number, kind, position, name in _names(path)
+        if (why := _malformed(name, kind == "g" and position == 1))
+    ]
+
+
+def bare_subjects(path: Path, subjects: Collection[str]) -> list[str]:
+    """Bare names that are also the subject of a configured key: a bare name is a role, so the line does not apply
+    to that subject (a policy written for it before the prefixes silently stops granting it anything).
+    `check-config` reports them (exit 3); `serve` loads the policy and logs them."""
+    found = []
+    for number, kind, position, name in _names(path):
+        if name in subjects:  # a bare name: a typed one is never a key subject (keys refuse the prefixes)
+            if kind == "g" and position == 1:
+                found.append(f"{name!r} in line {number} is a role, and a key subject too: rename one")
+            else:
+                found.append(
+                    f"{name!r} in line {number} is read as a role; the key subject {name} is not in it: "
+                    f"write {USER}{name}"
+                )
+    return found
+
+
+def policy_roles(path: Path, *, bare: bool = True) -> set[str]:
+    """Every role name the policy file mentions (without its prefix), to refuse subjects that share one;
+    `bare=False`: only those written `role:<name>`."""
+    roles: set[str] = set()
+    for _, _, _, name in _names(path):
+        if name.startswith(ROLE) and len(name) > len(ROLE):
+            roles.add(name[len(ROLE) :])
+        elif bare and name and not name.startswith(USER):
+            roles.add(name)
+    return roles
+
+
+class _TypedFileAdapter(FileAdapter):  # type: ignore[misc]  # casbin has no type hints
+    """casbin's file adapter, with every subject and role name put in the request's name space as it loads."""
+
+    def load_policy(self, model: Any) -> None:
+        super().load_policy(model)
+        for section, width in (("p", 1), ("g", 2)):
+            for assertion in model.model.get(section, {}).values():
+                for row in assertion.policy:
+                    row[:width] = [policy_name(name) for name in row[:width]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +137,8 @@ def _csv_rows(path: Path) -> dict[tuple[str, ...], tuple[int, str]]:
         if not stripped or stripped.startswith("#"):
             continue
         values = tuple(v.strip() for v in stripped.split(","))
-        if values[0].startswith("p"):
-            rows.setdefault(values[1:], (number, stripped))
+        if values[0].startswith("p") and len(values) > 1:
+            rows.setdefault((policy_name(values[1]), *values[2:]), (number, stripped))
     return rows
 
 
@@ -67,11 +151,14 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
-        self.enforcer = casbin.Enforcer(str(model_path), str(policy_path))
+        problems = policy_problems(policy_path)
+        if problems:
+            raise PolicyError("; ".join(problems))
+        self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path)))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
         self.rows = _csv_rows(policy_path)
-        self._cache: dict[tuple[str, tuple[str, ...], str, str], PolicyDecision] = {}
+        self._cache: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
         self.lines = sum(1 for _ in self.rows)
         # casbin scans every `p` line per decision; index them by subject so a decision only evaluates the
         # lines of the subject and the roles it inherits through `g` (the same set g(r.sub, p.sub) selects).
@@ -97,15 +184,16 @@ class PolicyEngine:
         number, text = self.rows.get(tuple(rule), (None, "p, " + ", ".join(rule)))
         return PolicyDecision(allowed, text, number)
 
-    def decide(self, subject: str, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
-        """Allowed iff the subject or one of its roles is allowed and none is explicitly denied."""
+    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+        """Allowed iff the subject or one of its roles is allowed and none is explicitly denied. `subject`
+        None decides for the roles alone (`agentgw policy check role:<name> …`)."""
         key = (subject, roles, obj, act)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         allow: PolicyDecision | None = None
         decision = PolicyDecision(False, None, None)
-        for who in (subject, *roles):
+        for who in request_names(subject, roles):
             ok, rule = self._enforce(who, obj, act)
             if not ok and rule and rule[-1] == "deny":
                 decision = self._explain(False, rule)
@@ -123,11 +211,13 @@ class PolicyEngine:
 
 @dataclass
 class PolicyStore:
-    """Holds the current engine; reloads on file change or SIGHUP; keeps the last good engine on errors."""
+    """Holds the current engine; reloads on file change or SIGHUP; keeps the last good engine on errors. Each load
+    logs a warning for every bare (role) name that is also one of `subjects`, the configured key subjects."""
 
     model_path: Path
     policy_path: Path
     tags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    subjects: frozenset[str] = frozenset()
     engine: PolicyEngine | None = None
     error: str | None = None
     _mtimes: tuple[float, float] | None = None
@@ -150,6 +240,8 @@ class PolicyStore:
             return False
         self.engine, self.error, self._mtimes = engine, None, mtimes
         log.info("policy loaded: %d rules from %s", engine.lines, self.policy_path)
+        for warning in bare_subjects(self.policy_path, self.subjects):
+            log.warning("policy %s: %s", self.policy_path, warning)
         return True
 
     def changed(self) -> bool:
@@ -158,7 +250,7 @@ class PolicyStore:
         except OSError:
             return False
 
-    def decide(self, subject: str, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
         if self.engine is None:
             return PolicyDecision(False, None, None)
         return self.engine.decide(subject, roles, obj, act)

@@ -6,6 +6,7 @@ registry, runs cross-file checks, and raises ConfigError listing every problem a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import ipaddress
 import os
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
@@ -27,6 +28,7 @@ from agentgw.configfile import (
 )
 from agentgw.identity.signing import Signing, load_keys
 from agentgw.jwt_auth import JWTSettings
+from agentgw.names import ambiguous
 from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
 
@@ -54,6 +56,23 @@ class ApiKey(Frozen):
     name: str | None = None
     created: str | None = None  # set by `agentgw keys create` (UTC, ISO 8601); informational
 
+    @field_validator("subject")
+    @classmethod
+    def _plain_subject(cls, value: str) -> str:
+        why = ambiguous(value)  # `role:x` as a subject reads like a role (docs/authorization.md)
+        if why:
+            raise ValueError(why)
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _plain_roles(cls, value: list[str]) -> list[str]:
+        for name in value:
+            why = ambiguous(name)
+            if why:
+                raise ValueError(why)
+        return value
+
 
 class Auth(Frozen):
     api_keys: list[ApiKey] = Field(default_factory=list)
@@ -65,6 +84,12 @@ class Auth(Frozen):
         default_factory=dict
     )
     admin_roles: list[str] = Field(default_factory=lambda: ["admins"])  # roles that may use /admin/
+
+
+class Authz(Frozen):
+    # false: a denied model, tool, prompt, resource or agent answers exactly like an unknown one (no existence
+    # leak); true: 403 permission_denied. The audit record says denied, with the deciding rule, either way.
+    reveal_denied: bool = False
 
 
 class Limits(Frozen):
@@ -149,6 +174,7 @@ class Settings(Frozen):
     registry: list[str] = Field(default_factory=lambda: ["registry/*.yaml"])
     policies: Policies | None = None
     auth: Auth = Field(default_factory=Auth)
+    authz: Authz = Field(default_factory=Authz)
     limits: Limits = Field(default_factory=Limits)
     server: Server = Field(default_factory=Server)
     upstream: Upstream = Field(default_factory=Upstream)
@@ -434,6 +460,34 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def roles_of(path: str | os.PathLike[str]) -> set[str]:
+    """The role names the config at `path` uses (admin and metrics roles, its keys' roles, the `role:` names of
+    its policy file), read without validating the rest: `keys create` refuses a subject that takes one."""
+    from agentgw.policy import policy_roles
+
+    cfg_path = Path(path).resolve()
+    raw = read_yaml(cfg_path, [])
+    top: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    auth, metrics, policies = (_section(top, name) for name in ("auth", "metrics", "policies"))
+    roles = set(_names(auth.get("admin_roles", ["admins"]))) | set(_names(metrics.get("roles")))
+    for key in auth.get("api_keys") or []:
+        if isinstance(key, dict):
+            roles.update(_names(key.get("roles")))
+    policy = Path(str(policies.get("policy") or Policies().policy))
+    with contextlib.suppress(OSError, UnicodeDecodeError):  # no readable policy yet: nothing to collide with
+        roles |= policy_roles(policy if policy.is_absolute() else cfg_path.parent / policy)
+    return roles
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _names(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def keys_file_of(path: str | os.PathLike[str]) -> Path:

@@ -36,11 +36,11 @@ TARGETS = (
 )  # client → upstream; → minimal proxy → upstream; → agentgw → upstream
 # A small, realistic policy: the bench key's role may call every model (the authz stage runs on each request).
 POLICY = """\
-p, admins, *, *, allow
-p, agents, llm:*, call, allow
-p, agents, mcp:*, *, allow
-p, agents, tag:dangerous, call, deny
-p, interns, llm:small-*, call, allow
+p, role:admins, *, *, allow
+p, role:agents, llm:*, call, allow
+p, role:agents, mcp:*, *, allow
+p, role:agents, tag:dangerous, call, deny
+p, role:interns, llm:small-*, call, allow
 """
 
 

@@ -18,15 +18,15 @@ from agentgw.policy import PolicyEngine  # noqa: E402
 
 
 def write_policy(folder: Path, lines: int) -> Path:
-    rows = ["p, admins, *, *, allow", "g, bot, agents"]
+    rows = ["p, role:admins, *, *, allow", "g, user:bot, role:agents"]
     for i in range(lines - len(rows)):
         role = f"team{i % 200}"
         rows.append(
-            f"p, {role}, mcp:server{i % 500}/tool{i}*, call, allow"
+            f"p, role:{role}, mcp:server{i % 500}/tool{i}*, call, allow"
             if i % 3
-            else f"p, {role}, llm:model-{i}, call, allow"
+            else f"p, role:{role}, llm:model-{i}, call, allow"
         )
-    rows.append("p, agents, mcp:server7/*, call, allow")
+    rows.append("p, role:agents, mcp:server7/*, call, allow")
     path = folder / "policy.csv"
     path.write_text("\n".join(rows) + "\n")
     return path

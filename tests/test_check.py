@@ -52,7 +52,7 @@ def test_two_renames_to_one_name_within_a_server_is_a_config_error(tmp_path: Pat
 
 def test_a_policy_model_that_does_not_load_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "model.conf").write_text("[request_definition]\nr = sub, obj, act\n")  # no matcher, no effect
-    (tmp_path / "policy.csv").write_text("p, agents, llm:*, call, allow\n")
+    (tmp_path / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
     cfg = write_config(tmp_path, {}, {"policies": {"model": "model.conf", "policy": "policy.csv"}})
     code, err = run("check-config", "--config", str(cfg))
     assert code == 3
@@ -72,7 +72,7 @@ def test_policy_check_prints_the_verdict_and_the_deciding_line(tmp_path: Path) -
     )
     assert allowed.exit_code == 0
     assert allowed.stdout.splitlines()[0] == "allowed: tester (roles: agents) call llm:mock-fast"
-    assert allowed.stdout.splitlines()[1].endswith("policy.csv:8: p, agents, llm:*, call, allow")
+    assert allowed.stdout.splitlines()[1].endswith("policy.csv:8: p, role:agents, llm:*, call, allow")
     assert denied.exit_code == 1
     assert denied.stdout.splitlines() == [
         "denied: ivy (roles: interns) call llm:mock-smart",

@@ -150,4 +150,4 @@ async def test_the_admin_api_needs_an_admin_role(tmp_path: Path, key: str | None
     assert r.status_code == status
     if status == 200:
         assert r.json()["allowed"] is True
-        assert r.json()["rule"] == "p, interns, llm:mock-fast, call, allow"
+        assert r.json()["rule"] == "p, role:interns, llm:mock-fast, call, allow"

@@ -35,9 +35,16 @@ def engine() -> PolicyEngine:
         ("ivy", ("interns",), "mcp:fs/read_file", "call", True, 16),
         ("ivy", ("interns",), "mcp:fs/write_file", "call", False, 17),
         ("ivy", ("interns",), "mcp:docs/resource/file:///a", "read", False, None),
-        ("rex", ("reviewer",), "mcp:docs/resource/file:///a", "read", True, 26),  # g, reviewer, interns
+        (
+            "rex",
+            ("reviewer",),
+            "mcp:docs/resource/file:///a",
+            "read",
+            True,
+            26,
+        ),  # g, role:reviewer, role:interns
         ("rex", ("reviewer",), "mcp:fs/write_file", "call", False, 17),  # inherits the intern deny
-        ("alice", (), "mcp:acme-docs/search", "call", True, 20),  # g, alice, tenant:acme
+        ("alice", (), "mcp:acme-docs/search", "call", True, 20),  # g, user:alice, role:tenant:acme
         ("alice", (), "mcp:other/search", "call", False, None),
         ("root", ("admins",), "mcp:fs/rm", "call", True, 5),
         ("nobody", (), "llm:mock-fast", "call", False, None),
@@ -79,7 +86,7 @@ def test_object_patterns_are_literal_globs_or_tags(obj: str, pattern: str, match
 
 def test_a_broken_policy_file_keeps_the_last_good_policy(tmp_path: Path) -> None:
     shutil.copy(POLICIES / "model.conf", tmp_path / "model.conf")
-    (tmp_path / "policy.csv").write_text("p, agents, llm:*, call, allow\n")
+    (tmp_path / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
     store = PolicyStore(tmp_path / "model.conf", tmp_path / "policy.csv")
     assert store.load()
     (tmp_path / "model.conf").write_text("[matchers]\nm = this is not a model\n")
@@ -95,13 +102,16 @@ async def test_the_gateway_reloads_the_policy_when_the_file_changes_and_on_sighu
     pol = tmp_path / "pol"
     pol.mkdir()
     shutil.copy(POLICIES / "model.conf", pol / "model.conf")
-    (pol / "policy.csv").write_text("p, agents, llm:*, call, allow\n")
-    settings = {"policies": {"model": str(pol / "model.conf"), "policy": str(pol / "policy.csv")}}
+    (pol / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
+    settings = {
+        "policies": {"model": str(pol / "model.conf"), "policy": str(pol / "policy.csv")},
+        "authz": {"reveal_denied": True},  # a denial is a 403 here, not the unknown-model 404
+    }
     body = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
     auth = {"authorization": f"Bearer {TEST_KEY}"}
     async with gateway(tmp_path, MOCK_REGISTRY, settings) as (url, app), httpx.AsyncClient() as c:
         assert (await c.post(f"{url}/v1/chat/completions", json=body, headers=auth)).status_code == 200
-        (pol / "policy.csv").write_text("p, agents, llm:*, call, deny\n")
+        (pol / "policy.csv").write_text("p, role:agents, llm:*, call, deny\n")
         os.utime(pol / "policy.csv", (1, 1))  # a distinct mtime even within the filesystem's resolution
         os.kill(os.getpid(), signal.SIGHUP)
         with anyio.fail_after(5):

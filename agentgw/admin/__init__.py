@@ -16,6 +16,7 @@ from agentgw.budget.ledger import Ledger
 from agentgw.errors import Forbidden, GatewayError, NotFound
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTSettings
+from agentgw.names import parse_who
 from agentgw.policy import PolicyStore
 from agentgw.secrets import Scrubber
 from agentgw.stages.authn import Authenticator
@@ -112,13 +113,14 @@ class Admin:
                     raise GatewayError(
                         f"Missing query parameters: {', '.join(missing)}.", status=400, code="invalid_request"
                     )
-                roles = tuple(r for r in q.get("roles", "").split(",") if r)
-                d = self.policy.decide(q["subject"], roles, q["object"], q["action"])
+                subject, roles = parse_who(q["subject"])  # `role:<r>` is the role alone; bare names subjects
+                roles = (*roles, *(r for r in q.get("roles", "").split(",") if r))
+                d = self.policy.decide(subject, roles, q["object"], q["action"])
                 body = {
                     "allowed": d.allowed,
                     "rule": d.rule,
                     "line": d.line,
-                    "subject": q["subject"],
+                    "subject": subject,  # None: the roles alone
                     "roles": list(roles),
                     "object": q["object"],
                     "action": q["action"],

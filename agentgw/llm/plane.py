@@ -184,6 +184,10 @@ class LLMPlane:
                 raise BadRequest("You must provide a model parameter.", code="missing_model")
             ex.target = f"llm:{model}"  # a request refused below is still on the record with its model
             check(payload)
+            if model not in self.router.models:
+                # Refused before mediation, as MCP refuses an unknown tool: no later stage (budget) can answer it
+                # differently from a model the caller may not use (authz answers that one with this same error).
+                raise ModelNotFound.named(model)
         except ClientGone:
             return
         except GatewayError as err:
@@ -191,6 +195,7 @@ class LLMPlane:
             await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
             return
         ex.payload = payload
+        ex.unseen = ModelNotFound.named(model)
 
         def gone() -> None:
             ex.stream_cut = "client_disconnect"
@@ -254,9 +259,7 @@ class LLMPlane:
             ]
             if wanted is not None:
                 if wanted not in visible:
-                    raise ModelNotFound(
-                        f"The model '{wanted}' does not exist or you do not have access to it."
-                    )
+                    raise ModelNotFound.named(wanted)
                 return Result(body=jsontext.dumps(self._model_entry(wanted)))
             return Result(
                 body=jsontext.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})

@@ -74,7 +74,7 @@ class Router:
     def resolve(self, name: object) -> Model:
         model = self.models.get(name) if isinstance(name, str) else None
         if model is None:
-            raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.")
+            raise ModelNotFound.named(name)
         return model
 
     async def call(self, model: Model, call: Call) -> Result:

@@ -210,15 +210,14 @@ class Mediator:
         forward: Callable[[Exchange], Awaitable[Result]],
         unseen: GatewayError | None = None,
     ) -> dict[str, Any]:
-        """Mediate `ex`. With `unseen` (the error for a name that does not exist), a policy denial answers
-        exactly that error: what a caller may not use is indistinguishable from what does not exist. The
-        audit record still says denied, with the deciding rule."""
+        """Mediate `ex`. `unseen` is the error for a name that does not exist: authz answers a policy denial with
+        it (unless authz.reveal_denied), so what a caller may not use is indistinguishable from what does not
+        exist. The audit record still says denied, with the deciding rule."""
+        ex.unseen = unseen
         version = ex.attrs.get(_VERSION)
         try:
             result = await self.pipeline.run(ex, forward if version is None else _shaped(forward, version))
         except GatewayError as err:
-            if unseen is not None and err.code == "permission_denied":
-                err = unseen
             raise to_mcp_error(err, ex.task.task_id if ex.task else None) from None
         reply = ex.attrs.get("reply_headers")
         if reply:  # on the HTTP answer when it is still to be sent (JSON answers; stream headers went first)

@@ -13,7 +13,11 @@ from agentgw.stages.budget import BudgetStage
 
 
 def default_stages(
-    audit: RecordSink | None, auth: Authenticator, policy: PolicyStore, budget: BudgetStage | None = None
+    audit: RecordSink | None,
+    auth: Authenticator,
+    policy: PolicyStore,
+    budget: BudgetStage | None = None,
+    reveal_denied: bool = False,
 ) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided). Without a
     writer (`audit.enabled: false`, benchmarks only) nothing is recorded."""
@@ -21,7 +25,7 @@ def default_stages(
     if audit is not None:
         capture = any(c.response for c in audit.cfg.payloads)
         stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
-    stages += [AuthnStage(auth), AuthzStage(policy)]
+    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied)]
     if budget is not None:
         stages.append(budget)
     return stages

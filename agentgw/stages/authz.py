@@ -1,23 +1,29 @@
 """Authorization: may this principal do this action on this target? Decided by the Casbin policy
 (agentgw.policy) for every Exchange; default deny.
 
-Fails with 403 `permission_denied`; the decision (and the policy line that made it) is kept for the audit
-record. `allows()` answers the same question for listings, so a caller sees exactly what it may call.
+A denial answers exactly as the target not existing (the plane's `exchange.unseen`: unknown model, tool, prompt,
+resource or agent), so a caller cannot learn what exists beyond what it may use; with `authz.reveal_denied` it is
+403 `permission_denied` instead. Either way the Exchange keeps the 403 `permission_denied` (status `denied`) and
+the decision, with the policy line that made it, for the audit record, metrics and traces. `allows()` answers the same question for listings, so a caller sees
+exactly what it may call.
 """
 
 from __future__ import annotations
 
-from agentgw.errors import Forbidden
+from agentgw.errors import Concealed, Forbidden, NotFound
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
+
+CONCEALED = "authz.reveal_denied: false"
 
 
 class AuthzStage(Stage):
     name = "authz"
 
-    def __init__(self, store: PolicyStore) -> None:
+    def __init__(self, store: PolicyStore, reveal_denied: bool = False) -> None:
         self.store = store
+        self.reveal_denied = reveal_denied
 
     async def on_request(self, exchange: Exchange) -> None:
         p = exchange.principal
@@ -31,9 +37,19 @@ class AuthzStage(Stage):
         decision = self.store.decide(p.subject, p.roles, exchange.target, action)
         rule = f"policy.csv:{decision.line}: {decision.rule}" if decision.rule else "default deny"
         if not decision.allowed:
-            exchange.decide(self.name, "deny", rule=rule)
-            raise Forbidden(f"{p.subject} may not {action} {exchange.target}.")
+            raise self._deny(exchange, rule, f"{p.subject} may not {action} {exchange.target}.")
         exchange.decide(self.name, "allow", rule=rule)
+
+    def _deny(self, exchange: Exchange, rule: str, message: str) -> Forbidden:
+        """The denial. The Exchange (and so its audit record) keeps it as 403 permission_denied with the deciding
+        rule; unless reveal_denied, the caller is answered as if the target did not exist."""
+        if self.reveal_denied:
+            exchange.decide(self.name, "deny", rule=rule)
+            return Forbidden(message)
+        # A plane that names no answer for unknown targets still gets a 404 that says nothing about the policy.
+        shown = exchange.unseen or NotFound("Not found.")
+        exchange.decide(self.name, "deny", rule=rule, detail=f"answered as {shown.code} ({CONCEALED})")
+        return Concealed(message, shown)
 
     def allows(self, principal: Principal, target: str, action: str = "call") -> bool:
         return self.store.decide(principal.subject, principal.roles, target, action).allowed

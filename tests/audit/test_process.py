@@ -32,7 +32,7 @@ def test_a_snapshot_builds_the_same_record_as_the_call_itself(tmp_path: Path, sh
     writer = open_writer(load_settings(settings_file(tmp_path, AUDIT)))
     assert writer is not None
     ex = finished(task="same")
-    ex.decide("authz", "allow", rule="policy.csv:3: p, agents, llm:*, call, allow")
+    ex.decide("authz", "allow", rule="policy.csv:3: p, role:agents, llm:*, call, allow")
     ex.attempts.append(Attempt(1, "mock/echo", "ok", 200, 1.25))
     ex.attrs.update({"child_task": "same/c1", "endpoint": "/v1/chat/completions", "ignored": object()})
     if shape == "denied":

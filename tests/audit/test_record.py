@@ -83,7 +83,8 @@ async def test_allowed_denied_and_failed_calls_each_leave_one_complete_record(tm
         failed = await c.post(
             "/v1/chat/completions", content=b"{nope", headers={**AUTH, "content-type": "application/json"}
         )
-    assert (ok.status_code, denied.status_code, failed.status_code) == (200, 403, 400)
+    # the denied caller is answered as if the model did not exist; its record keeps the real 403
+    assert (ok.status_code, denied.status_code, failed.status_code) == (200, 404, 400)
     first, second, third = audit_records(tmp_path)
     assert set(first) == FIELDS
     assert (first["trace_id"], first["parent_span_id"]) == ("a" * 32, "b" * 16)
@@ -125,7 +126,12 @@ async def test_allowed_denied_and_failed_calls_each_leave_one_complete_record(tm
         "permission_denied",
         403,
     )
-    assert {"stage": "authz", "outcome": "deny", "rule": "default deny"} in second["decisions"]
+    assert {
+        "stage": "authz",
+        "outcome": "deny",
+        "rule": "default deny",
+        "detail": "answered as model_not_found (authz.reveal_denied: false)",
+    } in second["decisions"]
     assert (third["status"], third["error_code"], third["principal"]) == ("error", "invalid_json", "tester")
 
 

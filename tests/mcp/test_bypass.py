@@ -12,8 +12,8 @@ from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.support import OTHER_KEY, POLICIES, TEST_KEY, audit_records, gateway, serve
 
 POLICY = """\
-p, agents, mcp:*, *, allow
-p, other, mcp:docs/add, call, allow
+p, role:agents, mcp:*, *, allow
+p, user:other, mcp:docs/add, call, allow
 """
 
 CORPUS = [

@@ -1,0 +1,57 @@
+"""The authz stage's answer to a denial, whatever the plane: the plane's unknown-target error (so a future plane,
+A2A included, inherits the concealment by naming its error), a plain 404 when it names none, a 403 with
+`reveal_denied`; the Exchange keeps the real 403 for the record either way."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentgw.errors import GatewayError, NotFound
+from agentgw.exchange import Exchange, Principal, Result
+from agentgw.pipeline import Pipeline
+from agentgw.policy import PolicyStore
+from agentgw.stages.authz import AuthzStage
+from tests.support import POLICIES
+
+
+class UnknownAgent(NotFound):
+    code = "agent_not_found"
+
+
+async def mediate(reveal: bool, unseen: GatewayError | None) -> tuple[GatewayError, Exchange]:
+    store = PolicyStore(POLICIES / "model.conf", POLICIES / "policy.csv")
+    assert store.load()
+    ex = Exchange("a2a", "message/send", "a2a:planner", {})
+    ex.principal = Principal("ivy", ("interns",))  # interns may call no agent
+    ex.unseen = unseen
+
+    async def forward(ex: Exchange) -> Result:
+        raise AssertionError("a denied call is never forwarded")
+
+    with pytest.raises(GatewayError) as raised:
+        await Pipeline([AuthzStage(store, reveal_denied=reveal)]).run(ex, forward)
+    return raised.value, ex
+
+
+@pytest.mark.parametrize(
+    ("reveal", "unseen", "answer"),
+    [
+        (False, UnknownAgent("Unknown agent: planner"), (404, "agent_not_found", "Unknown agent: planner")),
+        (False, None, (404, "not_found", "Not found.")),
+        (
+            True,
+            UnknownAgent("Unknown agent: planner"),
+            (403, "permission_denied", "ivy may not call a2a:planner."),
+        ),
+    ],
+)
+async def test_a_denial_is_answered_as_the_planes_unknown_target_and_recorded_as_a_denial(
+    reveal: bool, unseen: GatewayError | None, answer: tuple[int, str, str]
+) -> None:
+    shown, ex = await mediate(reveal, unseen)
+    assert (shown.status, shown.code, shown.message) == answer
+    assert ex.error is not None and (ex.error.status, ex.error.code) == (403, "permission_denied")
+    assert ex.status == "denied"
+    [decision] = [d for d in ex.decisions if d.stage == "authz"]
+    assert (decision.outcome, decision.rule) == ("deny", "default deny")
+    assert decision.detail == (None if reveal else f"answered as {answer[1]} (authz.reveal_denied: false)")
