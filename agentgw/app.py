@@ -130,6 +130,9 @@ class Gateway:
         audit = next((s for s in stages if isinstance(s, AuditStage)), None)
         self.refusals = audit.refusals if audit is not None else None
         self.started = False
+        # an MCP plane a registry reload started (the gateway had no MCP server until then): see _host
+        self._mcp_host: asyncio.Task[None] | None = None
+        self._mcp_ready, self._mcp_stop = asyncio.Event(), asyncio.Event()
 
     def note_refusal(self, client: str | None, path: str, status: int, code: str) -> None:
         """Tally a refusal made before any plane saw the request (Host/Origin here; the connection limits of
@@ -333,7 +336,12 @@ class Gateway:
             from agentgw.mcp import MCPPlane
 
             plane = MCPPlane(settings, self.pipeline, self.pool, self.identity)
-            await plane.start()
+            self._mcp_host = asyncio.create_task(self._host(plane), name="mcp-plane")
+            ready = asyncio.ensure_future(self._mcp_ready.wait())
+            await asyncio.wait((ready, self._mcp_host), return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if self._mcp_host.done():  # it failed to start: the reload says so, the gateway keeps going
+                self._mcp_host.result()
             self.mcp = plane
         if self.budget is not None:
             self.budget.pricing = {f"llm:{m.name}": m.pricing for m in reg.llm.models if m.pricing}
@@ -345,6 +353,16 @@ class Gateway:
             self.policy.tags = tags
             self.policy.load()
         await self.supervisor.apply(specs_of(settings))
+
+    async def _host(self, plane: MCPPlane) -> None:
+        """A plane a reload started lives in a task of its own: it is started and closed by the same task (its
+        task groups and cancel scopes belong to the task that entered them, not to the reload's or shutdown's)."""
+        await plane.start()
+        try:
+            self._mcp_ready.set()
+            await self._mcp_stop.wait()
+        finally:
+            await plane.aclose()
 
     async def use_secrets(self, settings: Settings) -> None:
         """Add the secret values `settings` configures to those scrubbed from /admin, log lines and audit records
@@ -360,7 +378,10 @@ class Gateway:
     async def shutdown(self) -> None:
         self.started = False
         await self.registry.aclose()
-        if self.mcp is not None:
+        if self._mcp_host is not None:
+            self._mcp_stop.set()
+            await self._mcp_host
+        elif self.mcp is not None:
             await self.mcp.aclose()
         if self.budget is not None:
             await self.budget.flush()

@@ -67,8 +67,11 @@ async def test_a_killed_gateway_takes_its_supervised_mcp_server_with_it_and_rest
     async with agentgw_serve(cfg, port) as gw:
         await gw.logged(f"[mcp:docs] ready on 127.0.0.1:{mcp_port}")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            ready = await client.get("/readyz")
-        assert ready.status_code == 200, ready.text
+            # the gateway connects to the server and lists it once the server is up: ready follows, bounded
+            with anyio.fail_after(30):
+                while (ready := await client.get("/readyz")).status_code != 200:
+                    await anyio.sleep(0.05)
+        assert ready.json()["left_out"] == [], ready.text
         gw.process.send_signal(signal.SIGTERM)
     assert recorded(tmp_path) == []  # a clean stop leaves no record behind
 

@@ -200,3 +200,22 @@ async def test_an_llm_stream_in_flight_finishes_across_a_reload(tmp_path: Path) 
         assert (await chat(url, "fast")).status_code == 200
     assert r.status_code == 200
     assert [line for line in rest if line][-1] == "data: [DONE]"
+
+
+async def test_the_first_mcp_server_added_by_a_reload_serves_and_the_gateway_still_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    up = Upstream("one")
+    async with serve(up) as u:
+        async with gateway(tmp_path, MOCK_REGISTRY) as (url, app):
+            assert app.mcp is None
+            rewrite(tmp_path, {**MOCK_REGISTRY, "mcp": {"servers": [server_entry("one", u)]}})
+            assert await app.registry.reload()  # in this test's task: the plane must not belong to it
+            assert app.mcp is not None
+            async with mcp_client(f"{url}/mcp") as client:
+                with anyio.fail_after(20):
+                    result = await client.call_tool("one__chatty", {})
+            assert result.content[0].text == "said it all"
+        # leaving `gateway` shut the plane down from another task than the reload's, without an error
+        assert app.mcp is not None and app._mcp_host is not None and app._mcp_host.done()
+        assert app._mcp_host.exception() is None

@@ -135,7 +135,9 @@ async def test_many_clients_sending_huge_heads_leave_the_gateway_memory_bounded(
                 for _ in range(12):
                     tg.start_soon(one)
         grown_mib = (rss_kib(gw) - before) / 1024
-    assert len(replies) == 12 and all(r.startswith(b"HTTP/1.1 431 ") for r in replies)
+    # Each got its 431, unless its reset (the server stops discarding what it refused after 1 MiB or 2 s) overtook
+    # a reply it had not read yet on a loaded machine: what this test bounds is memory; the 431 is tested above.
+    assert len(replies) == 12 and all(r == b"" or r.startswith(b"HTTP/1.1 431 ") for r in replies)
     assert grown_mib < 24, f"the gateway grew by {grown_mib:.0f} MiB"
 
 

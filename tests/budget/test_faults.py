@@ -170,7 +170,7 @@ async def test_a_stream_whose_top_up_finds_redis_down_is_cut_or_goes_on_unmetere
             }
         }
         app = create_app(load_settings(write_config(tmp_path, registry, cfg)))
-        with private_redis(data, port) as first:
+        async with private_redis(data, port) as first:
             async with inproc(app) as c:
                 answer: list[str] = []
 
@@ -190,7 +190,7 @@ async def test_a_stream_whose_top_up_finds_redis_down_is_cut_or_goes_on_unmetere
                         tg.start_soon(kill_then_open_the_gate)
                         tg.start_soon(stream)
                 assert app.budget is not None and app.budget.pending  # the settle waits for Redis
-                with private_redis(data, port):  # the same data (append-only file) comes back
+                async with private_redis(data, port):  # the same data (append-only file) comes back
                     with anyio.fail_after(20):
                         while app.budget.pending:
                             await anyio.lowlevel.checkpoint()

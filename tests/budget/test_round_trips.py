@@ -95,7 +95,7 @@ async def test_a_long_stream_costs_one_round_trip_per_top_up_never_one_per_chunk
     url = f"redis://127.0.0.1:{port}/0"
     cfg = budgets({"tokens": 10**6}, ledger="redis", redis_url=url, default_max_tokens=50)
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
-    with private_redis(data, port):
+    async with private_redis(data, port):
         async with inproc(app) as c, commands(url) as seen:
             await calls(c, 1, task="warm")
             assert app.ledger is not None

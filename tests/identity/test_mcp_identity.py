@@ -57,7 +57,10 @@ async def test_an_mcp_upstream_gets_a_signed_assertion_about_the_caller_and_neve
                 before = time.time()
                 result = await client.call_tool("docs__echo", {"text": "hi"})
     assert result.structured_content == {"result": "hi"}
-    [claims] = docs.claims  # the call carried one (session set-up and listings are the gateway's own)
+    # The call carries one. Listings are the gateway's own; the caller's own upstream session (session_scope:
+    # principal) is opened from its call, so on legacy SSE its set-up messages carry the same caller's assertion.
+    assert docs.claims and all(c["sub"] == "tester" for c in docs.claims)
+    claims = docs.claims[-1]
     assert claims["sub"] == "tester" and claims["roles"] == ["agents"] and claims["task"] == "task-42"
     assert claims["aud"] == docs.audience
     assert claims["iss"] == f"http://127.0.0.1:{gw.settings.listen.port}"
