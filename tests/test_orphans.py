@@ -69,7 +69,9 @@ async def test_a_killed_gateway_takes_its_supervised_mcp_server_with_it_and_rest
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             # the gateway connects to the server and lists it once the server is up: ready follows, bounded
             with anyio.fail_after(30):
-                while (ready := await client.get("/readyz")).status_code != 200:
+                for _ in range(600):  # bounded poll: readiness is state the gateway reports, not an event
+                    if (ready := await client.get("/readyz")).status_code == 200:
+                        break
                     await anyio.sleep(0.05)
         assert ready.json()["left_out"] == [], ready.text
         gw.process.send_signal(signal.SIGTERM)

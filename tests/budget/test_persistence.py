@@ -43,8 +43,8 @@ async def test_a_redis_ledger_with_append_only_files_is_reported_persistent(
     data.mkdir()
     cfg = budgets({"tokens": 100}, ledger="redis", redis_url=f"redis://127.0.0.1:{port}/0")
     app = create_app(load_settings(write_config(tmp_path, REGISTRY, cfg)))
-    async with private_redis(data, port), caplog.at_level(logging.WARNING, logger="agentgw.budget"):
-        async with inproc(app) as c:
+    with caplog.at_level(logging.WARNING, logger="agentgw.budget"):
+        async with private_redis(data, port), inproc(app) as c:
             r = await c.get("/readyz")
     assert r.json()["budgets"] == {"ledger": "redis", "persistent": True}
     assert not [rec for rec in caplog.records if "persist" in rec.getMessage()]
