@@ -36,6 +36,10 @@ class TaskParentLoop(BadRequest):
     code = "task_parent_loop"
 
 
+class TaskTooDeep(BadRequest):
+    code = "task_too_deep"
+
+
 class BudgetUnavailable(GatewayError):
     status, code, type = 503, "budget_unavailable", "api_error"
 

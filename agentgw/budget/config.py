@@ -55,4 +55,7 @@ class Budgets(Frozen):
     # Output tokens a chat call without max_tokens reserves when its model sets no max_output_tokens, and what a
     # stream that uses them up tops its reservation up by (from the task); either is charged what it really used.
     default_max_tokens: int = Field(default=512, ge=1)
+    # How far below its root a task may sit (parent chains): every reserve and settle touches the task and all its
+    # ancestors, so this bounds the work one call can cause.
+    max_task_depth: int = Field(default=16, ge=1)
     rules: list[BudgetRule] = Field(default_factory=list)  # the first rule that matches the principal applies

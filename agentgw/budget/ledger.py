@@ -5,7 +5,8 @@ script per reserve and per settle: one round trip each, many replicas).
 
 A task's limits are fixed by the first reservation that names it (later requests cannot raise them); its
 ancestors are named by the caller on every call (`chain`: the task first, then its parent, …), and a chain in which
-a task would be its own ancestor is refused (Loop). Task names are keys built by `task_key`/`child_key`: every
+a task would be its own ancestor is refused (Loop), as is one that would sit deeper below its root than the caller's
+`max_depth` (TooDeep: this bounds the tasks every reserve and settle touches). Task names are keys built by `task_key`/`child_key`: every
 component percent-encoded, so distinct (subject, task id) pairs never share a key.
 """
 
@@ -37,6 +38,23 @@ class Loop:
     calls): the task would be its own ancestor and charged twice. Nothing was written."""
 
     task: str  # the task that would be its own ancestor
+
+
+@dataclass(frozen=True, slots=True)
+class TooDeep:
+    """The chain's first task would sit `depth` levels below its root (counting the chain given and the ancestors
+    recorded for its parent), more than the caller allows. Nothing was written."""
+
+    task: str
+    depth: int
+
+
+def too_deep(chain: Sequence[str], recorded: int | None, max_depth: int | None) -> TooDeep | None:
+    """chain[0]'s depth: its chain's, or one below its parent's recorded ancestors if those are more."""
+    if max_depth is None or not chain:
+        return None
+    depth = max(len(chain) - 1, 0 if recorded is None else recorded + 1)
+    return TooDeep(chain[0], depth) if depth > max_depth else None
 
 
 # How many recorded ancestries a reservation reads, beyond its own chain, to find a loop that calls racing each
@@ -98,8 +116,10 @@ class Ledger(Protocol):
         windows: Sequence[Window] = (),
         child: str | None = None,
         most: int | None = None,
-    ) -> Reservation | Rejection | Throttled | Loop:
-        """One atomic step: refuse a chain that loops (see Loop); else, if every window has room, reserve `amount`
+        max_depth: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop | TooDeep:
+        """One atomic step: refuse a chain deeper than `max_depth` (see TooDeep; None: no bound) or one that loops
+        (see Loop); else, if every window has room, reserve `amount`
         on every task of `chain` (or on none), and only if both succeed count the windows. `limits` become
         chain[0]'s limits if it is new. With `rest` (a metric), reserve what the chain has left of it instead, up
         to `most` (None: no bound), as long as that is at least `amount[rest]` (an LLM call without max_tokens

@@ -15,7 +15,9 @@ from agentgw.budget.ledger import (
     Reservation,
     TaskState,
     Throttled,
+    TooDeep,
     Window,
+    too_deep,
 )
 
 
@@ -90,8 +92,13 @@ class MemoryLedger:
         windows: Sequence[Window] = (),
         child: str | None = None,
         most: int | None = None,
-    ) -> Reservation | Rejection | Throttled | Loop:
+        max_depth: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop | TooDeep:
         if len(chain) > 1:
+            parent = self.tasks.get(chain[1])
+            deep = too_deep(chain, None if parent is None else len(parent.chain), max_depth)
+            if deep is not None:
+                return deep
             loop = self._loop(chain)
             if loop is not None:
                 return loop

@@ -24,6 +24,7 @@ from agentgw.budget.ledger import (
     Reservation,
     TaskState,
     Throttled,
+    TooDeep,
     Window,
 )
 from agentgw.budget.resp import ScriptRunner
@@ -33,9 +34,10 @@ from agentgw.budget.resp import ScriptRunner
 # ARGV: ttl, rest metric ('' for none), chain text (for a new chain[1]), chain length, window count, child name
 # ('' for none), child chain text, the number of limit pairs, the task keys' prefix, the most to take of the rest
 # metric (-1: no bound), extend ('1': add to the reservation whose record is KEYS[1], on its opened chain; {-3} if
-# that record is gone), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
+# that record is gone), the deepest chain[1] may sit below its root (-1: no bound), the limit pairs (metric, limit) for a new chain[1], the windows' (amount, limit, expiry)
 # triples, then metric/amount pairs.
-# Returns {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
+# Returns {-4, depth} when chain[1] would sit deeper than allowed (its chain's length, or one more than the ancestors
+# recorded for chain[2], whichever is more), {-2, i} when chain[i] would be its own ancestor (named twice, or chain[1] among the recorded ancestors
 # of the tasks it names: calls that raced may each have named a parent that did not exist yet), {-1, i} when
 # window i is full, {i, metric, limit, spent, reserved, asked} when chain[i] cannot afford it, else
 # {0, metric, amount, …, '|', metric, least left, …}. Nothing is written unless everything fits.
@@ -43,9 +45,17 @@ _RESERVE = """
 local ttl, rest, chain_text = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local nchain, nwin, child, child_text = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nlimits, task_prefix, most, extend = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
+local max_depth = tonumber(ARGV[12])
 local CH, WIN = {}, {}
 for i = 1, nchain do CH[i] = KEYS[1 + i] end
 if extend and redis.call('EXISTS', KEYS[1]) == 0 then return {-3} end
+if nchain > 1 and not extend and max_depth >= 0 then
+  -- Before the loop walk, so a long chain costs no reads: the chain given, then the ancestors recorded.
+  if nchain - 1 > max_depth then return {-4, nchain - 1} end
+  local text, recorded = redis.call('HGET', CH[2], 'chain'), 0
+  if text then for _ in string.gmatch(text, '[^\\n]+') do recorded = recorded + 1 end end
+  if recorded + 1 > max_depth then return {-4, recorded + 1} end
+end
 if nchain > 1 and not extend then
   local seen, queue = {}, {}
   for i = 1, nchain do
@@ -66,7 +76,7 @@ if nchain > 1 and not extend then
     end
   end
 end
-local w0 = 12 + nlimits * 2
+local w0 = 13 + nlimits * 2
 for i = 1, nwin do
   local j = w0 + (i - 1) * 3
   WIN[i] = {KEYS[1 + nchain + i], tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])}
@@ -76,7 +86,7 @@ for i, w in ipairs(WIN) do
 end
 if nchain > 0 and not extend and redis.call('HEXISTS', CH[1], 'opened') == 0 then
   redis.call('HSET', CH[1], 'opened', '1', 'chain', chain_text)
-  for j = 12, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
+  for j = 13, w0 - 1, 2 do redis.call('HSET', CH[1], 'l:' .. ARGV[j], ARGV[j + 1]) end
 end
 local function left(key, m)
   local limit = tonumber(redis.call('HGET', key, 'l:' .. m) or '-1')
@@ -284,8 +294,9 @@ class RedisLedger:
         windows: Sequence[Window] = (),
         child: str | None = None,
         most: int | None = None,
-    ) -> Reservation | Rejection | Throttled | Loop:
-        got = await self._reserve_op(chain, amount, limits, rest, op, windows, child, most, False)
+        max_depth: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop | TooDeep:
+        got = await self._reserve_op(chain, amount, limits, rest, op, windows, child, most, False, max_depth)
         assert got is not None  # only an extension finds its reservation gone
         return got
 
@@ -301,7 +312,8 @@ class RedisLedger:
         if not chain or op is None:  # without its record there is no reservation to add to
             return None
         got = await self._reserve_op(chain, amount, {}, rest, op, windows, None, most, True)
-        assert not isinstance(got, Loop)  # the script checks no loop when extending (the chain was checked)
+        # The script checks no loop or depth when extending (the reservation checked the chain).
+        assert not isinstance(got, (Loop, TooDeep))
         return got
 
     async def _reserve_op(
@@ -315,13 +327,14 @@ class RedisLedger:
         child: str | None,
         most: int | None,
         extend: bool,
-    ) -> Reservation | Rejection | Throttled | Loop | None:
+        max_depth: int | None = None,
+    ) -> Reservation | Rejection | Throttled | Loop | TooDeep | None:
         """The reserve script: a reservation, or (`extend`) a top-up of reservation `op`."""
         now = time.time()
         child_name = child if child is not None and chain else ""
         args: list[Any] = [self.ttl, rest or "", "\n".join(chain[1:]), len(chain), len(windows)]
         args += [child_name, "\n".join(chain), len(limits), self._key(""), -1 if most is None else most]
-        args.append("1" if extend else "0")
+        args += ["1" if extend else "0", -1 if max_depth is None else max_depth]
         for metric, limit in limits.items():
             args += [metric, limit]
         for w in windows:
@@ -335,6 +348,8 @@ class RedisLedger:
         out = await self._run(self._reserve, keys, args)
         if int(out[0]) == -3:
             return None
+        if int(out[0]) == -4:
+            return TooDeep(chain[0], int(out[1]))
         if int(out[0]) == -2:
             return Loop(chain[int(out[1]) - 1])
         if int(out[0]) < 0:

@@ -3,7 +3,8 @@ windows? Reserves an estimate before the call, meters streams as they flow, sett
 (or releases on failure).
 
 Fails with 429 `budget_exhausted` (a task limit) or `rate_limited` (a window, with Retry-After), each with
-`x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent;
+`x-agentgw-budget-remaining-*` headers; 400 `task_parent_loop` when a task names itself or a descendant as parent,
+400 `task_too_deep` when it would sit more than `max_task_depth` below its root;
 with the ledger unreachable, 503 `budget_unavailable` (fail closed, configurable to fail open). A stream that runs
 out ends cleanly (the plane's own end: for chat completions a final chunk with finish_reason "length", then
 [DONE]), at most one chunk past the limit. A stream without max_tokens that uses up its reservation is topped up
@@ -25,6 +26,7 @@ from agentgw.budget.answers import (
     BudgetUnavailable,
     RateLimited,
     TaskParentLoop,
+    TaskTooDeep,
     lowered_limits,
     remaining_headers,
 )
@@ -36,10 +38,12 @@ from agentgw.budget.ledger import (
     NotSent,
     Rejection,
     Throttled,
+    TooDeep,
     Window,
     child_key,
     key_part,
     task_key,
+    too_deep,
 )
 from agentgw.budget.retry import Pending, RetryQueue
 from agentgw.errors import GatewayError, UpstreamInvalidResponse
@@ -233,12 +237,23 @@ class BudgetStage(Stage):
         child = CHILD_PREFIX + secrets.token_hex(12) if delegates else None
         op = f"{exchange.task.trace_id}{exchange.span_id}"
         chain: list[str] = []
+        depth = self.cfg.max_task_depth
         sent = False  # whether a reservation may have reached the ledger (and so may need undoing)
         try:
             chain = await self.chain(exchange, p) if amount else []
             sent = bool(chain)
-            got = await self.ledger.reserve(
-                chain, amount, limits, rest, op, windows, child=child_key(child) if child else None, most=most
+            # Too deep as the chain was read: refused without a ledger call (the ledger checks it again, atomically,
+            # against the ancestors it has recorded).
+            got = too_deep(chain, None, depth) or await self.ledger.reserve(
+                chain,
+                amount,
+                limits,
+                rest,
+                op,
+                windows,
+                child=child_key(child) if child else None,
+                most=most,
+                max_depth=depth,
             )
         except TaskParentLoop:
             exchange.decide(
@@ -263,6 +278,14 @@ class BudgetStage(Stage):
                 self.name, "deny", rule="ledger unavailable: fail_closed", detail=type(exc).__name__
             )
             raise BudgetUnavailable("The budget ledger is unavailable; the call was refused.") from None
+        if isinstance(got, TooDeep):
+            exchange.decide(
+                self.name, "deny", rule=f"task {got.task}: depth {got.depth} > max_task_depth {depth}"
+            )
+            raise TaskTooDeep(
+                f"Task {exchange.task.task_id!r} would sit {got.depth} levels below its root task; at most "
+                f"{depth} are allowed."
+            )
         if isinstance(got, Loop):
             exchange.decide(self.name, "deny", rule=f"task {got.task}: parent loop")
             raise _loop(exchange.task.task_id, exchange.task.parent_task_id)
