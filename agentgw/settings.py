@@ -164,6 +164,25 @@ class MCPEndpoint(Frozen):
     sessions: MCPSessions = Field(default_factory=MCPSessions)
 
 
+class A2APush(Frozen):
+    # Callback hosts or networks a client may register although they are loopback, private or link-local
+    # (e.g. "10.0.0.0/8", "hooks.internal", "127.0.0.1"): everything else must resolve to public addresses.
+    allow: list[str] = Field(default_factory=list)
+
+
+class A2ASettings(Frozen):
+    """The A2A plane (docs/a2a.md). What agents exist is the registry's `a2a.agents`; this is how they are served."""
+
+    # Where task and context ids are bound to the principal that created them: `auto` = Redis when the budget ledger
+    # is Redis (replicas share it), else this process's memory.
+    ownership: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # default: budgets.redis_url
+    ownership_ttl_s: float = Field(default=7 * 86400.0, gt=0)  # a task id unused this long is forgotten
+    keepalive_s: float = Field(default=15.0, gt=0)  # an SSE comment on a stream idle this long
+    card_ttl_s: float = Field(default=300.0, ge=0)  # the longest a fetched card is kept (less if the agent says)
+    push: A2APush = Field(default_factory=A2APush)
+
+
 class Logging(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -182,6 +201,7 @@ class Settings(Frozen):
     budgets: Budgets = Field(default_factory=Budgets)
     logging: Logging = Field(default_factory=Logging)
     mcp: MCPEndpoint = Field(default_factory=MCPEndpoint)
+    a2a: A2ASettings = Field(default_factory=A2ASettings)
     # Seals MCP session ids and requestState (≥ 32 bytes; default $AGENTGW_SECRET). Replicas and workers share it.
     secret: SecretStr | None = Field(default=None, min_length=32)
     signing: Signing = Field(

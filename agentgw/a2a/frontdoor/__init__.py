@@ -1,0 +1,1 @@
+"""What A2A clients speak to the gateway: the JSON-RPC binding and the HTTP+JSON binding."""

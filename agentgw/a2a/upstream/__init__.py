@@ -1,0 +1,1 @@
+"""The agents behind the gateway: their cards, and calls to them over the binding and version they speak."""
