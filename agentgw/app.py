@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from agentgw import __version__
+from agentgw.a2a.plane import A2APlane
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
 from agentgw.audit.writer import open_sink
@@ -124,6 +125,7 @@ class Gateway:
             from agentgw.mcp import MCPPlane
 
             self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity)
+        self.a2a = A2APlane(settings, self.pipeline, self.pool, self.identity, self.identity.keys, budget)
         self.supervisor = Supervisor.from_settings(settings)
         self.door = HostGuard(settings)
         self.registry = RegistryWatch(settings, registry_problems, self.apply_registry)
@@ -157,6 +159,8 @@ class Gateway:
                     await self.mcp(scope, receive, send)
                 else:
                     await self._no_mcp(scope, send)
+            elif path == "/a2a" or path.startswith("/a2a/"):
+                await self.a2a(scope, receive, send)
             elif path.startswith("/admin/"):
                 await self.admin(scope, receive, send)
             elif path == JWKS_PATH:  # public: upstreams verify the gateway's assertions with these keys
@@ -306,6 +310,7 @@ class Gateway:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
         self.registry.start()
         await self.supervisor.start()
+        await self.a2a.start()
         if self.mcp is not None:
             await self.mcp.start()
         if self.telemetry is not None:
@@ -330,6 +335,7 @@ class Gateway:
         await self.use_secrets(settings)
         self.identity.apply(identity_specs(reg))  # before the planes build upstreams that use it
         self.llm.apply_registry(reg.llm)
+        self.a2a.apply_registry(reg.a2a)
         if self.mcp is not None:
             await self.mcp.apply_registry(reg.mcp)
         elif reg.mcp.servers:  # the first MCP server: the plane starts now
@@ -388,6 +394,7 @@ class Gateway:
         if self.ledger is not None:
             await self.ledger.aclose()
         await self.supervisor.stop()
+        await self.a2a.aclose()
         await self.policy.aclose()
         await self.pool.aclose()
         if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
@@ -494,6 +501,8 @@ def identity_specs(reg: Registry) -> dict[str, tuple[UpstreamIdentity | None, st
         specs[f"mcp:{server.name}"] = (server.identity, server.url)
     for provider in reg.llm.providers:
         specs[f"llm:{provider.name}"] = (provider.identity, provider.base_url)
+    for agent in reg.a2a.agents:
+        specs[f"a2a:{agent.name}"] = (agent.identity, str(agent.url))
     return specs
 
 

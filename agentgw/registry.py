@@ -107,7 +107,7 @@ class TokenExchange(Frozen):
 
 
 class UpstreamIdentity(Frozen):
-    """Who the gateway says is calling, per upstream (MCP servers, LLM providers; A2A agents later): a signed
+    """Who the gateway says is calling, per upstream (MCP servers, LLM providers, A2A agents): a signed
     assertion, an exchanged token, or both. The caller's own token is never forwarded."""
 
     assertion: Assertion | None = None
@@ -232,9 +232,15 @@ class MCPSection(Frozen):
 
 class Agent(Supervised):
     name: str = Field(pattern=NAME)
-    url: HttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(default=300.0, gt=0)
+    url: HttpUrl  # the agent's base URL: its card is at <url>/.well-known/agent-card.json
+    headers: dict[str, str] = Field(
+        default_factory=dict
+    )  # sent on every request (credentials the agent wants)
+    timeout_s: float = Field(
+        default=300.0, gt=0
+    )  # a unary call's whole time (streams are bounded by the client)
+    identity: UpstreamIdentity | None = None  # who the gateway says is calling (see docs/identity.md)
+    description: str | None = None  # shown in the directory when the agent's card cannot be fetched
 
 
 class A2ASection(Frozen):

@@ -179,8 +179,13 @@ class A2ASettings(Frozen):
     redis_url: str | None = None  # default: budgets.redis_url
     ownership_ttl_s: float = Field(default=7 * 86400.0, gt=0)  # a task id unused this long is forgotten
     keepalive_s: float = Field(default=15.0, gt=0)  # an SSE comment on a stream idle this long
-    card_ttl_s: float = Field(default=300.0, ge=0)  # the longest a fetched card is kept (less if the agent says)
+    card_ttl_s: float = Field(
+        default=300.0, ge=0
+    )  # the longest a fetched card is kept (less if the agent says)
     push: A2APush = Field(default_factory=A2APush)
+    # The gateway's URL as A2A clients reach it (e.g. behind a proxy: "https://gw.example.com"): the base of the
+    # interfaces in rewritten cards and of the directory's card URLs. Default: the request's own scheme and Host.
+    public_url: str | None = None
 
 
 class Logging(Frozen):

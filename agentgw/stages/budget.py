@@ -54,6 +54,9 @@ from agentgw.tokens import count_messages, count_tokens
 
 log = logging.getLogger("agentgw.budget")
 
+# The A2A operations that delegate (one `agent_calls` unit and a child task each); reads and cancels are free.
+A2A_SENDS = frozenset({"SendMessage", "SendStreamingMessage"})
+
 CHILD_PREFIX = "c-"
 CHAIN_CACHE = 100_000  # task chains kept in process (each a few hundred bytes)
 
@@ -209,7 +212,7 @@ class BudgetStage(Stage):
                 return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0, None
             return {}, None, 0, None
         if ex.plane == "a2a":
-            return {"agent_calls": 1}, None, 0, None
+            return ({"agent_calls": 1}, None, 0, None) if ex.operation in A2A_SENDS else ({}, None, 0, None)
         return {}, None, 0, None
 
     def output_estimate(self, ex: Exchange) -> int:
@@ -333,6 +336,24 @@ class BudgetStage(Stage):
             del self._chains[next(iter(self._chains))]
         self._chains[key] = list(ancestors)
 
+    async def exhausted(self, exchange: Exchange) -> str | None:
+        """Whether the task a running stream charges, or an ancestor, has run out of tokens or USD (spent by the
+        agent it delegated to, calling back through the gateway): why, else None. A stream that is cut says so."""
+        held: _Held | None = exchange.attrs.get("budget")
+        if held is None:
+            return None
+        for key in held.chain:
+            try:
+                st = await self.ledger.state(key)
+            except Exception:  # the ledger is down: the settle will tell; a stream is not cut on a guess
+                return None
+            if st is None:
+                continue
+            for metric in ("tokens", "usd_micros"):
+                if st.remaining(metric) == 0:
+                    return f"{metric} exhausted on task {st.task}"
+        return None
+
     async def on_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         allowed = exchange.attrs.get("stream_budget")
         used = exchange.attrs.get("out_tokens_before", 0)
@@ -455,7 +476,7 @@ class BudgetStage(Stage):
         if ex.plane == "mcp" and ex.operation == "tools/call":
             extra = self.tool_costs.get(ex.target, 0)
             return {"tool_calls": 1, **({"tokens": extra} if extra else {})}
-        if ex.plane == "a2a":
+        if ex.plane == "a2a" and ex.operation in A2A_SENDS:
             return {"agent_calls": 1}
         return {}
 

@@ -1,0 +1,433 @@
+"""The A2A plane as pure ASGI: `GET /a2a` (the directory), `GET /a2a/{agent}/.well-known/agent-card.json` (the
+rewritten card), `POST /a2a/{agent}` (JSON-RPC) and `/a2a/{agent}/rest/...` (HTTP+JSON). Each operation is one
+Exchange (plane `a2a`, operation = the A2A 1.0 method, target `a2a:<agent>`, action `call` or `read`) through the
+pipeline; errors are A2A errors in the binding's own envelope, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
+from agentgw.a2a.frontdoor import jsonrpc, rest
+from agentgw.a2a.mediate import Budget, Call, Mediator
+from agentgw.a2a.methods import SEND, STREAM, Method
+from agentgw.a2a.ownership import Ownership, make_ownership
+from agentgw.a2a.upstream.agent import AgentUpstream
+from agentgw.errors import GatewayError, NotFound
+from agentgw.exchange import Exchange, Result, task_from_headers
+from agentgw.frontdoor import check_depth
+from agentgw.http import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    cancel_on_disconnect,
+    client_host,
+    header_dict,
+    read_body,
+    send_bytes,
+    send_stream,
+)
+from agentgw.identity import OutboundIdentity, SigningKeys
+from agentgw.pipeline import Pipeline
+from agentgw.registry import A2ASection
+from agentgw.settings import Settings
+from agentgw.upstream import UpstreamPool
+
+CARD_SUFFIX = "/.well-known/agent-card.json"
+REST_MEDIA = [(b"content-type", rest.MEDIA_TYPE.encode())]
+_JSON_TYPES = ("application/json", "application/a2a+json")
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+    @classmethod
+    def named(cls, name: str) -> AgentNotFound:
+        """The one answer for an agent that does not exist and for one the caller may not use (authz)."""
+        return cls(f"The agent '{name[:100]}' does not exist or you do not have access to it.")
+
+
+def _rpc_not_found(err: GatewayError) -> GatewayError:
+    return A2AError(AGENT_NOT_FOUND, err.message) if isinstance(err, AgentNotFound) else err
+
+
+class A2APlane:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        pool: UpstreamPool,
+        identity: OutboundIdentity | None = None,
+        keys: SigningKeys | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        cfg = settings.a2a
+        self.settings, self.pipeline, self.pool, self.identity, self.keys = (
+            settings,
+            pipeline,
+            pool,
+            identity,
+            keys,
+        )
+        self.limit = settings.limits.max_body_bytes
+        self.depth = settings.limits.max_json_depth
+        self.public_url = cfg.public_url.rstrip("/") if cfg.public_url else None
+        self.agents: dict[str, AgentUpstream] = {}
+        self.apply_registry(settings.registry_data.a2a)
+        self.ownership: Ownership = make_ownership(settings)
+        self.mediator = Mediator(
+            lambda: self.agents,
+            self.ownership,
+            budget,
+            self.rewrite_extended,
+            cfg.keepalive_s,
+            cfg.push.allow,
+        )
+        self._bases: dict[str, str] = {}
+
+    def apply_registry(self, section: A2ASection) -> None:
+        """A reloaded registry: agents whose entry is unchanged keep their upstream (and cached card)."""
+        old = self.agents
+        fresh: dict[str, AgentUpstream] = {}
+        for a in section.agents:
+            kept = old.get(a.name)
+            if kept is not None and kept.cfg == a:
+                fresh[a.name] = kept
+            else:
+                creds = self.identity.of(f"a2a:{a.name}") if self.identity is not None else None
+                fresh[a.name] = AgentUpstream(a, self.pool, creds, self.settings.a2a.card_ttl_s)
+        self.agents = fresh
+
+    async def start(self) -> None:
+        await self.ownership.start()
+
+    async def aclose(self) -> None:
+        await self.ownership.aclose()
+
+    # -- dispatch -----------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        rest_of = path[len("/a2a") :].strip("/")
+        if not rest_of:
+            if method != "GET":
+                await self._plain_error(
+                    send, GatewayError("Use GET /a2a.", status=405, code="method_not_allowed")
+                )
+                return
+            await self.directory(scope, receive, send)
+            return
+        agent, _, sub = rest_of.partition("/")
+        sub = "/" + sub if sub else ""
+        if sub == CARD_SUFFIX:
+            await self.card(scope, receive, send, agent)
+        elif sub == "":
+            if method != "POST":
+                await self._plain_error(
+                    send,
+                    GatewayError(
+                        f"Use POST /a2a/{agent[:100]} (JSON-RPC).", status=405, code="method_not_allowed"
+                    ),
+                )
+                return
+            await self.jsonrpc(scope, receive, send, agent)
+        elif sub == "/rest" or sub.startswith("/rest/"):
+            await self.rest(scope, receive, send, agent, sub[len("/rest") :])
+        else:
+            await self._plain_error(send, NotFound(f"Unknown path {path[:200]}.", code="unknown_url"))
+
+    async def _plain_error(self, send: Send, err: GatewayError) -> None:
+        status, body = rest.error_response(err)
+        await send_bytes(send, status, body, extra=err.headers)
+
+    def base_url(self, scope: Scope, headers: dict[str, str]) -> str:
+        """The gateway's URL as this client reached it (the Host was checked by the front door)."""
+        if self.public_url:
+            return self.public_url
+        host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 80)))
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    def _exchange(self, scope: Scope, operation: str, agent: str) -> Exchange:
+        headers = header_dict(scope)
+        ex = Exchange("a2a", operation, f"a2a:{agent}", headers, client_host(scope))
+        ex.task = task_from_headers(headers)
+        ex.unseen = AgentNotFound.named(agent)
+        return ex
+
+    @staticmethod
+    def _derive_task(ex: Exchange, params: dict[str, Any], method: Method) -> None:
+        """No `x-agentgw-task`: a conversation's calls share a task, named after its contextId."""
+        if ex.task is None or ex.task.chosen:
+            return
+        ctx = None
+        if method in (SEND, STREAM):
+            msg = params.get("message")
+            ctx = msg.get("contextId") if isinstance(msg, dict) else None
+        if isinstance(ctx, str) and ctx and len(ctx) <= 180 and ctx.isprintable():
+            ex.task.task_id, ex.task.chosen = f"a2a-ctx-{ctx}", True
+
+    # -- JSON-RPC -----------------------------------------------------------------------------------------------
+
+    async def jsonrpc(self, scope: Scope, receive: Receive, send: Send, agent: str) -> None:
+        ex = self._exchange(scope, "request", agent)
+        assert ex.task is not None
+        reply = {"x-agentgw-task": ex.task.task_id}
+        version = jsonrpc.version_of(ex.headers, scope.get("query_string", b""))
+        era = "1.0" if jsonrpc.major_minor(version) == "1.0" else "0.3"
+        try:
+            if agent not in self.agents:
+                raise AgentNotFound.named(agent)
+            ex.body = await read_body(receive, ex.headers, self.limit)
+            check_depth(ex.body, self.depth)
+            req = jsonrpc.read(ex.body, version)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            rpc_id = err.rpc_id if isinstance(err, jsonrpc.Refused) else None
+            if isinstance(err, jsonrpc.Refused) and err.method:
+                ex.operation = err.method
+            err = await self.pipeline.reject(ex, err)
+            body = jsonrpc.error_body(rpc_id, _rpc_not_found(err), era, ex.task.task_id)
+            await send_bytes(send, http_status(err), body, extra={**reply, **err.headers})
+            return
+        m, rpc_id, era = req.method, req.rpc_id, req.version
+        ex.operation, ex.payload = m.name, req.params
+        ex.attrs["action"] = m.action
+        self._derive_task(ex, req.params, m)
+        reply["x-agentgw-task"] = ex.task.task_id
+        call = Call(
+            agent,
+            m,
+            req.params,
+            rpc_id,
+            era,
+            "JSONRPC",
+            lambda ev: jsonrpc.event_frame(rpc_id, ev, era),
+            lambda err: jsonrpc.error_frame(rpc_id, err, era),
+        )
+
+        async def render(result: Result) -> tuple[int, bytes]:
+            return 200, jsonrpc.result_body(rpc_id, m, result.payload, era)
+
+        async def fail(err: GatewayError) -> tuple[int, bytes]:
+            return http_status(err), jsonrpc.error_body(
+                rpc_id, _rpc_not_found(err), era, ex.task.task_id if ex.task else None
+            )
+
+        await self._run(ex, call, receive, send, reply, render, fail)
+
+    # -- HTTP+JSON ----------------------------------------------------------------------------------------------
+
+    async def rest(self, scope: Scope, receive: Receive, send: Send, agent: str, sub: str) -> None:
+        ex = self._exchange(scope, "request", agent)
+        assert ex.task is not None
+        reply = {"x-agentgw-task": ex.task.task_id}
+        version = jsonrpc.version_of(ex.headers, scope.get("query_string", b""))
+        try:
+            if agent not in self.agents:
+                raise AgentNotFound.named(agent)
+            route = rest.match(scope["method"], sub or "/")
+            ex.operation = route.method.name
+            if route.method.verb == "POST":
+                ctype = ex.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if ctype and ctype not in _JSON_TYPES:
+                    raise GatewayError(
+                        "Content-Type must be application/json or application/a2a+json.",
+                        status=415,
+                        code="unsupported_media_type",
+                    )
+            ex.body = await read_body(receive, ex.headers, self.limit)
+            check_depth(ex.body, self.depth)
+            if jsonrpc.major_minor(version) != "1.0":
+                raise A2AError(-32009, f"A2A version '{version[:20]}' is not supported on this binding.")
+            params = rest.params_of(route, scope.get("query_string", b""), ex.body)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            err = await self.pipeline.reject(ex, err)
+            status, body = rest.error_response(err)
+            await send_bytes(send, status, body, extra={**reply, **err.headers})
+            return
+        m = route.method
+        ex.payload = params
+        ex.attrs["action"] = m.action
+        self._derive_task(ex, params, m)
+        reply["x-agentgw-task"] = ex.task.task_id
+        call = Call(agent, m, params, None, "1.0", "HTTP+JSON", rest.event_frame, rest.error_frame)
+
+        async def render(result: Result) -> tuple[int, bytes]:
+            return 200, rest.result_body(result.payload)
+
+        async def fail(err: GatewayError) -> tuple[int, bytes]:
+            return rest.error_response(err)
+
+        await self._run(ex, call, receive, send, reply, render, fail, REST_MEDIA)
+
+    # -- both bindings ------------------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        ex: Exchange,
+        call: Call,
+        receive: Receive,
+        send: Send,
+        reply: dict[str, str],
+        render: Callable[[Result], Awaitable[tuple[int, bytes]]],
+        fail: Callable[[GatewayError], Awaitable[tuple[int, bytes]]],
+        media: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        def gone() -> None:
+            ex.stream_cut = "client_disconnect"
+
+        async def mediate() -> None:
+            try:
+                result = await self.pipeline.run(ex, lambda e: self.mediator.forward(e, call))
+            except GatewayError as err:
+                status, body = await fail(err)
+                await send_bytes(send, status, body, extra={**reply, **err.headers})
+                return
+            extra = {**reply, **ex.attrs.get("reply_headers", {})}
+            if result.stream is not None:
+                await send_stream(send, 200, result.stream, extra=extra)
+                return
+            status, body = await render(result)
+            if media is not None:
+                await send_bytes(send, status, body, media, extra=extra)
+            else:
+                await send_bytes(send, status, body, extra=extra)
+
+        await cancel_on_disconnect(receive, mediate(), gone)
+
+    # -- cards and the directory --------------------------------------------------------------------------------
+
+    def rewrite(self, agent: str, card: dict[str, Any], base: str) -> dict[str, Any]:
+        """The agent's card as the gateway serves it: its interfaces and security the gateway's."""
+        url = f"{base}/a2a/{agent}"
+        out = {
+            k: v
+            for k, v in card.items()
+            if k
+            not in (
+                "url",
+                "preferredTransport",
+                "additionalInterfaces",
+                "signatures",
+                "securitySchemes",
+                "securityRequirements",
+                "security",
+                "supportedInterfaces",
+                "protocolVersion",
+            )
+        }
+        out["supportedInterfaces"] = [
+            {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+            {"url": url + "/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
+        ]
+        out["securitySchemes"] = {
+            "bearer": {
+                "httpAuthSecurityScheme": {"scheme": "Bearer", "description": "An agentgw API key or JWT"}
+            },
+            "apiKey": {"apiKeySecurityScheme": {"location": "header", "name": "x-api-key"}},
+        }
+        out["securityRequirements"] = [
+            {"schemes": {"bearer": {"list": []}}},
+            {"schemes": {"apiKey": {"list": []}}},
+        ]
+        return out
+
+    def rewrite_extended(self, agent: str, card: dict[str, Any]) -> dict[str, Any]:
+        return self.rewrite(agent, card, self._bases.get(agent, self.public_url or ""))
+
+    async def card(self, scope: Scope, receive: Receive, send: Send, agent: str) -> None:
+        ex = self._exchange(scope, "GetAgentCard", agent)
+        assert ex.task is not None
+        ex.attrs["action"] = "read"
+        reply = {"x-agentgw-task": ex.task.task_id}
+        if scope["method"] not in ("GET", "HEAD"):
+            await self._plain_error(send, GatewayError("Use GET.", status=405, code="method_not_allowed"))
+            return
+        if agent not in self.agents:
+            err = await self.pipeline.reject(ex, AgentNotFound.named(agent))
+            status, body = rest.error_response(err)
+            await send_bytes(send, status, body, extra={**reply, **err.headers})
+            return
+        base = self.base_url(scope, ex.headers)
+        self._bases[agent] = base
+
+        async def forward(e: Exchange) -> Result:
+            card = await self.agents[agent].card()
+            return Result(payload=self.rewrite(agent, card, base))
+
+        try:
+            result = await self.pipeline.run(ex, forward)
+        except GatewayError as err:
+            status, body = rest.error_response(err)
+            await send_bytes(send, status, body, extra={**reply, **err.headers})
+            return
+        body = orjson.dumps(result.payload)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        extra = {**reply, "etag": etag, "cache-control": "private, max-age=60"}
+        if ex.headers.get("if-none-match") == etag:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 304,
+                    "headers": [(k.encode(), v.encode()) for k, v in extra.items()],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send_bytes(send, 200, body, extra=extra)
+
+    async def directory(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The agents the caller may call, each with its name, description, skills and card URL."""
+        ex = self._exchange(scope, "ListAgents", "*")
+        assert ex.task is not None
+        ex.attrs["listing"] = True
+        reply = {"x-agentgw-task": ex.task.task_id}
+        base = self.base_url(scope, ex.headers)
+
+        async def entry(name: str, up: AgentUpstream) -> dict[str, Any]:
+            url = f"{base}/a2a/{name}"
+            out: dict[str, Any] = {"name": name, "url": url, "card_url": url + CARD_SUFFIX}
+            try:
+                card = await up.card()
+            except GatewayError:
+                out["available"] = False
+                return out
+            out["available"] = True
+            out["description"] = card.get("description") if isinstance(card.get("description"), str) else ""
+            found = card.get("skills")
+            skills: list[Any] = found if isinstance(found, list) else []
+            out["skills"] = [
+                {k: s[k] for k in ("id", "name", "description", "tags") if k in s}
+                for s in skills
+                if isinstance(s, dict)
+            ]
+            if isinstance(card.get("version"), str):
+                out["version"] = card["version"]
+            return out
+
+        async def forward(e: Exchange) -> Result:
+            visible = [
+                (n, up)
+                for n, up in sorted(self.agents.items())
+                if self.pipeline.allows(e.principal, f"a2a:{n}", "call")
+            ]
+            entries = await asyncio.gather(*(entry(n, up) for n, up in visible))
+            return Result(payload={"agents": list(entries)})
+
+        try:
+            result = await self.pipeline.run(ex, forward)
+        except GatewayError as err:
+            status, body = rest.error_response(err)
+            await send_bytes(send, status, body, extra={**reply, **err.headers})
+            return
+        await send_bytes(send, 200, orjson.dumps(result.payload), extra=reply)
