@@ -418,6 +418,17 @@ def worker_problems(settings: Settings, workers: int) -> list[Problem]:
     problems = []
     if workers > 1 and settings.budgets.rules and settings.budgets.ledger == "memory":
         problems.append(memory_ledger_problem(settings.path, workers))
+    a2a = settings.a2a.ownership
+    shared = a2a == "redis" or (a2a == "auto" and settings.budgets.ledger == "redis")
+    if workers > 1 and settings.registry_data.a2a.agents and not shared:
+        problems.append(
+            Problem(
+                str(settings.path),
+                "a2a.ownership",
+                f"A2A task ownership in memory cannot be shared by {workers} workers (a task created through one "
+                "would not exist for its owner on another): use a2a.ownership: redis, or one worker",
+            )
+        )
     if workers > 1 and settings.registry_data.mcp.servers and secret_of(settings) is None:
         problems.append(
             Problem(

@@ -108,6 +108,7 @@ class RecordBuilder:
         for extra in (
             "incomplete",
             "refused",
+            "a2a",  # an A2A call: its task, context and final state; a stream's event count
         ):  # a record built without its payloads; an aggregate of refusals
             if extra in ex.attrs:
                 rec[extra] = ex.attrs[extra]

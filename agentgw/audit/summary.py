@@ -49,6 +49,16 @@ class Summarizer:
             shown = {k: v for k, v in payload.items() if k != "_meta"}
             out = self.preview(shown)
             return out if isinstance(out, dict) else None
+        if plane == "a2a" and isinstance(payload.get("message"), dict):
+            msg = payload["message"]
+            parts = _list(msg.get("parts"))
+            return {
+                "message_id": msg.get("messageId"),
+                "context_id": msg.get("contextId"),
+                "task_id": msg.get("taskId"),
+                "parts": len(parts),
+                "text": self._content(parts),
+            }
         out = self.preview(payload)
         return out if isinstance(out, dict) else None
 
@@ -86,8 +96,28 @@ class Summarizer:
             shown = {k: v for k, v in body.items() if k not in ("_meta", "resultType")}
             out = self.preview(shown)
             return out if isinstance(out, dict) else None
+        if plane == "a2a":
+            a2a = self._a2a(body)
+            if a2a is not None:
+                return a2a
         out = self.preview(body)
         return out if isinstance(out, dict) else None
+
+    def _a2a(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An A2A Task or Message (bare, or as a SendMessage result): ids, state, artifact count, text preview."""
+        inner = body.get("task") or body.get("message") or body
+        if not isinstance(inner, dict) or not ("status" in inner or "parts" in inner):
+            return None
+        status = _dict(inner.get("status"))
+        arts = _list(inner.get("artifacts"))
+        texts = [p for a in arts[: self.max_items] for p in _list(_dict(a).get("parts"))]
+        return {
+            "task_id": inner.get("id") if "status" in inner else inner.get("taskId"),
+            "context_id": inner.get("contextId"),
+            "state": status.get("state"),
+            "artifacts": len(arts),
+            "text": self._content(texts or _list(inner.get("parts"))),
+        }
 
 
 def _list(value: Any) -> list[Any]:

@@ -25,7 +25,7 @@ RULES = {"rules": [{"match": {"roles": ["agents"]}, "task": {"agent_calls": 10}}
 
 def agent_call(task: str, parent: str | None = None) -> Exchange:
     headers = {"x-agentgw-task": task, **({"x-agentgw-parent-task": parent} if parent else {})}
-    ex = Exchange("a2a", "message/send", "a2a:planner", headers, "127.0.0.1")
+    ex = Exchange("a2a", "SendMessage", "a2a:planner", headers, "127.0.0.1")
     ex.principal, ex.task = AGENT, task_from_headers(headers)
     return ex
 

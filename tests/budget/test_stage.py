@@ -21,7 +21,7 @@ DOWNSTREAM = Principal("planner-agent", ("agents",))
 
 def agent_call(principal: Principal, task: str) -> Exchange:
     headers = {"x-agentgw-task": task}
-    ex = Exchange("a2a", "message/send", "a2a:planner", headers, "127.0.0.1")
+    ex = Exchange("a2a", "SendMessage", "a2a:planner", headers, "127.0.0.1")
     ex.principal, ex.task = principal, task_from_headers(headers)
     return ex
 

@@ -21,7 +21,7 @@ class UnknownAgent(NotFound):
 async def mediate(reveal: bool, unseen: GatewayError | None) -> tuple[GatewayError, Exchange]:
     store = PolicyStore(POLICIES / "model.conf", POLICIES / "policy.csv")
     assert store.load()
-    ex = Exchange("a2a", "message/send", "a2a:planner", {})
+    ex = Exchange("a2a", "SendMessage", "a2a:planner", {})
     ex.principal = Principal("ivy", ("interns",))  # interns may call no agent
     ex.unseen = unseen
 
