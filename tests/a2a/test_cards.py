@@ -139,9 +139,14 @@ def protected(sig: dict[str, Any]) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def sdk_agent(card: AgentCard) -> AsyncIterator[str]:
+async def sdk_agent(card: AgentCard, extended: AgentCard | None = None) -> AsyncIterator[str]:
     """A real a2a-sdk agent (card, JSON-RPC and REST routes) on loopback."""
-    handler = DefaultRequestHandler(agent_executor=Nothing(), task_store=InMemoryTaskStore(), agent_card=card)
+    handler = DefaultRequestHandler(
+        agent_executor=Nothing(),
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
+        extended_agent_card=extended,
+    )
     routes = [
         *create_agent_card_routes(card, cache_control="max-age=60"),
         *create_jsonrpc_routes(handler, rpc_url="/a2a/jsonrpc"),
@@ -432,9 +437,11 @@ async def test_must_revalidate_and_a_missing_card_are_never_served_stale() -> No
         server.status = 404
         with pytest.raises(CardUnavailable):
             await cache.get("b", url)
+        clock.now += 6  # past the failure backoff
         server.status = 503  # the 404 dropped the entry: nothing stale left to serve
         with pytest.raises(CardUnavailable):
             await cache.get("b", url)
+        assert server.hits == 5
 
 
 async def test_an_unreachable_upstream_or_a_non_card_body_is_card_unavailable() -> None:
@@ -455,3 +462,35 @@ async def test_invalidate_forces_a_fresh_fetch_and_headers_go_upstream() -> None
         cache.invalidate("a")
         await cache.get("a", url)
         assert server.hits == 2 and server.seen[0]["a2a-version"] == "1.0"
+
+
+async def test_after_a_failure_the_upstream_is_not_asked_again_until_the_backoff_passes() -> None:
+    async with card_cache(failure_backoff_s=5.0) as (server, cache, url, clock):
+        server.headers = {"cache-control": "max-age=10"}
+        fresh = await cache.get("a", url)
+        clock.now += 11
+        server.status = 503
+        for _ in range(3):
+            assert (await cache.get("a", url)).stale
+            with pytest.raises(CardUnavailable):
+                await cache.get("never-fetched", url)
+        assert server.hits == 3
+        clock.now += 5
+        server.status = 200
+        back = await cache.get("a", url)
+        assert not back.stale and back.card == fresh.card and server.hits == 4
+
+
+async def test_an_extended_card_is_fetched_over_rest_and_rewritten_likewise() -> None:
+    keys = gateway_keys()
+    public = upstream_card()
+    public.capabilities.extended_agent_card = True
+    extended = sdk_signed(upstream_card())
+    extended.skills.add(id="secret-plan", name="secret plan", description="for callers who signed in")
+    async with sdk_agent(sdk_signed(public), extended) as url, aiohttp.ClientSession() as session:
+        cache = CardCache(lambda: session)
+        got = await cache.get("planner:extended", url + "/a2a/rest/extendedAgentCard", {"A2A-Version": "1.0"})
+    card = rewrite_card(got.card, base_url=GW, security=GatewaySecurity(jwt=True), keys=keys)
+    assert [s["id"] for s in card["skills"]] == ["plan", "secret-plan"]
+    assert [i["url"] for i in card["supportedInterfaces"]] == [GW, GW + "/rest"]
+    jwks_verifier(keys)(ParseDict(card, AgentCard()))

@@ -284,7 +284,9 @@ class CardCache:
     `no-cache` stores for revalidation only; a stale entry is revalidated with If-None-Match / If-Modified-Since
     and a 304 keeps its body. Concurrent misses for one key share one upstream request. When the upstream fails
     (unreachable, 5xx, not a card) a stale entry is served for up to `stale_if_error_s` past its freshness,
-    unless it said `must-revalidate`; otherwise CardUnavailable."""
+    unless it said `must-revalidate`; otherwise CardUnavailable; for `failure_backoff_s` after a failure the
+    upstream is not asked again for that key. Extended cards: `get` the HTTP+JSON `GET <rest>/extendedAgentCard`
+    (with `A2A-Version: 1.0` and the gateway's credentials) under a key of their own."""
 
     def __init__(
         self,
@@ -296,6 +298,7 @@ class CardCache:
         timeout_s: float = 10.0,
         max_bytes: int = 1 << 20,
         max_entries: int = 1024,
+        failure_backoff_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
@@ -305,25 +308,36 @@ class CardCache:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.failure_backoff_s = failure_backoff_s
         self._clock = clock
         self._entries: dict[str, CachedCard] = {}
         self._inflight: dict[str, asyncio.Task[CachedCard]] = {}
+        self._backoff: dict[str, tuple[float, str]] = {}  # key → (no upstream call before, why it failed)
 
     async def get(self, key: str, url: str, headers: dict[str, str] | None = None) -> CachedCard:
         entry = self._entries.get(key)
         if entry is not None and entry.fresh(self._clock()):
             return entry
+        backoff = self._backoff.get(key)
+        if backoff is not None and self._clock() < backoff[0]:
+            return self._failed(key, entry, backoff[1], record=False)
         task = self._inflight.get(key)
         if task is None:
             # The fetch runs in a task of its own, so a caller that gives up does not cancel it for the others.
             task = self._inflight[key] = asyncio.create_task(self._refresh(key, url, headers, entry))
-            task.add_done_callback(
-                lambda t: self._inflight.pop(key, None) if self._inflight.get(key) is t else None
-            )
+            task.add_done_callback(lambda t: self._done(key, t))
         return await asyncio.shield(task)
 
     def invalidate(self, key: str) -> None:
+        """Forget the key's card and any recent failure: the next get asks the upstream."""
         self._entries.pop(key, None)
+        self._backoff.pop(key, None)
+
+    def _done(self, key: str, task: asyncio.Task[CachedCard]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
 
     def _keep(self, key: str, entry: CachedCard) -> None:
         self._entries.pop(key, None)
@@ -349,18 +363,21 @@ class CardCache:
                 if r.status != 200:
                     if r.status < 500:
                         self.invalidate(key)  # the card is gone or refused: not a failure to paper over
-                        raise CardUnavailable(f"the upstream answered {r.status} for its card")
+                        entry = None
                     return self._failed(key, entry, f"the upstream answered {r.status} for its card")
                 body = await self._read(r)
                 headers_in = r.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._failed(key, entry, f"the upstream card could not be fetched: {type(exc).__name__}")
+        if body is None:
+            return self._failed(key, entry, f"the upstream card is larger than {self.max_bytes} bytes")
         try:
             card = orjson.loads(body)
         except orjson.JSONDecodeError:
             card = None
         if not isinstance(card, dict):
             return self._failed(key, entry, "the upstream card is not a JSON object")
+        self._backoff.pop(key, None)
         policy = self._policy(headers_in)
         fetched = CachedCard(
             card,
@@ -376,16 +393,16 @@ class CardCache:
             self.invalidate(key)
         return fetched
 
-    async def _read(self, r: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, r: aiohttp.ClientResponse) -> bytes | None:
+        """The body, or None when it is over `max_bytes` (read no further than that)."""
         if r.content_length is not None and r.content_length > self.max_bytes:
-            raise CardUnavailable("the upstream card is too large")
+            return None
         body = await r.content.read(self.max_bytes + 1)
-        if len(body) > self.max_bytes:
-            raise CardUnavailable("the upstream card is too large")
-        return body
+        return None if len(body) > self.max_bytes else body
 
     def _revalidated(self, key: str, entry: CachedCard, headers: Any) -> CachedCard:
         """A 304: the stored body stays; freshness and validators follow the 304's headers where it has them."""
+        self._backoff.pop(key, None)
         explicit = "cache-control" in headers or "expires" in headers
         policy = (
             self._policy(headers)
@@ -407,7 +424,14 @@ class CardCache:
             self.invalidate(key)
         return updated
 
-    def _failed(self, key: str, entry: CachedCard | None, reason: str) -> CachedCard:
+    def _failed(self, key: str, entry: CachedCard | None, reason: str, *, record: bool = True) -> CachedCard:
+        """After a failed refresh: the stale entry if it may still be served, else CardUnavailable. For
+        `failure_backoff_s` the key's upstream is not asked again, so a dead upstream costs one call per period."""
+        if record:
+            self._backoff.pop(key, None)
+            if len(self._backoff) >= self.max_entries:
+                self._backoff.pop(next(iter(self._backoff)))
+            self._backoff[key] = (self._clock() + self.failure_backoff_s, reason)
         if entry is not None and not entry.must_revalidate:
             expired_at = entry.fetched_at + entry.max_age_s
             if self._clock() <= expired_at + self.stale_if_error_s and self._entries.get(key) is entry:
