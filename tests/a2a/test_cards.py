@@ -494,3 +494,22 @@ async def test_an_extended_card_is_fetched_over_rest_and_rewritten_likewise() ->
     assert [s["id"] for s in card["skills"]] == ["plan", "secret-plan"]
     assert [i["url"] for i in card["supportedInterfaces"]] == [GW, GW + "/rest"]
     jwks_verifier(keys)(ParseDict(card, AgentCard()))
+
+
+def test_a_configured_rsa_gateway_key_signs_with_rs256() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from agentgw.identity.signing import SigningKeySource
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    keys = SigningKeys(Signing(keys=[SigningKeySource(pem=pem)]), Path("."), None)
+    card = MessageToDict(sdk_signed(upstream_card()))
+    out = rewrite_card(card, base_url=GW, security=GatewaySecurity(), keys=keys)
+    assert protected(out["signatures"][0])["alg"] == "RS256"
+    jwks_verifier(keys)(ParseDict(out, AgentCard()))

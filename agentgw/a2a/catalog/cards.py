@@ -169,21 +169,16 @@ def rewrite_card(
 
 # --- signing ---------------------------------------------------------------------------------------------
 
-_pem: dict[str, bytes] = {}  # kid → PEM of the private key; a handful of keys over a process's life
-
 
 def _sign(proto: AgentCard, key: Key, jku: str | None) -> None:
     """Replace the card's signatures with one JWS by `key`, made by the SDK's own signer so the canonical
     form (proto field presence, empty values dropped, RFC 8785) is the one the SDK's verifier rebuilds."""
     from a2a.utils.signing import ProtectedHeader, create_agent_card_signer
 
-    pem = _pem.get(key.kid)
-    if pem is None:
-        if len(_pem) > 16:
-            _pem.clear()
-        pem = _pem[key.kid] = key.private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    # PEM because the signer's type is PyJWK | str | bytes; a card is signed once per upstream fetch, not per call
+    pem = key.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fields = {"alg": key.alg, "kid": key.kid, "typ": "JOSE"} | ({"jku": jku} if jku else {})
     header = cast(ProtectedHeader, fields)  # jku is optional in the spec, and PyJWT would write a null
     del proto.signatures[:]
