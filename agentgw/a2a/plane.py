@@ -12,12 +12,19 @@ from typing import Any
 
 import orjson
 
+from agentgw.a2a.catalog.cards import (
+    CardCache,
+    CardUnavailable,
+    GatewaySecurity,
+    rewrite_card,
+)
 from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest
 from agentgw.a2a.mediate import Budget, Call, Mediator
 from agentgw.a2a.methods import SEND, STREAM, Method
 from agentgw.a2a.ownership import Ownership, make_ownership
-from agentgw.a2a.upstream.agent import AgentUpstream
+from agentgw.a2a.upstream.agent import AgentUnavailable, AgentUpstream
+from agentgw.admin import WELL_KNOWN
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, Result, task_from_headers
 from agentgw.frontdoor import check_depth
@@ -78,6 +85,9 @@ class A2APlane:
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
         self.public_url = cfg.public_url.rstrip("/") if cfg.public_url else None
+        self.cards = CardCache(lambda: pool.session, cfg.card_ttl_s)
+        jwt = settings.auth.jwt
+        self.jwt = jwt is not None
         self.agents: dict[str, AgentUpstream] = {}
         self.apply_registry(settings.registry_data.a2a)
         self.ownership: Ownership = make_ownership(settings)
@@ -101,7 +111,8 @@ class A2APlane:
                 fresh[a.name] = kept
             else:
                 creds = self.identity.of(f"a2a:{a.name}") if self.identity is not None else None
-                fresh[a.name] = AgentUpstream(a, self.pool, creds, self.settings.a2a.card_ttl_s)
+                self.cards.invalidate(a.name)
+                fresh[a.name] = AgentUpstream(a, self.pool, self.cards, creds)
         self.agents = fresh
 
     async def start(self) -> None:
@@ -308,39 +319,15 @@ class A2APlane:
     # -- cards and the directory --------------------------------------------------------------------------------
 
     def rewrite(self, agent: str, card: dict[str, Any], base: str) -> dict[str, Any]:
-        """The agent's card as the gateway serves it: its interfaces and security the gateway's."""
+        """The agent's card as the gateway serves it: its interfaces at the gateway, the gateway's security, and
+        the gateway's signature when the agent's card was signed."""
         url = f"{base}/a2a/{agent}"
-        out = {
-            k: v
-            for k, v in card.items()
-            if k
-            not in (
-                "url",
-                "preferredTransport",
-                "additionalInterfaces",
-                "signatures",
-                "securitySchemes",
-                "securityRequirements",
-                "security",
-                "supportedInterfaces",
-                "protocolVersion",
-            )
-        }
-        out["supportedInterfaces"] = [
-            {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
-            {"url": url + "/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
-        ]
-        out["securitySchemes"] = {
-            "bearer": {
-                "httpAuthSecurityScheme": {"scheme": "Bearer", "description": "An agentgw API key or JWT"}
-            },
-            "apiKey": {"apiKeySecurityScheme": {"location": "header", "name": "x-api-key"}},
-        }
-        out["securityRequirements"] = [
-            {"schemes": {"bearer": {"list": []}}},
-            {"schemes": {"apiKey": {"list": []}}},
-        ]
-        return out
+        meta = f"{base}{WELL_KNOWN}/a2a/{agent}" if self.jwt else None
+        security = GatewaySecurity(api_key=True, jwt=self.jwt, resource_metadata=meta)
+        try:
+            return rewrite_card(card, base_url=url, security=security, keys=self.keys)
+        except CardUnavailable as exc:
+            raise AgentUnavailable(f"The agent {agent} serves no usable card: {exc}") from None
 
     def rewrite_extended(self, agent: str, card: dict[str, Any]) -> dict[str, Any]:
         return self.rewrite(agent, card, self._bases.get(agent, self.public_url or ""))

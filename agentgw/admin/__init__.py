@@ -86,10 +86,15 @@ class Admin:
             return
         resource = protected_resource_url(self.jwt, self.mcp_url())
         suffix = scope["path"][len(WELL_KNOWN) :]
-        if suffix and suffix != urlsplit(resource).path and not suffix.startswith("/mcp"):
+        if (
+            suffix
+            and suffix != urlsplit(resource).path
+            and not suffix.startswith("/mcp")
+            and not suffix.startswith("/a2a/")
+        ):
             await send_bytes(send, 404, _error(NotFound("Unknown protected resource.")))
             return
-        if suffix.startswith("/mcp/"):  # a virtual server: its own resource URL under the same issuer
+        if suffix.startswith(("/mcp/", "/a2a/")):  # a virtual server or an agent: its own resource URL
             resource = resource.rsplit("/mcp", 1)[0] + suffix
         body: dict[str, Any] = {
             "resource": resource,

@@ -5,7 +5,6 @@ upstream: the registry's headers and `identity:` block do."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from agentgw.a2a.catalog.cards import CachedCard, CardCache, CardUnavailable
 from agentgw.a2a.errors import A2AError, from_rest
 from agentgw.a2a.methods import Method
 from agentgw.errors import UpstreamError, UpstreamInvalidResponse, UpstreamTimeout
@@ -99,9 +99,8 @@ class AgentUpstream:
         self,
         cfg: AgentConfig,
         pool: UpstreamPool,
+        cards: CardCache,
         credentials: Credentials | None = None,
-        card_ttl_s: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -111,60 +110,19 @@ class AgentUpstream:
         self.card_url = self.base + CARD_PATH
         self.headers = {**BASE_HEADERS, **cfg.headers}
         self.secrets = [v for v in cfg.headers.values() if v]
-        self.card_ttl_s = card_ttl_s
-        self.clock = clock
-        self._card: tuple[float, dict[str, Any]] | None = None
-        self._fetching: asyncio.Future[dict[str, Any]] | None = None
+        self.cards = cards
 
     # -- the card -----------------------------------------------------------------------------------------------
 
     async def card(self) -> dict[str, Any]:
-        """The agent's own card as it serves it (cached; one fetch at a time)."""
-        now = self.clock()
-        if self._card is not None and now - self._card[0] < self.card_ttl_s:
-            return self._card[1]
-        if self._fetching is not None:
-            return await asyncio.shield(self._fetching)
-        self._fetching = asyncio.get_running_loop().create_future()
-        try:
-            card = await self._fetch_card()
-        except BaseException as exc:
-            if self._card is not None and isinstance(
-                exc, AgentUnavailable
-            ):  # stale beats nothing, for a while
-                card = self._card[1]
-            else:
-                self._fetching.set_exception(
-                    exc if isinstance(exc, Exception) else AgentUnavailable("cancelled")
-                )
-                self._fetching.exception()  # retrieved: no "never retrieved" warning when nobody else waits
-                self._fetching = None
-                raise
-        else:
-            self._card = (now, card)
-        self._fetching.set_result(card)
-        self._fetching = None
-        return card
+        """The agent's own card as it serves it (cached as its HTTP caching headers allow)."""
+        return (await self.cached()).card
 
-    async def _fetch_card(self) -> dict[str, Any]:
+    async def cached(self) -> CachedCard:
         try:
-            async with self.pool.session.get(
-                self.card_url,
-                headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=min(self.cfg.timeout_s, 10)),
-            ) as resp:
-                if resp.status != 200:
-                    raise AgentUnavailable(f"The agent's card could not be fetched (HTTP {resp.status}).")
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AgentUnavailable(f"The agent could not be reached ({type(exc).__name__}).") from None
-        try:
-            card = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AgentUnavailable("The agent's card is not JSON.") from None
-        if not isinstance(card, dict):
-            raise AgentUnavailable("The agent's card is not a JSON object.")
-        return card
+            return await self.cards.get(self.name, self.card_url, self.headers)
+        except CardUnavailable as exc:
+            raise AgentUnavailable(f"The agent {self.name} is unavailable: {exc}") from None
 
     async def route(self) -> Route:
         return choose(await self.card(), self.base)
