@@ -34,7 +34,7 @@ class Budget(Protocol):
 
 
 class CardRewriter(Protocol):
-    def __call__(self, agent: str, card: dict[str, Any]) -> dict[str, Any]: ...
+    def __call__(self, agent: str, card: dict[str, Any], base: str) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -50,6 +50,7 @@ class Call:
     binding: str
     frame: Callable[[dict[str, Any]], bytes]
     error_frame: Callable[[GatewayError], bytes]
+    base: str = ""  # the gateway's URL as this client reached it (extended cards point there)
 
 
 def ids_of(obj: Any) -> tuple[str | None, str | None, str | None]:
@@ -167,7 +168,7 @@ class Mediator:
             if "totalSize" in result:
                 result["totalSize"] = len(mine) if not result.get("nextPageToken") else result["totalSize"]
         elif m.name == "GetExtendedAgentCard" and isinstance(result, dict):
-            result = self.rewrite(agent, result)
+            result = self.rewrite(agent, result, call.base)
         elif m is CANCEL or m.name == "GetTask":
             _, _, state = ids_of(result)
             ex.attrs["a2a"] = {"task_id": call.params.get("id"), "state": state}

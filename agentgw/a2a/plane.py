@@ -95,11 +95,10 @@ class A2APlane:
             lambda: self.agents,
             self.ownership,
             budget,
-            self.rewrite_extended,
+            self.rewrite,
             cfg.keepalive_s,
             cfg.push.allow,
         )
-        self._bases: dict[str, str] = {}
 
     def apply_registry(self, section: A2ASection) -> None:
         """A reloaded registry: agents whose entry is unchanged keep their upstream (and cached card)."""
@@ -222,6 +221,7 @@ class A2APlane:
             "JSONRPC",
             lambda ev: jsonrpc.event_frame(rpc_id, ev, era),
             lambda err: jsonrpc.error_frame(rpc_id, err, era),
+            self.base_url(scope, ex.headers),
         )
 
         async def render(result: Result) -> tuple[int, bytes]:
@@ -271,7 +271,8 @@ class A2APlane:
         ex.attrs["action"] = m.action
         self._derive_task(ex, params, m)
         reply["x-agentgw-task"] = ex.task.task_id
-        call = Call(agent, m, params, None, "1.0", "HTTP+JSON", rest.event_frame, rest.error_frame)
+        base = self.base_url(scope, ex.headers)
+        call = Call(agent, m, params, None, "1.0", "HTTP+JSON", rest.event_frame, rest.error_frame, base)
 
         async def render(result: Result) -> tuple[int, bytes]:
             return 200, rest.result_body(result.payload)
@@ -329,9 +330,6 @@ class A2APlane:
         except CardUnavailable as exc:
             raise AgentUnavailable(f"The agent {agent} serves no usable card: {exc}") from None
 
-    def rewrite_extended(self, agent: str, card: dict[str, Any]) -> dict[str, Any]:
-        return self.rewrite(agent, card, self._bases.get(agent, self.public_url or ""))
-
     async def card(self, scope: Scope, receive: Receive, send: Send, agent: str) -> None:
         ex = self._exchange(scope, "GetAgentCard", agent)
         assert ex.task is not None
@@ -346,7 +344,6 @@ class A2APlane:
             await send_bytes(send, status, body, extra={**reply, **err.headers})
             return
         base = self.base_url(scope, ex.headers)
-        self._bases[agent] = base
 
         async def forward(e: Exchange) -> Result:
             card = await self.agents[agent].card()
