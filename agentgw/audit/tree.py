@@ -142,6 +142,7 @@ def totals(node: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": 0.0,
         "denied": 0,
         "errors": 0,
+        "charged": {},  # what the steps charged the budget (the task and each of its ancestors paid it)
         "started": None,
         "ended": None,
     }
@@ -155,6 +156,8 @@ def totals(node: dict[str, Any]) -> dict[str, Any]:
             out["cost_usd"] += (s.get("cost") or {}).get("usd") or 0.0
             out["denied"] += s.get("status") == "denied"
             out["errors"] += s.get("status") == "error"
+            for metric, amount in (s.get("charged") or {}).items():
+                out["charged"][metric] = out["charged"].get(metric, 0) + amount
             start, end = s["ts"], s["ts"] + (s.get("duration_ms") or 0) / 1000
             out["started"] = start if out["started"] is None else min(out["started"], start)
             out["ended"] = end if out["ended"] is None else max(out["ended"], end)
@@ -231,6 +234,8 @@ def _render_node(node: dict[str, Any], first: str, indent: str, lines: list[str]
     head += f"  {t['steps']} steps  {t.get('duration_ms', 0):.1f} ms  {_tokens(t)}"
     if t["cost_usd"]:
         head += f"  ${t['cost_usd']:.6f}"
+    if t.get("charged"):
+        head += f"  charged {_charged(t['charged'])}"
     if t["denied"]:
         head += f"  {t['denied']} denied"
     if t["errors"]:
@@ -252,6 +257,14 @@ def _render_node(node: dict[str, Any], first: str, indent: str, lines: list[str]
             _render_node(child, indent + cont + b, indent + cont + c, lines)
 
 
+def _charged(amount: dict[str, int]) -> str:
+    """A budget charge as text: `tokens 42, agent_calls 1, $0.000120` (USD kept in micros by the ledger)."""
+    parts = [f"{k} {v}" for k, v in sorted(amount.items()) if k != "usd_micros"]
+    if amount.get("usd_micros"):
+        parts.append(f"${amount['usd_micros'] / 1e6:.6f}")
+    return ", ".join(parts)
+
+
 def render_step(s: dict[str, Any]) -> str:
     out = f"{_clock(s['ts'])}  {s.get('plane')} {s.get('operation')} {s.get('target')}  {s.get('status')}"
     if s.get("error_code"):
@@ -265,6 +278,8 @@ def render_step(s: dict[str, Any]) -> str:
     cost = s.get("cost")
     if cost and cost.get("usd"):
         out += f"  ${cost['usd']:.6f}"
+    if s.get("charged"):
+        out += f"  charged {_charged(s['charged'])}"
     if s.get("stream_cut"):
         out += f"  cut: {s['stream_cut']}"
     if s.get("error"):

@@ -130,6 +130,8 @@ def check_tree(tree: dict[str, Any]) -> None:
     assert totals["denied"] == 1
     assert totals["input_tokens"] == sum(s["usage"]["input_tokens"] for s in (first, second, callback))
     assert totals["cost_usd"] > 0
+    assert totals["charged"]["tool_calls"] == 1
+    assert totals["charged"]["tokens"] == sum(s["charged"]["tokens"] for s in (first, second, callback))
 
 
 @pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
@@ -177,8 +179,12 @@ async def test_the_trace_tree_of_a_workflow_shows_every_step_child_task_usage_an
     lines = text.splitlines()
     assert lines[0].startswith("task wf-1  principal tester") and "1 denied" in lines[0]
     order = [n for n, line in enumerate(lines) if "tools/call" in line or " chat " in line]
-    assert "llm chat llm:echo  ok" in lines[order[0]]
-    assert "mcp tools/call mcp:helper/ask  ok" in lines[order[1]]
+    assert "llm chat llm:echo  ok" in lines[order[0]] and "charged tokens " in lines[order[0]]
+    # What the whole tree charged the task: its own steps and the child task's (the child paid it, and wf-1 too).
+    assert "charged tokens " in lines[0] and "tool_calls 1" in lines[0]
+    assert (
+        "mcp tools/call mcp:helper/ask  ok" in lines[order[1]] and "charged tool_calls 1" in lines[order[1]]
+    )
     assert "principal downstream  parent wf-1" in lines[order[1] + 1]
     assert "llm chat llm:echo  ok" in lines[order[2]]  # the downstream agent's callback, nested
     assert "mcp tools/call mcp:helper/wipe  denied permission_denied" in lines[order[-1]]
