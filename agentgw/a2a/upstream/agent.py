@@ -192,7 +192,7 @@ class AgentUpstream:
 
             if method.v03 is None:
                 raise A2AError(-32004, f"The agent speaks A2A 0.3, which has no {method.name}.")
-            params = v03.params_to_v03(method.name, params)
+            params = _bridged(v03.params_to_v03, method.name, params)
             name = method.v03
         else:
             name = method.name
@@ -267,7 +267,7 @@ class AgentUpstream:
             return result
         from agentgw.a2a.bridges import v03
 
-        return v03.result_to_v10(method.name, result)
+        return _bridged(v03.result_to_v10, method.name, result)
 
     async def stream(
         self, ex: Exchange, route: Route, method: Method, params: dict[str, Any], rpc_id: Any
@@ -301,9 +301,7 @@ class AgentUpstream:
         complete = False
         translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         if route.version == "0.3":
-            from agentgw.a2a.bridges import v03
-
-            translate = v03.event_to_v10
+            translate = _v03_event
         try:
             async for chunk in resp.content.iter_any():
                 for event in decoder.feed(chunk):
@@ -337,6 +335,23 @@ class AgentUpstream:
                 resp.release()
             else:
                 resp.close()
+
+
+def _bridged(fn: Callable[..., Any], *args: Any) -> Any:
+    """A 0.3 bridge translation, its BridgeError as the A2AError it stands for (-32602 for params the agent's
+    0.3 cannot carry, -32006 for an agent's answer that is not valid 0.3): a clean protocol error, never a 500."""
+    from agentgw.a2a.bridges import v03
+
+    try:
+        return fn(*args)
+    except v03.BridgeError as exc:
+        raise A2AError(exc.code, exc.message) from None
+
+
+def _v03_event(doc: dict[str, Any]) -> dict[str, Any]:
+    from agentgw.a2a.bridges import v03
+
+    return _bridged(v03.event_to_v10, doc)  # type: ignore[no-any-return]
 
 
 def rest_request(
