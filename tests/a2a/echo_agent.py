@@ -11,7 +11,7 @@ from a2a.helpers import get_message_text, new_task_from_user_message, new_text_p
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryPushNotificationConfigStore, InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
 from starlette.applications import Starlette
@@ -102,14 +102,13 @@ class Only03:
         await self.app(scope, replay, send)
 
 
-def card(base: str, version: str = "0.3", push: bool = True) -> AgentCard:
+def card(base: str, version: str = "0.3", push: bool = True, binding: str = "JSONRPC") -> AgentCard:
+    url = f"{base}/" if binding == "JSONRPC" else f"{base}/rest"
     return AgentCard(
         name="legacy",
         description="Echoes text, speaks A2A 0.3 only",
         version="1.0.0",
-        supported_interfaces=[
-            AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version=version)
-        ],
+        supported_interfaces=[AgentInterface(url=url, protocol_binding=binding, protocol_version=version)],
         capabilities=AgentCapabilities(streaming=True, push_notifications=push),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
@@ -132,3 +131,38 @@ def legacy_echo_app(base: str) -> Only03:
         *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
     ]
     return Only03(Starlette(routes=routes))
+
+
+class Rest03:
+    """ASGI wrapper: under `/rest` only the 0.3 HTTP+JSON paths (`/rest/v1/...`) are served, and never to a request
+    carrying `A2A-Version`; records the paths it served."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/rest"):
+            headers = {k.decode().lower() for k, _ in scope["headers"]}
+            if not scope["path"].startswith("/rest/v1/") or "a2a-version" in headers:
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            self.seen.append(f"{scope['method']} {scope['path'][len('/rest') :]}")
+        await self.app(scope, receive, send)
+
+
+def legacy_rest_app(base: str) -> Rest03:
+    """A 0.3-only echo agent whose card offers one interface, HTTP+JSON 0.3 at `base/rest` (paths `/rest/v1/...`)."""
+    c = card(base, binding="HTTP+JSON")
+    handler = DefaultRequestHandler(
+        agent_executor=Echo(),
+        task_store=InMemoryTaskStore(),
+        agent_card=c,
+        push_config_store=InMemoryPushNotificationConfigStore(),
+    )
+    routes = [
+        *create_agent_card_routes(c),
+        *create_rest_routes(handler, path_prefix="/rest", enable_v0_3_compat=True),
+    ]
+    return Rest03(Starlette(routes=routes))

@@ -23,7 +23,7 @@ from a2a.types import (
     TaskState,
 )
 
-from tests.a2a.echo_agent import legacy_echo_app
+from tests.a2a.echo_agent import legacy_echo_app, legacy_rest_app
 from tests.a2a.test_plane_smoke import echo_app
 from tests.support import TEST_KEY, free_port, gateway, serve
 
@@ -192,3 +192,61 @@ async def test_the_0_3_only_agent_refuses_1_0_so_the_gateway_must_translate(tmp_
         )
         r = await http.post("/", json=body, headers={"A2A-Version": "1.0"})
         assert r.json()["error"]["code"] == -32601
+
+
+async def test_a_1_0_client_reaches_a_0_3_agent_over_its_http_json_binding(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    agent = legacy_rest_app(base)
+    async with serve(agent, port=port):
+        reg = {"a2a": {"agents": [{"name": "legacy", "url": base}]}}
+        settings = {"a2a": {"push": {"allow": ["127.0.0.1"]}}}
+        async with (
+            gateway(tmp_path, reg, settings) as (gw, _),
+            httpx.AsyncClient(headers=AUTH, timeout=20) as http,
+        ):
+            with anyio.fail_after(30):
+                client = await create_client(
+                    f"{gw}/a2a/legacy",
+                    client_config=ClientConfig(
+                        streaming=False, httpx_client=http, supported_protocol_bindings=["JSONRPC"]
+                    ),
+                )
+                async with client:
+                    msg = new_text_message("rest", role=Role.ROLE_USER)
+                    task = [r async for r in client.send_message(SendMessageRequest(message=msg))][-1].task
+                    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+                    assert get_artifact_text(task.artifacts[0]) == "echo: rest"
+                    got = await client.get_task(GetTaskRequest(id=task.id, history_length=1))
+                    assert got.id == task.id and len(got.history) == 1
+                    hold = new_text_message("hold", role=Role.ROLE_USER)
+                    held = [r async for r in client.send_message(SendMessageRequest(message=hold))][-1].task
+                    hook = TaskPushNotificationConfig(task_id=held.id, id="hook1", url="http://127.0.0.1:9/h")
+                    made = await client.create_task_push_notification_config(hook)
+                    assert made.url == hook.url
+                    read = await client.get_task_push_notification_config(
+                        GetTaskPushNotificationConfigRequest(task_id=held.id, id="hook1")
+                    )
+                    assert read.id == "hook1"
+                    cancelled = await client.cancel_task(CancelTaskRequest(id=held.id))
+                    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+                    missing = await http.post(
+                        f"{gw}/a2a/legacy",
+                        json=rpc("GetTask", {"id": "no-such-task"}),
+                        headers={"A2A-Version": "1.0"},
+                    )
+                    assert missing.json()["error"]["code"] == -32001
+                streaming = await create_client(
+                    f"{gw}/a2a/legacy",
+                    client_config=ClientConfig(
+                        streaming=True, httpx_client=http, supported_protocol_bindings=["JSONRPC"]
+                    ),
+                )
+                async with streaming:
+                    msg = new_text_message("flow", role=Role.ROLE_USER)
+                    events = [r async for r in streaming.send_message(SendMessageRequest(message=msg))]
+    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert any(e.WhichOneof("payload") == "artifact_update" for e in events)
+    assert "POST /v1/message:send" in agent.seen and "POST /v1/message:stream" in agent.seen
+    assert f"POST /v1/tasks/{held.id}:cancel" in agent.seen
+    assert f"GET /v1/tasks/{held.id}/pushNotificationConfigs/hook1" in agent.seen
