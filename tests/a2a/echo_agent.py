@@ -166,3 +166,22 @@ def legacy_rest_app(base: str) -> Rest03:
         *create_rest_routes(handler, path_prefix="/rest", enable_v0_3_compat=True),
     ]
     return Rest03(Starlette(routes=routes))
+
+
+def modern_echo_app(base: str) -> Starlette:
+    """A 1.0 echo agent (JSON-RPC 1.0 only in its card) with push configs in memory and an extended card."""
+    c = card(base, version="1.0")
+    c.name = "modern"
+    c.capabilities.extended_agent_card = True
+    extended = AgentCard()
+    extended.CopyFrom(c)
+    extended.skills.add(id="secret", name="secret", description="for callers who authenticated", tags=["x"])
+    handler = DefaultRequestHandler(
+        agent_executor=Echo(),
+        task_store=InMemoryTaskStore(),
+        agent_card=c,
+        push_config_store=InMemoryPushNotificationConfigStore(),
+        extended_agent_card=extended,
+    )
+    routes = [*create_agent_card_routes(c), *create_jsonrpc_routes(handler, rpc_url="/")]
+    return Starlette(routes=routes)

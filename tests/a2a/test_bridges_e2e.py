@@ -23,7 +23,7 @@ from a2a.types import (
     TaskState,
 )
 
-from tests.a2a.echo_agent import legacy_echo_app, legacy_rest_app
+from tests.a2a.echo_agent import legacy_echo_app, legacy_rest_app, modern_echo_app
 from tests.a2a.test_plane_smoke import echo_app
 from tests.support import TEST_KEY, free_port, gateway, serve
 
@@ -250,3 +250,97 @@ async def test_a_1_0_client_reaches_a_0_3_agent_over_its_http_json_binding(tmp_p
     assert "POST /v1/message:send" in agent.seen and "POST /v1/message:stream" in agent.seen
     assert f"POST /v1/tasks/{held.id}:cancel" in agent.seen
     assert f"GET /v1/tasks/{held.id}/pushNotificationConfigs/hook1" in agent.seen
+
+
+async def test_a_0_3_client_manages_push_configs_resubscribes_and_reads_the_extended_card(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with serve(modern_echo_app(base), port=port):
+        reg = {"a2a": {"agents": [{"name": "modern", "url": base}]}}
+        settings = {"a2a": {"push": {"allow": ["127.0.0.1"]}}}
+        async with (
+            gateway(tmp_path, reg, settings) as (gw, _),
+            httpx.AsyncClient(base_url=gw, headers=AUTH) as http,
+        ):
+            with anyio.fail_after(30):
+                held = await http.post(
+                    "/a2a/modern", json=rpc("message/send", {"message": message03("hold")})
+                )
+                task = held.json()["result"]
+                assert task["status"]["state"] == "working"
+                cfg = {"id": "hook1", "url": "http://127.0.0.1:9/h", "token": "tok"}
+                made = await http.post(
+                    "/a2a/modern",
+                    json=rpc(
+                        "tasks/pushNotificationConfig/set",
+                        {"taskId": task["id"], "pushNotificationConfig": cfg},
+                    ),
+                )
+                assert made.json()["result"] == {"taskId": task["id"], "pushNotificationConfig": cfg}
+                get_params = {"id": task["id"], "pushNotificationConfigId": "hook1"}
+                read = await http.post(
+                    "/a2a/modern", json=rpc("tasks/pushNotificationConfig/get", get_params)
+                )
+                assert read.json()["result"]["pushNotificationConfig"]["url"] == cfg["url"]
+                listed = await http.post(
+                    "/a2a/modern", json=rpc("tasks/pushNotificationConfig/list", {"id": task["id"]})
+                )
+                assert [c["pushNotificationConfig"]["id"] for c in listed.json()["result"]] == ["hook1"]
+                gone = await http.post(
+                    "/a2a/modern", json=rpc("tasks/pushNotificationConfig/delete", get_params)
+                )
+                assert "error" not in gone.json() and gone.json()["result"] is None
+
+                sub = rpc("tasks/resubscribe", {"id": task["id"]})
+                async with http.stream("POST", "/a2a/modern", json=sub) as r:
+                    assert r.headers["content-type"].startswith("text/event-stream")
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: "):
+                            first = json.loads(line[6:])["result"]
+                            break
+                assert first["kind"] == "task" and first["id"] == task["id"]
+                cancelled = await http.post("/a2a/modern", json=rpc("tasks/cancel", {"id": task["id"]}))
+                assert cancelled.json()["result"]["status"]["state"] == "canceled"
+
+                card = await http.post("/a2a/modern", json=rpc("agent/getAuthenticatedExtendedCard", {}))
+                c = card.json()["result"]
+                assert c["url"] == f"{gw}/a2a/modern" and c["preferredTransport"] == "JSONRPC"
+                assert c["protocolVersion"] == "0.3" and "secret" in [s["id"] for s in c["skills"]]
+
+
+async def test_an_untranslatable_0_3_answer_is_a_clean_error_not_a_500(tmp_path: Path) -> None:
+    from a2a.server.routes import create_agent_card_routes
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.a2a.echo_agent import card
+
+    async def broken(request: Request) -> JSONResponse:
+        doc = await request.json()
+        return JSONResponse({"jsonrpc": "2.0", "id": doc["id"], "result": {"kind": "banana"}})
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = Starlette(routes=[*create_agent_card_routes(card(base)), Route("/", broken, methods=["POST"])])
+    async with serve(app, port=port):
+        reg = {"a2a": {"agents": [{"name": "legacy", "url": base}]}}
+        async with gateway(tmp_path, reg) as (gw, _), httpx.AsyncClient(base_url=gw, headers=AUTH) as http:
+            v1 = {"A2A-Version": "1.0"}
+            with anyio.fail_after(20):
+                sent = await http.post(
+                    "/a2a/legacy",
+                    json=rpc(
+                        "SendMessage",
+                        {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]}},
+                    ),
+                    headers=v1,
+                )
+                assert sent.status_code == 200 and sent.json()["error"]["code"] == -32006
+                listing = await http.post("/a2a/legacy", json=rpc("ListTasks", {}), headers=v1)
+                assert listing.json()["error"]["code"] == -32004
+                bad = await http.post("/a2a/legacy", json=rpc("GetTask", {"id": 5}), headers=v1)
+                assert bad.status_code == 200 and bad.json()["error"]["code"] == -32602

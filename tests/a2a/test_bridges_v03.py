@@ -339,3 +339,31 @@ def test_a_state_from_a_newer_1_0_reads_as_unknown_in_0_3() -> None:
     }
     out = v03.event_to_v03(ev)
     assert out["status"]["state"] == "unknown" and out["final"] is False
+
+
+def test_the_front_door_answers_an_untranslatable_result_or_event_with_an_error_for_a_0_3_client() -> None:
+    import orjson
+
+    from agentgw.a2a.frontdoor import jsonrpc
+    from agentgw.a2a.methods import GET_TASK
+
+    body = orjson.loads(jsonrpc.result_body(7, GET_TASK, "not a task", "0.3"))
+    assert body["id"] == 7 and body["error"]["code"] == -32006
+    frame = jsonrpc.event_frame(7, {"nothing": 1}, "0.3")
+    assert frame.startswith(b"data: ") and orjson.loads(frame[6:])["error"]["code"] == -32006
+    ok = orjson.loads(jsonrpc.event_frame(7, {"statusUpdate": {"taskId": "t", "status": {}}}, "0.3")[6:])
+    assert ok["result"]["kind"] == "status-update" and ok["result"]["status"]["state"] == "unknown"
+
+
+def test_a_missing_a2a_sdk_is_a_clean_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from agentgw.a2a.bridges import v03_errors
+
+    monkeypatch.setattr(v03_errors, "_loaded", [])
+    monkeypatch.setitem(sys.modules, "a2a.compat.v0_3", None)  # makes the import fail as if not installed
+    with pytest.raises(v03.BridgeError) as info:
+        v03.params_to_v10("GetTask", {"id": "t"})
+    assert info.value.code == -32603 and "unavailable" in info.value.message
+    # errors need no SDK
+    assert v03.error_to_v03({"code": -32009, "message": "m"}) == {"code": -32603, "message": "m"}
