@@ -108,7 +108,11 @@ def result_body(rpc_id: Any, method: Method, result: Any, version: str) -> bytes
     if version == "0.3":
         from agentgw.a2a.bridges import v03
 
-        result = v03.result_to_v03(method.name, result)
+        try:
+            result = v03.result_to_v03(method.name, result)
+        except v03.BridgeError as exc:  # an agent's answer with no 0.3 form: an error, never a 500
+            error = v03.error_to_v03({"code": exc.code, "message": exc.message})
+            return orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error})
     return orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result})
 
 
@@ -129,7 +133,11 @@ def event_frame(rpc_id: Any, event: dict[str, Any], version: str) -> bytes:
     if version == "0.3":
         from agentgw.a2a.bridges import v03
 
-        event = v03.event_to_v03(event)
+        try:
+            event = v03.event_to_v03(event)
+        except v03.BridgeError as exc:
+            error = v03.error_to_v03({"code": exc.code, "message": exc.message})
+            return b"data: " + orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error}) + b"\n\n"
     return b"data: " + orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": event}) + b"\n\n"
 
 

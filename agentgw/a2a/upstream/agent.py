@@ -131,7 +131,9 @@ class AgentUpstream:
 
     async def _headers(self, ex: Exchange, route: Route, attempt: Attempt, stream: bool) -> dict[str, str]:
         headers = dict(self.headers)
-        headers["Content-Type"] = "application/json" if route.binding == "JSONRPC" else "application/a2a+json"
+        # 0.3 predates application/a2a+json: its HTTP+JSON binding takes application/json
+        rest_type = "application/a2a+json" if route.version == "1.0" else "application/json"
+        headers["Content-Type"] = "application/json" if route.binding == "JSONRPC" else rest_type
         headers["Accept"] = "text/event-stream" if stream else "application/json"
         if route.version == "1.0":
             headers["A2A-Version"] = "1.0"
@@ -188,18 +190,20 @@ class AgentUpstream:
     ) -> tuple[str, str, bytes | None]:
         """The verb, URL and body of `method` for the agent's binding and version (1.0 params in)."""
         if route.version == "0.3":
-            from agentgw.a2a.bridges import v03
+            from agentgw.a2a.bridges import v03, v03_rest
 
             if method.v03 is None:
                 raise A2AError(-32004, f"The agent speaks A2A 0.3, which has no {method.name}.")
-            params = v03.params_to_v03(method.name, params)
+            if route.binding != "JSONRPC":  # 0.3 REST: its own paths and 0.3 protobuf JSON bodies
+                return _bridged(v03_rest.request, route.url, method, params)  # type: ignore[no-any-return]
+            params = _bridged(v03.params_to_v03, method.name, params)
             name = method.v03
         else:
             name = method.name
         if route.binding == "JSONRPC":
             body = orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "method": name, "params": params})
             return "POST", route.url, body
-        return rest_request(route.url, method, params, v03=route.version == "0.3")
+        return rest_request(route.url, method, params)
 
     async def unary(
         self, ex: Exchange, route: Route, method: Method, params: dict[str, Any], rpc_id: Any
@@ -246,6 +250,11 @@ class AgentUpstream:
                 raise UpstreamError(
                     f"The agent {self.name} refused the gateway's credentials (HTTP {status})."
                 )
+            if route.version == "0.3":
+                from agentgw.a2a.bridges import v03_rest
+
+                if (found := v03_rest.error_code(doc)) is not None:
+                    raise A2AError(*found)
             raise from_rest(status, doc)
         self._done(attempt, "ok", status)
         return doc if doc is not None else {}
@@ -265,9 +274,11 @@ class AgentUpstream:
     def _from_v03(route: Route, method: Method, result: Any) -> Any:
         if route.version != "0.3":
             return result
-        from agentgw.a2a.bridges import v03
+        from agentgw.a2a.bridges import v03, v03_rest
 
-        return v03.result_to_v10(method.name, result)
+        if route.binding != "JSONRPC":
+            return _bridged(v03_rest.result_to_v10, method.name, result)
+        return _bridged(v03.result_to_v10, method.name, result)
 
     async def stream(
         self, ex: Exchange, route: Route, method: Method, params: dict[str, Any], rpc_id: Any
@@ -301,9 +312,7 @@ class AgentUpstream:
         complete = False
         translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         if route.version == "0.3":
-            from agentgw.a2a.bridges import v03
-
-            translate = v03.event_to_v10
+            translate = _v03_event if route.binding == "JSONRPC" else _v03_rest_event
         try:
             async for chunk in resp.content.iter_any():
                 for event in decoder.feed(chunk):
@@ -339,10 +348,32 @@ class AgentUpstream:
                 resp.close()
 
 
-def rest_request(
-    base: str, method: Method, params: dict[str, Any], v03: bool = False
-) -> tuple[str, str, bytes | None]:
-    """`method` as an HTTP+JSON request: verb, URL (path and query from the params) and body."""
+def _bridged(fn: Callable[..., Any], *args: Any) -> Any:
+    """A 0.3 bridge translation, its BridgeError as the A2AError it stands for (-32602 for params the agent's
+    0.3 cannot carry, -32006 for an agent's answer that is not valid 0.3): a clean protocol error, never a 500."""
+    from agentgw.a2a.bridges import v03
+
+    try:
+        return fn(*args)
+    except v03.BridgeError as exc:
+        raise A2AError(exc.code, exc.message) from None
+
+
+def _v03_rest_event(doc: dict[str, Any]) -> dict[str, Any]:
+    from agentgw.a2a.bridges import v03_rest
+
+    return _bridged(v03_rest.event_to_v10, doc)  # type: ignore[no-any-return]
+
+
+def _v03_event(doc: dict[str, Any]) -> dict[str, Any]:
+    from agentgw.a2a.bridges import v03
+
+    return _bridged(v03.event_to_v10, doc)  # type: ignore[no-any-return]
+
+
+def rest_request(base: str, method: Method, params: dict[str, Any]) -> tuple[str, str, bytes | None]:
+    """`method` as an A2A 1.0 HTTP+JSON request: verb, URL (path and query from the params) and body (0.3's is
+    `bridges.v03_rest.request`)."""
     params = dict(params)
     params.pop("tenant", None)
     task_id = params.pop(method.task_param, None) if method.task_param else None
@@ -350,8 +381,6 @@ def rest_request(
     if method.task_param == "taskId" and method.name != "CreateTaskPushNotificationConfig":
         push_id = params.pop("id", None)
     path = method.path.replace("{id}", str(task_id or "")).replace("{pid}", str(push_id or ""))
-    if v03:
-        path = "/v1" + path
     url = base.rstrip("/") + path
     if method.verb in ("GET", "DELETE"):
         query = {
