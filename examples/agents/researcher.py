@@ -14,33 +14,8 @@ from a2a.types import AgentSkill
 from common import main, use_tool
 
 # Words that would match every page: left out of the search.
-STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "do",
-        "does",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "of",
-        "on",
-        "or",
-        "the",
-        "to",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "with",
-    ]
-)
+STOP_WORDS = "a an and are do does how i in is it of on or the to what when where which who why with"
+STOP = frozenset(STOP_WORDS.split())
 
 
 def slugs_of(found: str) -> list[str]:
