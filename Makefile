@@ -35,15 +35,15 @@ test: $(STAMP)
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentgw tests bench
-	$(BIN)/ruff format --check agentgw tests bench
+	$(BIN)/ruff check agentgw tests bench examples
+	$(BIN)/ruff format --check agentgw tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format agentgw tests bench
-	$(BIN)/ruff check --fix agentgw tests bench
+	$(BIN)/ruff format agentgw tests bench examples
+	$(BIN)/ruff check --fix agentgw tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/llm.py
