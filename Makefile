@@ -26,8 +26,10 @@ run: $(STAMP)
 		$(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
 
 # With `make run` going (same PORT): ask the planner, which delegates to the researcher; print the task's trace.
+QUESTION ?= How do budgets work?
 agents-demo: $(STAMP)
-	$(BIN)/python examples/agents/run.py --gateway http://127.0.0.1:$(PORT) --config examples/quickstart/agentgw.yaml
+	$(BIN)/python examples/agents/run.py --gateway http://127.0.0.1:$(PORT) \
+		--config examples/quickstart/agentgw.yaml "$(QUESTION)"
 
 test: $(STAMP)
 	$(BIN)/pytest

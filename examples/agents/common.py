@@ -6,8 +6,9 @@ tool, another agent) with the agent's own gateway key and that task, so each cal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import httpx2
@@ -171,13 +172,19 @@ async def ask_agent(agent: str, text: str, task: str | None) -> str:
     raise RuntimeError(f"{agent} sent no answer")
 
 
-async def use_tool(tool: str, arguments: dict[str, object], task: str | None) -> str:
-    """Call one MCP tool of the gateway's aggregate endpoint (/mcp, tools named <server>__<tool>); its text."""
+@contextlib.asynccontextmanager
+async def gateway_mcp(task: str | None) -> AsyncIterator[Client]:
+    """An MCP client of the gateway's aggregate endpoint (/mcp: every tool the key may use, as <server>__<tool>)."""
     async with (
         httpx2.AsyncClient(headers=gateway_headers(task), timeout=httpx2.Timeout(10, read=60)) as http,
         Client(streamable_http_client(f"{GATEWAY}/mcp", http_client=http)) as client,
     ):
-        result = await client.call_tool(tool, arguments)
+        yield client
+
+
+async def use_tool(client: Client, tool: str, arguments: dict[str, object]) -> str:
+    """One tool call; its text content (a tool error raises)."""
+    result = await client.call_tool(tool, arguments)
     text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
     if result.is_error:
         raise RuntimeError(f"{tool}: {text}")

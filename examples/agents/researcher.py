@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from a2a.types import AgentSkill
-from common import main, use_tool
+from common import gateway_mcp, main, use_tool
 
 # Words that would match every page: left out of the search.
 STOP_WORDS = "a an and are do does how i in is it of on or the to what when where which who why with"
@@ -29,11 +29,14 @@ def slugs_of(found: str) -> list[str]:
 
 async def answer(question: str, task: str | None, progress: Callable[[str], Awaitable[None]]) -> str:
     words = [w for w in re.findall(r"[a-z0-9-]+", question.lower()) if w not in STOP]
-    found = slugs_of(await use_tool("docs__search", {"query": " ".join(words)}, task)) if words else []
-    if not found:
+    if not words:
         return f"The docs say nothing about {question!r}."
-    await progress(f"reading {found[0]}")
-    page = await use_tool("docs__read_doc", {"slug": found[0]}, task)
+    async with gateway_mcp(task) as docs:  # one MCP session for both calls
+        found = slugs_of(await use_tool(docs, "docs__search", {"query": " ".join(words)}))
+        if not found:
+            return f"The docs say nothing about {question!r}."
+        await progress(f"reading {found[0]}")
+        page = await use_tool(docs, "docs__read_doc", {"slug": found[0]})
     return f"From the docs page '{found[0]}': {page}"
 
 
