@@ -18,6 +18,8 @@ from tests.support import agentgw_serve, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_KEY = {"authorization": "Bearer agw-demo-key"}
+# What a `make run` in the checkout leaves beside the config: a copy starts without them (its own trace).
+RUN_FILES = shutil.ignore_patterns("audit.db*", ".agentgw", "keys.yaml", "__pycache__")
 
 
 def test_the_check_config_example_in_the_docs_is_what_the_command_prints() -> None:
@@ -51,7 +53,7 @@ async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
         "examples/agents",
         "policies",
     ):  # a copy: its run files stay out of the repo
-        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=RUN_FILES)
     port, docs_port = free_port(), free_port()
     monkeypatch.setenv("PORT", str(port))
     monkeypatch.setenv("DOCS_PORT", str(docs_port))

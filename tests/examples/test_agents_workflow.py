@@ -24,12 +24,14 @@ from tests.support import AGENTGW, agentgw_serve, free_port
 ROOT = Path(__file__).resolve().parent.parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart" / "agentgw.yaml"
 DEMO_KEY = "agw-demo-key"
+# What a `make run` in the checkout leaves beside the config: a copy starts without them (its own trace).
+RUN_FILES = shutil.ignore_patterns("audit.db*", ".agentgw", "keys.yaml", "__pycache__")
 
 
 def quickstart_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, int]]:
     """The quickstart in tmp_path (its audit store and run files stay out of the repo), on free ports."""
     for part in ("examples/quickstart", "examples/servers", "examples/agents", "policies"):
-        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=RUN_FILES)
     ports = {name: free_port() for name in ("PORT", "DOCS_PORT", "PLANNER_PORT", "RESEARCHER_PORT")}
     for name, port in ports.items():
         monkeypatch.setenv(name, str(port))
