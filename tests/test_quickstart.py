@@ -42,6 +42,10 @@ def test_make_run_takes_a_port_and_the_demo_docs_server_and_agents_follow_it() -
     assert "PORT=8123 DOCS_PORT=9044 PLANNER_PORT=9045 RESEARCHER_PORT=9046 " in shown.stdout.decode()
     default = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=ROOT, capture_output=True)
     assert "PORT=8080 DOCS_PORT=9001 PLANNER_PORT=9002 RESEARCHER_PORT=9003 " in default.stdout.decode()
+    demo = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "agents-demo", "PORT=8123"], cwd=ROOT, capture_output=True
+    )
+    assert "examples/agents/run.py --gateway http://127.0.0.1:8123 " in demo.stdout.decode()
 
 
 async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
