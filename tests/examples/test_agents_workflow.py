@@ -5,7 +5,9 @@ planner's. The demo agents' keys reach only what their agent needs."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import httpx
 import orjson
 import pytest
 from a2a.client import ClientConfig, create_client
-from a2a.helpers import get_artifact_text, new_text_message
+from a2a.helpers import get_artifact_text, get_message_text, new_text_message
 from a2a.types import Role, SendMessageRequest, TaskState
 from click.testing import CliRunner
 
@@ -38,9 +40,24 @@ def quickstart_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pa
     return tmp_path / "examples" / "quickstart" / "agentgw.yaml", ports
 
 
-async def ask_planner(gateway: str, task: str, question: str) -> tuple[int, str]:
-    """The user's side: the a2a-sdk client, streaming, with the demo key and a task id. (final state, answer)"""
-    headers = {"Authorization": f"Bearer {DEMO_KEY}", "x-agentgw-task": task}
+@contextlib.asynccontextmanager
+async def quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Path]]:
+    """`agentgw serve` with a copy of the quickstart, once its agents and the docs server are up."""
+    cfg, ports = quickstart_copy(tmp_path, monkeypatch)
+    async with agentgw_serve(cfg, ports["PORT"]) as gw:
+        await gw.logged(f"[a2a:planner] ready on 127.0.0.1:{ports['PLANNER_PORT']}")
+        await gw.logged(f"[a2a:researcher] ready on 127.0.0.1:{ports['RESEARCHER_PORT']}")
+        await gw.logged("MCP server 'docs' connected")
+        yield f"http://127.0.0.1:{ports['PORT']}", cfg
+        gw.process.terminate()  # its audit writer drains on the way out
+
+
+async def ask_planner(
+    gateway: str, task: str, question: str, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """The user's side: the a2a-sdk client, streaming, with the demo key and a task id. (final state, the answer
+    or the failure's status message)"""
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "x-agentgw-task": task, **(headers or {})}
     state, answer = TaskState.TASK_STATE_UNSPECIFIED, ""
     async with httpx.AsyncClient(headers=headers, timeout=60) as http:
         client = await create_client(f"{gateway}/a2a/planner", client_config=ClientConfig(httpx_client=http))
@@ -48,7 +65,10 @@ async def ask_planner(gateway: str, task: str, question: str) -> tuple[int, str]
             request = SendMessageRequest(message=new_text_message(question, role=Role.ROLE_USER))
             async for event in client.send_message(request):
                 if event.HasField("status_update"):
-                    state = event.status_update.status.state
+                    status = event.status_update.status
+                    state = status.state
+                    if state == TaskState.TASK_STATE_FAILED:
+                        answer = get_message_text(status.message)
                 elif event.HasField("artifact_update"):
                     answer += get_artifact_text(event.artifact_update.artifact)
     return state, answer
@@ -61,17 +81,11 @@ def steps(node: dict[str, Any], *operations: str) -> list[dict[str, Any]]:
 async def test_a_question_to_the_planner_is_answered_from_the_docs_and_traced_as_nested_delegations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg, ports = quickstart_copy(tmp_path, monkeypatch)
-    gateway = f"http://127.0.0.1:{ports['PORT']}"
-    async with agentgw_serve(cfg, ports["PORT"]) as gw:
-        await gw.logged(f"[a2a:planner] ready on 127.0.0.1:{ports['PLANNER_PORT']}")
-        await gw.logged(f"[a2a:researcher] ready on 127.0.0.1:{ports['RESEARCHER_PORT']}")
-        await gw.logged("MCP server 'docs' connected")
+    async with quickstart(tmp_path, monkeypatch) as (gateway, cfg):
         with anyio.fail_after(60):
             async with httpx.AsyncClient(headers={"Authorization": f"Bearer {DEMO_KEY}"}) as http:
                 directory = (await http.get(f"{gateway}/a2a")).json()
             state, answer = await ask_planner(gateway, "trip-1", "How do budgets work?")
-        gw.process.terminate()  # its audit writer drains on the way out
     assert [(a["name"], a["available"]) for a in directory["agents"]] == [
         ("planner", True),
         ("researcher", True),
@@ -115,6 +129,30 @@ async def test_a_question_to_the_planner_is_answered_from_the_docs_and_traced_as
         line for line in text.splitlines() if "principal planner" in line or "principal researcher" in line
     ]
     assert len(nested) == 2 and nested[0].index("task") < nested[1].index("task"), text
+
+
+async def test_the_users_task_budget_bounds_the_agents_delegations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One agent call for the whole task: the user's message to the planner spends it, so the planner's own
+    # delegation to the researcher (charged to the user's task too, as an ancestor) is refused.
+    async with quickstart(tmp_path, monkeypatch) as (gateway, cfg):
+        with anyio.fail_after(60):
+            state, reason = await ask_planner(
+                gateway, "tight-1", "How do budgets work?", {"x-agentgw-budget-agent-calls": "1"}
+            )
+    assert state == TaskState.TASK_STATE_FAILED
+    assert reason.startswith("planner failed:") and "429" in reason, reason
+    shown = await anyio.run_process([AGENTGW, "trace", "show", "tight-1", "--config", str(cfg), "--json"])
+    [delegation] = steps(orjson.loads(shown.stdout), "SendStreamingMessage")
+    [planner] = delegation["child_tasks"]
+    [refused] = steps(planner, "SendMessage")
+    assert (refused["target"], refused["status"], refused["error_code"]) == (
+        "a2a:researcher",
+        "denied",
+        "budget_exhausted",
+    )
+    assert refused["child_tasks"] == []  # the researcher was never called
 
 
 @pytest.mark.parametrize(
