@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck bench conformance fmt clean
+.PHONY: install run agents-demo test check lint typecheck bench conformance fmt clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -14,13 +14,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# `make run PORT=8081`: the gateway's port; the quickstart's docs MCP server follows it (PORT + 921, 9001 by
-# default), so two checkouts can run side by side.
+# `make run PORT=8081`: the gateway's port; the quickstart's docs MCP server and demo agents follow it (docs
+# PORT + 921, planner + 922, researcher + 923: 9001-9003 by default), so two checkouts can run side by side.
 PORT ?= 8080
 DOCS_PORT ?= $(shell expr $(PORT) + 921)
+PLANNER_PORT ?= $(shell expr $(PORT) + 922)
+RESEARCHER_PORT ?= $(shell expr $(PORT) + 923)
 
 run: $(STAMP)
-	PORT=$(PORT) DOCS_PORT=$(DOCS_PORT) $(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
+	PORT=$(PORT) DOCS_PORT=$(DOCS_PORT) PLANNER_PORT=$(PLANNER_PORT) RESEARCHER_PORT=$(RESEARCHER_PORT) \
+		$(BIN)/agentgw serve --config examples/quickstart/agentgw.yaml
+
+# With `make run` going (same PORT): ask the planner, which delegates to the researcher; print the task's trace.
+QUESTION ?= How do budgets work?
+agents-demo: $(STAMP)
+	$(BIN)/python examples/agents/run.py --gateway http://127.0.0.1:$(PORT) \
+		--config examples/quickstart/agentgw.yaml "$(QUESTION)"
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -28,15 +37,15 @@ test: $(STAMP)
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentgw tests bench
-	$(BIN)/ruff format --check agentgw tests bench
+	$(BIN)/ruff check agentgw tests bench examples
+	$(BIN)/ruff format --check agentgw tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format agentgw tests bench
-	$(BIN)/ruff check --fix agentgw tests bench
+	$(BIN)/ruff format agentgw tests bench examples
+	$(BIN)/ruff check --fix agentgw tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/llm.py

@@ -18,6 +18,8 @@ from tests.support import agentgw_serve, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_KEY = {"authorization": "Bearer agw-demo-key"}
+# What a `make run` in the checkout leaves beside the config: a copy starts without them (its own trace).
+RUN_FILES = shutil.ignore_patterns("audit.db*", ".agentgw", "keys.yaml", "__pycache__")
 
 
 def test_the_check_config_example_in_the_docs_is_what_the_command_prints() -> None:
@@ -30,16 +32,20 @@ def test_the_check_config_example_in_the_docs_is_what_the_command_prints() -> No
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_run_takes_a_port_and_the_demo_docs_server_follows_it() -> None:
+def test_make_run_takes_a_port_and_the_demo_docs_server_and_agents_follow_it() -> None:
     shown = subprocess.run(
         ["make", "-n", "-o", ".venv/.installed", "run", "PORT=8123"],
         cwd=ROOT,
         capture_output=True,
         check=True,
     )
-    assert "PORT=8123 DOCS_PORT=9044 " in shown.stdout.decode()
+    assert "PORT=8123 DOCS_PORT=9044 PLANNER_PORT=9045 RESEARCHER_PORT=9046 " in shown.stdout.decode()
     default = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=ROOT, capture_output=True)
-    assert "PORT=8080 DOCS_PORT=9001 " in default.stdout.decode()
+    assert "PORT=8080 DOCS_PORT=9001 PLANNER_PORT=9002 RESEARCHER_PORT=9003 " in default.stdout.decode()
+    demo = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "agents-demo", "PORT=8123"], cwd=ROOT, capture_output=True
+    )
+    assert "examples/agents/run.py --gateway http://127.0.0.1:8123 " in demo.stdout.decode()
 
 
 async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
@@ -48,12 +54,15 @@ async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
     for part in (
         "examples/quickstart",
         "examples/servers",
+        "examples/agents",
         "policies",
     ):  # a copy: its run files stay out of the repo
-        shutil.copytree(ROOT / part, tmp_path / part)
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=RUN_FILES)
     port, docs_port = free_port(), free_port()
     monkeypatch.setenv("PORT", str(port))
     monkeypatch.setenv("DOCS_PORT", str(docs_port))
+    monkeypatch.setenv("PLANNER_PORT", str(free_port()))  # the demo agents start too: never on fixed ports
+    monkeypatch.setenv("RESEARCHER_PORT", str(free_port()))
     cfg = tmp_path / "examples" / "quickstart" / "agentgw.yaml"
     async with agentgw_serve(cfg, port) as gw:
         await gw.logged(f"[mcp:docs] ready on 127.0.0.1:{docs_port}")
