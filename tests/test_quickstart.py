@@ -56,6 +56,7 @@ async def test_the_quickstart_shows_task_budgets_and_follows_its_ports(
         "examples/servers",
         "examples/agents",
         "policies",
+        "registry",
     ):  # a copy: its run files stay out of the repo
         shutil.copytree(ROOT / part, tmp_path / part, ignore=RUN_FILES)
     port, docs_port = free_port(), free_port()

@@ -1,7 +1,7 @@
 """The quickstart's planner: an A2A agent that answers a question by asking a model for a plan and delegating the
 research to the `researcher` agent, both through the gateway, under the child task the gateway gave it.
 
-Launched by the gateway (examples/quickstart/registry/a2a.yaml): `python planner.py --port 9002`.
+Launched by the gateway (registry/agents.yaml): `python planner.py --port 9002`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The quickstart's researcher: an A2A agent that answers from the agentgw docs, which it reads with the docs MCP
 server's tools through the gateway (`docs__search`, `docs__read_doc`), under the child task the gateway gave it.
 
-Launched by the gateway (examples/quickstart/registry/a2a.yaml): `python researcher.py --port 9003`.
+Launched by the gateway (registry/agents.yaml): `python researcher.py --port 9003`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ RUN_FILES = shutil.ignore_patterns("audit.db*", ".agentgw", "keys.yaml", "__pyca
 
 def quickstart_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, int]]:
     """The quickstart in tmp_path (its audit store and run files stay out of the repo), on free ports."""
-    for part in ("examples/quickstart", "examples/servers", "examples/agents", "policies"):
+    for part in ("examples/quickstart", "examples/servers", "examples/agents", "policies", "registry"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=RUN_FILES)
     ports = {name: free_port() for name in ("PORT", "DOCS_PORT", "PLANNER_PORT", "RESEARCHER_PORT")}
     for name, port in ports.items():
