@@ -149,7 +149,9 @@ def make_card(agent: Agent, *, streaming: bool = True) -> AgentCard:
         pem = agent.signing_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        signer = create_agent_card_signer(pem, {"alg": "ES256", "kid": "agent-key", "typ": "JOSE", "jku": None})
+        signer = create_agent_card_signer(
+            pem, {"alg": "ES256", "kid": "agent-key", "typ": "JOSE", "jku": None}
+        )
         card = signer(card)
     return card
 

@@ -59,7 +59,9 @@ class Plane:
             out["A2A-Version"] = version
         return out
 
-    async def call(self, agent: str, method: str, params: dict[str, Any] | None = None, who: str = "alice") -> Any:
+    async def call(
+        self, agent: str, method: str, params: dict[str, Any] | None = None, who: str = "alice"
+    ) -> Any:
         """A JSON-RPC 1.0 call; its `result` (asserting there was one)."""
         r = await self.http.post(f"/a2a/{agent}", json=rpc(method, params), headers=self.headers(who))
         assert r.status_code == 200 and "result" in r.json(), r.text
@@ -71,7 +73,9 @@ class Plane:
     ) -> AsyncIterator[Client]:
         """An a2a-sdk client for `agent` through the gateway, as docs/a2a.md tells users to make one."""
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEYS[who]}"}, timeout=20) as http:
-            config = ClientConfig(httpx_client=http, streaming=streaming, supported_protocol_bindings=[binding])
+            config = ClientConfig(
+                httpx_client=http, streaming=streaming, supported_protocol_bindings=[binding]
+            )
             client = await create_client(f"{self.url}/a2a/{agent}", client_config=config)
             try:
                 yield client
@@ -92,12 +96,16 @@ def settings_for(tmp: Path, extra: dict[str, Any] | None = None) -> dict[str, An
         "policies": {"model": str(POLICIES / "model.conf"), "policy": str(tmp / "policy.csv")},
     }
     for key, value in (extra or {}).items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
 @contextlib.asynccontextmanager
-async def run_plane(tmp: Path, *agents: Agent, settings: dict[str, Any] | None = None) -> AsyncIterator[Plane]:
+async def run_plane(
+    tmp: Path, *agents: Agent, settings: dict[str, Any] | None = None
+) -> AsyncIterator[Plane]:
     """The gateway serving `agents` (by their names) and the mock LLM (for agents that call back); an agent of
     kind `caller` is told the gateway's URL and its key."""
     registry = {**MOCK_REGISTRY, "a2a": {"agents": [{"name": a.name, "url": a.url} for a in agents]}}
