@@ -21,6 +21,7 @@ from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, 
 from a2a.utils.signing import create_agent_card_signer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 
 from tests.support import free_port, serve
@@ -55,12 +56,19 @@ class Agent:
     signing_key: ec.EllipticCurvePrivateKey | None = None  # signed: the key its card was signed with
     gateway: tuple[str, str] | None = None  # caller: (gateway URL, API key), set once the gateway runs
     calls: list[int] = field(default_factory=list)  # caller: HTTP status of each call back to the gateway
+    open_requests: int = 0  # requests being answered (a stream stays open until it ends or its client leaves)
+    _idle: anyio.Event = field(default_factory=anyio.Event)
 
-    @property
-    def task_header(self) -> str | None:
-        """The x-agentgw-task of the last message the agent received."""
-        sent = [h["x-agentgw-task"] for h in self.requests if "x-agentgw-task" in h]
-        return sent[-1] if sent else None
+    async def wait_idle(self) -> None:
+        """Until no request is being answered (e.g. the gateway closed its stream to this agent)."""
+        while self.open_requests:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def reset(self) -> None:
+        """Fresh events for the next test sharing this agent (a module-wide gateway keeps its agents)."""
+        self.started, self.finished, self.cancelled = anyio.Event(), anyio.Event(), anyio.Event()
+        self.gate = None
 
 
 class Executor(AgentExecutor):
@@ -69,7 +77,9 @@ class Executor(AgentExecutor):
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.message is not None
-        self.agent.messages.append(dict(context.message.metadata or {}))
+        self.agent.messages.append(
+            MessageToDict(context.message.metadata) if context.message.metadata else {}
+        )
         try:
             await self.run(context, event_queue)
         finally:
@@ -77,6 +87,8 @@ class Executor(AgentExecutor):
 
     async def run(self, context: RequestContext, queue: EventQueue) -> None:
         assert context.message is not None
+        if self.agent.kind == "caller":  # before any event: the gateway checks a stream's budget at its first
+            await self.call_back(get_message_text(context.message))
         task = context.current_task
         first = task is None
         if task is None:
@@ -102,8 +114,6 @@ class Executor(AgentExecutor):
                     await self.agent.gate.wait()
             await updater.complete()
             return
-        if kind == "caller":
-            await self.call_back(text)
         await updater.add_artifact([new_text_part(f"echo: {text}")], name="echo")
         await updater.complete()
 
@@ -112,8 +122,9 @@ class Executor(AgentExecutor):
         assert self.agent.gateway is not None, "set agent.gateway before sending to a caller agent"
         url, key = self.agent.gateway
         headers = {"Authorization": f"Bearer {key}"}
-        if self.agent.task_header:
-            headers["x-agentgw-task"] = self.agent.task_header
+        handed = self.agent.messages[-1].get("io.agentgw/task")  # the gateway's stamp on this message
+        if isinstance(handed, str):
+            headers["x-agentgw-task"] = handed
         body = {"model": "mock-fast", "messages": [{"role": "user", "content": text}]}
         async with httpx.AsyncClient() as http:
             r = await http.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=10)
@@ -166,12 +177,22 @@ def extended_card(card: AgentCard) -> AgentCard:
 
 
 def recording(app: Any, agent: Agent) -> Any:
-    """The app, with each POST's headers appended to `agent.requests` (what the gateway sent upstream)."""
+    """The app, with each POST's headers appended to `agent.requests` (what the gateway sent upstream) and its open
+    requests counted."""
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             agent.requests.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        agent.open_requests += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            agent.open_requests -= 1
+            if not agent.open_requests:
+                agent._idle.set()
 
     return asgi
 
