@@ -23,6 +23,7 @@ KEYS = {
     "bob": "agw-bob-key-0123456789",
     "carol": "agw-carol-key-0123456789",  # may use only the agent named `echo`
     "agent": "agw-agent-key-0123456789",  # what the agents themselves call the gateway back with
+    "admin": "agw-admin-key-0123456789",  # the admin API (traces)
 }
 POLICY = """\
 p, role:agents, a2a:*, *, allow
@@ -90,6 +91,7 @@ def settings_for(tmp: Path, extra: dict[str, Any] | None = None) -> dict[str, An
         {"subject": "bob", "roles": ["agents"], "sha256": sha(KEYS["bob"])},
         {"subject": "carol", "roles": [], "sha256": sha(KEYS["carol"])},
         {"subject": "agent", "roles": ["agents"], "sha256": sha(KEYS["agent"])},
+        {"subject": "admin", "roles": ["admins"], "sha256": sha(KEYS["admin"])},
     ]
     out: dict[str, Any] = {
         "auth": {"api_keys": keys},
