@@ -234,3 +234,33 @@ async def test_the_gateways_refusals_keep_their_http_status_and_say_why_in_data(
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == -32015
     assert hidden.json()["error"]["message"].replace("slow", "nobody") == unknown.json()["error"]["message"]
     assert wrong_verb.status_code == 405
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        sdk_calls.PUBLIC_HOOK,
+        pytest.param(
+            "http://127.0.0.1:9/hook",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="mediate.py: the card's pushNotifications is not checked before the callback URL (tck helper)",
+            ),
+        ),
+    ],
+)
+async def test_push_config_on_an_agent_without_push_is_push_notification_not_supported(
+    plane: Plane, hook: str
+) -> None:
+    with anyio.fail_after(20):
+        tid = (await plane.call("echo", "SendMessage", {"message": message("hi")}))["task"]["id"]
+        r = await plane.http.post(
+            "/a2a/echo",
+            json=rpc("CreateTaskPushNotificationConfig", {"taskId": tid, "url": hook}),
+            headers=plane.headers(),
+        )
+        listed = await plane.http.post(
+            "/a2a/echo", json=rpc("ListTaskPushNotificationConfigs", {"taskId": tid}), headers=plane.headers()
+        )
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32003, r.text
+    assert listed.json()["error"]["code"] == -32003
