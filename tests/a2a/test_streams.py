@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ import pytest
 
 from tests.a2a.agents import Agent, run_agent
 from tests.a2a.plane import Plane, message, rpc, run_plane, sse_data
+from tests.support import audit_records
 
 KEEPALIVE_S = 0.05
 # Every task may spend 150 tokens: the caller agent's one LLM call (a 108-token prompt the mock echoes back)
@@ -36,18 +38,16 @@ async def agents_and_plane(
         run_agent("echo", "nostream", streaming=False) as nostream,
         run_agent("streamer", chunks=3) as streamer,
         run_agent("slow") as slow,
-        run_agent("caller") as caller,
         run_plane(
             tmp_path_factory.mktemp("streams"),
             echo,
             nostream,
             streamer,
             slow,
-            caller,
-            settings={"a2a": {"keepalive_s": KEEPALIVE_S}, "budgets": BUDGET},
+            settings={"a2a": {"keepalive_s": KEEPALIVE_S}},
         ) as p,
     ):
-        yield {a.name: a for a in (echo, nostream, streamer, slow, caller)}, p
+        yield {a.name: a for a in (echo, nostream, streamer, slow)}, p
 
 
 @pytest.fixture
@@ -184,25 +184,38 @@ async def test_an_agent_that_refuses_before_its_first_event_answers_a_plain_rest
 
 
 async def test_a_budget_spent_by_the_agent_mid_stream_ends_it_with_a_final_failed_status(
-    plane: Plane, agents: dict[str, Agent]
+    tmp_path: Path,
 ) -> None:
-    caller = agents["caller"]
+    """On both bindings; a gateway of its own, so its audit records can be read once it has stopped."""
     text = "spend " * 100
-    body = rpc("SendStreamingMessage", {"message": message(text)}, rid="cut")
-    with anyio.fail_after(20):
-        async with plane.http.stream("POST", "/a2a/caller", json=body, headers=plane.headers()) as r:
-            assert r.status_code == 200
-            frames = sse_data((await r.aread()).decode())
-    assert caller.calls == [200]  # the agent's own LLM call went through, charged to the task it was handed
-    last = frames[-1]["result"]
-    assert set(last) == {"statusUpdate"}
-    assert last["statusUpdate"]["status"]["state"] == "TASK_STATE_FAILED"
-    assert last["statusUpdate"]["metadata"] == {"io.agentgw/cut": "budget_exhausted"}
-    assert last["statusUpdate"]["taskId"] == frames[0]["result"]["task"]["id"]
-    states = [
-        f["result"]["statusUpdate"]["status"]["state"] for f in frames[:-1] if "statusUpdate" in f["result"]
+    got: dict[str, list[dict[str, Any]]] = {}
+    async with run_agent("caller") as caller:
+        with anyio.fail_after(20):
+            async with run_plane(tmp_path, caller, settings={"budgets": BUDGET}) as p:
+                for binding in ("jsonrpc", "rest"):
+                    async with open_stream(p, binding, "caller", text) as r:
+                        assert r.status_code == 200
+                        got[binding] = [result(f, binding) for f in sse_data((await r.aread()).decode())]
+    assert caller.calls == [
+        200,
+        200,
+    ]  # the agent's own LLM calls went through, charged to the task it was handed
+    for binding, events in got.items():
+        last = events[-1]
+        assert set(last) == {"statusUpdate"}, binding
+        assert last["statusUpdate"]["status"]["state"] == "TASK_STATE_FAILED"
+        assert last["statusUpdate"]["metadata"] == {"io.agentgw/cut": "budget_exhausted"}
+        assert last["statusUpdate"]["taskId"] == events[0]["task"]["id"]
+        states = [e["statusUpdate"]["status"]["state"] for e in events[:-1] if "statusUpdate" in e]
+        assert "TASK_STATE_COMPLETED" not in states  # nothing after the cut
+    streams = [r for r in audit_records(tmp_path) if r["operation"] == "SendStreamingMessage"]
+    assert [(r["plane"], r["target"], r["stream_cut"]) for r in streams] == [
+        ("a2a", "a2a:caller", "budget_exhausted"),
+        ("a2a", "a2a:caller", "budget_exhausted"),
     ]
-    assert "TASK_STATE_COMPLETED" not in states  # nothing after the cut
+    assert {d["rule"].split(":")[0] for r in streams for d in r["decisions"] if d["outcome"] == "deny"} == {
+        "stream cut"
+    }
 
 
 async def test_a_stream_through_a_closed_http_client_is_not_a_crash(plane: Plane) -> None:
