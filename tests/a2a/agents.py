@@ -34,6 +34,7 @@ KINDS = {
     "signed": "the echo agent with a card signed by its own key (the SDK's signer)",
     "push": "the echo agent with capabilities.pushNotifications and an in-memory push config store",
     "extended": "the echo agent with an extended card (one more skill)",
+    "failing": "starts working, sends one artifact, then raises (an error mid-stream)",
     "caller": "calls the gateway's LLM plane with the task it was handed (x-agentgw-task), then completes",
 }
 
@@ -106,6 +107,9 @@ class Executor(AgentExecutor):
             await self.agent.cancelled.wait()  # cancel() sends the CANCELED status itself
             return
         await updater.start_work()
+        if kind == "failing":
+            await updater.add_artifact([new_text_part("half")], name="half")
+            raise RuntimeError("the failing agent fails")
         if kind == "streamer":
             self.agent.started.set()
             for n in range(self.agent.chunks):

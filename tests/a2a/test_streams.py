@@ -13,8 +13,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from a2a.client import Client
+from a2a.types import SendMessageRequest
+from a2a.utils.errors import InternalError
 
-from tests.a2a.agents import Agent, run_agent
+from tests.a2a.agents import Agent, run_agent, user_message
 from tests.a2a.plane import Plane, message, rpc, run_plane, sse_data
 from tests.support import audit_records
 
@@ -38,16 +41,18 @@ async def agents_and_plane(
         run_agent("echo", "nostream", streaming=False) as nostream,
         run_agent("streamer", chunks=3) as streamer,
         run_agent("slow") as slow,
+        run_agent("failing") as failing,
         run_plane(
             tmp_path_factory.mktemp("streams"),
             echo,
             nostream,
             streamer,
             slow,
+            failing,
             settings={"a2a": {"keepalive_s": KEEPALIVE_S}},
         ) as p,
     ):
-        yield {a.name: a for a in (echo, nostream, streamer, slow)}, p
+        yield {a.name: a for a in (echo, nostream, streamer, slow, failing)}, p
 
 
 @pytest.fixture
@@ -181,6 +186,36 @@ async def test_an_agent_that_refuses_before_its_first_event_answers_a_plain_rest
         )
     assert r.status_code == 400 and not r.headers["content-type"].startswith("text/event-stream")
     assert r.json()["error"]["details"][0]["reason"] == "UNSUPPORTED_OPERATION"
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+async def test_an_error_the_agent_sends_mid_stream_reaches_the_sdk_client_after_the_events_before_it(
+    plane: Plane, binding: str
+) -> None:
+    got: list[str] = []
+
+    async def follow(client: Client) -> None:
+        async for ev in client.send_message(SendMessageRequest(message=user_message("x"))):
+            got.append(str(ev.WhichOneof("payload")))
+
+    with anyio.fail_after(20):
+        async with plane.client("failing", binding=binding) as client:
+            with pytest.raises(InternalError, match="the failing agent fails"):
+                await follow(client)
+    assert got == ["task", "status_update", "artifact_update"]
+
+
+async def test_an_error_mid_stream_is_the_bindings_error_event(plane: Plane) -> None:
+    with anyio.fail_after(20):
+        async with open_stream(plane, "jsonrpc", "failing", "x") as r:
+            frames = sse_data((await r.aread()).decode())
+        async with open_stream(plane, "rest", "failing", "x") as r:
+            text = (await r.aread()).decode()
+    assert frames[-1]["id"] == "s1" and frames[-1]["error"]["code"] == -32603
+    assert "result" in frames[-2]
+    last = text.strip().split("\n\n")[-1]
+    assert last.startswith("event: error\ndata: ")
+    assert json.loads(last.split("data: ", 1)[1])["error"]["status"] == "INTERNAL"
 
 
 async def test_a_budget_spent_by_the_agent_mid_stream_ends_it_with_a_final_failed_status(
