@@ -59,6 +59,15 @@ class Agent:
     calls: list[int] = field(default_factory=list)  # caller: HTTP status of each call back to the gateway
     open_requests: int = 0  # requests being answered (a stream stays open until it ends or its client leaves)
     _idle: anyio.Event = field(default_factory=anyio.Event)
+    _stops: dict[str, anyio.Event] = field(
+        default_factory=dict
+    )  # slow: one per task, set when it is cancelled
+
+    def stop(self, task_id: str | None = None) -> None:
+        """End a slow agent's task (every one: None), as a cancel does."""
+        for tid, ev in self._stops.items():
+            if task_id is None or tid == task_id:
+                ev.set()
 
     async def wait_idle(self) -> None:
         """Until no request is being answered (e.g. the gateway closed its stream to this agent)."""
@@ -103,8 +112,9 @@ class Executor(AgentExecutor):
             return
         if kind == "slow":
             await updater.start_work()
+            stop = self.agent._stops.setdefault(task.id, anyio.Event())
             self.agent.started.set()
-            await self.agent.cancelled.wait()  # cancel() sends the CANCELED status itself
+            await stop.wait()  # cancel() sends the CANCELED status itself
             return
         await updater.start_work()
         if kind == "failing":
@@ -137,6 +147,7 @@ class Executor(AgentExecutor):
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id is not None and context.context_id is not None
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+        self.agent.stop(context.task_id)
         self.agent.cancelled.set()
 
 
@@ -234,7 +245,7 @@ async def run_agent(
         try:
             yield agent
         finally:
-            agent.cancelled.set()  # a slow agent still working stops with its server
+            agent.stop()  # a slow agent's tasks still working stop with its server
             if agent.gate is not None:
                 agent.gate.set()
             await handler.aclose()

@@ -142,6 +142,7 @@ async def test_a_client_that_leaves_closes_the_agents_stream_and_the_task_goes_o
 ) -> None:
     slow = agents["slow"]
     with anyio.fail_after(20):
+        await slow.wait_idle()  # an earlier test's stream may still be winding down
         async with open_stream(plane, "jsonrpc", "slow", "leave") as r:
             task = (await next_data(r.aiter_lines()))["result"]["task"]
             await slow.started.wait()
