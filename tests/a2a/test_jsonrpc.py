@@ -264,3 +264,24 @@ async def test_push_config_on_an_agent_without_push_is_push_notification_not_sup
         )
     assert r.status_code == 200 and r.json()["error"]["code"] == -32003, r.text
     assert listed.json()["error"]["code"] == -32003
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(
+            {"message": {"messageId": 5, "role": "ROLE_USER", "parts": [{"text": "x"}]}}, id="bad-id"
+        ),
+        pytest.param({"message": {"role": "ROLE_NOPE", "parts": "x"}}, id="bad-role-and-parts"),
+        pytest.param(
+            {"message": message("x"), "configuration": {"historyLength": -5}}, id="negative-history"
+        ),
+    ],
+)
+async def test_params_the_agent_cannot_read_are_its_invalid_params_relayed(
+    plane: Plane, params: dict[str, Any]
+) -> None:
+    with anyio.fail_after(20):
+        doc = await post(plane, "echo", rpc("SendMessage", params, rid="bad"))
+    assert doc["id"] == "bad" and doc["error"]["code"] == -32602
+    assert doc["error"]["data"][0]["reason"] == "INVALID_PARAMS"  # the agent's own ErrorInfo, as it sent it

@@ -55,11 +55,11 @@ async def test_the_sdk_client_uses_every_method_over_http_json_through_the_gatew
 
 
 def status_body(doc: Any, status: int, grpc: str, reason: str, domain: str) -> None:
-    """`doc` is a google.rpc.Status error body with one ErrorInfo."""
+    """`doc` is a google.rpc.Status error body whose first detail is an ErrorInfo."""
     err = doc["error"]
     assert (err["code"], err["status"]) == (status, grpc), doc
     assert isinstance(err["message"], str) and err["message"]
-    [info] = err["details"]
+    info = err["details"][0]  # an agent's may go on (a BadRequest with field violations)
     assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert (info["reason"], info["domain"]) == (reason, domain), doc
 
@@ -206,3 +206,21 @@ async def test_without_a_key_it_is_401_with_a_challenge(plane: Plane) -> None:
         r = await plane.http.get("/a2a/echo/rest/tasks", headers={"A2A-Version": "1.0"})
     assert r.status_code == 401 and "www-authenticate" in r.headers
     status_body(r.json(), 401, "UNAUTHENTICATED", r.json()["error"]["details"][0]["reason"], "agentgw")
+
+
+@pytest.mark.parametrize(
+    ("verb", "path", "body"),
+    [
+        pytest.param("GET", "/a2a/echo/rest/tasks?pageSize=abc", None, id="page-size-not-a-number"),
+        pytest.param("GET", "/a2a/echo/rest/tasks?historyLength=-1", None, id="negative-history"),
+        pytest.param("POST", "/a2a/echo/rest/message:send", {"message": {"role": 99}}, id="bad-message"),
+        pytest.param("POST", "/a2a/echo/rest/tasks/x:cancel", [1], id="body-not-an-object"),
+    ],
+)
+async def test_params_that_cannot_be_read_are_400_invalid_params(
+    plane: Plane, verb: str, path: str, body: Any
+) -> None:
+    with anyio.fail_after(20):
+        r = await plane.http.request(verb, path, json=body, headers=plane.headers())
+    assert r.status_code == 400, r.text
+    status_body(r.json(), 400, "INVALID_ARGUMENT", "INVALID_PARAMS", "a2a-protocol.org")
