@@ -159,7 +159,7 @@ async def test_every_operation_is_an_audit_record_and_the_agents_calls_nest_unde
     async with run_agent("caller") as caller:
         with anyio.fail_after(20):
             async with run_plane(tmp_path, caller, settings=budget) as p:
-                h = p.headers(**{"x-agentgw-task": "trip-42"})
+                h = p.headers(**{"x-agentgw-task": "trip-42", "A2A-Extensions": "https://example.com/ext/v1"})
                 sent = await p.http.post(
                     "/a2a/caller", json=rpc("SendMessage", {"message": message("plan")}), headers=h
                 )
@@ -174,6 +174,9 @@ async def test_every_operation_is_an_audit_record_and_the_agents_calls_nest_unde
         caller.requests[1]["x-agentgw-task"] == "trip-42"
     )  # a read delegates nothing: the caller's own task
     assert caller.calls == [200]
+    for sent_up in caller.requests:  # what the agent sees: never the caller's credential
+        assert KEYS["alice"] not in " ".join(sent_up.values())
+        assert sent_up["a2a-version"] == "1.0" and sent_up["a2a-extensions"] == "https://example.com/ext/v1"
 
     records = audit_records(tmp_path)
     mine = [r for r in records if r["task_id"] == "trip-42"]
@@ -189,6 +192,8 @@ async def test_every_operation_is_an_audit_record_and_the_agents_calls_nest_unde
         and send["charged"] == {"agent_calls": 1}
     )
     assert send["response"]["task_id"] == task["id"] and send["response"]["state"] == "TASK_STATE_COMPLETED"
+    # the agent got the step's trace context: its upstream attempt's span under the record's trace
+    assert caller.requests[0]["traceparent"] == f"00-{send['trace_id']}-{send['attempts'][0]['span_id']}-01"
     [llm] = [r for r in records if r["plane"] == "llm"]
     assert llm["task_id"] == child and llm["principal"] == "agent"
 

@@ -100,6 +100,7 @@ async def test_events_arrive_in_order_as_the_agent_sends_them_not_when_it_finish
     with anyio.fail_after(20):
         async with open_stream(plane, binding, "streamer", "go") as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["x-agentgw-task"].startswith("t-")  # the task the gateway filed the stream under
             lines = r.aiter_lines()
             got = [result(await next_data(lines), binding) for _ in range(3)]
             # the agent is held after its first artifact: what arrived was relayed while it still works
