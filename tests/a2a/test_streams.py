@@ -122,11 +122,14 @@ async def test_events_arrive_in_order_as_the_agent_sends_them_not_when_it_finish
     assert got[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
-async def test_an_idle_stream_gets_keep_alive_comments(plane: Plane, agents: dict[str, Agent]) -> None:
+@pytest.mark.parametrize("binding", ["jsonrpc", "rest"])
+async def test_an_idle_stream_gets_keep_alive_comments(
+    plane: Plane, agents: dict[str, Agent], binding: str
+) -> None:
     with anyio.fail_after(20):
-        async with open_stream(plane, "jsonrpc", "slow", "idle") as r:
+        async with open_stream(plane, binding, "slow", "idle") as r:
             lines = r.aiter_lines()
-            task = (await next_data(lines))["result"]["task"]
+            task = result(await next_data(lines), binding)["task"]
             await agents["slow"].started.wait()
             async for line in lines:
                 if line == ": keep-alive":
@@ -134,8 +137,8 @@ async def test_an_idle_stream_gets_keep_alive_comments(plane: Plane, agents: dic
             else:
                 raise AssertionError("no keep-alive before the stream ended")
             await plane.call("slow", "CancelTask", {"id": task["id"]})
-            rest = sse_data("\n".join([line async for line in lines]))
-    assert rest[-1]["result"]["statusUpdate"]["status"]["state"] == "TASK_STATE_CANCELED"
+            rest = [result(f, binding) for f in sse_data("\n".join([line async for line in lines]))]
+    assert rest[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_CANCELED"
 
 
 async def test_a_client_that_leaves_closes_the_agents_stream_and_the_task_goes_on(
