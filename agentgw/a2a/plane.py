@@ -6,7 +6,6 @@ pipeline; errors are A2A errors in the binding's own envelope, never a 500."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +15,9 @@ from agentgw.a2a.catalog.cards import (
     CardCache,
     CardUnavailable,
     GatewaySecurity,
+    etag_matches,
     rewrite_card,
+    served,
 )
 from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest
@@ -49,6 +50,7 @@ from agentgw.upstream import UpstreamPool
 CARD_SUFFIX = "/.well-known/agent-card.json"
 REST_MEDIA = [(b"content-type", rest.MEDIA_TYPE.encode())]
 _JSON_TYPES = ("application/json", "application/a2a+json")
+_MEMO_MAX = 16
 
 
 class AgentNotFound(NotFound):
@@ -346,8 +348,16 @@ class A2APlane:
         base = self.base_url(scope, ex.headers)
 
         async def forward(e: Exchange) -> Result:
-            card = await self.agents[agent].card()
-            return Result(payload=self.rewrite(agent, card, base))
+            # The rewritten (and re-signed) card is kept with the fetched one, per base URL: an ES256 signature
+            # differs each time it is made, and the ETag must stay the same while the agent's card does.
+            cached = await self.agents[agent].cached()
+            key = f"served:{base}"
+            made = cached.memo.get(key)
+            if made is None:
+                if len(cached.memo) >= _MEMO_MAX:  # bases are Host headers: a bounded few are kept
+                    cached.memo.clear()
+                made = cached.memo[key] = served(self.rewrite(agent, cached.card, base))
+            return Result(payload=made)
 
         try:
             result = await self.pipeline.run(ex, forward)
@@ -355,10 +365,10 @@ class A2APlane:
             status, body = rest.error_response(err)
             await send_bytes(send, status, body, extra={**reply, **err.headers})
             return
-        body = orjson.dumps(result.payload)
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        extra = {**reply, "etag": etag, "cache-control": "private, max-age=60"}
-        if ex.headers.get("if-none-match") == etag:
+        body, headers = result.payload
+        etag = headers["etag"]
+        extra = {**reply, **{k: v for k, v in headers.items() if k != "content-type"}}
+        if etag_matches(ex.headers.get("if-none-match"), etag):
             await send(
                 {
                     "type": "http.response.start",
