@@ -122,7 +122,7 @@ async def alices_view(http: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
     return result
 
 
-def reasons(error: dict[str, Any]) -> list[str]:
+def reasons(error: dict[str, Any]) -> list[Any]:
     return [d.get("reason") for d in error.get("data") or [] if isinstance(d, dict)]
 
 
