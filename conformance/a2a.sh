@@ -11,6 +11,9 @@
 #                    conformance/a2a-requirements.txt changes)
 #   A2A_TCK_OUT      results: JUnit reports, logs, summary   (default conformance/results-a2a, wiped first)
 #   A2A_TCK_TIMEOUT  seconds for one TCK run                 (default 300; a run takes a few seconds)
+#   A2A_TCK_SUT      snapshot: the snapshot's SUT as it is (default); fixed: with
+#                    conformance/a2a-sut-task-first.patch applied to the copy (about 70 more tests run on both
+#                    sides; each TCK run then takes about a minute)
 #   PYTHON           interpreter with agentgw's dependencies (default .venv/bin/python, else python3); agentgw's
 #                    code is always this checkout's (PYTHONPATH)
 #   TCK_PYTHON       interpreter to build the TCK venv with  (default python3)
@@ -121,6 +124,17 @@ STARTED=$SECONDS
 TCK="$WORK/tck"
 cp -R "$A2A_TCK_DIR" "$TCK"
 chmod -R u+w "$TCK"
+case "${A2A_TCK_SUT:-snapshot}" in
+  snapshot) ;;
+  fixed)
+    # Outside any repository (the ceiling stops git from finding one above a $TMPDIR inside a checkout), so the
+    # patch's paths are read from the copy's root.
+    (cd "$TCK" && export GIT_CEILING_DIRECTORIES="$WORK" && git apply --check "$HERE/a2a-sut-task-first.patch" &&
+      git apply "$HERE/a2a-sut-task-first.patch") ||
+      die "conformance/a2a-sut-task-first.patch does not apply to the snapshot's SUT"
+    log "SUT patched: conformance/a2a-sut-task-first.patch" ;;
+  *) die "A2A_TCK_SUT must be snapshot or fixed, not '${A2A_TCK_SUT}'" ;;
+esac
 log "TCK snapshot $A2A_TCK_DIR, a2a-sdk $("$TPY" -c 'import importlib.metadata as m; print(m.version("a2a-sdk"))')"
 
 # --- the SUT alone ------------------------------------------------------------------------------------------------

@@ -273,3 +273,18 @@ async def test_a_push_callback_set_with_a_send_is_checked_like_a_created_one(tmp
                 "error"
             ]
             assert err["code"] == -32602
+
+
+async def test_rest_query_parameters_are_read_under_either_spelling(tmp_path: Path) -> None:
+    async with through_gateway(tmp_path) as (http, _):
+        task = await alice_opens_a_task(http)
+        more = rpc("SendMessage", message("more", "a2", taskId=task["id"], contextId=task["contextId"]))
+        assert "result" in (await http.post("/a2a/asker", json=more, headers=ALICE)).json()
+        full = (await http.get(f"/a2a/asker/rest/tasks/{task['id']}", headers=ALICE)).json()
+        assert len(full["history"]) > 1
+        for key in ("historyLength", "history_length"):
+            r = await http.get(f"/a2a/asker/rest/tasks/{task['id']}?{key}=1", headers=ALICE)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["history"]) == 1
+        bad = await http.get(f"/a2a/asker/rest/tasks/{task['id']}?history_length=many", headers=ALICE)
+        assert bad.status_code == 400

@@ -46,8 +46,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Method]] = [
     ("GET", re.compile(rf"/tasks/{_SEG}"), GET_TASK),
     ("GET", re.compile(r"/extendedAgentCard"), EXTENDED_CARD),
 ]
-_INTS = frozenset({"historyLength", "pageSize"})
-_BOOLS = frozenset({"includeArtifacts"})
+# Typed query parameters, under both the names json_format accepts (canonical() renames them afterwards).
+_INTS = frozenset({"historyLength", "history_length", "pageSize", "page_size"})
+_BOOLS = frozenset({"includeArtifacts", "include_artifacts"})
 
 
 class NoRoute(A2AError):
