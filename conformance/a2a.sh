@@ -114,7 +114,8 @@ run_tck() {  # run_tck LABEL URL: the TCK against URL, JUnit report in $OUT/LABE
     [ $rc -eq 124 ] && log "the TCK run hit its ${TCK_TIMEOUT}s timeout"
     die_log "$OUT/$label.out" "the TCK did not complete against $label (exit $rc; see $OUT/$label.out)"
   fi
-  tail -n 1 "$OUT/$label.out" | sed "s/^/  $label: /" >&2
+  [ -s "$OUT/$label.xml" ] || die_log "$OUT/$label.out" "the TCK wrote no JUnit report against $label"
+  log "  $label: $("$TPY" "$HERE/a2a_tck.py" score "$OUT/$label.xml")"
 }
 
 rm -rf "$OUT"

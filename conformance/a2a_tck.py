@@ -34,8 +34,10 @@ def outcomes(path: Path) -> dict[str, str]:
 
 
 def score(results: dict[str, str]) -> str:
+    """`passed=81 failed=29 skipped=149 xfailed=6`: not pytest's closing-line form, which CI logs are read for
+    (these are the TCK's results, not the project's tests)."""
     counts = {o: sum(1 for v in results.values() if v == o) for o in OUTCOMES}
-    return ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
+    return " ".join(f"{o}={counts[o]}" for o in OUTCOMES)
 
 
 def compare(alone_xml: Path, gateway_xml: Path, summary: Path | None) -> int:
@@ -114,6 +116,8 @@ def main() -> int:
     c.add_argument("alone", type=Path)
     c.add_argument("gateway", type=Path)
     c.add_argument("--summary", type=Path)
+    sc = sub.add_parser("score")
+    sc.add_argument("report", type=Path)
     r = sub.add_parser("ready")
     r.add_argument("gateway")
     r.add_argument("agent")
@@ -122,6 +126,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "compare":
         return compare(args.alone, args.gateway, args.summary)
+    if args.cmd == "score":
+        print(score(outcomes(args.report)))
+        return 0
     return ready(args.gateway, args.agent, args.key, args.timeout)
 
 
