@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run agents-demo test check lint typecheck bench conformance fmt clean
+.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -54,8 +54,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/mcp_bench.py
 	$(BIN)/python bench/audit_bench.py
 
-conformance: $(STAMP)
+# Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).
+conformance: conformance-mcp conformance-a2a
+
+conformance-mcp: $(STAMP)
 	bash conformance/run.sh
 
+conformance-a2a: $(STAMP)
+	bash conformance/a2a.sh
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-tck .mypy_cache .ruff_cache .pytest_cache

@@ -107,12 +107,26 @@ def rpc_code(err: GatewayError) -> int:
     return _RPC_BY_CODE.get(err.code) or _RPC_BY_STATUS.get(err.status, INTERNAL_ERROR)
 
 
+def error_info(reason: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A `google.rpc.ErrorInfo` typed detail in the A2A domain (as a2a-sdk builds them)."""
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "a2a-protocol.org",
+        "metadata": metadata if metadata is not None else {},
+    }
+
+
 def rpc_error(err: GatewayError, task_id: str | None = None) -> dict[str, Any]:
-    """The JSON-RPC error object for `err`: an agent's verbatim; the gateway's with its stable code in `data`."""
+    """The JSON-RPC error object for `err`: an agent's verbatim; an A2A error the gateway raised itself with
+    `data` as a list holding its ErrorInfo (as a2a-sdk answers: clients read the reason there); the gateway's
+    own refusals with its stable code in `data`."""
     if isinstance(err, A2AError):
         out: dict[str, Any] = {"code": err.rpc_code, "message": err.message}
         if err.rpc_data is not None:
             out["data"] = err.rpc_data
+        elif err.rpc_code in REST and err.rpc_code != PARSE_ERROR:
+            out["data"] = [error_info(REST[err.rpc_code][2])]
         return out
     data: dict[str, Any] = {"code": err.code, "status": err.status}
     if task_id is not None:
@@ -131,14 +145,7 @@ def rest_error(err: GatewayError) -> tuple[int, dict[str, Any]]:
     if isinstance(err, A2AError):
         status, grpc, reason = REST.get(err.rpc_code, (500, "INTERNAL", "INTERNAL_ERROR"))
         meta = err.rpc_data if isinstance(err.rpc_data, dict) else {}
-        details: list[Any] = [
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason,
-                "domain": "a2a-protocol.org",
-                "metadata": meta,
-            }
-        ]
+        details: list[Any] = [error_info(reason, meta)]
         if isinstance(err.rpc_data, list):  # already typed details (an agent's, relayed)
             details = err.rpc_data
         return status, {"error": {"code": status, "status": grpc, "message": err.message, "details": details}}

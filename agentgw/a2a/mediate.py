@@ -12,8 +12,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agentgw.a2a.errors import INVALID_PARAMS, TASK_NOT_FOUND, A2AError, task_not_found
-from agentgw.a2a.methods import CANCEL, TASK_META_KEY, Method
+from agentgw.a2a.errors import (
+    INVALID_PARAMS,
+    PUSH_NOT_SUPPORTED,
+    TASK_NOT_FOUND,
+    A2AError,
+    task_not_found,
+)
+from agentgw.a2a.methods import CANCEL, PUSH_METHODS, TASK_META_KEY, Method
 from agentgw.a2a.ownership import Ownership
 from agentgw.a2a.upstream.agent import AgentUpstream
 from agentgw.errors import GatewayError, UpstreamError
@@ -99,6 +105,12 @@ class Mediator:
         owner, agent, m = ex.principal.subject, call.agent, call.method
         up = self.agents()[agent]
         params = call.params
+        if m.name in PUSH_METHODS:
+            # Before ownership, as an a2a-sdk agent checks it: an agent without push answers every push
+            # operation so, whoever owns the task.
+            caps = (await up.card()).get("capabilities")
+            if not (isinstance(caps, dict) and caps.get("pushNotifications") is True):
+                raise A2AError(PUSH_NOT_SUPPORTED, "Push Notification is not supported")
         if m.task_param:
             tid = params.get(m.task_param)
             if not isinstance(tid, str) or not tid:
@@ -131,6 +143,18 @@ class Mediator:
             held = await self.ownership.owner(agent, context_id=ctx)
             if held is not None and held != owner:
                 raise A2AError(TASK_NOT_FOUND, "Context not found")
+        # Referenced tasks are loaded into the agent's context (a2a-sdk's related_tasks): only the caller's own.
+        refs = msg.get("referenceTaskIds")
+        if refs is not None:
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise A2AError(INVALID_PARAMS, "'message.referenceTaskIds' must be a list of task ids.")
+            for ref in refs:
+                if await self.ownership.owner(agent, task_id=ref) != owner:
+                    raise task_not_found(ref)
+        config = params.get("configuration")
+        push = config.get("taskPushNotificationConfig") if isinstance(config, dict) else None
+        if push is not None:  # a callback set with the send: the same egress check as a created config
+            await self._check_push(push if isinstance(push, dict) else {})
         task = ex.outbound_task
         if task is None:
             return params

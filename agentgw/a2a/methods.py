@@ -1,10 +1,13 @@
 """The A2A operations the gateway serves: one table, by A2A 1.0 method name, with each one's Casbin action, whether
 it answers with a stream, its A2A 0.3 JSON-RPC name and its HTTP+JSON route. Both front doors and the upstream
-speak from this table."""
+speak from this table, and `canonical()` spells a request's params the one way the gateway's checks read them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from agentgw.a2a.errors import INVALID_PARAMS, A2AError
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,60 @@ METHODS: dict[str, Method] = {
     )
 }
 V03_METHODS: dict[str, Method] = {m.v03: m for m in METHODS.values() if m.v03}
+PUSH_METHODS = frozenset({PUSH_CREATE.name, PUSH_GET.name, PUSH_LIST.name, PUSH_DELETE.name})
+
+# Each method's params as the A2A 1.0 protobuf message an a2a-sdk agent parses them into (a2a.types).
+REQUEST_TYPES = {
+    SEND.name: "SendMessageRequest",
+    STREAM.name: "SendMessageRequest",
+    GET_TASK.name: "GetTaskRequest",
+    LIST_TASKS.name: "ListTasksRequest",
+    CANCEL.name: "CancelTaskRequest",
+    SUBSCRIBE.name: "SubscribeToTaskRequest",
+    PUSH_CREATE.name: "TaskPushNotificationConfig",
+    PUSH_GET.name: "GetTaskPushNotificationConfigRequest",
+    PUSH_LIST.name: "ListTaskPushNotificationConfigsRequest",
+    PUSH_DELETE.name: "DeleteTaskPushNotificationConfigRequest",
+    EXTENDED_CARD.name: "GetExtendedAgentCardRequest",
+}
+
+
+def canonical(method: Method, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with every field under its JSON name (`taskId`, `contextId`, `referenceTaskIds`, ...). An agent
+    parses params with protobuf's json_format, which also accepts each field's proto name (`task_id`): the
+    ownership checks read the JSON names, so a request must reach them, and the agent, spelled that one way.
+    A field given under both names is refused (json_format would refuse it too). Free-form values (metadata,
+    data parts: google.protobuf types) and unknown keys are left as they came."""
+    from a2a import types
+
+    desc = getattr(types, REQUEST_TYPES[method.name]).DESCRIPTOR
+    return _canonical(desc, params, "")
+
+
+def _canonical(desc: Any, obj: dict[str, Any], at: str) -> dict[str, Any]:  # desc: a protobuf Descriptor
+    out: dict[str, Any] = {}
+    seen: dict[str, str] = {}  # field (JSON name) -> the key it came under
+    by_json = {f.json_name: f for f in desc.fields}
+    for key, value in obj.items():
+        field = by_json.get(key) or desc.fields_by_name.get(key)
+        if field is None:
+            out[key] = value
+            continue
+        name = field.json_name
+        if name in seen:
+            raise A2AError(
+                INVALID_PARAMS, f"Invalid params: '{at}{name}' is given twice ('{seen[name]}', '{key}')."
+            )
+        seen[name] = key
+        inner = field.message_type
+        if inner is not None and not inner.full_name.startswith("google.protobuf."):
+            if isinstance(value, dict):
+                value = _canonical(inner, value, f"{at}{name}.")
+            elif isinstance(value, list):
+                value = [_canonical(inner, v, f"{at}{name}.") if isinstance(v, dict) else v for v in value]
+        out[name] = value
+    return out
+
 
 # The metadata key under which a delegated message carries the child task minted for it (also sent as the
 # `x-agentgw-task` header), so an agent calling back through the gateway charges that task and its ancestors.

@@ -205,6 +205,9 @@ class A2APlane:
             rpc_id = err.rpc_id if isinstance(err, jsonrpc.Refused) else None
             if isinstance(err, jsonrpc.Refused) and err.method:
                 ex.operation = err.method
+            if isinstance(err, jsonrpc.Refused) and err.era:
+                # The method's era, not the header's: a version refusal is told in the refused method's envelope.
+                era = err.era
             err = await self.pipeline.reject(ex, err)
             body = jsonrpc.error_body(rpc_id, _rpc_not_found(err), era, ex.task.task_id)
             await send_bytes(send, http_status(err), body, extra={**reply, **err.headers})

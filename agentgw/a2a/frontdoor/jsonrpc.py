@@ -20,17 +20,27 @@ from agentgw.a2a.errors import (
     A2AError,
     rpc_error,
 )
-from agentgw.a2a.methods import METHODS, V03_METHODS, Method
+from agentgw.a2a.methods import METHODS, V03_METHODS, Method, canonical
 from agentgw.errors import GatewayError
 
 
 class Refused(A2AError):
-    """A request refused before mediation, answered to its JSON-RPC id (when it had a readable one)."""
+    """A request refused before mediation, answered to its JSON-RPC id (when it had a readable one) and, once its
+    method is known, in that method's era: a 1.0 method refused for its `A2A-Version` is answered in 1.0's
+    envelope, whatever the header said."""
 
-    def __init__(self, rpc_code: int, message: str, rpc_id: Any = None, method: str | None = None) -> None:
+    def __init__(
+        self,
+        rpc_code: int,
+        message: str,
+        rpc_id: Any = None,
+        method: str | None = None,
+        era: str | None = None,
+    ) -> None:
         super().__init__(rpc_code, message)
         self.rpc_id = rpc_id
         self.method = method
+        self.era = era
 
 
 @dataclass(slots=True)
@@ -88,19 +98,24 @@ def read(body: bytes, version: str) -> Request:
             f"A2A version '{version[:20]}' is not supported for {name}.",
             rpc_id,
             method.name,
+            era,
         )
     params = doc.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise Refused(INVALID_PARAMS, "Invalid params: 'params' must be an object.", rpc_id, method.name)
+        raise Refused(INVALID_PARAMS, "Invalid params: 'params' must be an object.", rpc_id, method.name, era)
     if era == "0.3":
         from agentgw.a2a.bridges import v03
 
         try:
             params = v03.params_to_v10(method.name, params)
         except v03.BridgeError as exc:
-            raise Refused(exc.code, exc.message, rpc_id, method.name) from None
+            raise Refused(exc.code, exc.message, rpc_id, method.name, era) from None
+    try:
+        params = canonical(method, params)
+    except A2AError as exc:
+        raise Refused(exc.rpc_code, exc.message, rpc_id, method.name, era) from None
     return Request(method, params, rpc_id, era)
 
 

@@ -26,6 +26,7 @@ from agentgw.a2a.methods import (
     STREAM,
     SUBSCRIBE,
     Method,
+    canonical,
 )
 from agentgw.errors import GatewayError
 
@@ -45,8 +46,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Method]] = [
     ("GET", re.compile(rf"/tasks/{_SEG}"), GET_TASK),
     ("GET", re.compile(r"/extendedAgentCard"), EXTENDED_CARD),
 ]
-_INTS = frozenset({"historyLength", "pageSize"})
-_BOOLS = frozenset({"includeArtifacts"})
+# Typed query parameters, under both the names json_format accepts (canonical() renames them afterwards).
+_INTS = frozenset({"historyLength", "history_length", "pageSize", "page_size"})
+_BOOLS = frozenset({"includeArtifacts", "include_artifacts"})
 
 
 class NoRoute(A2AError):
@@ -77,7 +79,7 @@ def match(verb: str, path: str) -> Route:
 
 
 def params_of(route: Route, query: bytes, body: bytes) -> dict[str, Any]:
-    """The 1.0 params of a REST call: the body (POST), then the query, then the path's ids."""
+    """The 1.0 params of a REST call: the body (POST), then the query, then the path's ids (canonical names)."""
     m = route.method
     params: dict[str, Any] = {}
     if m.verb == "POST" and body.strip():
@@ -98,6 +100,7 @@ def params_of(route: Route, query: bytes, body: bytes) -> dict[str, Any]:
             params[key] = value.lower() in ("true", "1")
         elif key != "A2A-Version":
             params[key] = value
+    params = canonical(m, params)  # before the path's ids: `task_id` in the body cannot stand beside them
     ids = route.path_params
     if m.task_param == "id":
         params["id"] = ids[0]
