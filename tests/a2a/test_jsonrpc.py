@@ -138,12 +138,6 @@ async def test_raw_extended_card_is_the_agents_rewritten_for_the_gateway(plane: 
     assert "error" in none and none["error"]["code"] < 0  # the echo agent has no extended card
 
 
-# A refusal is written in the era of the A2A-Version header, not of the method: a 1.0 method refused for its
-# version is answered through the 0.3 converters (ImportError, 500, until the bridge lands; wrong either way).
-REFUSED_ERA = pytest.mark.xfail(
-    strict=True, reason="plane.py: a Refused VersionNotSupported must answer in the method's era (tck helper)"
-)
-
 BAD_INPUT = [
     pytest.param(b"{not json", {}, -32700, id="unreadable-json"),
     pytest.param(b'"a string"', {}, -32600, id="not-an-object"),
@@ -168,14 +162,12 @@ BAD_INPUT = [
         {"A2A-Version": "0.3"},
         -32009,
         id="1.0-method-as-0.3",
-        marks=REFUSED_ERA,
     ),
     pytest.param(
         b'{"jsonrpc": "2.0", "id": 3, "method": "GetTask", "params": {"id": "x"}}',
         {"A2A-Version": "2.0"},
         -32009,
         id="version-2",
-        marks=REFUSED_ERA,
     ),
 ]
 
@@ -198,7 +190,6 @@ async def test_bad_input_gets_the_right_jsonrpc_error_with_http_200(
         assert doc["id"] == 3
 
 
-@REFUSED_ERA
 async def test_a_1_0_method_without_a_version_is_version_not_supported(plane: Plane) -> None:
     with anyio.fail_after(20):
         r = await plane.http.post(
@@ -240,13 +231,7 @@ async def test_the_gateways_refusals_keep_their_http_status_and_say_why_in_data(
     "hook",
     [
         sdk_calls.PUBLIC_HOOK,
-        pytest.param(
-            "http://127.0.0.1:9/hook",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="mediate.py: the card's pushNotifications is not checked before the callback URL (tck helper)",
-            ),
-        ),
+        "http://127.0.0.1:9/hook",  # the card's answer comes before the callback's egress check
     ],
 )
 async def test_push_config_on_an_agent_without_push_is_push_notification_not_supported(

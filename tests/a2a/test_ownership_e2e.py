@@ -195,13 +195,8 @@ async def test_nothing_bob_tried_changed_alices_tasks(plane: Plane, hers: Hers) 
 
 # Protobuf JSON (what a2a-sdk agents parse) accepts a field's snake_case name as well as its camelCase one: a
 # message naming alice's task as `task_id` must be refused like one naming it `taskId`.
-SNAKE_CASE = pytest.mark.xfail(
-    strict=True,
-    reason="mediate.py: params are not canonicalised to camelCase before the ownership check (tck helper)",
-)
 
 
-@SNAKE_CASE
 @pytest.mark.parametrize("field", ["task_id", "context_id"])
 async def test_bob_cannot_continue_alices_task_by_naming_it_in_snake_case(
     plane: Plane, hers: Hers, field: str
@@ -219,10 +214,6 @@ async def test_bob_cannot_continue_alices_task_by_naming_it_in_snake_case(
     assert r.json().get("error", {}).get("code") == -32001, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors.py: the gateway's TaskNotFound carries no google.rpc.ErrorInfo data (tck helper)",
-)
 async def test_the_gateways_task_not_found_is_indistinguishable_from_the_agents(
     plane: Plane, hers: Hers
 ) -> None:
