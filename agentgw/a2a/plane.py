@@ -22,7 +22,7 @@ from agentgw.a2a.catalog.cards import (
 from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest
 from agentgw.a2a.mediate import Budget, Call, Mediator
-from agentgw.a2a.methods import SEND, STREAM, Method
+from agentgw.a2a.methods import SEND, STREAM, TASK_META_KEY, Method
 from agentgw.a2a.ownership import Ownership, make_ownership
 from agentgw.a2a.upstream.agent import AgentUnavailable, AgentUpstream
 from agentgw.admin import WELL_KNOWN
@@ -175,13 +175,20 @@ class A2APlane:
 
     @staticmethod
     def _derive_task(ex: Exchange, params: dict[str, Any], method: Method) -> None:
-        """No `x-agentgw-task`: a conversation's calls share a task, named after its contextId."""
-        if ex.task is None or ex.task.chosen:
+        """No `x-agentgw-task`: the task a message names in its metadata (`"io.agentgw/task"`, what the gateway
+        hands an agent it delegates to, as the MCP plane reads `_meta`); else a conversation's calls share a task,
+        named after its contextId."""
+        if ex.task is None or ex.task.chosen or method not in (SEND, STREAM):
             return
-        ctx = None
-        if method in (SEND, STREAM):
-            msg = params.get("message")
-            ctx = msg.get("contextId") if isinstance(msg, dict) else None
+        msg = params.get("message")
+        if not isinstance(msg, dict):
+            return
+        meta = msg.get("metadata")
+        hint = meta.get(TASK_META_KEY) if isinstance(meta, dict) else None
+        if isinstance(hint, str) and hint.strip() and len(hint) <= 200 and hint.isprintable():
+            ex.task.task_id, ex.task.chosen = hint.strip(), True
+            return
+        ctx = msg.get("contextId")
         if isinstance(ctx, str) and ctx and len(ctx) <= 180 and ctx.isprintable():
             ex.task.task_id, ex.task.chosen = f"a2a-ctx-{ctx}", True
 

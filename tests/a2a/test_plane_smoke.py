@@ -110,3 +110,27 @@ async def test_a_stream_is_relayed_event_by_event(tmp_path: Path) -> None:
                     lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
             kinds = [next(iter(__import__("json").loads(line[6:])["result"])) for line in lines]
             assert kinds[0] == "task" and "artifactUpdate" in kinds and kinds[-1] == "statusUpdate"
+
+
+async def test_a_message_naming_its_task_in_metadata_joins_that_task_like_the_header(tmp_path: Path) -> None:
+    """What the gateway hands a delegated agent (`"io.agentgw/task"` in the message metadata) is, sent back,
+    the task that agent's own delegation charges; the header still wins, and the contextId is the fallback."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with serve(echo_app(base), port=port):
+        reg = {"a2a": {"agents": [{"name": "echo", "url": base}]}}
+        async with gateway(tmp_path, reg) as (gw, _), httpx.AsyncClient(base_url=gw) as http:
+            with anyio.fail_after(20):
+                body = send("hi")
+                body["params"]["message"]["metadata"] = {"io.agentgw/task": "c-handed-down"}
+                by_meta = await http.post("/a2a/echo", json=body, headers=V1)
+                by_header = await http.post(
+                    "/a2a/echo", json=body, headers={**V1, "x-agentgw-task": "chosen-by-header"}
+                )
+                body["params"]["message"]["metadata"] = {"io.agentgw/task": "bad\nid"}
+                body["params"]["message"]["contextId"] = "ctx-9"
+                by_context = await http.post("/a2a/echo", json=body, headers=V1)
+    assert by_meta.status_code == 200, by_meta.text
+    assert by_meta.headers["x-agentgw-task"] == "c-handed-down"
+    assert by_header.headers["x-agentgw-task"] == "chosen-by-header"
+    assert by_context.headers["x-agentgw-task"] == "a2a-ctx-ctx-9"
