@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/mcp_bench.py
+	$(BIN)/python bench/a2a_bench.py
 	$(BIN)/python bench/audit_bench.py
 
 conformance: $(STAMP)
