@@ -318,17 +318,25 @@ def tree_cpu(pids: list[int]) -> float:
     return total
 
 
+def pss(pid: int) -> int:
+    """Proportional set size (bytes): pages shared with other processes count by share, so a tree's PSS sums."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss:"))
+
+
 def tree_rss_mib(pid: int) -> dict[str, float]:
-    """RSS of the gateway process, its peak (VmHWM), and of its whole tree (MiB)."""
+    """RSS of the gateway process and its peak (VmHWM); RSS and PSS of its whole tree (MiB)."""
     main = proc_status(pid)
-    rest = 0
-    for p in tree(pid)[1:]:
-        with contextlib.suppress(OSError):
-            rest += proc_status(p)["VmRSS"]
+    rss = pss_sum = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, StopIteration):
+            rss += proc_status(p)["VmRSS"]
+            pss_sum += pss(p)
     return {
         "rss_mib": main["VmRSS"] / MIB,
         "peak_rss_mib": main["VmHWM"] / MIB,
-        "tree_rss_mib": (main["VmRSS"] + rest) / MIB,
+        "tree_rss_mib": rss / MIB,
+        "tree_pss_mib": pss_sum / MIB,
     }
 
 
@@ -495,6 +503,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("garbage collector", ("gc_collect_main",)),
     ("upstream leg: aiohttp request and answer", ("aiohttp/", "agentgw/a2a/upstream/")),
     ("agentgw: audit (snapshot, hand-off to the writer)", ("agentgw/audit/", "agentgw/stages/audit.py")),
+    ("response writes (uvicorn's send, the socket write)", ("RequestResponseCycle.send",)),
     ("agentgw: SSE decode/encode", ("agentgw/sse.py",)),
     ("agentgw: task ownership", ("agentgw/a2a/ownership.py",)),
     (
@@ -590,9 +599,11 @@ def table(res: dict[str, Any], o: Options) -> str:
     lines.append(f"| gateway RSS idle (after start) | – | {_f(rss['idle']['rss_mib'])} | MiB | – | – |")
     lines.append(f"| gateway RSS after the loads | – | {_f(rss['after']['rss_mib'])} | MiB | – | – |")
     lines.append(f"| gateway peak RSS (VmHWM) | – | {_f(rss['after']['peak_rss_mib'])} | MiB | – | – |")
-    lines.append(
-        f"| gateway tree RSS after the loads (+ audit writer) | – | {_f(rss['after']['tree_rss_mib'])} | MiB | – | – |"
-    )
+    for what, key in (("RSS", "tree_rss_mib"), ("PSS", "tree_pss_mib")):
+        lines.append(
+            f"| gateway + audit writer {what} idle → after the loads | – | {_f(rss['idle'][key])} → "
+            f"{_f(rss['after'][key])} | MiB | – | – |"
+        )
     return "\n".join(lines)
 
 
