@@ -559,15 +559,19 @@ def _f(v: float | None) -> str:
 
 def table(res: dict[str, Any], o: Options) -> str:
     ld, n = res["load"], o.concurrency
-    head = ["metric", "direct", "gateway", "unit", "gw ÷ direct", "added"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---|---:|---:|"]
+    head = ["metric", "direct", "gateway", "unit", "gw ÷ direct", "added", "gw ÷ direct per round (median)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---|---:|---:|---:|"]
 
     def row(metric: str, load: str, key: str, unit: str, direct: bool = True) -> None:
         d = ld[load]["direct"].get(key) if direct else None
         g = ld[load]["gateway"].get(key)
         ratio = f"{g / d:.2f}×" if d and g is not None else "–"
         added = f"{g - d:+.3f}" if d is not None and g is not None and unit == "ms" else "–"
-        lines.append(f"| {metric} | {_f(d)} | {_f(g)} | {unit} | {ratio} | {added} |")
+        # the two targets of one round ran back to back: their ratio is the least exposed to other work's drift
+        pairs = zip(ld[load]["direct"]["rounds"], ld[load]["gateway"]["rounds"], strict=True)
+        per_round = [gr[key] / dr[key] for dr, gr in pairs if direct and dr.get(key) and key in gr]
+        paired = f"{statistics.median(per_round):.2f}×" if per_round else "–"
+        lines.append(f"| {metric} | {_f(d)} | {_f(g)} | {unit} | {ratio} | {added} | {paired} |")
 
     row("SendMessage c=1 throughput", "send_c1", "rps", "req/s")
     row("SendMessage c=1 latency p50", "send_c1", "p50_ms", "ms")
@@ -596,13 +600,13 @@ def table(res: dict[str, Any], o: Options) -> str:
         row(f"load generator CPU per call, {load}", load, "loadgen_cpu_us_per_call", "µs")
         row(f"load generator busy, {load}", load, "loadgen_cores", "cores")
     rss = res["rss"]
-    lines.append(f"| gateway RSS idle (after start) | – | {_f(rss['idle']['rss_mib'])} | MiB | – | – |")
-    lines.append(f"| gateway RSS after the loads | – | {_f(rss['after']['rss_mib'])} | MiB | – | – |")
-    lines.append(f"| gateway peak RSS (VmHWM) | – | {_f(rss['after']['peak_rss_mib'])} | MiB | – | – |")
+    lines.append(f"| gateway RSS idle (after start) | – | {_f(rss['idle']['rss_mib'])} | MiB | – | – | – |")
+    lines.append(f"| gateway RSS after the loads | – | {_f(rss['after']['rss_mib'])} | MiB | – | – | – |")
+    lines.append(f"| gateway peak RSS (VmHWM) | – | {_f(rss['after']['peak_rss_mib'])} | MiB | – | – | – |")
     for what, key in (("RSS", "tree_rss_mib"), ("PSS", "tree_pss_mib")):
         lines.append(
             f"| gateway + audit writer {what} idle → after the loads | – | {_f(rss['idle'][key])} → "
-            f"{_f(rss['after'][key])} | MiB | – | – |"
+            f"{_f(rss['after'][key])} | MiB | – | – | – |"
         )
     return "\n".join(lines)
 
@@ -663,9 +667,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{res['machine']}; agentgw {res['agentgw']}; {o.chunks} artifact updates per stream; "
         f"{res['audit_records']} audit records; {res['elapsed_s']:.0f} s"
     )
+    by_target = {
+        t: statistics.median(r["background_cores"] for ld in res["load"].values() for r in ld[t]["rounds"])
+        for t in TARGETS
+    }
     print(
         f"background load from other processes during measured runs: median {statistics.median(bg):.2f}, "
-        f"max {max(bg):.2f} cores (before start: {res['background_cores_at_start']:.2f})"
+        f"max {max(bg):.2f} cores (direct runs {by_target['direct']:.2f}, gateway runs "
+        f"{by_target['gateway']:.2f}; before start: {res['background_cores_at_start']:.2f})"
     )
     errors = {
         f"{name}/{t}": r["errors"] for name, ld in res["load"].items() for t, r in ld.items() if r["errors"]
