@@ -464,7 +464,7 @@ def measured(
     if target == "gateway":
         r["gateway_cpu_us_per_call"] = gw_s / calls * 1e6
         r["gateway_process_cpu_us_per_call"] = main_s / calls * 1e6
-        r["gateway_cores"] = gw_s / wall
+        r["gateway_cores"] = gw_s / max(r.get("elapsed_s", wall), 1e-9)  # it idles while the loader starts
     r["upstream_cpu_us_per_call"] = up_s / calls * 1e6
     # everything busy on the machine minus ours (the gateway tree idles during direct runs but counts as ours)
     busy_cores = (busy1 - busy0) / max(1.0, total1 - total0) * (os.cpu_count() or 1)
