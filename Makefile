@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/mcp_bench.py
+	$(BIN)/python bench/a2a_bench.py
 	$(BIN)/python bench/audit_bench.py
 
 # Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).

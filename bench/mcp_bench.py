@@ -546,8 +546,8 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def components(raw: Path) -> str:
-    """A markdown table: the share of the gateway's busy samples (py-spy raw format) per component."""
+def components(raw: Path, rules: tuple[tuple[str, tuple[str, ...]], ...] = COMPONENTS) -> str:
+    """A markdown table: the share of the gateway's busy samples (py-spy raw format) per component of `rules`."""
     counts: dict[str, int] = {}
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
@@ -559,7 +559,7 @@ def components(raw: Path) -> str:
         ):
             continue  # an idle pool thread
         total += int(count)
-        name = next((n for n, frags in COMPONENTS if any(f in stack for f in frags)), "event loop, other")
+        name = next((n for n, frags in rules if any(f in stack for f in frags)), "event loop, other")
         counts[name] = counts.get(name, 0) + int(count)
     out = [f"{total} busy samples\n", "| component (exclusive) | % |", "|---|---:|"]
     out += [
