@@ -318,7 +318,9 @@ class A2APlane:
         reply["x-agentgw-task"] = ex.task.task_id
         base = self.base_url(scope, ex.headers)
         frame, error_frame = rest_v03.event_frame, rest_v03.error_frame
-        call = Call(agent, m, params, None, "0.3", "HTTP+JSON", frame, error_frame, base)
+        # a JSON-RPC id for an agent reached over JSON-RPC (a 0.3 agent refuses a null one)
+        rpc_id = f"agentgw-{ex.task.trace_id[:16]}"
+        call = Call(agent, m, params, rpc_id, "0.3", "HTTP+JSON", frame, error_frame, base)
 
         async def render(result: Result) -> tuple[int, bytes]:
             return rest_v03.result_body(m, result.payload)

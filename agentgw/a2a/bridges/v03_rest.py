@@ -207,6 +207,8 @@ def client_params(method: str, ids: tuple[str, ...], query: dict[str, str], body
             rpc = t.SendMessageRequest(id="", params=pu.FromProto.message_send_params(req))
             return _to_dict(conv.to_core_send_message_request(rpc))
 
+        # `blocking` is a protobuf bool: absent reads false (an answer at once), as the SDK's 0.3 REST server
+        # reads it; a client that wants the finished task sends `configuration.blocking: true`.
         return cast(dict[str, Any], _guard(INVALID_PARAMS, "Invalid params", send))
     if method == "GetTask":
         params: dict[str, Any] = {"id": ids[0]}

@@ -235,6 +235,9 @@ class AgentUpstream:
                 raise UpstreamError(
                     f"The agent {self.name} refused the gateway's credentials (HTTP {status})."
                 )
+            if route.version == "0.3" and isinstance(doc, dict) and doc.keys() == {"jsonrpc", "id"}:
+                # the a2a-sdk's 0.3 adapter drops a null result (a push config's delete): `{"jsonrpc", "id"}`
+                doc = {**doc, "result": None}
             if not isinstance(doc, dict) or ("result" not in doc and "error" not in doc):
                 self._done(attempt, "error", status, "invalid response")
                 raise UpstreamInvalidResponse(
