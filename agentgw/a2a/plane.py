@@ -87,6 +87,7 @@ class A2APlane:
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
         self.public_url = cfg.public_url.rstrip("/") if cfg.public_url else None
+        self.advertise_0_3 = cfg.advertise_0_3
         self.cards = CardCache(lambda: pool.session, cfg.card_ttl_s)
         jwt = settings.auth.jwt
         self.jwt = jwt is not None
@@ -374,7 +375,9 @@ class A2APlane:
         meta = f"{base}{WELL_KNOWN}/a2a/{agent}" if self.jwt else None
         security = GatewaySecurity(api_key=True, jwt=self.jwt, resource_metadata=meta)
         try:
-            return rewrite_card(card, base_url=url, security=security, keys=self.keys)
+            return rewrite_card(
+                card, base_url=url, security=security, keys=self.keys, legacy_0_3=self.advertise_0_3
+            )
         except CardUnavailable as exc:
             raise AgentUnavailable(f"The agent {agent} serves no usable card: {exc}") from None
 

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from a2a.compat.v0_3 import types as types_v03
 from a2a.compat.v0_3.rest_transport import CompatRestTransport
 from a2a.helpers import get_artifact_text
 from a2a.types import (
@@ -326,3 +327,37 @@ async def test_a_send_answers_at_once_unless_it_asks_to_block(plane: Plane) -> N
         assert task["status"]["state"] in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING")
         done = await plane.http.post(f"/a2a/slow/rest/v1/tasks/{task['id']}:cancel", headers=auth())
     assert done.status_code == 200 and done.json()["status"]["state"] == "TASK_STATE_CANCELLED"
+
+
+async def test_with_0_3_advertised_a_0_3_client_finds_the_rest_binding_in_the_card(tmp_path: Path) -> None:
+    async with (
+        served("modern", modern_echo_app) as modern,
+        run_plane(tmp_path, modern, settings={"a2a": {"advertise_0_3": True}}) as p,
+    ):
+        with anyio.fail_after(20):
+            r = await p.http.get("/a2a/modern/.well-known/agent-card.json", headers=auth())
+            card = types_v03.AgentCard.model_validate(r.json())
+            assert (card.url, card.preferred_transport, card.protocol_version) == (
+                f"{p.url}/a2a/modern",
+                "JSONRPC",
+                "0.3",
+            )
+            [rest] = [i.url for i in card.additional_interfaces or [] if i.transport == "HTTP+JSON"]
+            assert rest == f"{p.url}/a2a/modern/rest"
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEYS['alice']}"}) as http:
+                t = CompatRestTransport(http, None, rest)
+                sent = await t.send_message(
+                    SendMessageRequest(message=user_message("hi"), configuration=WAIT)
+                )
+                assert get_artifact_text(sent.task.artifacts[0]) == "echo: hi"
+                extended = await t.get_extended_agent_card(GetExtendedAgentCardRequest())
+            assert (f"{p.url}/a2a/modern/rest", "HTTP+JSON", "0.3") in [
+                (i.url, i.protocol_binding, i.protocol_version) for i in extended.supported_interfaces
+            ]
+            async with p.client(
+                "modern", binding="HTTP+JSON", streaming=False
+            ) as client:  # a 1.0 client: 1.0
+                [answer] = [
+                    e async for e in client.send_message(SendMessageRequest(message=user_message("yo")))
+                ]
+                assert answer.task.status.state == TaskState.TASK_STATE_COMPLETED
