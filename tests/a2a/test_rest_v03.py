@@ -5,6 +5,7 @@ REST client transport and raw httpx through a real gateway, in front of a 1.0 ag
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from a2a.client.errors import A2AClientError
 from a2a.compat.v0_3 import types as types_v03
 from a2a.compat.v0_3.rest_transport import CompatRestTransport
 from a2a.helpers import get_artifact_text
@@ -63,7 +65,8 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane
         served("legacy", legacy_echo_app) as legacy,
         served("legacyrest", legacy_rest_app) as legacyrest,
         run_agent("slow") as slow,
-        run_plane(tmp_path_factory.mktemp("rest03"), modern, legacy, legacyrest, slow) as p,
+        run_agent("failing") as failing,
+        run_plane(tmp_path_factory.mktemp("rest03"), modern, legacy, legacyrest, slow, failing) as p,
     ):
         yield p
 
@@ -361,3 +364,31 @@ async def test_with_0_3_advertised_a_0_3_client_finds_the_rest_binding_in_the_ca
                     e async for e in client.send_message(SendMessageRequest(message=user_message("yo")))
                 ]
                 assert answer.task.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_an_error_mid_stream_is_an_sse_error_event_in_the_0_3_envelope(plane: Plane) -> None:
+    body = {"request": message03("x")}
+    with anyio.fail_after(20):
+        async with plane.http.stream(
+            "POST", "/a2a/failing/rest/v1/message:stream", json=body, headers=auth()
+        ) as r:
+            text = (await r.aread()).decode()
+        async with rest03(plane, "failing") as t:
+            got: list[str] = []
+
+            async def follow() -> None:
+                async for ev in t.send_message_streaming(SendMessageRequest(message=user_message("x"))):
+                    got.append(str(ev.WhichOneof("payload")))
+
+            with pytest.raises(A2AClientError, match="the failing agent fails"):
+                await follow()
+    frames = text.strip().split("\n\n")
+    assert [list(f) for f in sse_data("\n\n".join(frames[:-1]))] == [
+        ["task"],
+        ["statusUpdate"],
+        ["artifactUpdate"],
+    ]
+    event, data = frames[-1].split("\n")
+    doc = json.loads(data.removeprefix("data: "))
+    assert event == "event: error" and doc["type"] == "InternalError" and doc["error"]["code"] == 500
+    assert got == ["task", "status_update", "artifact_update"]
