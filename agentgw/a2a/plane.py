@@ -19,7 +19,7 @@ from agentgw.a2a.catalog.cards import (
     rewrite_card,
     served,
 )
-from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
+from agentgw.a2a.errors import AGENT_NOT_FOUND, CONTENT_TYPE_NOT_SUPPORTED, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest, rest_v03
 from agentgw.a2a.mediate import Budget, Call, Mediator
 from agentgw.a2a.methods import SEND, STREAM, Method
@@ -300,7 +300,7 @@ class A2APlane:
             if rest_v03.reads_body(route):
                 ctype = ex.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if ctype and ctype not in _JSON_TYPES:
-                    raise A2AError(-32005, "Content-Type must be application/json.")
+                    raise A2AError(CONTENT_TYPE_NOT_SUPPORTED, "Content-Type must be application/json.")
             ex.body = await read_body(receive, ex.headers, self.limit)
             check_depth(ex.body, self.depth)
             rest_v03.check_version(jsonrpc.version_of(ex.headers, scope.get("query_string", b"")))

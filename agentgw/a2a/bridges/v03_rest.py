@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from agentgw.a2a.bridges.v03 import _guard, _parse, _to_dict
+from agentgw.a2a.bridges.v03 import _FINAL_STATES, _guard, _parse, _to_dict
 from agentgw.a2a.bridges.v03_errors import (
     INVALID_AGENT_RESPONSE,
     INVALID_PARAMS,
@@ -172,9 +172,6 @@ def error_code(body: Any) -> tuple[int, str] | None:
 
 # -- front door: a 0.3 REST client ----------------------------------------------------------------------------------
 
-# 0.3 stream ends where the client must act: `final` as the JSON-RPC bridge sets it (v03._FINAL_STATES).
-_FINAL_STATES = frozenset({"completed", "canceled", "failed", "rejected", "input-required", "auth-required"})
-
 
 def _body(body: bytes, cls: Any) -> Any:
     """A 0.3 REST request body (JSON, already depth-checked) as the 0.3 protobuf `cls`; unknown fields are ignored
@@ -207,8 +204,8 @@ def client_params(method: str, ids: tuple[str, ...], query: dict[str, str], body
             rpc = t.SendMessageRequest(id="", params=pu.FromProto.message_send_params(req))
             return _to_dict(conv.to_core_send_message_request(rpc))
 
-        # `blocking` is a protobuf bool: absent reads false (an answer at once), as the SDK's 0.3 REST server
-        # reads it; a client that wants the finished task sends `configuration.blocking: true`.
+        # Read as the SDK's 0.3 REST server reads it: no `configuration` waits for the task; in one, `blocking` is a
+        # protobuf bool (absent = false, an answer at once), so a client that wants to wait says `blocking: true`.
         return cast(dict[str, Any], _guard(INVALID_PARAMS, "Invalid params", send))
     if method == "GetTask":
         params: dict[str, Any] = {"id": ids[0]}
@@ -298,7 +295,9 @@ def client_event(event: dict[str, Any]) -> dict[str, Any]:
         if core.WhichOneof("payload") is None:
             raise ValueError("not a StreamResponse (task, message, statusUpdate or artifactUpdate)")
         ev = s.conv.to_compat_stream_response(core).result
-        if isinstance(ev, s.t03.TaskStatusUpdateEvent):
+        if isinstance(
+            ev, s.t03.TaskStatusUpdateEvent
+        ):  # where a 0.3 stream ends, as the JSON-RPC bridge says
             ev.final = ev.status.state.value in _FINAL_STATES
         return cast(dict[str, Any], s.MessageToDict(pu.ToProto.stream_response(ev)))
 
