@@ -392,3 +392,12 @@ async def test_an_error_mid_stream_is_an_sse_error_event_in_the_0_3_envelope(pla
     doc = json.loads(data.removeprefix("data: "))
     assert event == "event: error" and doc["type"] == "InternalError" and doc["error"]["code"] == 500
     assert got == ["task", "status_update", "artifact_update"]
+
+
+async def test_a_1_0_rest_client_reaches_a_0_3_json_rpc_agent(plane: Plane) -> None:
+    """A request read from HTTP+JSON has no JSON-RPC id; the 0.3 agent is sent one (it refuses a null id)."""
+    with anyio.fail_after(20):
+        async with plane.client("legacy", binding="HTTP+JSON", streaming=False) as client:
+            [answer] = [e async for e in client.send_message(SendMessageRequest(message=user_message("hi")))]
+    assert answer.task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_artifact_text(answer.task.artifacts[0]) == "echo: hi"
