@@ -186,6 +186,9 @@ class A2ASettings(Frozen):
     # The gateway's URL as A2A clients reach it (e.g. behind a proxy: "https://gw.example.com"): the base of the
     # interfaces in rewritten cards and of the directory's card URLs. Default: the request's own scheme and Host.
     public_url: str | None = None
+    # List the 0.3 interfaces the gateway serves for every agent (JSON-RPC and HTTP+JSON) in the cards it serves,
+    # with the 0.3 fields a 0.3 client reads (`url`, `preferredTransport`, `additionalInterfaces`).
+    advertise_0_3: bool = False
 
 
 class Logging(Frozen):

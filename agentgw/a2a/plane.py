@@ -19,8 +19,8 @@ from agentgw.a2a.catalog.cards import (
     rewrite_card,
     served,
 )
-from agentgw.a2a.errors import AGENT_NOT_FOUND, A2AError, http_status
-from agentgw.a2a.frontdoor import jsonrpc, rest
+from agentgw.a2a.errors import AGENT_NOT_FOUND, CONTENT_TYPE_NOT_SUPPORTED, A2AError, http_status
+from agentgw.a2a.frontdoor import jsonrpc, rest, rest_v03
 from agentgw.a2a.mediate import Budget, Call, Mediator
 from agentgw.a2a.methods import SEND, STREAM, TASK_META_KEY, Method
 from agentgw.a2a.ownership import Ownership, make_ownership
@@ -87,6 +87,7 @@ class A2APlane:
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
         self.public_url = cfg.public_url.rstrip("/") if cfg.public_url else None
+        self.advertise_0_3 = cfg.advertise_0_3
         self.cards = CardCache(lambda: pool.session, cfg.card_ttl_s)
         jwt = settings.auth.jwt
         self.jwt = jwt is not None
@@ -150,6 +151,8 @@ class A2APlane:
                 )
                 return
             await self.jsonrpc(scope, receive, send, agent)
+        elif sub.startswith("/rest" + rest_v03.PREFIX):
+            await self.rest03(scope, receive, send, agent, sub[len("/rest") :])
         elif sub == "/rest" or sub.startswith("/rest/"):
             await self.rest(scope, receive, send, agent, sub[len("/rest") :])
         else:
@@ -294,6 +297,50 @@ class A2APlane:
 
         await self._run(ex, call, receive, send, reply, render, fail, REST_MEDIA)
 
+    async def rest03(self, scope: Scope, receive: Receive, send: Send, agent: str, sub: str) -> None:
+        """The 0.3 HTTP+JSON paths (`/rest/v1/...`): read into the 1.0 method and params, answered in 0.3 shape."""
+        ex = self._exchange(scope, "request", agent)
+        assert ex.task is not None
+        reply = {"x-agentgw-task": ex.task.task_id}
+        try:
+            if agent not in self.agents:
+                raise AgentNotFound.named(agent)
+            route = rest_v03.match(scope["method"], sub)
+            ex.operation = route.method.name
+            if rest_v03.reads_body(route):
+                ctype = ex.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if ctype and ctype not in _JSON_TYPES:
+                    raise A2AError(CONTENT_TYPE_NOT_SUPPORTED, "Content-Type must be application/json.")
+            ex.body = await read_body(receive, ex.headers, self.limit)
+            check_depth(ex.body, self.depth)
+            rest_v03.check_version(jsonrpc.version_of(ex.headers, scope.get("query_string", b"")))
+            params = rest_v03.params_of(route, scope.get("query_string", b""), ex.body)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            err = await self.pipeline.reject(ex, err)
+            status, body = rest_v03.error_response(err)
+            await send_bytes(send, status, body, extra={**reply, **err.headers})
+            return
+        m = route.method
+        ex.payload = params
+        ex.attrs["action"] = m.action
+        self._derive_task(ex, params, m)
+        reply["x-agentgw-task"] = ex.task.task_id
+        base = self.base_url(scope, ex.headers)
+        frame, error_frame = rest_v03.event_frame, rest_v03.error_frame
+        # a JSON-RPC id for an agent reached over JSON-RPC (a 0.3 agent refuses a null one)
+        rpc_id = f"agentgw-{ex.task.trace_id[:16]}"
+        call = Call(agent, m, params, rpc_id, "0.3", "HTTP+JSON", frame, error_frame, base)
+
+        async def render(result: Result) -> tuple[int, bytes]:
+            return rest_v03.result_body(m, result.payload)
+
+        async def fail(err: GatewayError) -> tuple[int, bytes]:
+            return rest_v03.error_response(err)
+
+        await self._run(ex, call, receive, send, reply, render, fail)
+
     # -- both bindings ------------------------------------------------------------------------------------------
 
     async def _run(
@@ -338,7 +385,9 @@ class A2APlane:
         meta = f"{base}{WELL_KNOWN}/a2a/{agent}" if self.jwt else None
         security = GatewaySecurity(api_key=True, jwt=self.jwt, resource_metadata=meta)
         try:
-            return rewrite_card(card, base_url=url, security=security, keys=self.keys)
+            return rewrite_card(
+                card, base_url=url, security=security, keys=self.keys, legacy_0_3=self.advertise_0_3
+            )
         except CardUnavailable as exc:
             raise AgentUnavailable(f"The agent {agent} serves no usable card: {exc}") from None
 

@@ -261,13 +261,14 @@ def test_with_a_0_3_interface_the_card_carries_the_sdk_compat_fields_a_0_3_clien
     keys = gateway_keys()
     card = MessageToDict(sdk_signed(upstream_card()))
     out = rewrite_card(card, base_url=GW, security=GatewaySecurity(), keys=keys, legacy_0_3=True)
-    assert out["supportedInterfaces"][-1] == {
-        "url": GW,
-        "protocolBinding": "JSONRPC",
-        "protocolVersion": "0.3",
-    }
+    assert out["supportedInterfaces"][-2:] == [
+        {"url": GW, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"},
+        {"url": GW + "/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "0.3"},
+    ]
     legacy = types_v03.AgentCard.model_validate(out)
     assert (legacy.url, legacy.preferred_transport, legacy.protocol_version) == (GW, "JSONRPC", "0.3")
+    assert legacy.additional_interfaces is not None
+    assert [(i.url, i.transport) for i in legacy.additional_interfaces] == [(GW + "/rest", "HTTP+JSON")]
     assert legacy.security_schemes is not None and set(legacy.security_schemes) == {
         "gatewayApiKey",
         "gatewayBearer",

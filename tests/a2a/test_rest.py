@@ -164,7 +164,7 @@ async def test_a_body_that_is_not_json_is_415(plane: Plane) -> None:
     ("verb", "path", "status", "grpc", "reason"),
     [
         ("GET", "/a2a/echo/rest/nowhere", 404, "NOT_FOUND", "UNKNOWN_ROUTE"),
-        ("POST", "/a2a/echo/rest/v1/message:send", 404, "NOT_FOUND", "UNKNOWN_ROUTE"),
+        ("POST", "/a2a/echo/rest/v2/message:send", 404, "NOT_FOUND", "UNKNOWN_ROUTE"),  # /v1/...: 0.3
         ("DELETE", "/a2a/echo/rest/tasks/t1", 405, "UNIMPLEMENTED", "UNKNOWN_ROUTE"),
         ("GET", "/a2a/echo/rest/message:send", 405, "UNIMPLEMENTED", "UNKNOWN_ROUTE"),
         ("GET", "/a2a/nobody/rest/tasks", 404, "NOT_FOUND", "AGENT_NOT_FOUND"),

@@ -115,8 +115,9 @@ def _interfaces(upstream: list[Any], base_url: str, legacy_0_3: bool) -> list[di
         if tenant := tenants.get(binding, fallback):
             iface["tenant"] = tenant
         out.append(iface)
-    if legacy_0_3:
+    if legacy_0_3:  # the gateway serves both 0.3 bindings for every agent (a 0.3 REST client appends /v1/...)
         out.append({"url": base_url, "protocolBinding": JSONRPC, "protocolVersion": LEGACY_VERSION})
+        out.append({"url": urls[HTTP_JSON], "protocolBinding": HTTP_JSON, "protocolVersion": LEGACY_VERSION})
     return out
 
 
@@ -143,7 +144,7 @@ def rewrite_card(
     (HTTP+JSON), no gRPC, the gateway's security, and the gateway's signature when the upstream's card was signed
     (the upstream's own no longer verifies and is never passed on). Serialized exactly as the a2a-sdk card route
     serves a card, so the 0.3 compat fields (`url`, `preferredTransport`, ...) appear when, and only when, a 0.3
-    interface is listed (`legacy_0_3`: also list JSON-RPC 0.3 at `base_url`). Raises CardUnavailable when
+    interface is listed (`legacy_0_3`: also list JSON-RPC 0.3 at `base_url` and HTTP+JSON 0.3 at `base_url/rest`). Raises CardUnavailable when
     `card` is not an agent card."""
     from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 

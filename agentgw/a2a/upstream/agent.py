@@ -201,7 +201,9 @@ class AgentUpstream:
         else:
             name = method.name
         if route.binding == "JSONRPC":
-            body = orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "method": name, "params": params})
+            # a request read from HTTP+JSON has no id; a 0.3 agent (a2a-sdk's 0.3 adapter) refuses a null one
+            rid = rpc_id if rpc_id is not None else "agentgw"
+            body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": name, "params": params})
             return "POST", route.url, body
         return rest_request(route.url, method, params)
 
@@ -235,6 +237,9 @@ class AgentUpstream:
                 raise UpstreamError(
                     f"The agent {self.name} refused the gateway's credentials (HTTP {status})."
                 )
+            if route.version == "0.3" and isinstance(doc, dict) and doc.keys() == {"jsonrpc", "id"}:
+                # the a2a-sdk's 0.3 adapter drops a null result (a push config's delete): `{"jsonrpc", "id"}`
+                doc = {**doc, "result": None}
             if not isinstance(doc, dict) or ("result" not in doc and "error" not in doc):
                 self._done(attempt, "error", status, "invalid response")
                 raise UpstreamInvalidResponse(
