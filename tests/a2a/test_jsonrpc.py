@@ -227,6 +227,24 @@ async def test_the_gateways_refusals_keep_their_http_status_and_say_why_in_data(
     assert wrong_verb.status_code == 405
 
 
+async def test_a_body_over_the_limit_is_413_in_each_bindings_envelope_and_never_reaches_the_agent(
+    plane: Plane,
+) -> None:
+    big = "x" * (10 * 1024 * 1024 + 1)  # limits.max_body_bytes: 10 MiB by default
+    with anyio.fail_after(30):
+        over_rpc = await plane.http.post(
+            "/a2a/echo", json=rpc("SendMessage", {"message": message(big)}), headers=plane.headers()
+        )
+        over_rest = await plane.http.post(
+            "/a2a/echo/rest/message:send", json={"message": message(big)}, headers=plane.headers()
+        )
+    assert over_rpc.status_code == 413 and over_rpc.json()["error"]["code"] == -32014
+    assert over_rpc.json()["id"] is None  # the body was never read whole, so its id is unknown
+    assert over_rest.status_code == 413
+    error = over_rest.json()["error"]
+    assert (error["code"], error["details"][0]["reason"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
 @pytest.mark.parametrize(
     "hook",
     [
