@@ -18,6 +18,7 @@ from agentgw.a2a.catalog.cards import (
     etag_matches,
     rewrite_card,
     served,
+    served_cache_control,
 )
 from agentgw.a2a.errors import AGENT_NOT_FOUND, CONTENT_TYPE_NOT_SUPPORTED, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest, rest_v03
@@ -416,7 +417,9 @@ class A2APlane:
                 if len(cached.memo) >= _MEMO_MAX:  # bases are Host headers: a bounded few are kept
                     cached.memo.clear()
                 made = cached.memo[key] = served(self.rewrite(agent, cached.card, base))
-            return Result(payload=made)
+            body, headers = made
+            ttl = self.agents[agent].cards.fresh_for(cached)
+            return Result(payload=(body, {**headers, "cache-control": served_cache_control(ttl)}))
 
         try:
             result = await self.pipeline.run(ex, forward)

@@ -31,7 +31,16 @@ API_KEY_HEADER = "x-api-key"
 API_KEY_SCHEME, BEARER_SCHEME = "gatewayApiKey", "gatewayBearer"
 # What a served card says to caches: the card is only shown to callers the policy lets read it (and extended
 # cards differ per caller), so no shared cache may keep it; a client may keep it and revalidate with the ETag.
+# Served from the cache, the card's headers say how long the gateway's copy stays fresh (`served_cache_control`).
 SERVED_CACHE_CONTROL = "private, no-cache"
+
+
+def served_cache_control(fresh_for_s: float) -> str:
+    """Cache-Control for a card the gateway holds fresh for `fresh_for_s` more seconds: a client may keep it as
+    long (the A2A spec asks for max-age) and revalidate with the ETag after."""
+    return f"private, max-age={max(0, int(fresh_for_s))}"
+
+
 # Upstream fields the gateway replaces or must not pass through: the 1.0 ones it rewrites, and the 0.3 compat
 # fields the SDK's card route adds (re-derived from the rewritten interfaces, never copied from the upstream).
 _REPLACED = frozenset(
@@ -323,6 +332,10 @@ class CardCache:
             task = self._inflight[key] = asyncio.create_task(self._refresh(key, url, headers, entry))
             task.add_done_callback(lambda t: self._done(key, t))
         return await asyncio.shield(task)
+
+    def fresh_for(self, entry: CachedCard) -> float:
+        """Seconds `entry` stays fresh (0 once stale or served past its freshness)."""
+        return 0.0 if entry.stale else max(0.0, entry.fetched_at + entry.max_age_s - self._clock())
 
     def invalidate(self, key: str) -> None:
         """Forget the key's card and any recent failure: the next get asks the upstream."""
