@@ -17,9 +17,8 @@ from agentgw.a2a.catalog.cards import (
     GatewaySecurity,
     etag_matches,
     rewrite_card,
-    served,
-    served_cache_control,
 )
+from agentgw.a2a.catalog.directory import CARD_SUFFIX, directory_entry, served_card
 from agentgw.a2a.errors import AGENT_NOT_FOUND, CONTENT_TYPE_NOT_SUPPORTED, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest, rest_v03
 from agentgw.a2a.mediate import Budget, Call, Mediator
@@ -48,10 +47,14 @@ from agentgw.registry import A2ASection
 from agentgw.settings import Settings
 from agentgw.upstream import UpstreamPool
 
-CARD_SUFFIX = "/.well-known/agent-card.json"
 REST_MEDIA = [(b"content-type", rest.MEDIA_TYPE.encode())]
 _JSON_TYPES = ("application/json", "application/a2a+json")
-_MEMO_MAX = 16
+
+
+def _json_body(headers: dict[str, str]) -> bool:
+    """A body without a Content-Type is read as JSON; one that names another type is refused (415)."""
+    ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return not ctype or ctype in _JSON_TYPES
 
 
 class AgentNotFound(NotFound):
@@ -177,6 +180,18 @@ class A2APlane:
         ex.unseen = AgentNotFound.named(agent)
         return ex
 
+    def _accept(
+        self, scope: Scope, ex: Exchange, m: Method, params: dict[str, Any], reply: dict[str, str]
+    ) -> str:
+        """A request read whole, whatever its binding: its params and action on the exchange, in its task (told to
+        the client in `reply`); returns the base URL the client used."""
+        ex.payload = params
+        ex.attrs["action"] = m.action
+        self._derive_task(ex, params, m)
+        assert ex.task is not None
+        reply["x-agentgw-task"] = ex.task.task_id
+        return self.base_url(scope, ex.headers)
+
     @staticmethod
     def _derive_task(ex: Exchange, params: dict[str, Any], method: Method) -> None:
         """No `x-agentgw-task`: the task a message names in its metadata (`"io.agentgw/task"`, what the gateway
@@ -224,10 +239,8 @@ class A2APlane:
             await send_bytes(send, http_status(err), body, extra={**reply, **err.headers})
             return
         m, rpc_id, era = req.method, req.rpc_id, req.version
-        ex.operation, ex.payload = m.name, req.params
-        ex.attrs["action"] = m.action
-        self._derive_task(ex, req.params, m)
-        reply["x-agentgw-task"] = ex.task.task_id
+        ex.operation = m.name
+        base = self._accept(scope, ex, m, req.params, reply)
         call = Call(
             agent,
             m,
@@ -237,7 +250,7 @@ class A2APlane:
             "JSONRPC",
             lambda ev: jsonrpc.event_frame(rpc_id, ev, era),
             lambda err: jsonrpc.error_frame(rpc_id, err, era),
-            self.base_url(scope, ex.headers),
+            base,
         )
 
         async def render(result: Result) -> tuple[int, bytes]:
@@ -262,14 +275,12 @@ class A2APlane:
                 raise AgentNotFound.named(agent)
             route = rest.match(scope["method"], sub or "/")
             ex.operation = route.method.name
-            if route.method.verb == "POST":
-                ctype = ex.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                if ctype and ctype not in _JSON_TYPES:
-                    raise GatewayError(
-                        "Content-Type must be application/json or application/a2a+json.",
-                        status=415,
-                        code="unsupported_media_type",
-                    )
+            if route.method.verb == "POST" and not _json_body(ex.headers):
+                raise GatewayError(
+                    "Content-Type must be application/json or application/a2a+json.",
+                    status=415,
+                    code="unsupported_media_type",
+                )
             ex.body = await read_body(receive, ex.headers, self.limit)
             check_depth(ex.body, self.depth)
             if jsonrpc.major_minor(version) != "1.0":
@@ -283,11 +294,7 @@ class A2APlane:
             await send_bytes(send, status, body, extra={**reply, **err.headers})
             return
         m = route.method
-        ex.payload = params
-        ex.attrs["action"] = m.action
-        self._derive_task(ex, params, m)
-        reply["x-agentgw-task"] = ex.task.task_id
-        base = self.base_url(scope, ex.headers)
+        base = self._accept(scope, ex, m, params, reply)
         call = Call(agent, m, params, None, "1.0", "HTTP+JSON", rest.event_frame, rest.error_frame, base)
 
         async def render(result: Result) -> tuple[int, bytes]:
@@ -308,10 +315,8 @@ class A2APlane:
                 raise AgentNotFound.named(agent)
             route = rest_v03.match(scope["method"], sub)
             ex.operation = route.method.name
-            if rest_v03.reads_body(route):
-                ctype = ex.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                if ctype and ctype not in _JSON_TYPES:
-                    raise A2AError(CONTENT_TYPE_NOT_SUPPORTED, "Content-Type must be application/json.")
+            if rest_v03.reads_body(route) and not _json_body(ex.headers):
+                raise A2AError(CONTENT_TYPE_NOT_SUPPORTED, "Content-Type must be application/json.")
             ex.body = await read_body(receive, ex.headers, self.limit)
             check_depth(ex.body, self.depth)
             rest_v03.check_version(jsonrpc.version_of(ex.headers, scope.get("query_string", b"")))
@@ -324,11 +329,7 @@ class A2APlane:
             await send_bytes(send, status, body, extra={**reply, **err.headers})
             return
         m = route.method
-        ex.payload = params
-        ex.attrs["action"] = m.action
-        self._derive_task(ex, params, m)
-        reply["x-agentgw-task"] = ex.task.task_id
-        base = self.base_url(scope, ex.headers)
+        base = self._accept(scope, ex, m, params, reply)
         frame, error_frame = rest_v03.event_frame, rest_v03.error_frame
         # a JSON-RPC id for an agent reached over JSON-RPC (a 0.3 agent refuses a null one)
         rpc_id = f"agentgw-{ex.task.trace_id[:16]}"
@@ -408,18 +409,8 @@ class A2APlane:
         base = self.base_url(scope, ex.headers)
 
         async def forward(e: Exchange) -> Result:
-            # The rewritten (and re-signed) card is kept with the fetched one, per base URL: an ES256 signature
-            # differs each time it is made, and the ETag must stay the same while the agent's card does.
-            cached = await self.agents[agent].cached()
-            key = f"served:{base}"
-            made = cached.memo.get(key)
-            if made is None:
-                if len(cached.memo) >= _MEMO_MAX:  # bases are Host headers: a bounded few are kept
-                    cached.memo.clear()
-                made = cached.memo[key] = served(self.rewrite(agent, cached.card, base))
-            body, headers = made
-            ttl = self.agents[agent].cards.fresh_for(cached)
-            return Result(payload=(body, {**headers, "cache-control": served_cache_control(ttl)}))
+            up = self.agents[agent]
+            return Result(payload=await served_card(up, base, lambda card: self.rewrite(agent, card, base)))
 
         try:
             result = await self.pipeline.run(ex, forward)
@@ -450,34 +441,13 @@ class A2APlane:
         reply = {"x-agentgw-task": ex.task.task_id}
         base = self.base_url(scope, ex.headers)
 
-        async def entry(name: str, up: AgentUpstream) -> dict[str, Any]:
-            url = f"{base}/a2a/{name}"
-            out: dict[str, Any] = {"name": name, "url": url, "card_url": url + CARD_SUFFIX}
-            try:
-                card = await up.card()
-            except GatewayError:
-                out["available"] = False
-                return out
-            out["available"] = True
-            out["description"] = card.get("description") if isinstance(card.get("description"), str) else ""
-            found = card.get("skills")
-            skills: list[Any] = found if isinstance(found, list) else []
-            out["skills"] = [
-                {k: s[k] for k in ("id", "name", "description", "tags") if k in s}
-                for s in skills
-                if isinstance(s, dict)
-            ]
-            if isinstance(card.get("version"), str):
-                out["version"] = card["version"]
-            return out
-
         async def forward(e: Exchange) -> Result:
             visible = [
                 (n, up)
                 for n, up in sorted(self.agents.items())
                 if self.pipeline.allows(e.principal, f"a2a:{n}", "call")
             ]
-            entries = await asyncio.gather(*(entry(n, up) for n, up in visible))
+            entries = await asyncio.gather(*(directory_entry(n, up, base) for n, up in visible))
             return Result(payload={"agents": list(entries)})
 
         try:
