@@ -63,10 +63,10 @@ class Route:
     path_params: tuple[str, ...]
 
 
-def match(verb: str, path: str) -> Route:
+def match(verb: str, path: str, routes: list[tuple[str, re.Pattern[str], Method]] = ROUTES) -> Route:
     """The method a verb and path (below `/rest`) name; NoRoute 404 (unknown path) or 405 (known path, other verb)."""
     known = False
-    for v, pattern, method in ROUTES:
+    for v, pattern, method in routes:
         m = pattern.fullmatch(path)
         if m is None:
             continue
@@ -74,7 +74,7 @@ def match(verb: str, path: str) -> Route:
             return Route(method, tuple(unquote(g) for g in m.groups()))
         known = True
     if known:
-        raise NoRoute(405, f"Method {verb} is not allowed on {path}.")
+        raise NoRoute(405, f"Method {verb} is not allowed on {path[:200]}.")
     raise NoRoute(404, f"Unknown path {path[:200]}.")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -18,39 +18,27 @@ from agentgw.a2a.errors import (
     rest_error,
     rpc_code,
 )
+from agentgw.a2a.frontdoor import rest
 from agentgw.a2a.frontdoor.rest import NoRoute, Route
 from agentgw.a2a.methods import (
-    CANCEL,
     EXTENDED_CARD,
-    GET_TASK,
+    LIST_TASKS,
     PUSH_CREATE,
-    PUSH_DELETE,
-    PUSH_GET,
-    PUSH_LIST,
     SEND,
     STREAM,
-    SUBSCRIBE,
     Method,
 )
 from agentgw.errors import GatewayError
 
 PREFIX = "/v1/"
-_SEG = r"([^/]+?)"
-# As REST03Adapter.routes(), plus DELETE of a push config (in the 0.3 spec's HTTP+JSON table, absent from the SDK's
-# server); no ListTasks (0.3 has none).
+# The 1.0 routes under /v1 (as REST03Adapter.routes()), but for ListTasks (0.3 has none) and the extended card
+# (0.3: /v1/card); DELETE of a push config stays, as the 0.3 spec's HTTP+JSON table has it (the SDK's server
+# does not).
 ROUTES: list[tuple[str, re.Pattern[str], Method]] = [
-    ("POST", re.compile(r"/v1/message:send"), SEND),
-    ("POST", re.compile(r"/v1/message:stream"), STREAM),
-    ("POST", re.compile(rf"/v1/tasks/{_SEG}:cancel"), CANCEL),
-    ("GET", re.compile(rf"/v1/tasks/{_SEG}:subscribe"), SUBSCRIBE),
-    ("POST", re.compile(rf"/v1/tasks/{_SEG}:subscribe"), SUBSCRIBE),
-    ("GET", re.compile(rf"/v1/tasks/{_SEG}/pushNotificationConfigs/{_SEG}"), PUSH_GET),
-    ("DELETE", re.compile(rf"/v1/tasks/{_SEG}/pushNotificationConfigs/{_SEG}"), PUSH_DELETE),
-    ("POST", re.compile(rf"/v1/tasks/{_SEG}/pushNotificationConfigs"), PUSH_CREATE),
-    ("GET", re.compile(rf"/v1/tasks/{_SEG}/pushNotificationConfigs"), PUSH_LIST),
-    ("GET", re.compile(rf"/v1/tasks/{_SEG}"), GET_TASK),
-    ("GET", re.compile(r"/v1/card"), EXTENDED_CARD),
-]
+    (verb, re.compile("/v1" + pattern.pattern), method)
+    for verb, pattern, method in rest.ROUTES
+    if method not in (LIST_TASKS, EXTENDED_CARD)
+] + [("GET", re.compile(r"/v1/card"), EXTENDED_CARD)]
 # Bodies the route reads (the others, e.g. a cancel's, are ignored as the SDK's server ignores them).
 _READS_BODY = frozenset({SEND.name, STREAM.name, PUSH_CREATE.name})
 
@@ -58,17 +46,7 @@ _READS_BODY = frozenset({SEND.name, STREAM.name, PUSH_CREATE.name})
 def match(verb: str, path: str) -> Route:
     """The method a verb and path (below `/rest`) name; NoRoute 404 (unknown path) or 405 (known path, other verb:
     the SDK's 0.3 client retries a subscribe with GET on a 405)."""
-    known = False
-    for v, pattern, method in ROUTES:
-        m = pattern.fullmatch(path)
-        if m is None:
-            continue
-        if v == verb:
-            return Route(method, tuple(unquote(g) for g in m.groups()))
-        known = True
-    if known:
-        raise NoRoute(405, f"Method {verb} is not allowed on {path[:200]}.")
-    raise NoRoute(404, f"Unknown path {path[:200]}.")
+    return rest.match(verb, path, ROUTES)
 
 
 def reads_body(route: Route) -> bool:
