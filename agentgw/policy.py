@@ -26,6 +26,7 @@ from typing import Any
 import casbin
 from casbin.persist.adapters import FileAdapter
 
+from agentgw.conditions import Condition, ConditionError, compile_condition, evaluate
 from agentgw.names import ROLE, USER, ambiguous, policy_name, request_names
 
 log = logging.getLogger("agentgw.policy")
@@ -117,6 +118,7 @@ class Rule:
     act: str
     effect: str
     condition: str | None = None
+    compiled: Condition | None = field(default=None, compare=False, repr=False)
 
 
 def _parse(path: Path) -> tuple[list[Rule], list[list[str]], list[str]]:
@@ -146,7 +148,16 @@ def _parse(path: Path) -> tuple[list[Rule], list[list[str]], list[str]]:
             problems.append(f"line {number}: effect {effect!r} is not one of {', '.join(sorted(_RANK))}")
             continue
         condition = values[5] if len(values) > 5 and values[5] else None
-        rules.append(Rule(number, text, policy_name(values[1]), values[2], values[3], effect, condition))
+        compiled = None
+        if condition is not None:
+            try:
+                compiled = compile_condition(condition)
+            except ConditionError as exc:
+                problems.append(f"line {number}: {exc}")
+                continue
+        rules.append(
+            Rule(number, text, policy_name(values[1]), values[2], values[3], effect, condition, compiled)
+        )
     return rules, others, problems
 
 
@@ -179,6 +190,10 @@ class PolicyDecision:
     rule: str | None  # the deciding policy line, as written (None: no rule matched, default deny)
     line: int | None  # its line number in the policy file
     effect: str = ""
+    # conditional lines that matched but did not apply (condition false, or an allow whose condition failed), and
+    # conditions that failed (`line N: error`), for the refusal's message and the audit record
+    unmet: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.effect:
@@ -187,10 +202,12 @@ class PolicyDecision:
             raise ValueError(f"allowed={self.allowed} contradicts effect {self.effect!r}")
 
     @classmethod
-    def of(cls, rule: Rule | None) -> PolicyDecision:
+    def of(
+        cls, rule: Rule | None, unmet: tuple[int, ...] = (), errors: tuple[str, ...] = ()
+    ) -> PolicyDecision:
         if rule is None:
-            return cls(False, None, None, "deny")
-        return cls(rule.effect != "deny", rule.text, rule.line, rule.effect)
+            return cls(False, None, None, "deny", unmet, errors)
+        return cls(rule.effect != "deny", rule.text, rule.line, rule.effect, unmet, errors)
 
 
 DENY = PolicyDecision(False, None, None, "deny")
@@ -241,6 +258,7 @@ class PolicyEngine:
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
         self.lines = len(rules)
         self._cache: dict[tuple[str | None, tuple[str, ...], str, str], tuple[Rule, ...]] = {}
+        self._decisions: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
         # Index the lines by subject so matching only evaluates the lines of the subject and the roles it
         # inherits through `g` (the same set g(r.sub, p.sub) selects).
         self._assertion = self.enforcer.model.model["p"]["p"]
@@ -277,10 +295,54 @@ class PolicyEngine:
         self._cache[key] = rules
         return rules
 
-    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
-        """The strictest matching line of the subject and its roles decides (deny > approve > confirm > allow);
-        no matching line: deny. `subject` None decides for the roles alone (`agentgw policy check role:<name> …`)."""
-        return PolicyDecision.of(strictest(self.matching(subject, roles, obj, act)))
+    def decide(
+        self,
+        subject: str | None,
+        roles: tuple[str, ...],
+        obj: str,
+        act: str,
+        facts: Mapping[str, Any] | None = None,
+        listing: bool = False,
+    ) -> PolicyDecision:
+        """The strictest applying line of the subject and its roles decides (deny > approve > confirm > allow); no
+        applying line: deny. `subject` None decides for the roles alone (`agentgw policy check role:<name> …`).
+
+        A conditional line applies when its condition holds over `facts` (`args`, `principal`, `task`, `target`;
+        without facts, only `principal` and `target` are known). A condition that fails (a missing argument, a
+        wrong type) fails closed: a conditional allow does not apply, a conditional deny, approve or confirm does.
+        `listing`: would some arguments make it callable? A conditional allow (approve, confirm) applies and a
+        conditional deny is ignored. Only decisions that involve no condition are cached."""
+        rules = self.matching(subject, roles, obj, act)
+        if not any(rule.compiled is not None for rule in rules):
+            key = (subject, roles, obj, act)
+            hit = self._decisions.get(key)
+            if hit is None:
+                hit = PolicyDecision.of(strictest(rules))
+                if len(self._decisions) > 100_000:
+                    self._decisions.clear()
+                self._decisions[key] = hit
+            return hit
+        if facts is None:
+            facts = {"principal": {"sub": subject, "roles": list(roles), "claims": {}}, "target": obj}
+        applying: list[Rule] = []
+        unmet: list[int] = []
+        errors: list[str] = []
+        for rule in rules:
+            if rule.compiled is None:
+                holds = True
+            elif listing:
+                holds = rule.effect != "deny"
+            else:
+                try:
+                    holds = evaluate(rule.compiled, facts)
+                except ConditionError as exc:
+                    holds = rule.effect != "allow"  # fail closed: never an allow by mistake
+                    errors.append(f"line {rule.line}: {exc}")
+            if holds:
+                applying.append(rule)
+            else:
+                unmet.append(rule.line)
+        return PolicyDecision.of(strictest(applying), tuple(unmet), tuple(errors))
 
 
 def _line_number(problem: str) -> int:
@@ -329,10 +391,18 @@ class PolicyStore:
         except OSError:
             return False
 
-    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+    def decide(
+        self,
+        subject: str | None,
+        roles: tuple[str, ...],
+        obj: str,
+        act: str,
+        facts: Mapping[str, Any] | None = None,
+        listing: bool = False,
+    ) -> PolicyDecision:
         if self.engine is None:
             return DENY
-        return self.engine.decide(subject, roles, obj, act)
+        return self.engine.decide(subject, roles, obj, act, facts, listing)
 
     async def watch(self, interval_s: float = 1.0) -> None:
         while True:
