@@ -256,6 +256,11 @@ class PolicyEngine:
         self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path), rules, others))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
+        # casbin parses the matcher into a new evaluator on every enforce (most of its cost); the engine asks one
+        # line at a time, so keep one evaluator per matcher text. Safe: an engine's functions (objMatch, and `g`
+        # over its role manager) never change, and each evaluation sets its own names.
+        self._expressions: dict[str, Any] = {}
+        self.enforcer._get_expression = self._expression
         self.lines = len(rules)
         self._cache: dict[tuple[str | None, tuple[str, ...], str, str], tuple[Rule, ...]] = {}
         self._decisions: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
@@ -266,6 +271,12 @@ class PolicyEngine:
         self._by_sub: dict[str, list[Rule]] = {}
         for rule in rules:
             self._by_sub.setdefault(rule.sub, []).append(rule)
+
+    def _expression(self, expr: str, functions: Mapping[str, Any] | None = None) -> Any:
+        hit = self._expressions.get(expr)
+        if hit is None:
+            hit = self._expressions[expr] = casbin.Enforcer._get_expression(expr, functions)
+        return hit
 
     def _matches(self, who: str, rule: Rule, obj: str, act: str) -> bool:
         """Does casbin's matcher select this line for (who, obj, act)? Asked with the line alone, its effect
