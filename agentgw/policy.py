@@ -9,6 +9,10 @@ of its roles `role:<name>`. Policy lines write `user:<subject>` or `role:<name>`
 Objects: `llm:<model>`, `mcp:<server>/<tool>`, `mcp:<server>/resource/<uri>`, `mcp:<server>/prompt/<name>`,
 `a2a:<agent>`. In policy lines `*` matches any run of characters (`/` included) and `?` one character;
 `tag:<name>` matches every object carrying that registry tag. Default deny.
+
+Lines are `p, <subject or role>, <object>, <action>, <effect>[, <condition>]`: casbin's matcher selects the lines
+that match; the strictest applying one decides (deny > approve > confirm > allow). A condition (CEL, see
+agentgw.conditions) makes its line apply only when it holds, and fails closed.
 """
 
 from __future__ import annotations
@@ -323,15 +327,16 @@ class PolicyEngine:
         wrong type) fails closed: a conditional allow does not apply, a conditional deny, approve or confirm does.
         `listing`: would some arguments make it callable? A conditional allow (approve, confirm) applies and a
         conditional deny is ignored. Only decisions that involve no condition are cached."""
+        key = (subject, roles, obj, act)
+        hit = self._decisions.get(key)  # only decisions that involve no condition are here
+        if hit is not None:
+            return hit
         rules = self.matching(subject, roles, obj, act)
         if not any(rule.compiled is not None for rule in rules):
-            key = (subject, roles, obj, act)
-            hit = self._decisions.get(key)
-            if hit is None:
-                hit = PolicyDecision.of(strictest(rules))
-                if len(self._decisions) > 100_000:
-                    self._decisions.clear()
-                self._decisions[key] = hit
+            hit = PolicyDecision.of(strictest(rules))
+            if len(self._decisions) > 100_000:
+                self._decisions.clear()
+            self._decisions[key] = hit
             return hit
         if facts is None:
             facts = {"principal": {"sub": subject, "roles": list(roles), "claims": {}}, "target": obj}
