@@ -102,12 +102,8 @@ def policy_roles(path: Path, *, bare: bool = True) -> set[str]:
     return roles
 
 
-EFFECTS = (
-    "allow",
-    "confirm",
-    "approve",
-    "deny",
-)  # in order of strictness: among matching lines the strictest wins
+# In order of strictness: among the applying lines the strictest wins.
+EFFECTS = ("allow", "confirm", "approve", "deny")
 _RANK = {effect: rank for rank, effect in enumerate(EFFECTS)}
 
 
@@ -291,6 +287,12 @@ class PolicyEngine:
         finally:
             self._assertion.policy = self._all
 
+    def probe(self) -> None:
+        """Run the matcher once, so a model whose matcher does not evaluate fails at load, not on a request."""
+        self._matches(
+            USER + "__probe__", Rule(0, "", USER + "__probe__", "llm:*", "call", "allow"), "llm:x", "call"
+        )
+
     def matching(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> tuple[Rule, ...]:
         """Every line that applies to the subject or one of its roles for (obj, act), conditions not evaluated."""
         key = (subject, roles, obj, act)
@@ -388,7 +390,7 @@ class PolicyStore:
         try:
             mtimes = self._stat()
             engine = PolicyEngine(self.model_path, self.policy_path, self.tags)
-            engine.decide("__probe__", (), "llm:__probe__", "call")  # a broken matcher fails here, not later
+            engine.probe()  # a broken matcher fails here, not later
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("policy not reloaded, keeping the last good policy: %s", self.error)

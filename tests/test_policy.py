@@ -316,3 +316,15 @@ def test_a_condition_may_hold_commas_also_inside_strings(tmp_path: Path) -> None
     engine = write(tmp_path, 'p, role:a, mcp:*, call, allow, args.q in ["a,b", "c"] && size(args.q) > 0\n')
     assert engine.decide("x", ("a",), "mcp:s/t", "call", {"args": {"q": "a,b"}}).allowed
     assert not engine.decide("x", ("a",), "mcp:s/t", "call", {"args": {"q": "a"}}).allowed
+
+
+def test_a_model_whose_matcher_does_not_evaluate_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    shutil.copy(POLICIES / "model.conf", tmp_path / "model.conf")
+    (tmp_path / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
+    store = PolicyStore(tmp_path / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    model = (POLICIES / "model.conf").read_text().replace("objMatch(r.obj, p.obj)", "noSuchFunction(r.obj)")
+    (tmp_path / "model.conf").write_text(model)
+    assert not store.load()
+    assert store.error is not None
+    assert store.decide("x", ("agents",), "llm:m", "call").allowed
