@@ -64,6 +64,11 @@ def _host(raw: str) -> tuple[str, bool]:
         return ip4, True
     if host.isascii():
         ascii_host = host.lower()
+        if "xn--" in ascii_host:  # punycode must decode, as a client would need it to
+            try:
+                idna.decode(ascii_host)
+            except (idna.IDNAError, UnicodeError):
+                raise ValueError("bad host name") from None
     else:
         try:  # UTS 46 as browsers and httpx: fullwidth forms, ideographic dots, case, invisible characters
             ascii_host = idna.encode(host, uts46=True).decode("ascii")

@@ -4,10 +4,15 @@ rules written the way an operator would. Zero bypasses: every attempt is refused
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentgw.conditions import ConditionError, compile_condition, evaluate, glob, path, url, within
 from agentgw.policy import PolicyEngine
@@ -324,3 +329,65 @@ def test_a_principal_name_with_traversal_cannot_widen_its_own_directory(corpus_e
 def test_a_condition_that_is_not_a_boolean_is_an_error() -> None:
     with pytest.raises(ConditionError, match="not a boolean"):
         cel("args.n", args={"n": 1})
+
+
+# -- differential: url() against the HTTP client, path() against POSIX normalisation ---------------------------
+
+URL_PIECES = st.sampled_from(
+    [
+        "good.com",
+        "evil.com",
+        "@",
+        ":",
+        "80",
+        "#",
+        "?",
+        "/",
+        ";",
+        "\\",
+        ".",
+        "%40",
+        "[::1]",
+        "127.0.0.1",
+        "xn--e1a",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scheme=st.sampled_from(["http", "https", "HTTP"]), rest=st.lists(URL_PIECES, min_size=1, max_size=8))
+def test_url_reads_the_same_host_as_the_http_client_whenever_both_read_one(
+    scheme: str, rest: list[str]
+) -> None:
+    raw = f"{scheme}://{''.join(rest)}"
+    try:
+        ours = url(raw)
+    except ValueError:
+        return  # refused: a condition on it fails closed
+    try:
+        theirs = httpx.URL(raw).host
+    except (httpx.InvalidURL, ValueError):
+        return  # the client would not connect anywhere
+    if not theirs:
+        return
+    # the same host once both are put in canonical form (url() canonicalises; the client connects to the same)
+    assert url(f"http://{'[' + theirs + ']' if ':' in theirs else theirs}/")["host"] == ours["host"], raw
+
+
+PATH_PIECES = st.sampled_from(["/", ".", "..", "bot", "alice", "workspace", "%2e", "\\", "ｂot", "x"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["/", "/workspace/", "/workspace/bot", "/workspace/bot/"]),
+    st.lists(PATH_PIECES, max_size=8),
+)
+def test_a_path_within_a_directory_is_inside_it_for_posix_too(start: str, pieces: list[str]) -> None:
+    raw = start + "".join(pieces)
+    try:
+        inside = within(raw, "/workspace/bot")
+    except ValueError:
+        return  # refused: fails closed
+    normal = posixpath.normpath(raw)
+    assert inside == (normal == "/workspace/bot" or normal.startswith("/workspace/bot/")), raw
+    assert unquote(raw) == raw
