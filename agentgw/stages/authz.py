@@ -15,7 +15,7 @@ sets `exchange.attrs["hold"] = {"effect", "rule", "line"}` for the hold stage th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from agentgw.errors import Concealed, Forbidden, NotFound
@@ -67,6 +67,31 @@ def facts(
     return {"args": args, "principal": who, "task": task_facts, "target": target}
 
 
+class _Facts(Mapping[str, Any]):
+    """A condition's variables, built on first use: most decisions involve no condition (and are cached), so the
+    hot path never builds them."""
+
+    __slots__ = ("_build", "_built")
+
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
+        self._built: dict[str, Any] | None = None
+
+    def _facts(self) -> dict[str, Any]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._facts()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._facts())
+
+    def __len__(self) -> int:
+        return len(self._facts())
+
+
 def _where(decision: PolicyDecision) -> str:
     """The decision as the audit record names it: the deciding line, else default deny (with the conditional
     lines that did not apply)."""
@@ -109,8 +134,9 @@ class AuthzStage(Stage):
             return
         action = exchange.attrs.get("action", "call")
         target = exchange.target
-        limits = self.task_limits(p, exchange.headers) if self.task_limits is not None else None
-        known = facts(p, target, arguments(exchange), exchange.task, limits)
+        known = _Facts(
+            lambda: facts(p, target, arguments(exchange), exchange.task, self._limits(p, exchange.headers))
+        )
         decision = self.store.decide(p.subject, p.roles, target, action, known)
         rule = _where(decision)
         detail = "; ".join(decision.errors) or None
@@ -146,9 +172,11 @@ class AuthzStage(Stage):
     ) -> PolicyDecision:
         """The decision for a call with these arguments, without an Exchange (a model's tool_call inside an LLM
         answer): the same policy, conditions and fail-closed rules as `on_request`."""
-        limits = self.task_limits(principal, {}) if self.task_limits is not None else None
-        known = facts(principal, target, args, task, limits)
+        known = facts(principal, target, args, task, self._limits(principal, {}))
         return self.store.decide(principal.subject, principal.roles, target, action, known)
+
+    def _limits(self, principal: Principal, headers: dict[str, str]) -> Mapping[str, int] | None:
+        return self.task_limits(principal, headers) if self.task_limits is not None else None
 
     def allows(self, principal: Principal, target: str, action: str = "call") -> bool:
         """For listings: a target whose lines depend on the arguments is listed (callable with some arguments)."""
