@@ -12,6 +12,7 @@ import anyio
 import openai
 import pytest
 from mcp.shared.exceptions import MCPError
+from openai.types.chat import ChatCompletionMessageParam
 
 from agentgw.a2a.errors import PERMISSION_DENIED as A2A_PERMISSION_DENIED
 from agentgw.mcp.errors import PERMISSION_DENIED as MCP_PERMISSION_DENIED
@@ -100,14 +101,14 @@ async def test_an_interns_llm_call_over_1000_max_tokens_is_refused_by_the_openai
     async with gateway(tmp_path, MOCK_REGISTRY, intern_settings(tmp_path)) as (url, _):
         ivy = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=INTERN_KEY, max_retries=0)
         tester = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TEST_KEY, max_retries=0)
-        hi = [{"role": "user", "content": "hi"}]
+        hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
         with anyio.fail_after(30):
-            ok = await ivy.chat.completions.create(model="mock-fast", messages=hi, max_tokens=1000)  # type: ignore[arg-type]
+            ok = await ivy.chat.completions.create(model="mock-fast", messages=hi, max_tokens=1000)
             with pytest.raises(openai.PermissionDeniedError) as refused:
-                await ivy.chat.completions.create(model="mock-fast", messages=hi, max_tokens=1001)  # type: ignore[arg-type]
+                await ivy.chat.completions.create(model="mock-fast", messages=hi, max_tokens=1001)
             with pytest.raises(openai.PermissionDeniedError):
-                await ivy.chat.completions.create(model="mock-fast", messages=hi)  # type: ignore[arg-type]
-            agent = await tester.chat.completions.create(model="mock-fast", messages=hi, max_tokens=5000)  # type: ignore[arg-type]
+                await ivy.chat.completions.create(model="mock-fast", messages=hi)
+            agent = await tester.chat.completions.create(model="mock-fast", messages=hi, max_tokens=5000)
             listed = [m.id async for m in ivy.models.list()]
         await ivy.close()
         await tester.close()
