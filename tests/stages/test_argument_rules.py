@@ -1,7 +1,7 @@
 """Argument rules end to end, through a real gateway on loopback: a conditional line decides an MCP tools/call by
 its arguments (real `mcp` SDK client and server, both eras), an LLM request by its body fields (the real `openai`
-client) and an A2A message by its metadata. The tool stays listed; a refused call gets the plane's permission
-error naming the policy line, and the audit record's decision names it too."""
+client) and an A2A message by its metadata (JSON-RPC and HTTP+JSON). The tool stays listed; a refused call gets
+the plane's permission error naming the policy line, and the audit record's decision names it too."""
 
 from __future__ import annotations
 
@@ -149,9 +149,19 @@ async def test_an_a2a_message_is_decided_by_its_metadata(tmp_path: Path) -> None
                 body = rpc("SendMessage", {"message": a2a_message("hi", f"m{i}", meta)})
                 r = await plane.http.post("/a2a/echo", json=body, headers=plane.headers())
                 answers.append(r.json())
+            rest = await plane.http.post(  # the HTTP+JSON binding: the same rule, its own error envelope
+                "/a2a/echo/rest/message:send",
+                json={"message": a2a_message("hi", "m9", {"classification": "internal"})},
+                headers=plane.headers(),
+            )
     assert "result" in answers[0] and "result" in answers[1]
     error = answers[2]["error"]
     assert "policy.csv line 2" in error["message"]
     assert error["code"] == A2A_PERMISSION_DENIED
-    decision = authz_decision(audit_records(tmp_path), "a2a:echo", "denied")
-    assert decision["rule"].startswith("policy.csv:2:")
+    assert rest.status_code == 403 and rest.json()["error"]["status"] == "PERMISSION_DENIED"
+    assert "policy.csv line 2" in rest.json()["error"]["message"]
+    denied = [r for r in audit_records(tmp_path) if r["target"] == "a2a:echo" and r["status"] == "denied"]
+    assert len(denied) == 2
+    for record in denied:
+        decision = next(d for d in record["decisions"] if d["stage"] == "authz")
+        assert decision["rule"].startswith("policy.csv:2:")
