@@ -64,13 +64,16 @@ def _malformed(name: str, granted: bool) -> str | None:
 
 
 def policy_problems(path: Path) -> list[str]:
-    """Lines that do not load: an empty name, a doubled prefix (`user:role:x`), a subject granted as a role
-    (`g, user:a, user:b`). A bare name is a role, as in every policy written before the prefixes."""
-    return [
+    """Lines that do not load, in line order: an empty name, a doubled prefix (`user:role:x`), a subject granted
+    as a role (`g, user:a, user:b`), a `p` line without an effect, an effect that is not allow, deny, approve or
+    confirm, a condition that does not compile. A bare name is a role, as in every policy written before the
+    prefixes."""
+    names = [
         f"line {number}: {why}"
         for number, kind, position, name in _names(path)
         if (why := _malformed(name, kind == "g" and position == 1))
     ]
+    return sorted(names + _parse(path)[2], key=_line_number)
 
 
 def bare_subjects(path: Path, subjects: Collection[str]) -> list[str]:
@@ -248,10 +251,10 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
-        rules, others, problems = _parse(policy_path)
-        problems = policy_problems(policy_path) + problems
+        problems = policy_problems(policy_path)
         if problems:
-            raise PolicyError("; ".join(sorted(problems, key=_line_number)))
+            raise PolicyError("; ".join(problems))
+        rules, others, _ = _parse(policy_path)
         self.rules = rules
         self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path), rules, others))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise

@@ -106,3 +106,20 @@ def test_policy_check_decides_conditional_lines_with_the_given_arguments(tmp_pat
     assert missing[0] == 1
     assert held == (0, ["allowed (approve): tester (roles: agents) call mcp:fs/rm", held[1][1]])
     assert held[1][1].endswith("policy.csv:2: p, role:agents, mcp:fs/rm, call, approve")
+
+
+def test_check_config_names_each_policy_line_with_a_bad_effect_or_condition(tmp_path: Path) -> None:
+    (tmp_path / "policy.csv").write_text(
+        "p, role:agents, llm:*, call, allow\n"
+        "p, role:agents, mcp:*, call, permit\n"
+        "p, role:agents, mcp:fs/*, call, deny, args.path ==\n"
+    )
+    policies = {"policies": {"model": str(POLICIES / "model.conf"), "policy": "policy.csv"}}
+    cfg = write_config(tmp_path, {}, policies)
+    code, err = run("check-config", "--config", str(cfg))
+    assert code == 3
+    assert (
+        f"{tmp_path / 'policy.csv'}: line 2: effect 'permit' is not one of allow, approve, confirm, deny"
+        in err
+    )
+    assert f"{tmp_path / 'policy.csv'}: line 3: condition does not compile" in err
