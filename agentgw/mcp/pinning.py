@@ -254,11 +254,12 @@ class Note:
 
     def message(self, name: str) -> str:
         """What a caller of a held tool is told."""
-        if self.state == "changed":
-            return f"Tool {name} changed since it was pinned; an operator must approve it."
-        if self.state == "added":
-            return f"Tool {name} is new and not pinned yet; an operator must approve it."
         kinds = ", ".join(sorted({f.kind for f in self.findings}))
+        also = f" Its definition also has injection markers ({kinds})." if kinds else ""
+        if self.state == "changed":
+            return f"Tool {name} changed since it was pinned; an operator must approve it.{also}"
+        if self.state == "added":
+            return f"Tool {name} is new and not pinned yet; an operator must approve it.{also}"
         return f"Tool {name} is withheld: its definition has injection markers ({kinds}); an operator must review it."
 
 
