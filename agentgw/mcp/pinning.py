@@ -33,6 +33,9 @@ _HEADER = (
     "# approve` (or POST /admin/tools/{name}/approve); review changes with `agentgw tools diff`. Do not edit.\n"
 )
 _MAX_REPORTED = 10_000
+# libyaml when it is there: a lock of a few hundred large tools loads in milliseconds instead of seconds
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 State = Literal["pinned", "changed", "added", "removed"]
 
@@ -88,7 +91,7 @@ class Lock:
         except OSError as exc:
             raise LockError(f"{path}: {exc.strerror or exc}") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_Loader)
         except yaml.YAMLError as exc:
             raise LockError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
         if raw is None:
@@ -122,7 +125,7 @@ class Lock:
                 if tools
             },
         }
-        return _HEADER + yaml.safe_dump(body, sort_keys=True, allow_unicode=False, width=100)
+        return _HEADER + yaml.dump(body, Dumper=_Dumper, sort_keys=True, allow_unicode=False, width=100)
 
     def save(self, path: Path) -> None:
         """Write atomically (a temporary file renamed over the lock): readers see the old or the new lock."""
@@ -286,6 +289,11 @@ class Pins:
         self.error: str | None = None  # why the lock file could not be read, last time it was tried
         self._sig: tuple[int, int, int] | None = None
         self._reported: set[tuple[str, str, str]] = set()
+        # Rebuilding a view re-checks every tool (a listing refetched, new pins): the last listing's fingerprints
+        # (by the item objects themselves) and scans (by fingerprint and the exposed name and description, all
+        # the registry's decoration can change) are remembered, so a rebuild costs lookups, not hashing.
+        self._fps: dict[str, dict[int, tuple[dict[str, Any], str]]] = {}
+        self._scans: dict[tuple[str, Any, Any], tuple[Finding, ...]] = {}
         self.changes: Counter | None = (
             metrics.counter(
                 "agentgw_tool_pin_changes_total",
@@ -339,6 +347,7 @@ class Pins:
     def observe(self, server: str, items: list[dict[str, Any]]) -> None:
         """A fresh tool listing of `server`: each definition that differs from the lock is logged and counted,
         once per distinct definition (the gateway lists often; a change is one event)."""
+        self._fps[server] = {id(item): (item, fingerprint(item)) for item in items}
         if self.mode == "off":
             return
         listed: set[str] = set()
@@ -346,7 +355,7 @@ class Pins:
             name = item.get("name")
             if isinstance(name, str):
                 listed.add(name)
-                fp = fingerprint(item)
+                fp = self._fingerprint(server, item)
                 state = self.state(server, name, fp)
                 if state != "pinned":
                     self._report(server, name, state, fp)
@@ -375,17 +384,30 @@ class Pins:
         """What to do with one tool as the upstream listed it (`exposed`: as an endpoint shows it, after the
         registry's renames and descriptions, which is what the scan reads). None: list it as is."""
         name = upstream.get("name")
-        fp = fingerprint(upstream)
+        fp = self._fingerprint(server, upstream)
         state: State | None = None
         if self.mode != "off" and isinstance(name, str):
             state = self.state(server, name, fp)
-        findings = tuple(scan_tool(exposed)) if self.scan != "off" else ()
+        findings = self._scan(fp, exposed) if self.scan != "off" else ()
         if state in (None, "pinned") and not findings:
             return None
         hidden = (self.mode == "enforce" and state in ("changed", "added")) or (
             self.scan == "hide" and bool(findings)
         )
         return Note(state, fp, findings, hidden)
+
+    def _fingerprint(self, server: str, item: dict[str, Any]) -> str:
+        hit = self._fps.get(server, {}).get(id(item))
+        return hit[1] if hit is not None and hit[0] is item else fingerprint(item)
+
+    def _scan(self, fp: str, exposed: dict[str, Any]) -> tuple[Finding, ...]:
+        key = (fp, exposed.get("name"), exposed.get("description"))
+        found = self._scans.get(key)
+        if found is None:
+            if len(self._scans) >= _MAX_REPORTED:
+                self._scans.clear()
+            found = self._scans[key] = tuple(scan_tool(exposed))
+        return found
 
     def mark(self, item: dict[str, Any], note: Note) -> dict[str, Any]:
         """The listed form of a flagged tool under `scan: mark`."""

@@ -22,15 +22,20 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE | re.DOTALL)
+    return re.compile(
+        pattern
+    )  # matched on lower-cased text: IGNORECASE makes every pattern several times slower
 
 
 _W = r"[\s\W_]{1,6}"  # words apart: spaces, punctuation, underscores (no more than a few)
-# (kind, pattern): instructions addressed to the model. Matched on text with invisible characters removed and
-# whitespace collapsed, so splitting a phrase with them does not hide it.
-_MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
+# (kind, words one of which any match contains, pattern): instructions addressed to the model. Matched on text
+# with invisible characters removed, compatibility-normalised and lower-cased, whitespace collapsed, so splitting
+# a phrase with zero-width spaces or writing it in full-width letters does not hide it. The words are a cheap
+# pre-check (most definitions contain none of them), the pattern decides.
+_MARKERS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     (
         "override_instructions",
+        ("ignore", "disregard", "forget", "override", "bypass"),
         _rx(
             rf"\b(ignore|disregard|forget|override|bypass)(?:{_W}(all|any|the|your|previous|prior|earlier|above"
             rf"|preceding|former|other|existing|system))*{_W}(instructions?|prompts?|rules|directions|guidelines"
@@ -39,6 +44,7 @@ _MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "conceal_from_user",
+        ("user", "human", "operator"),
         _rx(
             r"\b(do\s*n[o']?t|never|without)\s+(tell|telling|inform|informing|notify|notifying|mention|mentioning"
             r"|reveal|revealing|show|showing|alert|alerting|let)\b.{0,30}\b(the\s+)?(user|human|operator)\b"
@@ -48,6 +54,7 @@ _MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "prompt_tag",
+        ("<", "[", "#"),
         _rx(
             r"<\s*/?\s*(important|system|instructions?|secret|hidden|admin|critical|prompt|assistant)\s*>"
             r"|\[/?(inst|system)\]|<\|\s*(im_start|im_end|system|endoftext)\s*\|>|^\s*#{1,6}\s*system\b"
@@ -55,6 +62,7 @@ _MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "new_instructions",
+        ("instruction", "you are now", "from now on", "system prompt", "using", "calling", "running"),
         _rx(
             r"\b(new|updated|real|actual|additional)\s+(system\s+)?instructions?\s*:"
             r"|\byou\s+are\s+now\b|\bfrom\s+now\s+on\b|\bsystem\s+prompt\b"
@@ -64,6 +72,7 @@ _MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "sensitive_data",
+        ("~/.", "id_", "mcp.json", "/etc/", ".env", "credential", "key", "password", "secret"),
         _rx(
             r"~/\.(ssh|aws|cursor|config|gnupg|kube|docker)\b|\bid_(rsa|ed25519|ecdsa)\b|\bmcp\.json\b"
             r"|/etc/(passwd|shadow)\b|\.env\b|\bcredentials?\s+file\b"
@@ -88,27 +97,23 @@ class Finding:
 
 
 def scan_tool(tool: dict[str, Any]) -> list[Finding]:
-    """The injection markers in one tool definition (its SCANNED fields, every string in them, keys included)."""
+    """The injection markers in one tool definition (its SCANNED fields, every string in them, keys included).
+    The phrases are looked for in all strings at once; only a hit is traced back to the strings it is in."""
+    strings = [pair for field in SCANNED if field in tool for pair in _strings(tool[field], field)]
     out: list[Finding] = []
-    for field in SCANNED:
-        if field in tool:
-            for where, text in _strings(tool[field], field):
-                out.extend(scan_text(text, where))
+    for where, text in strings:
+        for kind, chars in _invisible(text).items():
+            out.append(Finding(kind, where, _shown(text, text.index(chars[0]))))
+    flat = [_flatten(text) for _, text in strings]
+    everything = "\n".join(flat).lower()
+    for kind, words, pattern in _MARKERS:
+        if not any(w in everything for w in words) or pattern.search(everything) is None:
+            continue
+        for (where, _), text in zip(strings, flat, strict=True):
+            m = pattern.search(text.lower())
+            if m is not None:
+                out.append(Finding(kind, where, _shown(text, m.start())))
     return out
-
-
-def scan_text(text: str, where: str) -> list[Finding]:
-    found: list[Finding] = []
-    hidden = _invisible(text)
-    if hidden:
-        for kind, chars in hidden.items():
-            found.append(Finding(kind, where, _shown(text, text.index(chars[0]))))
-    flat = _flatten(text)
-    for kind, pattern in _MARKERS:
-        m = pattern.search(flat)
-        if m is not None:
-            found.append(Finding(kind, where, _shown(flat, m.start())))
-    return found
 
 
 def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:

@@ -114,3 +114,47 @@ def test_compare_names_added_removed_and_changed_tools_with_a_readable_field_dif
         "  + string",
     ]
     assert compare(lock, {"time": [{"name": "now", "description": "The time"}]}) == []
+
+
+def test_pins_keep_the_last_good_lock_when_the_file_breaks_and_follow_it_when_it_is_fixed(tmp_path: Path) -> None:
+    from agentgw.mcp.pinning import Pins
+    from agentgw.settings import ToolPinning
+
+    path = tmp_path / "tools.lock.yaml"
+    lock = Lock()
+    lock.pin("docs", SEARCH)
+    lock.save(path)
+    pins = Pins(ToolPinning(mode="enforce"), path)
+    fp = fingerprint(SEARCH)
+    assert pins.state("docs", "search", fp) == "pinned"
+    path.write_text("version: 1\nservers: [\n")
+    assert pins.refresh() is False
+    assert pins.error is not None and "not YAML" in pins.error
+    assert pins.state("docs", "search", fp) == "pinned"  # the last good lock still holds
+    Lock().save(path)
+    assert pins.refresh() is True and pins.error is None
+    assert pins.state("docs", "search", fp) == "added"
+
+
+def test_under_enforce_a_changed_or_new_tool_is_held_and_under_warn_only_noted(tmp_path: Path) -> None:
+    from agentgw.mcp.pinning import Pins
+    from agentgw.settings import ToolPinning
+
+    path = tmp_path / "tools.lock.yaml"
+    lock = Lock()
+    lock.pin("docs", SEARCH)
+    lock.save(path)
+    changed = {**SEARCH, "description": "Search the docs, differently"}
+    enforce = Pins(ToolPinning(mode="enforce"), path)
+    warn = Pins(ToolPinning(mode="warn"), path)
+    assert enforce.check("docs", SEARCH, SEARCH) is None
+    held = enforce.check("docs", changed, changed)
+    assert held is not None and (held.state, held.hidden) == ("changed", True)
+    new = enforce.check("docs", {"name": "fresh"}, {"name": "fresh"})
+    assert new is not None and (new.state, new.hidden) == ("added", True)
+    noted = warn.check("docs", changed, changed)
+    assert noted is not None and (noted.state, noted.hidden) == ("changed", False)
+    approved = enforce.approve("docs", "search", changed)
+    assert approved is not None and enforce.check("docs", changed, changed) is None
+    enforce.save()
+    assert Lock.load(path).get("docs", "search") == approved

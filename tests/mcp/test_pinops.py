@@ -320,3 +320,16 @@ async def test_the_tools_admin_api_is_for_admins_and_refuses_what_it_cannot_do(t
     assert (listing["mode"], listing["scan"]) == ("enforce", "off")
     assert all(t["state"] == "added" and t["held"] for t in listing["tools"])
     assert not (tmp_path / "registry" / "tools.lock.yaml").exists()  # nothing was approved
+
+
+async def test_a_lock_written_while_the_gateway_runs_applies_at_its_next_listing(tmp_path: Path) -> None:
+    async with serve(rugged("modern")) as up:
+        cfg = config(tmp_path, up, {"mode": "enforce"})
+        async with running(cfg) as (url, _), mcp_client(f"{url}/mcp") as client:
+            before = await names(client)
+            await lock(cfg)  # `agentgw tools lock`, another process: the gateway sees the new file
+            after = await names(client)
+            result = await client.call_tool("docs__add", {"a": 4, "b": 4})
+    assert before == []
+    assert "docs__add" in after and "docs__search_docs" in after
+    assert result.content[0].text == "8"  # type: ignore[union-attr]
