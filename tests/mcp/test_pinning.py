@@ -116,7 +116,9 @@ def test_compare_names_added_removed_and_changed_tools_with_a_readable_field_dif
     assert compare(lock, {"time": [{"name": "now", "description": "The time"}]}) == []
 
 
-def test_pins_keep_the_last_good_lock_when_the_file_breaks_and_follow_it_when_it_is_fixed(tmp_path: Path) -> None:
+def test_pins_keep_the_last_good_lock_when_the_file_breaks_and_follow_it_when_it_is_fixed(
+    tmp_path: Path,
+) -> None:
     from agentgw.mcp.pinning import Pins
     from agentgw.settings import ToolPinning
 

@@ -333,3 +333,33 @@ async def test_a_lock_written_while_the_gateway_runs_applies_at_its_next_listing
     assert before == []
     assert "docs__add" in after and "docs__search_docs" in after
     assert result.content[0].text == "8"  # type: ignore[union-attr]
+
+
+async def test_a_renamed_tool_on_a_virtual_server_is_held_by_its_exposed_name_and_approved_by_its_own(
+    tmp_path: Path,
+) -> None:
+    async with serve(rugged("handshake")) as up:
+        entry = server_entry("docs", up, tools={"rename": {"search_docs": "search"}})
+        virtual = [{"name": "ro", "tools": ["docs__*"], "prefix": "never"}]
+        keys = [
+            {"subject": "tester", "roles": ["agents"], "sha256": sha(TEST_KEY)},
+            {"subject": "root", "roles": ["admins"], "sha256": sha(ADMIN_KEY)},
+        ]
+        settings = {"tool_pinning": {"mode": "enforce"}, "auth": {"api_keys": keys}}
+        cfg = write_config(tmp_path, registry(entry, virtual=virtual), settings)
+        await lock(cfg)
+        changes = Changes()
+        async with running(cfg) as (url, _), admin(url) as http:
+            async with mcp_client(f"{url}/mcp/ro", message_handler=changes) as client:
+                assert "search" in await names(client)
+                await client.call_tool("rug_pull", {})
+                await changes.wait()
+                held = await names(client)
+                with pytest.raises(MCPError) as refused:
+                    await client.call_tool("search", {"query": "x"})
+                approved = await http.post("/admin/tools/docs__search_docs/approve")
+                again = await names(client)
+    assert "search" not in held and "add" in held
+    assert "Tool search changed since it was pinned" in refused.value.message
+    assert approved.status_code == 200 and approved.json()["name"] == "docs__search_docs"
+    assert "search" in again
