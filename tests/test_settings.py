@@ -410,3 +410,23 @@ def test_a_short_gateway_secret_is_refused_without_echoing_it(
     assert not any("short-secret-value" in p for p in found)
     found = problems_of(tmp_path, {"agentgw.yaml": "{}\n"})
     assert found == ["AGENTGW_SECRET: the gateway secret must be at least 32 bytes"]
+
+
+def test_a_tool_pinning_lock_beside_the_registry_is_not_read_as_a_registry_file(tmp_path: Path) -> None:
+    registry = "mcp:\n  servers:\n    - {name: docs, url: 'http://127.0.0.1:9/mcp'}\n"
+    lock = "version: 1\nservers: {docs: {}}\n"  # not a registry file: it would fail validation
+    settings = load_settings(
+        write(
+            tmp_path,
+            {
+                "agentgw.yaml": "tool_pinning: {mode: enforce}\n",
+                "registry/mcp.yaml": registry,
+                "registry/tools.lock.yaml": lock,
+            },
+        )
+    )
+    assert [s.name for s in settings.registry_data.mcp.servers] == ["docs"]
+    assert (settings.tool_pinning.mode, settings.tool_pinning.lock_file) == (
+        "enforce",
+        "registry/tools.lock.yaml",
+    )

@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from agentgw.admin.tools import PREFIX as TOOLS
+from agentgw.admin.tools import PinBoard, serve_tools
 from agentgw.admin.trace import TraceAPI
 from agentgw.audit.store import AuditStore
 from agentgw.budget.ledger import Ledger
@@ -52,6 +54,7 @@ class Admin:
         self.mcp_url = mcp_url
         self.ledger = ledger
         self.trace = TraceAPI(audit, scrubber)
+        self.pins: Callable[[], PinBoard | None] = lambda: None  # the MCP plane's tool pins (set by the app)
 
     async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
         """Limits, spent, reserved, ancestors and children of one task's budget."""
@@ -147,6 +150,9 @@ class Admin:
                 await self.task_budget(scope, send, path[len("/admin/tasks/") : -len("/budget")])
                 return
             if await self.trace(scope, send):
+                return
+            if path == TOOLS or path.startswith(TOOLS + "/"):
+                await serve_tools(self.pins(), principal, scope, receive, send)
                 return
             raise NotFound(f"Unknown admin path {path}.", code="unknown_url")
         except GatewayError as err:
