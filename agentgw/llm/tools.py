@@ -15,6 +15,7 @@ from agentgw import jsontext
 from agentgw.errors import Forbidden, GatewayError
 from agentgw.exchange import Exchange
 from agentgw.pipeline import Pipeline
+from agentgw.policy import PolicyDecision
 from agentgw.registry import MCPSection
 from agentgw.settings import LLMToolSettings
 from agentgw.stages.authz import AuthzStage
@@ -33,6 +34,7 @@ class Verdict:
     allowed: bool
     target: str | None  # the policy object the name resolved to (None: unknown)
     rule: str  # the deciding policy line, or why there was none
+    note: str | None = None  # condition errors, a hold effect
 
 
 class _Duplicate(ValueError):
@@ -112,20 +114,29 @@ class ToolPolicy:
         return f"mcp:{server}/{renames.get(tool, tool)}"
 
     def decide(self, ex: Exchange, name: str, args: dict[str, Any] | None) -> Verdict:
-        """May the caller of `ex` run tool `name` (with `args`, when an answer carries them)?"""
+        """May the caller of `ex` run tool `name`? A declared tool (`args` None) is decided as listings decide it
+        (allowed if some arguments are); a tool_call with its arguments, as the MCP plane decides `tools/call`:
+        the same lines, the same CEL conditions over `args`, `principal`, `task` and `target`."""
         target = self.target(name)
         if target is None:
             return Verdict(False, None, UNKNOWN)
         principal = ex.principal
         if principal is None:  # authn ran before any tool is seen; without a principal nothing is allowed
             return Verdict(False, target, "no principal")
-        allowed = self.pipeline.allows(principal, target, "call")
-        rule = "default deny"
-        if self.authz is not None:
-            decision = self.authz.store.decide(principal.subject, principal.roles, target, "call")
-            if decision.rule:
-                rule = f"policy.csv:{decision.line}: {decision.rule}"
-        return Verdict(allowed, target, rule)
+        allowed = self.pipeline.allows(principal, target, "call")  # every filtering stage, as listings see it
+        if self.authz is None:
+            return Verdict(allowed, target, "allowed by every filtering stage" if allowed else "denied")
+        if args is None:
+            decision = self.authz.store.decide(
+                principal.subject, principal.roles, target, "call", listing=True
+            )
+        else:
+            decision = self.authz.check(principal, target, "call", args, ex.task)
+        note = "; ".join(decision.errors)
+        if decision.effect in ("approve", "confirm"):
+            # The model only proposes the call: the hold applies where the agent runs it (the MCP plane).
+            note = f"effect {decision.effect}: held where the tool runs" + (f"; {note}" if note else "")
+        return Verdict(allowed and decision.allowed, target, _rule(decision), note or None)
 
     def record(self, ex: Exchange, verdict: Verdict, what: str, outcome: str) -> None:
         target = verdict.target or "unknown"
@@ -247,6 +258,16 @@ class ToolPolicy:
             return None
         assert isinstance(choices, list)
         return jsontext.dumps({**answer, "choices": [changed.get(n, c) for n, c in enumerate(choices)]})
+
+
+def _rule(decision: PolicyDecision) -> str:
+    """The deciding policy line as the audit record names it, else default deny (naming the conditional lines
+    whose conditions did not allow these arguments)."""
+    if decision.rule is not None:
+        return f"policy.csv:{decision.line}: {decision.rule}"
+    if decision.unmet:
+        return "default deny (condition not met: policy.csv line " + ", ".join(map(str, decision.unmet)) + ")"
+    return "default deny"
 
 
 def _narrow(choice: dict[str, Any], names: set[str | None]) -> dict[str, Any]:

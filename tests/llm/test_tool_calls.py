@@ -23,8 +23,14 @@ p, role:agents, llm:*, call, allow
 p, role:agents, mcp:web/search, call, allow
 p, role:agents, mcp:docs/*, call, allow
 p, role:agents, mcp:docs/delete, call, deny
+p, role:agents, mcp:web/fetch, call, allow, url(args.url).host in ["example.com"]
 """
-TOOLS = {"search_web": "mcp:web/search", "get_weather": "mcp:weather/get", "delete_files": "mcp:fs/delete"}
+TOOLS = {
+    "search_web": "mcp:web/search",
+    "get_weather": "mcp:weather/get",
+    "delete_files": "mcp:fs/delete",
+    "fetch_page": "mcp:web/fetch",
+}
 REGISTRY: dict[str, Any] = {
     **MOCK_REGISTRY,
     "mcp": {  # never reached: the LLM plane only reads its server names and renames
@@ -355,6 +361,44 @@ async def test_under_refuse_a_streamed_disallowed_tool_call_ends_the_stream_with
     assert record["status"] == "denied"
     assert record["error_code"] == "tool_not_allowed"
     assert record["stream_cut"] == "tool_not_allowed"
+
+
+# -- argument rules ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_an_argument_rule_decides_a_tool_call_in_an_answer(tmp_path: Path, streaming: bool) -> None:
+    script = (
+        'call fetch_page {"url": "https://example.com/docs"}\n'
+        'call fetch_page {"url": "https://user@evil.example.net/"}\n'
+        'call fetch_page {"url": 5}'
+    )
+    async with client(tmp_path) as c:
+        if streaming:
+            stream = await c.chat.completions.create(
+                model="mock-fast", messages=say(script), tools=[tool("fetch_page")], stream=True
+            )
+            content, calls, finish = await collect(stream)
+            kept = [call["arguments"] for call in calls.values()]
+        else:
+            answer = await c.chat.completions.create(
+                model="mock-fast", messages=say(script), tools=[tool("fetch_page")]
+            )
+            content = answer.choices[0].message.content or ""
+            kept = [t.function.arguments for t in answer.choices[0].message.tool_calls or []]
+            finish = answer.choices[0].finish_reason
+    assert kept == ['{"url": "https://example.com/docs"}']
+    assert finish == "tool_calls"
+    assert "'fetch_page', 'fetch_page' were removed" in content
+    decisions = tool_decisions(tmp_path)
+    line = 'policy.csv:5: p, role:agents, mcp:web/fetch, call, allow, url(args.url).host in ["example.com"]'
+    # The declared tool is listed (some arguments allow it), so it goes upstream.
+    assert decisions[0]["rule"] == line and decisions[0]["detail"].endswith(": passed")
+    assert [(d["outcome"], d["rule"]) for d in decisions[1:]] == [
+        ("allow", line),
+        ("deny", "default deny (condition not met: policy.csv line 5)"),
+        ("deny", "default deny (condition not met: policy.csv line 5)"),
+    ]
 
 
 # -- Anthropic upstream (tool_use blocks) -------------------------------------------------------------------
