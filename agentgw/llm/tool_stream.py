@@ -8,6 +8,7 @@ once while nothing is held, so a stream without tool calls is relayed as before.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
     state: str = "pending"  # pending | allowed | stripped
     index: int = 0  # the index the client sees (calls after a stripped one move up)
+    rewrite: bool = False  # its deltas cannot go out as they came (stripped, or moved up)
 
 
 @dataclass(slots=True)
@@ -51,7 +53,8 @@ class ToolCallGuard:
         self.policy = policy
         self.ex = ex
         self.calls: dict[Key, _Call] = {}
-        self.queue: list[_Held] = []
+        self.queue: deque[_Held] = deque()
+        self.changed = False  # a call was decided since the last release
         self.kept: dict[int, int] = {}  # choice → calls let through so far
         self.next: dict[int, int] = {}  # choice → the index the next call let through gets
         self.stripped: dict[int, list[dict[str, Any]]] = {}  # choice → calls removed (for the note)
@@ -83,7 +86,10 @@ class ToolCallGuard:
             if finishes and any(self.stripped.get(c) for c in finishes):
                 return self._render(_Held(frame, obj, keys, finishes))
             return frame
+        blocked = bool(self.queue)
         self.queue.append(_Held(frame, obj, keys, finishes))
+        if not self.changed and (blocked or keys):
+            return None  # nothing was decided: the frame at the head still waits (a new call is pending)
         return self._release()
 
     def finish(self) -> bytes | None:
@@ -119,20 +125,24 @@ class ToolCallGuard:
         for key in pending:
             call = self.calls[key]
             verdict = self.policy.check_call(self.ex, call.name, "".join(call.arguments))  # refuse: raises
+            self.changed = True
             if verdict.allowed:
                 call.state = "allowed"
                 self.kept[choice] = self.kept.get(choice, 0) + 1
                 if key[1] >= 0:
                     call.index = self.next.get(choice, 0)
                     self.next[choice] = call.index + 1
+                    call.rewrite = call.index != key[1]
             else:
                 call.state = "stripped"
+                call.rewrite = True
                 self.stripped.setdefault(choice, []).append({"function": {"name": call.name}})
 
     def _release(self) -> bytes | None:
+        self.changed = False
         out: list[bytes] = []
         while self.queue and all(self.calls[k].state != "pending" for k in self.queue[0].keys):
-            rendered = self._render(self.queue.pop(0))
+            rendered = self._render(self.queue.popleft())
             if rendered:
                 out.append(rendered)
         return b"".join(out) if out else None
@@ -140,9 +150,11 @@ class ToolCallGuard:
     def _render(self, held: _Held) -> bytes | None:
         """The frame as it came, unless a call in it was stripped or renumbered, or it finishes a choice that lost
         calls (then a note comes first and, with no call left, the finish reason is `stop`)."""
-        touched = any(
-            self.calls[k].state == "stripped" or self.calls[k].index != k[1] for k in held.keys if k[1] >= 0
-        ) or any(self.calls[k].state == "stripped" for k in held.keys if k[1] < 0)
+        touched = False
+        for key in held.keys:
+            if self.calls[key].rewrite:
+                touched = True
+                break
         notes = [c for c in held.finishes if self.stripped.get(c)]
         if not touched and not notes:
             return held.frame

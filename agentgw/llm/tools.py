@@ -14,7 +14,7 @@ from typing import Any
 from agentgw import jsontext
 from agentgw.errors import Forbidden, GatewayError
 from agentgw.exchange import Exchange
-from agentgw.pipeline import Pipeline
+from agentgw.pipeline import Pipeline, Stage
 from agentgw.policy import PolicyDecision
 from agentgw.registry import MCPSection
 from agentgw.settings import LLMToolSettings
@@ -96,6 +96,10 @@ class ToolPolicy:
         self.strip = cfg.tool_call_violation == "strip"
         self.pipeline = pipeline
         self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
+        # Filtering stages besides authz (their `allows` is what listings show); authz is asked once, directly.
+        self.others = [
+            s for s in pipeline.stages if type(s).allows is not Stage.allows and not isinstance(s, AuthzStage)
+        ]
         self.servers: dict[str, dict[str, str]] = {}
         self.apply_registry(mcp)
 
@@ -123,8 +127,9 @@ class ToolPolicy:
         principal = ex.principal
         if principal is None:  # authn ran before any tool is seen; without a principal nothing is allowed
             return Verdict(False, target, "no principal")
-        allowed = self.pipeline.allows(principal, target, "call")  # every filtering stage, as listings see it
-        if self.authz is None:
+        allowed = all(s.allows(principal, target, "call") for s in self.others)
+        if self.authz is None:  # a pipeline without authz (benchmarks): the other stages decide
+            allowed = self.pipeline.allows(principal, target, "call")
             return Verdict(allowed, target, "allowed by every filtering stage" if allowed else "denied")
         if args is None:
             decision = self.authz.store.decide(
