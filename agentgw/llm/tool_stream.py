@@ -73,7 +73,9 @@ class ToolCallGuard:
                 if delta.get("function_call") is not None:
                     keys.append(self._add(c, -1, None, delta["function_call"]))  # legacy: one call, index -1
                 calls = delta.get("tool_calls")
-                for call in calls if isinstance(calls, list) else ():
+                if calls is not None and not isinstance(calls, list):
+                    raise ToolCallContinued("upstream sent tool_calls that are not an array")
+                for call in calls or ():
                     i = call.get("index") if isinstance(call, dict) else None
                     if not isinstance(i, int) or isinstance(i, bool) or i < 0:
                         raise ToolCallContinued("upstream sent a tool call delta without a valid index")

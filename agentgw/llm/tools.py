@@ -235,7 +235,11 @@ class ToolPolicy:
             if not isinstance(message, dict):
                 continue
             calls = message.get("tool_calls")
-            calls = calls if isinstance(calls, list) else []
+            if calls is not None and not isinstance(calls, list):
+                calls = [
+                    {"function": None}
+                ]  # unreadable calls are nobody's to run: decided (denied) as unnamed
+            calls = calls or []
             legacy = message.get("function_call")  # the deprecated single call: checked the same way
             if not calls and legacy is None:
                 continue

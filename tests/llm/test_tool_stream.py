@@ -125,6 +125,13 @@ def test_a_tool_call_delta_without_a_valid_index_ends_the_stream(tmp_path: Path,
         g.feed(*chunk(bad))
 
 
+def test_tool_calls_that_are_not_an_array_end_the_stream(tmp_path: Path) -> None:
+    g, _ = guard(tmp_path)
+    bad = {"index": 0, "delta": {"tool_calls": {"index": 0, "function": {"name": "delete"}}}}
+    with pytest.raises(GatewayError):
+        g.feed(*chunk(bad))
+
+
 def test_a_stream_that_ends_mid_call_releases_nothing_of_a_call_that_does_not_parse(tmp_path: Path) -> None:
     g, ex = guard(tmp_path)
     chunks = run(g, chunk(call(0, "search", '{"q": "unfinish')))
