@@ -144,10 +144,10 @@ class ToolPolicy:
         return Verdict(allowed and decision.allowed, target, _rule(decision), note or None)
 
     def record(self, ex: Exchange, verdict: Verdict, what: str, outcome: str) -> None:
-        target = verdict.target or "unknown"
-        ex.decide(
-            STAGE, "allow" if verdict.allowed else "deny", verdict.rule, f"{what} ({target}): {outcome}"
-        )
+        detail = f"{what} ({verdict.target or 'unknown'}): {outcome}"
+        if verdict.note:
+            detail += f" [{verdict.note}]"
+        ex.decide(STAGE, "allow" if verdict.allowed else "deny", verdict.rule, detail)
 
     # -- request ----------------------------------------------------------------------------------------------
 

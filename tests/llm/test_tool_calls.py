@@ -399,6 +399,7 @@ async def test_an_argument_rule_decides_a_tool_call_in_an_answer(tmp_path: Path,
         ("deny", "default deny (condition not met: policy.csv line 5)"),
         ("deny", "default deny (condition not met: policy.csv line 5)"),
     ]
+    assert "line 5:" in decisions[-1]["detail"]  # the wrong type failed the condition: closed, and recorded
 
 
 # -- Anthropic upstream (tool_use blocks) -------------------------------------------------------------------

@@ -137,3 +137,17 @@ def test_an_answer_whose_calls_are_all_allowed_is_sent_as_it_came(tmp_path: Path
     call = {"id": "c", "type": "function", "function": {"name": "web__search", "arguments": '{"q": 1}'}}
     assert tools.check_answer(ex, answer({"role": "assistant", "tool_calls": [call]})) is None
     assert [d.outcome for d in ex.decisions] == ["allow"]
+
+
+def test_a_tool_call_under_an_approve_line_passes_and_the_record_says_where_it_is_held(
+    tmp_path: Path,
+) -> None:
+    tools, ex = policy(tmp_path)
+    (tmp_path / "policy.csv").write_text(POLICY + "p, role:agents, mcp:fs/delete, call, approve\n")
+    assert tools.authz is not None and tools.authz.store.load()
+    call = {"id": "c", "type": "function", "function": {"name": "delete", "arguments": "{}"}}
+    assert tools.check_answer(ex, answer({"role": "assistant", "tool_calls": [call]})) is None
+    assert ex.decisions[-1].outcome == "allow", ex.decisions
+    assert ex.decisions[-1].detail == (
+        "tool_call delete (mcp:fs/delete): passed [effect approve: held where the tool runs]"
+    ), ex.decisions
