@@ -48,8 +48,9 @@ def _ip_host(host: str) -> str | None:
 
 
 def _host(raw: str) -> tuple[str, bool]:
-    """(host, is an IP literal): lower-cased, IDNA (punycode, UTS 46 mapping) for unicode, one trailing dot removed; IP literals
-    canonical (IPv4-mapped IPv6 as its IPv4). Percent-encoding, empty labels, zone ids: errors."""
+    """(host, is an IP literal): lower-cased, IDNA (UTS 46 mapping, then punycode) for unicode, one trailing dot
+    removed; IP literals canonical (IPv4-mapped IPv6 as its IPv4). Percent-encoding, empty labels, punycode that
+    does not decode, zone ids: errors."""
     if raw.startswith("["):
         if not raw.endswith("]") or "%" in raw:
             raise ValueError("bad IPv6 literal")
@@ -64,6 +65,11 @@ def _host(raw: str) -> tuple[str, bool]:
         return ip4, True
     if host.isascii():
         ascii_host = host.lower()
+        if "xn--" in ascii_host:  # punycode must decode, as a client would need it to
+            try:
+                idna.decode(ascii_host)
+            except (idna.IDNAError, UnicodeError):
+                raise ValueError("bad host name") from None
     else:
         try:  # UTS 46 as browsers and httpx: fullwidth forms, ideographic dots, case, invisible characters
             ascii_host = idna.encode(host, uts46=True).decode("ascii")
@@ -72,7 +78,7 @@ def _host(raw: str) -> tuple[str, bool]:
     labels = ascii_host.split(".")
     if any(not label for label in labels) or not re.fullmatch(r"[a-z0-9.\-_]+", ascii_host):
         raise ValueError("bad host name")
-    ip4 = _ip_host(ascii_host)  # fullwidth digits become an IP literal only after nameprep
+    ip4 = _ip_host(ascii_host)  # fullwidth digits become an IP literal only after the UTS 46 mapping
     return (ip4, True) if ip4 is not None else (ascii_host, False)
 
 

@@ -9,6 +9,10 @@ of its roles `role:<name>`. Policy lines write `user:<subject>` or `role:<name>`
 Objects: `llm:<model>`, `mcp:<server>/<tool>`, `mcp:<server>/resource/<uri>`, `mcp:<server>/prompt/<name>`,
 `a2a:<agent>`. In policy lines `*` matches any run of characters (`/` included) and `?` one character;
 `tag:<name>` matches every object carrying that registry tag. Default deny.
+
+Lines are `p, <subject or role>, <object>, <action>, <effect>[, <condition>]`: casbin's matcher selects the lines
+that match; the strictest applying one decides (deny > approve > confirm > allow). A condition (CEL, see
+agentgw.conditions) makes its line apply only when it holds, and fails closed.
 """
 
 from __future__ import annotations
@@ -60,13 +64,16 @@ def _malformed(name: str, granted: bool) -> str | None:
 
 
 def policy_problems(path: Path) -> list[str]:
-    """Lines that do not load: an empty name, a doubled prefix (`user:role:x`), a subject granted as a role
-    (`g, user:a, user:b`). A bare name is a role, as in every policy written before the prefixes."""
-    return [
+    """Lines that do not load, in line order: an empty name, a doubled prefix (`user:role:x`), a subject granted
+    as a role (`g, user:a, user:b`), a `p` line without an effect, an effect that is not allow, deny, approve or
+    confirm, a condition that does not compile. A bare name is a role, as in every policy written before the
+    prefixes."""
+    names = [
         f"line {number}: {why}"
         for number, kind, position, name in _names(path)
         if (why := _malformed(name, kind == "g" and position == 1))
     ]
+    return sorted(names + _parse(path)[2], key=_line_number)
 
 
 def bare_subjects(path: Path, subjects: Collection[str]) -> list[str]:
@@ -98,12 +105,8 @@ def policy_roles(path: Path, *, bare: bool = True) -> set[str]:
     return roles
 
 
-EFFECTS = (
-    "allow",
-    "confirm",
-    "approve",
-    "deny",
-)  # in order of strictness: among matching lines the strictest wins
+# In order of strictness: among the applying lines the strictest wins.
+EFFECTS = ("allow", "confirm", "approve", "deny")
 _RANK = {effect: rank for rank, effect in enumerate(EFFECTS)}
 
 
@@ -248,14 +251,19 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
-        rules, others, problems = _parse(policy_path)
-        problems = policy_problems(policy_path) + problems
+        problems = policy_problems(policy_path)
         if problems:
-            raise PolicyError("; ".join(sorted(problems, key=_line_number)))
+            raise PolicyError("; ".join(problems))
+        rules, others, _ = _parse(policy_path)
         self.rules = rules
         self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path), rules, others))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
+        # casbin parses the matcher into a new evaluator on every enforce (most of its cost); the engine asks one
+        # line at a time, so keep one evaluator per matcher text. Safe: an engine's functions (objMatch, and `g`
+        # over its role manager) never change, and each evaluation sets its own names.
+        self._expressions: dict[str, Any] = {}
+        self.enforcer._get_expression = self._expression
         self.lines = len(rules)
         self._cache: dict[tuple[str | None, tuple[str, ...], str, str], tuple[Rule, ...]] = {}
         self._decisions: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
@@ -267,6 +275,12 @@ class PolicyEngine:
         for rule in rules:
             self._by_sub.setdefault(rule.sub, []).append(rule)
 
+    def _expression(self, expr: str, functions: Mapping[str, Any] | None = None) -> Any:
+        hit = self._expressions.get(expr)
+        if hit is None:
+            hit = self._expressions[expr] = casbin.Enforcer._get_expression(expr, functions)
+        return hit
+
     def _matches(self, who: str, rule: Rule, obj: str, act: str) -> bool:
         """Does casbin's matcher select this line for (who, obj, act)? Asked with the line alone, its effect
         read as allow (the effect is the engine's to weigh, not casbin's)."""
@@ -275,6 +289,12 @@ class PolicyEngine:
             return bool(self.enforcer.enforce(who, obj, act))
         finally:
             self._assertion.policy = self._all
+
+    def probe(self) -> None:
+        """Run the matcher once, so a model whose matcher does not evaluate fails at load, not on a request."""
+        self._matches(
+            USER + "__probe__", Rule(0, "", USER + "__probe__", "llm:*", "call", "allow"), "llm:x", "call"
+        )
 
     def matching(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> tuple[Rule, ...]:
         """Every line that applies to the subject or one of its roles for (obj, act), conditions not evaluated."""
@@ -312,15 +332,16 @@ class PolicyEngine:
         wrong type) fails closed: a conditional allow does not apply, a conditional deny, approve or confirm does.
         `listing`: would some arguments make it callable? A conditional allow (approve, confirm) applies and a
         conditional deny is ignored. Only decisions that involve no condition are cached."""
+        key = (subject, roles, obj, act)
+        hit = self._decisions.get(key)  # only decisions that involve no condition are here
+        if hit is not None:
+            return hit
         rules = self.matching(subject, roles, obj, act)
         if not any(rule.compiled is not None for rule in rules):
-            key = (subject, roles, obj, act)
-            hit = self._decisions.get(key)
-            if hit is None:
-                hit = PolicyDecision.of(strictest(rules))
-                if len(self._decisions) > 100_000:
-                    self._decisions.clear()
-                self._decisions[key] = hit
+            hit = PolicyDecision.of(strictest(rules))
+            if len(self._decisions) > 100_000:
+                self._decisions.clear()
+            self._decisions[key] = hit
             return hit
         if facts is None:
             facts = {"principal": {"sub": subject, "roles": list(roles), "claims": {}}, "target": obj}
@@ -372,7 +393,7 @@ class PolicyStore:
         try:
             mtimes = self._stat()
             engine = PolicyEngine(self.model_path, self.policy_path, self.tags)
-            engine.decide("__probe__", (), "llm:__probe__", "call")  # a broken matcher fails here, not later
+            engine.probe()  # a broken matcher fails here, not later
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("policy not reloaded, keeping the last good policy: %s", self.error)

@@ -15,7 +15,7 @@ sets `exchange.attrs["hold"] = {"effect", "rule", "line"}` for the hold stage th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from agentgw.errors import Concealed, Forbidden, NotFound
@@ -47,19 +47,49 @@ def arguments(exchange: Exchange) -> Any:
     return payload
 
 
-def facts(principal: Principal, target: str, args: Any, task: TaskContext | None) -> dict[str, Any]:
-    """The variables of a condition. `task` has `id` and `parent` (`spent` and `limits` are the budget stage's,
-    which runs after authz: they are not known here)."""
-    return {
-        "args": args,
-        "principal": {
-            "sub": principal.subject,
-            "roles": list(principal.roles),
-            "claims": dict(principal.claims),
-        },
-        "task": {"id": task.task_id, "parent": task.parent_task_id} if task is not None else {},
-        "target": target,
-    }
+def facts(
+    principal: Principal,
+    target: str,
+    args: Any,
+    task: TaskContext | None,
+    limits: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The variables of a condition. `task` has `id`, `parent` and, with budgets configured, `limits` (the task
+    limits of the principal's budget rule, lowered by the request's headers: `tokens`, `tool_calls`,
+    `agent_calls`, `usd_micros`, each present only when limited). What the task has `spent` is in the ledger,
+    read by the budget stage after authz: not known here."""
+    task_facts: dict[str, Any] = {}
+    if task is not None:
+        task_facts = {"id": task.task_id, "parent": task.parent_task_id}
+    if limits is not None:
+        task_facts["limits"] = dict(limits)
+    who = {"sub": principal.subject, "roles": list(principal.roles), "claims": dict(principal.claims)}
+    return {"args": args, "principal": who, "task": task_facts, "target": target}
+
+
+class _Facts(Mapping[str, Any]):
+    """A condition's variables, built on first use: most decisions involve no condition (and are cached), so the
+    hot path never builds them."""
+
+    __slots__ = ("_build", "_built")
+
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
+        self._built: dict[str, Any] | None = None
+
+    def _facts(self) -> dict[str, Any]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._facts()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._facts())
+
+    def __len__(self) -> int:
+        return len(self._facts())
 
 
 def _where(decision: PolicyDecision) -> str:
@@ -84,9 +114,15 @@ def _why(decision: PolicyDecision) -> str:
 class AuthzStage(Stage):
     name = "authz"
 
-    def __init__(self, store: PolicyStore, reveal_denied: bool = False) -> None:
+    def __init__(
+        self,
+        store: PolicyStore,
+        reveal_denied: bool = False,
+        task_limits: Callable[[Principal, dict[str, str]], Mapping[str, int] | None] | None = None,
+    ) -> None:
         self.store = store
         self.reveal_denied = reveal_denied
+        self.task_limits = task_limits  # the budget stage's view of a call's task limits (`task.limits`)
 
     async def on_request(self, exchange: Exchange) -> None:
         p = exchange.principal
@@ -98,7 +134,9 @@ class AuthzStage(Stage):
             return
         action = exchange.attrs.get("action", "call")
         target = exchange.target
-        known = facts(p, target, arguments(exchange), exchange.task)
+        known = _Facts(
+            lambda: facts(p, target, arguments(exchange), exchange.task, self._limits(p, exchange.headers))
+        )
         decision = self.store.decide(p.subject, p.roles, target, action, known)
         rule = _where(decision)
         detail = "; ".join(decision.errors) or None
@@ -134,8 +172,11 @@ class AuthzStage(Stage):
     ) -> PolicyDecision:
         """The decision for a call with these arguments, without an Exchange (a model's tool_call inside an LLM
         answer): the same policy, conditions and fail-closed rules as `on_request`."""
-        known = facts(principal, target, args, task)
+        known = facts(principal, target, args, task, self._limits(principal, {}))
         return self.store.decide(principal.subject, principal.roles, target, action, known)
+
+    def _limits(self, principal: Principal, headers: dict[str, str]) -> Mapping[str, int] | None:
+        return self.task_limits(principal, headers) if self.task_limits is not None else None
 
     def allows(self, principal: Principal, target: str, action: str = "call") -> bool:
         """For listings: a target whose lines depend on the arguments is listed (callable with some arguments)."""
