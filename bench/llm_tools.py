@@ -1,6 +1,7 @@
 """What `llm.tool_policy` costs the LLM plane, in process (no network): the request filter, the check of a complete
-answer, and the stream meter with and without the tool-call guard, per request / per chunk. Not a test:
-`python bench/llm_tools.py` (a few seconds). With `tool_policy: off` none of this runs (nothing is built)."""
+answer, and the stream meter with and without the tool-call guard, per request / per chunk; then (`--gateway`) the
+whole gateway app, `off` against `filter`, over ASGI with the mock provider, in alternating rounds. Not a test:
+`python bench/llm_tools.py [--gateway]` (seconds). With `tool_policy: off` none of this runs (nothing is built)."""
 
 from __future__ import annotations
 
@@ -116,10 +117,56 @@ def run_stream(frames: list[bytes], tools: ToolPolicy | None) -> None:
         meter.feed(f)
 
 
+async def gateway_ab(rounds: int, n: int) -> dict[str, float]:
+    """µs per request through the whole app (authn, authz, the plane, the mock provider; audit off), for plain and
+    streamed chats without tools, `off` and `filter` alternating; medians over the rounds after the first."""
+    import httpx
+    from harness import API_KEY, write_gateway_config
+
+    from agentgw import create_app, load_settings
+
+    registry = {
+        "llm": {
+            "providers": [{"name": "mock", "kind": "mock"}],
+            "models": [{"name": "bench", "targets": [{"provider": "mock", "model": "bench"}]}],
+        }
+    }
+    clients = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("off", "filter"):
+            folder = Path(tmp) / mode
+            folder.mkdir()
+            extra: dict[str, Any] = {"audit": {"enabled": False}}
+            if mode != "off":
+                extra["llm"] = {"tool_policy": mode, "tools": MAPPING}
+            app = create_app(load_settings(write_gateway_config(folder, 0, {"llm.yaml": registry}, **extra)))
+            transport = httpx.ASGITransport(app=app)
+            auth = {"Authorization": f"Bearer {API_KEY}"}
+            clients[mode] = httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", headers=auth)
+        body = {"model": "bench", "messages": [{"role": "user", "content": "one two three four five six"}]}
+        times: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for mode, c in clients.items():
+                for kind in ("plain", "stream"):
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        r = await c.post("/v1/chat/completions", json={**body, "stream": kind == "stream"})
+                        assert r.status_code == 200, r.text
+                    key = f"gateway, {kind} chat without tools, tool_policy {mode} (µs per request)"
+                    times.setdefault(key, []).append((time.perf_counter() - t0) / n * 1e6)
+        for c in clients.values():
+            await c.aclose()
+    return {k: statistics.median(v[1:] or v) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000, help="calls per timing round")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument(
+        "--gateway", action="store_true", help="also the whole app, off against filter (~1 minute)"
+    )
+    ap.add_argument("--rounds", type=int, default=6, help="--gateway: alternating rounds")
     o = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tools = policy(Path(tmp))
@@ -167,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     on = per_call_us(lambda: run_stream(calls, tools), o.n // 10)
     res[f"stream of one tool call in {len(calls)} chunks: meter alone, whole stream (µs)"] = off
     res[f"stream of one tool call in {len(calls)} chunks: meter + guard, whole stream (µs)"] = on
+    if o.gateway:
+        import asyncio
+
+        res.update(asyncio.run(gateway_ab(o.rounds, max(50, o.n // 8))))
     width = max(len(k) for k in res)
     for key, value in res.items():
         print(f"{key:<{width}}  {value:8.2f}")
