@@ -340,6 +340,7 @@ class Gateway:
         await self.use_secrets(settings)
         self.identity.apply(identity_specs(reg))  # before the planes build upstreams that use it
         self.llm.apply_registry(reg.llm)
+        self.llm.apply_mcp_names(reg.mcp)
         self.a2a.apply_registry(reg.a2a)
         if self.mcp is not None:
             await self.mcp.apply_registry(reg.mcp)

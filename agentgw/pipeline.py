@@ -163,7 +163,9 @@ class Pipeline:
                 yield stop.tail
         except GatewayError as err:
             ex.error = err
-            ex.status = "error"
+            ex.status = (
+                "denied" if err.status in (401, 403, 429) else "error"
+            )  # as _fail: a refusal mid-stream
             ex.stream_cut = ex.stream_cut or "upstream_error"
         except asyncio.CancelledError:  # the plane marks a client disconnect; otherwise it is a shutdown
             ex.status = "cancelled"

@@ -200,6 +200,29 @@ class ToolPinning(Frozen):
     lock_file: str = "registry/tools.lock.yaml"  # relative to agentgw.yaml
 
 
+class LLMToolSettings(Frozen):
+    """Tool calls inside LLM traffic (agentgw/llm/tools.py, docs/mediation.md): which declared `tools` go upstream,
+    and what happens to a `tool_call` in an answer that the caller may not run."""
+
+    # off: tools and tool calls pass untouched (the default: agents' own tools keep working until mapped).
+    # filter: declared tools the caller may not call are dropped before the request goes upstream.
+    # refuse: a request declaring one is refused (403 tool_not_allowed). Both check every tool_call in answers.
+    tool_policy: Literal["off", "filter", "refuse"] = "off"
+    # A disallowed tool_call in an answer: strip it (and say so in the message), or refuse the whole answer.
+    tool_call_violation: Literal["strip", "refuse"] = "strip"
+    # Function names an agent defines itself → the policy object they are decided as (e.g. `mcp:web/search`).
+    # `<server>__<tool>` of a registry MCP server needs no entry; any other name without one is denied.
+    tools: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tools")
+    @classmethod
+    def _objects(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, obj in value.items():
+            if not name or not obj or ":" not in obj or any(c in obj for c in "*?,"):
+                raise ValueError(f"{name!r}: the object must be one policy object such as 'mcp:web/search'")
+        return value
+
+
 class Logging(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -219,6 +242,7 @@ class Settings(Frozen):
     logging: Logging = Field(default_factory=Logging)
     mcp: MCPEndpoint = Field(default_factory=MCPEndpoint)
     a2a: A2ASettings = Field(default_factory=A2ASettings)
+    llm: LLMToolSettings = Field(default_factory=LLMToolSettings)
     # Seals MCP session ids and requestState (≥ 32 bytes; default $AGENTGW_SECRET). Replicas and workers share it.
     secret: SecretStr | None = Field(default=None, min_length=32)
     signing: Signing = Field(

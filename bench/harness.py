@@ -202,6 +202,7 @@ class Env:
     logs: list[Any] = field(default_factory=list)
     budgets: str = "off"  # off | memory | redis: a task budget rule on every gateway call
     audit: dict[str, Any] | None = None  # the gateway's `audit:` section (None: the default, SQLite in tmp)
+    tool_policy: str = "off"  # the gateway's llm.tool_policy
 
     @property
     def config(self) -> Path:
@@ -239,6 +240,8 @@ class Env:
             extra["budgets"] = {"ledger": self.budgets, "rules": [rule], "key_prefix": "agwbench"}
         if self.audit is not None:
             extra["audit"] = self.audit
+        if self.tool_policy != "off":
+            extra["llm"] = {"tool_policy": self.tool_policy, "tools": {"search_web": "mcp:web/search"}}
         write_gateway_config(self.tmp, self.ports["gateway"], {"llm.yaml": llm}, **extra)
 
     def start_upstream(self) -> None:

@@ -69,6 +69,7 @@ class Options:
     strict: bool = False
     budgets: str = "off"
     audit: str = "sqlite"
+    tool_policy: str = "off"
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -103,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         choices=["off", "sqlite", "postgres"],
         default="sqlite",
         help="the gateway's audit store (postgres: $AGENTGW_BENCH_PG, default the local `test` database)",
+    )
+    ap.add_argument(
+        "--tool-policy",
+        choices=["off", "filter", "refuse"],
+        default="off",
+        help="the gateway's llm.tool_policy (tool calls inside LLM traffic; see bench/llm_tools.py for its parts)",
     )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     a = ap.parse_args(argv)
@@ -392,7 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     if tool == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (use --loadgen aiohttp)")
     env = Env(
-        Path(tempfile.mkdtemp(prefix="agentgw-bench-")), budgets=o.budgets, audit=audit_section(o.audit)
+        Path(tempfile.mkdtemp(prefix="agentgw-bench-")),
+        budgets=o.budgets,
+        audit=audit_section(o.audit),
+        tool_policy=o.tool_policy,
     )
     env.write_config()
     res: dict[str, Any] = {

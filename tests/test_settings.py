@@ -55,6 +55,15 @@ BROKEN = [
         id="wrong type",
     ),
     pytest.param(
+        {"agentgw.yaml": "llm: {tool_policy: strict, tools: {search_web: 'mcp:web/*'}}\n"},
+        [
+            "{d}/agentgw.yaml: llm.tool_policy: Input should be 'off', 'filter' or 'refuse'",
+            "{d}/agentgw.yaml: llm.tools: 'search_web': the object must be one policy object "
+            "such as 'mcp:web/search'",
+        ],
+        id="llm tool settings",
+    ),
+    pytest.param(
         {"agentgw.yaml": "server: {graceful_shutdown_s: -1}\n"},
         ["{d}/agentgw.yaml: server.graceful_shutdown_s: Input should be greater than or equal to 0"],
         id="out of range",

@@ -40,9 +40,11 @@ from agentgw.llm.errors import error_body
 from agentgw.llm.providers import Call, Provider, build_provider
 from agentgw.llm.router import Router
 from agentgw.llm.sse import ChatStreamMeter
+from agentgw.llm.tool_stream import ToolCallGuard
+from agentgw.llm.tools import ToolPolicy
 from agentgw.llm.usage import usage_from_body
 from agentgw.pipeline import Pipeline
-from agentgw.registry import LLMSection
+from agentgw.registry import LLMSection, MCPSection
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.settings import Settings
 from agentgw.upstream import UpstreamPool
@@ -104,6 +106,10 @@ class LLMPlane:
             reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
         )
         self.created = int(time.time())
+        # llm.tool_policy: off builds nothing, so requests and streams pass exactly as before (no per-chunk hook).
+        self.tools = (
+            ToolPolicy(settings.llm, reg.mcp, pipeline) if settings.llm.tool_policy != "off" else None
+        )
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/embeddings"): self.embeddings,
@@ -128,6 +134,11 @@ class LLMPlane:
         router.breakers = {key: b for key, b in old.breakers.items() if key.split("/", 1)[0] in kept}
         self.configs = {p.name: p for p in section.providers}
         self.router = router
+
+    def apply_mcp_names(self, section: MCPSection) -> None:
+        """A reloaded registry's MCP servers: what `<server>__<tool>` tool names in LLM traffic refer to."""
+        if self.tools is not None:
+            self.tools.apply_registry(section)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch `/v1/*`; unknown paths and methods get OpenAI-shaped 404/405."""
@@ -220,16 +231,22 @@ class LLMPlane:
         model = router.resolve(payload.get("model"))
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
+        tools = self.tools if ex.operation == "chat" else None
+        if tools is not None:
+            allowed = tools.filter_request(ex, payload)  # raises tool_not_allowed (refuse, a forced tool)
+            if allowed is not None:
+                call.payload, call.dirty = allowed, True
         strip_usage = False
         if stream:
             opts = payload.get("stream_options") or {}
             if not opts.get("include_usage"):  # ask for usage; strip that chunk before it reaches the client
-                call.payload = {**payload, "stream_options": {**opts, "include_usage": True}}
+                call.payload = {**call.payload, "stream_options": {**opts, "include_usage": True}}
                 call.dirty = True
                 strip_usage = True
         result = await router.call(model, call)
         if result.stream is not None:
-            meter = ChatStreamMeter(ex, payload, strip_usage)
+            guard = ToolCallGuard(tools, ex) if tools is not None else None
+            meter = ChatStreamMeter(ex, payload, strip_usage, guard)
             result.stream = meter.relay(result.stream)
         else:
             body = result.body or b""
@@ -242,6 +259,10 @@ class LLMPlane:
             ex.usage = usage_from_body(payload, body, parsed)
             if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
                 ex.attrs["response_model"] = parsed["model"]  # for the trace (gen_ai.response.model)
+            if tools is not None:  # after usage: a refused answer was still produced and is charged
+                stripped = tools.check_answer(ex, parsed)
+                if stripped is not None:
+                    result.body, result.payload = stripped, None
         return result
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:

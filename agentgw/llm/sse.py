@@ -7,19 +7,22 @@ Frames are relayed as the upstream sent them; only the routing view (usage, cont
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from agentgw import jsontext
-from agentgw.errors import UpstreamError, UpstreamInvalidResponse
+from agentgw.errors import GatewayError, UpstreamError, UpstreamInvalidResponse
 from agentgw.exchange import Exchange, Usage
 from agentgw.llm.errors import error_body
 from agentgw.llm.providers.base import ProviderError, invalid_response
 from agentgw.llm.usage import estimate, usage_from_openai
 from agentgw.sse import SSEDecoder, SSEError
 from agentgw.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from agentgw.llm.tool_stream import ToolCallGuard
 
 DONE = b"data: [DONE]\n\n"
 
@@ -74,8 +77,17 @@ class ChatStreamMeter:
     """Reads usage (or gathers text for an estimate) from OpenAI `chat.completion.chunk` frames and drops the
     usage chunk the gateway asked for when the client did not."""
 
-    def __init__(self, ex: Exchange, payload: dict[str, Any], strip_usage: bool) -> None:
+    def __init__(
+        self,
+        ex: Exchange,
+        payload: dict[str, Any],
+        strip_usage: bool,
+        guard: ToolCallGuard | None = None,
+    ) -> None:
         self.ex = ex
+        self.guard = (
+            guard  # llm.tool_policy on: tool calls are held until decided (agentgw/llm/tool_stream.py)
+        )
         self.payload = payload
         self.strip_usage = strip_usage
         self.usage: Usage | None = None
@@ -120,6 +132,8 @@ class ChatStreamMeter:
             return frame if data is None and _comments_only(frame) else None
         if data == b"[DONE]":
             self.done = True
+            if self.guard is not None:
+                return (self.guard.finish() or b"") + frame
             return frame
         try:
             obj = orjson.loads(data)
@@ -154,6 +168,8 @@ class ChatStreamMeter:
                 self.head = {k: obj.get(k) for k in ("id", "created", "model")}
             self.ex.attrs["out_tokens_before"] = self.out_tokens
             self.out_tokens += sum(count_tokens(t) for t in self.text[mark:])
+        if self.guard is not None:
+            return self.guard.feed(frame, obj)
         return frame
 
     def final_usage(self) -> Usage:
@@ -167,6 +183,14 @@ class ChatStreamMeter:
                 out = self.feed(frame)
                 if out is not None:
                     yield out
+            if self.guard is not None and not self.done:
+                tail = self.guard.finish()  # an upstream that ends without [DONE]
+                if tail:
+                    yield tail
+        except GatewayError as refused:  # a tool call the caller may not run, or one that broke the rules
+            self.ex.stream_cut = refused.code
+            yield b"data: " + error_body(refused) + b"\n\n"
+            raise
         except (ProviderError, aiohttp.ClientError, TimeoutError) as exc:
             message = (
                 exc.message

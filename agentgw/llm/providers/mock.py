@@ -1,9 +1,11 @@
 """The in-process mock provider: deterministic chat completions, tool calls, embeddings and streams with
 configurable latency, scripted replies and scripted failures. For the quickstart, examples and tests.
 
-Rules: scripted `replies` are cycled, else the last user message is echoed. When the request offers `tools`
-(and `tool_choice` is not "none") and the last message is the user's, the mock calls the forced or first tool
-with arguments filled from its schema's required properties. After a tool result it reports that result.
+Rules: a last user message whose lines all read `call <name> {json args}` is a script: the mock calls exactly
+those tools (offered or not, in that order; streamed with the arguments over several deltas). Else scripted
+`replies` are cycled, or the last user message is echoed. When the request offers `tools` (and `tool_choice` is
+not "none") and the last message is the user's, the mock calls the forced or first tool with arguments filled
+from its schema's required properties. After a tool result it reports that result.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ def _fill_args(schema: Any, text: str) -> dict[str, Any]:
     return args
 
 
+def _scripted(text: str) -> list[dict[str, Any]] | None:
+    """The tool calls a `call <name> {json}` message (one per line) asks for, or None if it is not one."""
+    calls = []
+    for line in text.strip().splitlines():
+        word, _, rest = line.strip().partition(" ")
+        name, _, args = rest.strip().partition(" ")
+        if word != "call" or not name:
+            return None
+        calls.append(_tool_call(name, args.strip() or "{}"))  # the arguments go out exactly as written
+    return calls or None
+
+
+def _tool_call(name: str, arguments: str) -> dict[str, Any]:
+    call_id = "call_" + hashlib.sha256(f"{name}:{arguments}".encode()).hexdigest()[:16]
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 def _fn(tool: Any) -> dict[str, Any]:
     fn = tool.get("function") if isinstance(tool, dict) else None
     return fn if isinstance(fn, dict) else {}
@@ -70,11 +89,15 @@ class MockProvider:
         if self.opts.latency_ms:
             await asyncio.sleep(self.opts.latency_ms / 1000.0)
 
-    def _answer(self, payload: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    def _answer(self, payload: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
         messages = payload.get("messages") or []
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         tools = payload.get("tools") or []
         choice = payload.get("tool_choice")
+        if last.get("role") == "user":
+            script = _scripted(_content_text(last.get("content")))
+            if script is not None:
+                return None, script
         if tools and choice != "none" and last.get("role") == "user":
             tool = tools[0]
             if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
@@ -85,23 +108,25 @@ class MockProvider:
             call_id = (
                 "call_" + hashlib.sha256(jsontext.dumps(args) + str(fn.get("name")).encode()).hexdigest()[:16]
             )
-            return None, {
-                "id": call_id,
-                "type": "function",
-                "function": {"name": fn.get("name", ""), "arguments": jsontext.dumps(args).decode()},
-            }
+            return None, [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": fn.get("name", ""), "arguments": jsontext.dumps(args).decode()},
+                }
+            ]
         if last.get("role") == "tool":
-            return f"Tool result: {_content_text(last.get('content'))}", None
+            return f"Tool result: {_content_text(last.get('content'))}", []
         if self._replies is not None:
-            return next(self._replies), None
+            return next(self._replies), []
         text = _content_text(last.get("content")) if last.get("role") == "user" else ""
-        return text or "Hello from the agentgw mock provider.", None
+        return text or "Hello from the agentgw mock provider.", []
 
     async def chat(self, call: Call) -> Result:
         await self._before()
-        text, tool_call = self._answer(call.payload)
+        text, tool_calls = self._answer(call.payload)
         prompt = count_messages(call.payload.get("messages"), call.payload.get("tools"))
-        out_text = text if text is not None else (tool_call or {}).get("function", {}).get("arguments", "")
+        out_text = text if text is not None else "".join(c["function"]["arguments"] for c in tool_calls)
         completion = count_tokens(out_text or "")
         usage = {
             "prompt_tokens": prompt,
@@ -112,11 +137,11 @@ class MockProvider:
         }
         cid = f"chatcmpl-mock-{next(self._seq)}"
         created = int(time.time())
-        finish = "tool_calls" if tool_call else "stop"
+        finish = "tool_calls" if tool_calls else "stop"
         if not call.stream:
             message: dict[str, Any] = {"role": "assistant", "content": text}
-            if tool_call:
-                message["tool_calls"] = [tool_call]
+            if tool_calls:
+                message["tool_calls"] = tool_calls
             body = {
                 "id": cid,
                 "object": "chat.completion",
@@ -130,7 +155,7 @@ class MockProvider:
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         return Result(
             stream=self._stream(
-                call, cid, created, text, tool_call, finish, usage if include_usage else None
+                call, cid, created, text, tool_calls, finish, usage if include_usage else None
             ),
             media_type="text/event-stream",
         )
@@ -141,7 +166,7 @@ class MockProvider:
         cid: str,
         created: int,
         text: str | None,
-        tool_call: dict[str, Any] | None,
+        tool_calls: list[dict[str, Any]],
         finish: str,
         usage: dict[str, Any] | None,
     ) -> AsyncIterator[bytes]:
@@ -155,13 +180,13 @@ class MockProvider:
 
         delay = self.opts.chunk_delay_ms / 1000.0
         yield frame({"role": "assistant", "content": "" if text is not None else None})
-        if tool_call is not None:
+        for index, tool_call in enumerate(tool_calls):
             fn = tool_call["function"]
             yield frame(
                 {
                     "tool_calls": [
                         {
-                            "index": 0,
+                            "index": index,
                             "id": tool_call["id"],
                             "type": "function",
                             "function": {"name": fn["name"], "arguments": ""},
@@ -172,8 +197,8 @@ class MockProvider:
             for piece in _split_tokens(fn["arguments"], self.opts.chunk_tokens):
                 if delay:
                     await asyncio.sleep(delay)
-                yield frame({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-        else:
+                yield frame({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        if not tool_calls:
             for piece in _split_tokens(text or "", self.opts.chunk_tokens):
                 if delay:
                     await asyncio.sleep(delay)
