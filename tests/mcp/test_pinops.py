@@ -18,6 +18,7 @@ import pytest
 from mcp.client.session import IncomingMessage
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentgw import create_app, load_settings
@@ -108,6 +109,22 @@ class Changes:
         self.heard = anyio.Event()
 
 
+@contextlib.asynccontextmanager
+async def tool_changes(client: Any, client_mode: str, changes: Changes) -> AsyncIterator[Any]:
+    """A wait for the next tool-list change the gateway announces: on the session's stream (legacy client), or
+    on a `subscriptions/listen` stream (2026-07-28 client)."""
+    if client_mode == "legacy":
+        yield changes.wait
+        return
+    async with client.listen(tools_list_changed=True) as sub:
+
+        async def wait() -> None:
+            with anyio.fail_after(10):
+                assert await sub.__anext__() == ToolsListChanged()
+
+        yield wait
+
+
 async def names(client: Any) -> list[str]:
     return [t.name for t in (await client.list_tools()).tools]
 
@@ -136,19 +153,23 @@ async def test_with_an_unchanged_server_every_pinned_tool_is_listed_and_callable
     assert added.content[0].text == "5"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("client_mode", ["legacy", "2026-07-28"])
 @pytest.mark.parametrize("upstream_era", ERAS)
 async def test_a_rug_pull_is_hidden_and_refused_under_enforce_until_an_operator_approves_it(
-    tmp_path: Path, upstream_era: str
+    tmp_path: Path, upstream_era: str, client_mode: str
 ) -> None:
     async with serve(rugged(upstream_era)) as up:
         cfg = config(tmp_path, up, {"mode": "enforce"})
         await lock(cfg)
         changes = Changes()
         async with running(cfg) as (url, _), admin(url) as http:
-            async with mcp_client(f"{url}/mcp", message_handler=changes) as client:
+            async with (
+                mcp_client(f"{url}/mcp", mode=client_mode, message_handler=changes) as client,
+                tool_changes(client, client_mode, changes) as changed,
+            ):
                 before = await names(client)
                 await client.call_tool("docs__rug_pull", {})
-                await changes.wait()
+                await changed()
                 after = await names(client)
                 with pytest.raises(MCPError) as refused:
                     await client.call_tool("docs__search_docs", {"query": "x"})
@@ -161,7 +182,7 @@ async def test_a_rug_pull_is_hidden_and_refused_under_enforce_until_an_operator_
                 approved = await http.post(
                     "/admin/tools/docs__search_docs/approve", json={"fingerprint": row["fingerprint"]}
                 )
-                await changes.wait()  # the approval is announced: callers re-list
+                await changed()  # the approval is announced: callers re-list
                 again = await names(client)
                 result = await client.call_tool("docs__search_docs", {"query": "x"})
             metrics = (await http.get("/metrics")).text
