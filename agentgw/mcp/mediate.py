@@ -4,11 +4,13 @@ caller's progress, log and input wiring, and the rewriting of upstream URIs in r
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -27,6 +29,7 @@ from agentgw.mcp.upstream import ParamMap, Upstreams
 from agentgw.mcp.wire import Relay, identity_headers
 from agentgw.pipeline import Pipeline
 from agentgw.stages.authz import AuthzStage
+from agentgw.stages.hold import UserUnreachable
 
 FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
 TASK_META_KEY = "io.agentgw/task"
@@ -85,6 +88,41 @@ class Call:
             await session.report_progress(progress, total, message)
 
         return report
+
+
+def _user_channels(ex: Exchange, call: Call) -> None:
+    """How the hold stage (stages/hold.py) reaches this caller while its call is held: progress notifications on
+    its request stream (when it sent a progressToken), and a question through elicitation (handshake era: an
+    `elicitation/create` request on the caller's session, related to this call)."""
+    report = call.progress()
+    if report is not None:
+        sent = 0
+
+        async def notify(message: str) -> None:
+            nonlocal sent
+            sent += 1
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await report(float(sent), None, message)
+
+        ex.attrs["notify_progress"] = notify
+
+    async def ask_user(message: str, schema: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        caller = call.caller()
+        if caller.modern:
+            raise UserUnreachable(
+                f"asking the user during a {caller.version} call (input_required rounds) is not supported yet; "
+                "connect with a 2025-11-25 session whose client declares the elicitation capability"
+            )
+        if not caller.can("elicitation/create"):
+            raise UserUnreachable("the MCP client did not declare the elicitation capability")
+        try:
+            answer = await caller.ask("elicitation/create", {"message": message, "requestedSchema": schema})
+        except MCPError as err:
+            raise UserUnreachable(f"the MCP client could not be asked ({err.message})") from None
+        content = answer.get("content")
+        return str(answer.get("action")), content if isinstance(content, dict) else None
+
+    ex.attrs["ask_user"] = ask_user
 
 
 def front_of(ctx: Ctx) -> Front:
@@ -197,6 +235,7 @@ class Mediator:
         ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
+        _user_channels(ex, call)
         return ex
 
     def _allows(self, ex: Exchange, target: str, action: str) -> bool:
