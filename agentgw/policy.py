@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,22 +97,103 @@ def policy_roles(path: Path, *, bare: bool = True) -> set[str]:
     return roles
 
 
+EFFECTS = (
+    "allow",
+    "confirm",
+    "approve",
+    "deny",
+)  # in order of strictness: among matching lines the strictest wins
+_RANK = {effect: rank for rank, effect in enumerate(EFFECTS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One `p` line as written: `p, <subject or role>, <object>, <action>, <effect>[, <condition>]`."""
+
+    line: int
+    text: str
+    sub: str  # in the request's name space (user:… / role:…)
+    obj: str
+    act: str
+    effect: str
+    condition: str | None = None
+
+
+def _parse(path: Path) -> tuple[list[Rule], list[list[str]], list[str]]:
+    """The `p` lines as Rules, every other policy line as casbin tokens, and the problems (`line N: …`).
+
+    `p` lines are split here, not by casbin: the condition (the rest of the line after the fifth comma) may hold
+    commas, also inside string literals, which casbin's tokenizer (top-level commas outside ()[]) would split."""
+    rules: list[Rule] = []
+    others: list[list[str]] = []
+    problems: list[str] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        kind = text.split(",", 1)[0].strip()
+        if kind != "p":
+            others.append([v.strip() for v in text.split(",")])
+            continue
+        values = [v.strip() for v in text.split(",", 5)]
+        if len(values) < 5:
+            problems.append(
+                f"line {number}: a p line is `p, <subject or role>, <object>, <action>, <effect>`"
+            )
+            continue
+        effect = values[4]
+        if effect not in _RANK:
+            problems.append(f"line {number}: effect {effect!r} is not one of {', '.join(sorted(_RANK))}")
+            continue
+        condition = values[5] if len(values) > 5 and values[5] else None
+        rules.append(Rule(number, text, policy_name(values[1]), values[2], values[3], effect, condition))
+    return rules, others, problems
+
+
 class _TypedFileAdapter(FileAdapter):  # type: ignore[misc]  # casbin has no type hints
-    """casbin's file adapter, with every subject and role name put in the request's name space as it loads."""
+    """Hands casbin the parsed lines, every subject and role name put in the request's name space. `p` lines go
+    in as (sub, obj, act, eft) without their condition: the engine evaluates conditions itself."""
+
+    def __init__(self, path: str, rules: list[Rule], others: list[list[str]]) -> None:
+        super().__init__(path)
+        self.rules, self.others = rules, others
 
     def load_policy(self, model: Any) -> None:
-        super().load_policy(model)
-        for section, width in (("p", 1), ("g", 2)):
-            for assertion in model.model.get(section, {}).values():
-                for row in assertion.policy:
-                    row[:width] = [policy_name(name) for name in row[:width]]
+        for rule in self.rules:
+            model.model["p"]["p"].policy.append([rule.sub, rule.obj, rule.act, rule.effect])
+        for tokens in self.others:
+            key = tokens[0]
+            if key[:1] in model.model and key in model.model[key[:1]]:
+                row = tokens[1:]
+                if key[:1] == "g":
+                    row[:2] = [policy_name(name) for name in row[:2]]
+                model.model[key[:1]][key].policy.append(row)
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
+    """The outcome: `effect` is allow | deny | approve | confirm; `allowed` is `effect != "deny"` (approve and
+    confirm are allowed once their hold is passed, so listings show those targets)."""
+
     allowed: bool
     rule: str | None  # the deciding policy line, as written (None: no rule matched, default deny)
     line: int | None  # its line number in the policy file
+    effect: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.effect:
+            object.__setattr__(self, "effect", "allow" if self.allowed else "deny")
+        elif self.allowed != (self.effect != "deny"):
+            raise ValueError(f"allowed={self.allowed} contradicts effect {self.effect!r}")
+
+    @classmethod
+    def of(cls, rule: Rule | None) -> PolicyDecision:
+        if rule is None:
+            return cls(False, None, None, "deny")
+        return cls(rule.effect != "deny", rule.text, rule.line, rule.effect)
+
+
+DENY = PolicyDecision(False, None, None, "deny")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -129,21 +210,20 @@ def object_match(obj: str, pattern: str, tags: Mapping[str, frozenset[str]]) -> 
     return _glob(pattern).fullmatch(obj) is not None
 
 
-def _csv_rows(path: Path) -> dict[tuple[str, ...], tuple[int, str]]:
-    """policy values → (line number, line text), to name the line that decided."""
-    rows: dict[tuple[str, ...], tuple[int, str]] = {}
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        stripped = text.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        values = tuple(v.strip() for v in stripped.split(","))
-        if values[0].startswith("p") and len(values) > 1:
-            rows.setdefault((policy_name(values[1]), *values[2:]), (number, stripped))
-    return rows
+def strictest(rules: Iterable[Rule]) -> Rule | None:
+    """The strictest rule (deny > approve > confirm > allow; the first written among equals), or None."""
+    best: Rule | None = None
+    for rule in rules:
+        if best is None or _RANK[rule.effect] > _RANK[best.effect]:
+            best = rule
+    return best
 
 
 class PolicyEngine:
-    """One loaded policy. Immutable once built; a reload builds a new engine and swaps it in."""
+    """One loaded policy. Immutable once built; a reload builds a new engine and swaps it in.
+
+    casbin decides which lines match (its model's matcher, with the subject's roles through `g`); the engine
+    then picks the strictest matching line. The lines that match a (subject, roles, object, action) are cached."""
 
     def __init__(
         self, model_path: Path, policy_path: Path, tags: Mapping[str, frozenset[str]] | None = None
@@ -151,62 +231,61 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
-        problems = policy_problems(policy_path)
+        rules, others, problems = _parse(policy_path)
+        problems = policy_problems(policy_path) + problems
         if problems:
-            raise PolicyError("; ".join(problems))
-        self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path)))
+            raise PolicyError("; ".join(sorted(problems, key=_line_number)))
+        self.rules = rules
+        self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path), rules, others))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
-        self.rows = _csv_rows(policy_path)
-        self._cache: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
-        self.lines = sum(1 for _ in self.rows)
-        # casbin scans every `p` line per decision; index them by subject so a decision only evaluates the
-        # lines of the subject and the roles it inherits through `g` (the same set g(r.sub, p.sub) selects).
+        self.lines = len(rules)
+        self._cache: dict[tuple[str | None, tuple[str, ...], str, str], tuple[Rule, ...]] = {}
+        # Index the lines by subject so matching only evaluates the lines of the subject and the roles it
+        # inherits through `g` (the same set g(r.sub, p.sub) selects).
         self._assertion = self.enforcer.model.model["p"]["p"]
         self._all = list(self._assertion.policy)
-        self._by_sub: dict[str, list[list[str]]] = {}
-        for row in self._all:
-            self._by_sub.setdefault(row[0], []).append(row)
+        self._by_sub: dict[str, list[Rule]] = {}
+        for rule in rules:
+            self._by_sub.setdefault(rule.sub, []).append(rule)
 
-    def _enforce(self, who: str, obj: str, act: str) -> tuple[bool, list[str]]:
-        names = [who, *self.enforcer.get_implicit_roles_for_user(who)]
-        rows = [row for name in dict.fromkeys(names) for row in self._by_sub.get(name, ())]
-        self._assertion.policy = rows
+    def _matches(self, who: str, rule: Rule, obj: str, act: str) -> bool:
+        """Does casbin's matcher select this line for (who, obj, act)? Asked with the line alone, its effect
+        read as allow (the effect is the engine's to weigh, not casbin's)."""
+        self._assertion.policy = [[rule.sub, rule.obj, rule.act, "allow"]]
         try:
-            ok, rule = self.enforcer.enforce_ex(who, obj, act)
+            return bool(self.enforcer.enforce(who, obj, act))
         finally:
             self._assertion.policy = self._all
-        return bool(ok), list(rule)
 
-    def _explain(self, allowed: bool, rule: list[str]) -> PolicyDecision:
-        if not rule:
-            return PolicyDecision(allowed, None, None)
-        number, text = self.rows.get(tuple(rule), (None, "p, " + ", ".join(rule)))
-        return PolicyDecision(allowed, text, number)
-
-    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
-        """Allowed iff the subject or one of its roles is allowed and none is explicitly denied. `subject`
-        None decides for the roles alone (`agentgw policy check role:<name> …`)."""
+    def matching(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> tuple[Rule, ...]:
+        """Every line that applies to the subject or one of its roles for (obj, act), conditions not evaluated."""
         key = (subject, roles, obj, act)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        allow: PolicyDecision | None = None
-        decision = PolicyDecision(False, None, None)
+        found: dict[int, Rule] = {}
         for who in request_names(subject, roles):
-            ok, rule = self._enforce(who, obj, act)
-            if not ok and rule and rule[-1] == "deny":
-                decision = self._explain(False, rule)
-                break
-            if ok and allow is None:
-                allow = self._explain(True, rule)
-        else:
-            if allow is not None:
-                decision = allow
+            names = [who, *self.enforcer.get_implicit_roles_for_user(who)]
+            for name in dict.fromkeys(names):
+                for rule in self._by_sub.get(name, ()):
+                    if rule.line not in found and self._matches(who, rule, obj, act):
+                        found[rule.line] = rule
+        rules = tuple(found[n] for n in sorted(found))
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[key] = decision
-        return decision
+        self._cache[key] = rules
+        return rules
+
+    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+        """The strictest matching line of the subject and its roles decides (deny > approve > confirm > allow);
+        no matching line: deny. `subject` None decides for the roles alone (`agentgw policy check role:<name> …`)."""
+        return PolicyDecision.of(strictest(self.matching(subject, roles, obj, act)))
+
+
+def _line_number(problem: str) -> int:
+    number = problem.removeprefix("line ").partition(":")[0]
+    return int(number) if number.isdigit() else 0
 
 
 @dataclass
@@ -252,7 +331,7 @@ class PolicyStore:
 
     def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
         if self.engine is None:
-            return PolicyDecision(False, None, None)
+            return DENY
         return self.engine.decide(subject, roles, obj, act)
 
     async def watch(self, interval_s: float = 1.0) -> None:

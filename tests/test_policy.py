@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from agentgw.policy import PolicyEngine, PolicyStore, object_match
+from agentgw.policy import PolicyEngine, PolicyError, PolicyStore, object_match
 from tests.support import MOCK_REGISTRY, POLICIES, TEST_KEY, gateway
 
 TAGS = {"mcp:fs/write_file": frozenset({"write"}), "mcp:fs/rm": frozenset({"write", "dangerous"})}
@@ -130,3 +130,54 @@ async def test_the_gateway_reloads_the_policy_when_the_file_changes_and_on_sighu
         ready = await c.get(f"{url}/readyz")
         assert ready.json()["policy"]["error"]
         assert (await c.post(f"{url}/v1/chat/completions", json=body, headers=auth)).status_code == 403
+
+
+def write(tmp_path: Path, text: str) -> PolicyEngine:
+    (tmp_path / "policy.csv").write_text(text)
+    return PolicyEngine(POLICIES / "model.conf", tmp_path / "policy.csv", TAGS)
+
+
+@pytest.mark.parametrize(
+    ("effects", "winner"),
+    [
+        (("allow",), "allow"),
+        (("allow", "confirm"), "confirm"),
+        (("confirm", "approve", "allow"), "approve"),
+        (("approve", "deny", "confirm"), "deny"),
+        (("deny", "allow"), "deny"),
+    ],
+)
+def test_the_strictest_matching_line_wins_deny_approve_confirm_allow(
+    tmp_path: Path, effects: tuple[str, ...], winner: str
+) -> None:
+    # each effect on a different name the principal decides as: the subject, a role, a role inherited via g
+    subjects = ["user:bot", "role:agents", "role:base"]
+    lines = ["g, role:agents, role:base"]
+    lines += [f"p, {subjects[i]}, mcp:fs/*, call, {effect}" for i, effect in enumerate(effects)]
+    engine = write(tmp_path, "\n".join(lines) + "\n")
+    d = engine.decide("bot", ("agents",), "mcp:fs/write_file", "call")
+    assert d.effect == winner
+    assert d.allowed is (winner != "deny")
+    assert d.line == 2 + effects.index(winner)
+    assert d.rule == lines[1 + effects.index(winner)]
+
+
+def test_no_matching_line_is_a_deny_without_a_rule(tmp_path: Path) -> None:
+    engine = write(tmp_path, "p, role:agents, mcp:fs/read_file, call, approve\n")
+    d = engine.decide("bot", ("agents",), "mcp:fs/write_file", "call")
+    assert (d.effect, d.allowed, d.rule, d.line) == ("deny", False, None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("p, role:a, llm:*, call, allow\np, role:a, mcp:*, call, permit\n", "line 2: effect 'permit'"),
+        ("\n\np, role:a, mcp:*, call, Allow\n", "line 3: effect 'Allow'"),
+        ("p, role:a, mcp:*, call\n", "line 1: a p line is"),
+    ],
+)
+def test_a_bad_effect_or_a_short_line_is_a_load_error_naming_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    with pytest.raises(PolicyError, match=problem):
+        write(tmp_path, text)

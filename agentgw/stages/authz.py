@@ -6,6 +6,9 @@ resource or agent), so a caller cannot learn what exists beyond what it may use;
 403 `permission_denied` instead. Either way the Exchange keeps the 403 `permission_denied` (status `denied`) and
 the decision, with the policy line that made it, for the audit record, metrics and traces. `allows()` answers the same question for listings, so a caller sees
 exactly what it may call.
+
+A line with effect `approve` or `confirm` allows subject to a hold: the stage records the decision `hold` and
+sets `exchange.attrs["hold"] = {"effect", "rule", "line"}` for the hold stage that runs next.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
 
 CONCEALED = "authz.reveal_denied: false"
+HOLDS = ("approve", "confirm")
 
 
 class AuthzStage(Stage):
@@ -38,6 +42,10 @@ class AuthzStage(Stage):
         rule = f"policy.csv:{decision.line}: {decision.rule}" if decision.rule else "default deny"
         if not decision.allowed:
             raise self._deny(exchange, rule, f"{p.subject} may not {action} {exchange.target}.")
+        if decision.effect in HOLDS:  # allowed once a person agrees: the hold stage after this one acts on it
+            exchange.decide(self.name, "hold", rule=rule)
+            exchange.attrs["hold"] = {"effect": decision.effect, "rule": rule, "line": decision.line}
+            return
         exchange.decide(self.name, "allow", rule=rule)
 
     def _deny(self, exchange: Exchange, rule: str, message: str) -> Forbidden:

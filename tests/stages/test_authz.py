@@ -4,6 +4,8 @@ A2A included, inherits the concealment by naming its error), a plain 404 when it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentgw.errors import GatewayError, NotFound
@@ -55,3 +57,20 @@ async def test_a_denial_is_answered_as_the_planes_unknown_target_and_recorded_as
     [decision] = [d for d in ex.decisions if d.stage == "authz"]
     assert (decision.outcome, decision.rule) == ("deny", "default deny")
     assert decision.detail == (None if reveal else f"answered as {answer[1]} (authz.reveal_denied: false)")
+
+
+@pytest.mark.parametrize("effect", ["approve", "confirm"])
+async def test_an_approve_or_confirm_line_holds_the_call_for_the_next_stage(
+    tmp_path: Path, effect: str
+) -> None:
+    (tmp_path / "policy.csv").write_text(
+        f"p, role:agents, mcp:*, call, allow\np, role:agents, mcp:fs/rm, call, {effect}\n"
+    )
+    store = PolicyStore(POLICIES / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    ex = Exchange("mcp", "tools/call", "mcp:fs/rm", {})
+    ex.principal = Principal("bot", ("agents",))
+    await AuthzStage(store).on_request(ex)
+    rule = f"policy.csv:2: p, role:agents, mcp:fs/rm, call, {effect}"
+    assert [(d.stage, d.outcome, d.rule) for d in ex.decisions] == [("authz", "hold", rule)]
+    assert ex.attrs["hold"] == {"effect": effect, "rule": rule, "line": 2}
