@@ -1,4 +1,4 @@
-"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit.
+"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit, approvals.
 
 Exit codes: 0 ok, 2 usage, 3 configuration problems (one line per problem on stderr).
 """
@@ -472,6 +472,14 @@ def _with_store(
 
     return asyncio.run(run())
 
+
+def _approvals_commands() -> None:
+    from agentgw.approvals.cli import approvals  # its own module: this one is near its size limit
+
+    main.add_command(approvals)
+
+
+_approvals_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
