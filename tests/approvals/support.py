@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 
 from tests.support import MOCK_REGISTRY, OTHER_KEY, POLICIES, TEST_KEY, sha
 
@@ -78,3 +79,25 @@ async def decide(
 async def listing(url: str, key: str = APPROVER_KEY, state: str | None = None) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url, headers=bearer(key)) as http:
         return await http.get("/admin/approvals", params={"state": state} if state else {})
+
+
+class Hook:
+    """A loopback webhook receiver: keeps every announcement; `received` is set on the first."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.received = anyio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        self.bodies.append(orjson.loads(body))
+        self.received.set()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
