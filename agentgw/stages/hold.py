@@ -150,7 +150,7 @@ class HoldStage(Stage):
         if ask is None:
             ex.decide(self.name, "deny", rule=rule, detail=f"confirmation: no user channel on {ex.plane}")
             raise ConfirmationUnavailable(
-                f"{ex.target} needs the calling user's confirmation, and a {ex.plane.upper()} call has no way to "
+                f"{ex.target} needs the calling user's confirmation, and {ex.plane.upper()} calls have no way to "
                 "ask the user (only MCP clients with the elicitation capability can confirm)."
             )
         text = question(ex, call_arguments(ex))
