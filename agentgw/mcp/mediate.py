@@ -22,14 +22,15 @@ from agentgw.errors import GatewayError, UpstreamInvalidResponse
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
 from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.confirm import ask_caller
 from agentgw.mcp.errors import INTERNAL_ERROR, to_mcp_error
 from agentgw.mcp.naming import View
 from agentgw.mcp.relay import Caller
+from agentgw.mcp.state import StateSeal
 from agentgw.mcp.upstream import ParamMap, Upstreams
 from agentgw.mcp.wire import Relay, identity_headers
 from agentgw.pipeline import Pipeline
 from agentgw.stages.authz import AuthzStage
-from agentgw.stages.hold import UserUnreachable
 
 FRONT_KEY = "agentgw.mcp"  # the ASGI scope entry the plane's front door fills for the handlers
 TASK_META_KEY = "io.agentgw/task"
@@ -90,10 +91,10 @@ class Call:
         return report
 
 
-def _user_channels(ex: Exchange, call: Call) -> None:
+def _user_channels(ex: Exchange, call: Call, seal: StateSeal | None, endpoint: str) -> None:
     """How the hold stage (stages/hold.py) reaches this caller while its call is held: progress notifications on
-    its request stream (when it sent a progressToken), and a question through elicitation (handshake era: an
-    `elicitation/create` request on the caller's session, related to this call)."""
+    its request stream (when it sent a progressToken), and a question through elicitation (confirm.py: an
+    `elicitation/create` request on a handshake-era session, an `input_required` round in 2026-07-28)."""
     report = call.progress()
     if report is not None:
         sent = 0
@@ -107,20 +108,7 @@ def _user_channels(ex: Exchange, call: Call) -> None:
         ex.attrs["notify_progress"] = notify
 
     async def ask_user(message: str, schema: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        caller = call.caller()
-        if caller.modern:
-            raise UserUnreachable(
-                f"asking the user during a {caller.version} call (input_required rounds) is not supported yet; "
-                "connect with a 2025-11-25 session whose client declares the elicitation capability"
-            )
-        if not caller.can("elicitation/create"):
-            raise UserUnreachable("the MCP client did not declare the elicitation capability")
-        try:
-            answer = await caller.ask("elicitation/create", {"message": message, "requestedSchema": schema})
-        except MCPError as err:
-            raise UserUnreachable(f"the MCP client could not be asked ({err.message})") from None
-        content = answer.get("content")
-        return str(answer.get("action")), content if isinstance(content, dict) else None
+        return await ask_caller(ex, call.caller(), call.params, seal, endpoint, message, schema)
 
     ex.attrs["ask_user"] = ask_user
 
@@ -221,6 +209,7 @@ class Mediator:
         self.pipeline = pipeline
         self.path = f"/mcp/{view.name}" if view.name else "/mcp"
         self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
+        self.seal: StateSeal | None = None  # the plane's requestState seal (2026-07-28 confirmation rounds)
 
     def _exchange(self, call: Call, operation: str, target: str) -> Exchange:
         front = call.front
@@ -235,7 +224,7 @@ class Mediator:
         ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
-        _user_channels(ex, call)
+        _user_channels(ex, call, self.seal, self.path)
         return ex
 
     def _allows(self, ex: Exchange, target: str, action: str) -> bool:

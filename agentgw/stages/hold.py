@@ -7,7 +7,9 @@ leaves in `exchange.attrs["hold"]`). Runs right after authz.
   callable taking a message (the MCP plane sets it when the caller sent a progressToken).
 - `confirm`: the calling user is asked through the plane's `attrs["ask_user"]` (message, schema) → (action,
   content); only an explicit "accept" lets the call through (403 `confirmation_declined` otherwise). A plane or a
-  client with no way to ask (no callable, or it raises UserUnreachable) gets 403 `confirmation_unavailable`.
+  client with no way to ask (no callable, or it raises UserUnreachable) gets 403 `confirmation_unavailable`. A
+  plane that asks in a protocol round raises AskLater: this round is answered with its result, and the retry
+  brings the answer.
 
 Every step is a `hold` decision in the call's audit record. Fails closed: an unknown effect, or `approve` without
 an approvals service, is a denial.
@@ -23,7 +25,7 @@ import orjson
 
 from agentgw.approvals import APPROVED, DENIED, Approvals
 from agentgw.errors import Forbidden
-from agentgw.exchange import Exchange
+from agentgw.exchange import Exchange, Result
 from agentgw.pipeline import Stage
 
 AskUser = Callable[[str, dict[str, Any]], Awaitable[tuple[str, dict[str, Any] | None]]]
@@ -38,6 +40,15 @@ _QUESTION_CHARS = 500
 
 class UserUnreachable(Exception):
     """Raised by a plane's `ask_user` when this caller cannot be asked (no elicitation capability, no stream)."""
+
+
+class AskLater(Exception):
+    """Raised by a plane's `ask_user` that asks in a round of its protocol (MCP 2026-07-28 `input_required`): the
+    call is answered with `result` now, and the caller's retry carries the user's answer to `ask_user` again."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("asked in a round")
+        self.result = result
 
 
 class ApprovalDenied(Forbidden):
@@ -156,6 +167,12 @@ class HoldStage(Stage):
         text = question(ex, call_arguments(ex))
         try:
             action, _ = await ask(text, CONFIRM_SCHEMA)
+        except AskLater as later:
+            ex.decide(
+                self.name, "info", rule=rule, detail=f"confirmation asked (input_required round): {text}"
+            )
+            ex.result = Result(payload=later.result)  # the call goes no further in this round
+            return
         except UserUnreachable as why:
             ex.decide(self.name, "deny", rule=rule, detail=f"confirmation unavailable: {why}")
             raise ConfirmationUnavailable(

@@ -21,6 +21,7 @@ POLICY = """\
 p, role:agents, mcp:*, *, allow
 p, role:agents, mcp:docs/echo, call, approve
 p, role:agents, mcp:docs/add, call, confirm
+p, role:agents, mcp:docs/greet_user, call, confirm
 p, role:agents, llm:*, call, allow
 p, role:agents, llm:mock-fast, call, confirm
 p, role:agents, llm:mock-embed, call, approve
