@@ -471,6 +471,15 @@ def worker_problems(settings: Settings, workers: int) -> list[Problem]:
                 "requestState sealed by one worker would be refused by another",
             )
         )
+    if workers > 1 and settings.approvals.store == "memory":
+        problems.append(
+            Problem(
+                str(settings.path),
+                "approvals.store",
+                f"approval requests in memory cannot be shared by {workers} workers (a request held by one would "
+                "not exist for the approver on another): use approvals.store: audit, or one worker",
+            )
+        )
     if workers > 1 and uses_identity(settings) and not settings.signing.keys and secret_of(settings) is None:
         problems.append(
             Problem(

@@ -410,3 +410,13 @@ def test_a_short_gateway_secret_is_refused_without_echoing_it(
     assert not any("short-secret-value" in p for p in found)
     found = problems_of(tmp_path, {"agentgw.yaml": "{}\n"})
     assert found == ["AGENTGW_SECRET: the gateway secret must be at least 32 bytes"]
+
+
+def test_several_workers_cannot_share_approval_requests_kept_in_memory(tmp_path: Path) -> None:
+    files = {"agentgw.yaml": "server: {workers: 2}\napprovals: {store: memory}\n", "registry/x.yaml": "{}\n"}
+    assert any("approvals.store: audit, or one worker" in p for p in problems_of(tmp_path, files))
+    files["agentgw.yaml"] = "server: {workers: 2}\napprovals: {store: audit, timeout_s: 60}\n"
+    assert load_settings(write(tmp_path, files)).approvals.timeout_s == 60
+    files["agentgw.yaml"] = "approvals: {timeout_s: 0, surprise: 1}\n"
+    found = problems_of(tmp_path, files)
+    assert any("approvals.timeout_s" in p for p in found) and any("approvals.surprise" in p for p in found)
