@@ -164,10 +164,12 @@ class Approvals:
             event = self._events.setdefault(approval_id, anyio.Event())
             a = await self.store.get(approval_id)
             if a is None:
+                self._events.pop(approval_id, None)
                 return None
             a = a.shown(time.time())
             now = anyio.current_time()
             if a.state != PENDING or now >= deadline:
+                self._events.pop(approval_id, None)  # a waiter still on it is woken by its next poll
                 return a
             pause = min(self.cfg.poll_interval_s, deadline - now, a.expires - time.time())
             if tick is not None:
