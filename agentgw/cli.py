@@ -204,10 +204,20 @@ def policy() -> None:
     multiple=True,
     help="A role of the subject (repeatable); default: the roles its API keys carry.",
 )
+@click.option(
+    "--args",
+    "args_json",
+    default=None,
+    help="The call's arguments as JSON, for conditional lines (`args` in the condition); without it, conditions "
+    "that read arguments fail closed.",
+)
 @config_option
-def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...], config: str) -> None:
+def policy_check(
+    subject: str, object_: str, action: str, roles: tuple[str, ...], args_json: str | None, config: str
+) -> None:
     """Would SUBJECT be allowed ACTION on OBJECT? SUBJECT is a subject (`alice` or `user:alice`) or a role alone
-    (`role:admins`). Prints allowed/denied and the deciding policy line. Exit 0 when allowed, 1 when denied."""
+    (`role:admins`). Prints allowed/denied (with the effect when it holds the call: approve, confirm) and the
+    deciding policy line. Exit 0 when allowed, 1 when denied."""
     from agentgw.app import policy_store
     from agentgw.names import parse_who
 
@@ -218,15 +228,32 @@ def policy_check(subject: str, object_: str, action: str, roles: tuple[str, ...]
     elif not roles:
         roles = tuple(dict.fromkeys(r for k in settings.all_keys if k.subject == sub for r in k.roles))
     store = policy_store(settings)
-    d = store.decide(sub, roles, object_, action)
-    verdict = "allowed" if d.allowed else "denied"
+    facts = None
+    if args_json is not None:
+        try:
+            args = orjson.loads(args_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--args") from None
+        claims: dict[str, Any] = {}
+        facts = {
+            "args": args,
+            "principal": {"sub": sub, "roles": list(roles), "claims": claims},
+            "task": {},
+            "target": object_,
+        }
+    d = store.decide(sub, roles, object_, action, facts)
+    verdict = ("allowed" if d.effect == "allow" else f"allowed ({d.effect})") if d.allowed else "denied"
     roles_text = ", ".join(roles) or "none"
     who = f"role {roles_text}" if sub is None else f"{sub} (roles: {roles_text})"
     click.echo(f"{verdict}: {who} {action} {object_}")
     if d.rule is not None:
         click.echo(f"  by {store.policy_path}:{d.line}: {d.rule}")
+    elif d.unmet:
+        click.echo(f"  by default deny: the conditions of lines {', '.join(map(str, d.unmet))} do not hold")
     else:
         click.echo("  by default deny: no policy line matched")
+    for error in d.errors:
+        click.echo(f"  condition failed (fails closed): {error}")
     sys.exit(0 if d.allowed else 1)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ class Principal:
     roles: tuple[str, ...] = ()
     auth: str = "api_key"  # how it was established: api_key | jwt | anonymous
     key_id: str | None = None  # a short, non-secret fingerprint of the credential
+    # the verified JWT's claims (policy conditions read them as principal.claims); empty for API keys
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -170,4 +171,5 @@ class JWTVerifier:
         roles = _as_list(_claim(claims, self.cfg.roles_claim))
         scopes = frozenset(_as_list(_claim(claims, self.cfg.scopes_claim)))
         jti = claims.get("jti")
-        return Principal(subject, roles, "jwt", str(jti)[:16] if jti else None), scopes
+        principal = Principal(subject, roles, "jwt", str(jti)[:16] if jti else None, MappingProxyType(claims))
+        return principal, scopes

@@ -9,6 +9,10 @@ of its roles `role:<name>`. Policy lines write `user:<subject>` or `role:<name>`
 Objects: `llm:<model>`, `mcp:<server>/<tool>`, `mcp:<server>/resource/<uri>`, `mcp:<server>/prompt/<name>`,
 `a2a:<agent>`. In policy lines `*` matches any run of characters (`/` included) and `?` one character;
 `tag:<name>` matches every object carrying that registry tag. Default deny.
+
+Lines are `p, <subject or role>, <object>, <action>, <effect>[, <condition>]`: casbin's matcher selects the lines
+that match; the strictest applying one decides (deny > approve > confirm > allow). A condition (CEL, see
+agentgw.conditions) makes its line apply only when it holds, and fails closed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import casbin
 from casbin.persist.adapters import FileAdapter
 
+from agentgw.conditions import Condition, ConditionError, compile_condition, evaluate
 from agentgw.names import ROLE, USER, ambiguous, policy_name, request_names
 
 log = logging.getLogger("agentgw.policy")
@@ -59,13 +64,16 @@ def _malformed(name: str, granted: bool) -> str | None:
 
 
 def policy_problems(path: Path) -> list[str]:
-    """Lines that do not load: an empty name, a doubled prefix (`user:role:x`), a subject granted as a role
-    (`g, user:a, user:b`). A bare name is a role, as in every policy written before the prefixes."""
-    return [
+    """Lines that do not load, in line order: an empty name, a doubled prefix (`user:role:x`), a subject granted
+    as a role (`g, user:a, user:b`), a `p` line without an effect, an effect that is not allow, deny, approve or
+    confirm, a condition that does not compile. A bare name is a role, as in every policy written before the
+    prefixes."""
+    names = [
         f"line {number}: {why}"
         for number, kind, position, name in _names(path)
         if (why := _malformed(name, kind == "g" and position == 1))
     ]
+    return sorted(names + _parse(path)[2], key=_line_number)
 
 
 def bare_subjects(path: Path, subjects: Collection[str]) -> list[str]:
@@ -97,12 +105,8 @@ def policy_roles(path: Path, *, bare: bool = True) -> set[str]:
     return roles
 
 
-EFFECTS = (
-    "allow",
-    "confirm",
-    "approve",
-    "deny",
-)  # in order of strictness: among matching lines the strictest wins
+# In order of strictness: among the applying lines the strictest wins.
+EFFECTS = ("allow", "confirm", "approve", "deny")
 _RANK = {effect: rank for rank, effect in enumerate(EFFECTS)}
 
 
@@ -117,6 +121,7 @@ class Rule:
     act: str
     effect: str
     condition: str | None = None
+    compiled: Condition | None = field(default=None, compare=False, repr=False)
 
 
 def _parse(path: Path) -> tuple[list[Rule], list[list[str]], list[str]]:
@@ -146,7 +151,16 @@ def _parse(path: Path) -> tuple[list[Rule], list[list[str]], list[str]]:
             problems.append(f"line {number}: effect {effect!r} is not one of {', '.join(sorted(_RANK))}")
             continue
         condition = values[5] if len(values) > 5 and values[5] else None
-        rules.append(Rule(number, text, policy_name(values[1]), values[2], values[3], effect, condition))
+        compiled = None
+        if condition is not None:
+            try:
+                compiled = compile_condition(condition)
+            except ConditionError as exc:
+                problems.append(f"line {number}: {exc}")
+                continue
+        rules.append(
+            Rule(number, text, policy_name(values[1]), values[2], values[3], effect, condition, compiled)
+        )
     return rules, others, problems
 
 
@@ -179,6 +193,10 @@ class PolicyDecision:
     rule: str | None  # the deciding policy line, as written (None: no rule matched, default deny)
     line: int | None  # its line number in the policy file
     effect: str = ""
+    # conditional lines that matched but did not apply (condition false, or an allow whose condition failed), and
+    # conditions that failed (`line N: error`), for the refusal's message and the audit record
+    unmet: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.effect:
@@ -187,10 +205,12 @@ class PolicyDecision:
             raise ValueError(f"allowed={self.allowed} contradicts effect {self.effect!r}")
 
     @classmethod
-    def of(cls, rule: Rule | None) -> PolicyDecision:
+    def of(
+        cls, rule: Rule | None, unmet: tuple[int, ...] = (), errors: tuple[str, ...] = ()
+    ) -> PolicyDecision:
         if rule is None:
-            return cls(False, None, None, "deny")
-        return cls(rule.effect != "deny", rule.text, rule.line, rule.effect)
+            return cls(False, None, None, "deny", unmet, errors)
+        return cls(rule.effect != "deny", rule.text, rule.line, rule.effect, unmet, errors)
 
 
 DENY = PolicyDecision(False, None, None, "deny")
@@ -231,16 +251,22 @@ class PolicyEngine:
         self.model_path = model_path
         self.policy_path = policy_path
         self.tags: Mapping[str, frozenset[str]] = tags or {}
-        rules, others, problems = _parse(policy_path)
-        problems = policy_problems(policy_path) + problems
+        problems = policy_problems(policy_path)
         if problems:
-            raise PolicyError("; ".join(sorted(problems, key=_line_number)))
+            raise PolicyError("; ".join(problems))
+        rules, others, _ = _parse(policy_path)
         self.rules = rules
         self.enforcer = casbin.Enforcer(str(model_path), _TypedFileAdapter(str(policy_path), rules, others))
         self.enforcer.logger.setLevel(logging.ERROR)  # casbin logs every decision at INFO/WARNING otherwise
         self.enforcer.add_function("objMatch", lambda obj, pat: object_match(obj, pat, self.tags))
+        # casbin parses the matcher into a new evaluator on every enforce (most of its cost); the engine asks one
+        # line at a time, so keep one evaluator per matcher text. Safe: an engine's functions (objMatch, and `g`
+        # over its role manager) never change, and each evaluation sets its own names.
+        self._expressions: dict[str, Any] = {}
+        self.enforcer._get_expression = self._expression
         self.lines = len(rules)
         self._cache: dict[tuple[str | None, tuple[str, ...], str, str], tuple[Rule, ...]] = {}
+        self._decisions: dict[tuple[str | None, tuple[str, ...], str, str], PolicyDecision] = {}
         # Index the lines by subject so matching only evaluates the lines of the subject and the roles it
         # inherits through `g` (the same set g(r.sub, p.sub) selects).
         self._assertion = self.enforcer.model.model["p"]["p"]
@@ -248,6 +274,12 @@ class PolicyEngine:
         self._by_sub: dict[str, list[Rule]] = {}
         for rule in rules:
             self._by_sub.setdefault(rule.sub, []).append(rule)
+
+    def _expression(self, expr: str, functions: Mapping[str, Any] | None = None) -> Any:
+        hit = self._expressions.get(expr)
+        if hit is None:
+            hit = self._expressions[expr] = casbin.Enforcer._get_expression(expr, functions)
+        return hit
 
     def _matches(self, who: str, rule: Rule, obj: str, act: str) -> bool:
         """Does casbin's matcher select this line for (who, obj, act)? Asked with the line alone, its effect
@@ -257,6 +289,12 @@ class PolicyEngine:
             return bool(self.enforcer.enforce(who, obj, act))
         finally:
             self._assertion.policy = self._all
+
+    def probe(self) -> None:
+        """Run the matcher once, so a model whose matcher does not evaluate fails at load, not on a request."""
+        self._matches(
+            USER + "__probe__", Rule(0, "", USER + "__probe__", "llm:*", "call", "allow"), "llm:x", "call"
+        )
 
     def matching(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> tuple[Rule, ...]:
         """Every line that applies to the subject or one of its roles for (obj, act), conditions not evaluated."""
@@ -277,10 +315,55 @@ class PolicyEngine:
         self._cache[key] = rules
         return rules
 
-    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
-        """The strictest matching line of the subject and its roles decides (deny > approve > confirm > allow);
-        no matching line: deny. `subject` None decides for the roles alone (`agentgw policy check role:<name> …`)."""
-        return PolicyDecision.of(strictest(self.matching(subject, roles, obj, act)))
+    def decide(
+        self,
+        subject: str | None,
+        roles: tuple[str, ...],
+        obj: str,
+        act: str,
+        facts: Mapping[str, Any] | None = None,
+        listing: bool = False,
+    ) -> PolicyDecision:
+        """The strictest applying line of the subject and its roles decides (deny > approve > confirm > allow); no
+        applying line: deny. `subject` None decides for the roles alone (`agentgw policy check role:<name> …`).
+
+        A conditional line applies when its condition holds over `facts` (`args`, `principal`, `task`, `target`;
+        without facts, only `principal` and `target` are known). A condition that fails (a missing argument, a
+        wrong type) fails closed: a conditional allow does not apply, a conditional deny, approve or confirm does.
+        `listing`: would some arguments make it callable? A conditional allow (approve, confirm) applies and a
+        conditional deny is ignored. Only decisions that involve no condition are cached."""
+        key = (subject, roles, obj, act)
+        hit = self._decisions.get(key)  # only decisions that involve no condition are here
+        if hit is not None:
+            return hit
+        rules = self.matching(subject, roles, obj, act)
+        if not any(rule.compiled is not None for rule in rules):
+            hit = PolicyDecision.of(strictest(rules))
+            if len(self._decisions) > 100_000:
+                self._decisions.clear()
+            self._decisions[key] = hit
+            return hit
+        if facts is None:
+            facts = {"principal": {"sub": subject, "roles": list(roles), "claims": {}}, "target": obj}
+        applying: list[Rule] = []
+        unmet: list[int] = []
+        errors: list[str] = []
+        for rule in rules:
+            if rule.compiled is None:
+                holds = True
+            elif listing:
+                holds = rule.effect != "deny"
+            else:
+                try:
+                    holds = evaluate(rule.compiled, facts)
+                except ConditionError as exc:
+                    holds = rule.effect != "allow"  # fail closed: never an allow by mistake
+                    errors.append(f"line {rule.line}: {exc}")
+            if holds:
+                applying.append(rule)
+            else:
+                unmet.append(rule.line)
+        return PolicyDecision.of(strictest(applying), tuple(unmet), tuple(errors))
 
 
 def _line_number(problem: str) -> int:
@@ -310,7 +393,7 @@ class PolicyStore:
         try:
             mtimes = self._stat()
             engine = PolicyEngine(self.model_path, self.policy_path, self.tags)
-            engine.decide("__probe__", (), "llm:__probe__", "call")  # a broken matcher fails here, not later
+            engine.probe()  # a broken matcher fails here, not later
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("policy not reloaded, keeping the last good policy: %s", self.error)
@@ -329,10 +412,18 @@ class PolicyStore:
         except OSError:
             return False
 
-    def decide(self, subject: str | None, roles: tuple[str, ...], obj: str, act: str) -> PolicyDecision:
+    def decide(
+        self,
+        subject: str | None,
+        roles: tuple[str, ...],
+        obj: str,
+        act: str,
+        facts: Mapping[str, Any] | None = None,
+        listing: bool = False,
+    ) -> PolicyDecision:
         if self.engine is None:
             return DENY
-        return self.engine.decide(subject, roles, obj, act)
+        return self.engine.decide(subject, roles, obj, act, facts, listing)
 
     async def watch(self, interval_s: float = 1.0) -> None:
         while True:

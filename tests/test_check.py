@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agentgw.cli import main
-from tests.support import write_config
+from tests.support import POLICIES, write_config
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -79,3 +79,47 @@ def test_policy_check_prints_the_verdict_and_the_deciding_line(tmp_path: Path) -
         "  by default deny: no policy line matched",
     ]
     assert tagged.exit_code == 0
+
+
+def test_policy_check_decides_conditional_lines_with_the_given_arguments(tmp_path: Path) -> None:
+    (tmp_path / "policy.csv").write_text(
+        'p, role:agents, mcp:fs/write_file, call, allow, path(args.path).within("/workspace/" + principal.sub)\n'
+        "p, role:agents, mcp:fs/rm, call, approve\n"
+    )
+    policies = {"policies": {"model": str(POLICIES / "model.conf"), "policy": "policy.csv"}}
+    cfg = str(write_config(tmp_path, {}, policies))
+
+    def check(*argv: str) -> tuple[int, list[str]]:
+        result = CliRunner().invoke(main, ["policy", "check", "tester", *argv, "--config", cfg])
+        return result.exit_code, result.stdout.splitlines()
+
+    inside = check("mcp:fs/write_file", "call", "--args", '{"path": "/workspace/tester/a"}')
+    outside = check("mcp:fs/write_file", "call", "--args", '{"path": "/workspace/tester/../x"}')
+    missing = check("mcp:fs/write_file", "call")
+    held = check("mcp:fs/rm", "call")
+    assert inside[0] == 0 and inside[1][1].endswith(
+        "policy.csv:1: " + (tmp_path / "policy.csv").read_text().splitlines()[0]
+    )
+    assert outside[0] == 1 and outside[1][1] == "  by default deny: the conditions of lines 1 do not hold"
+    assert outside[1][2].startswith("  condition failed (fails closed): line 1: ")
+    assert "path(): `..` segment" in outside[1][2]
+    assert missing[0] == 1
+    assert held == (0, ["allowed (approve): tester (roles: agents) call mcp:fs/rm", held[1][1]])
+    assert held[1][1].endswith("policy.csv:2: p, role:agents, mcp:fs/rm, call, approve")
+
+
+def test_check_config_names_each_policy_line_with_a_bad_effect_or_condition(tmp_path: Path) -> None:
+    (tmp_path / "policy.csv").write_text(
+        "p, role:agents, llm:*, call, allow\n"
+        "p, role:agents, mcp:*, call, permit\n"
+        "p, role:agents, mcp:fs/*, call, deny, args.path ==\n"
+    )
+    policies = {"policies": {"model": str(POLICIES / "model.conf"), "policy": "policy.csv"}}
+    cfg = write_config(tmp_path, {}, policies)
+    code, err = run("check-config", "--config", str(cfg))
+    assert code == 3
+    assert (
+        f"{tmp_path / 'policy.csv'}: line 2: effect 'permit' is not one of allow, approve, confirm, deny"
+        in err
+    )
+    assert f"{tmp_path / 'policy.csv'}: line 3: condition does not compile" in err

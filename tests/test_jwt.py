@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agentgw.jwt_auth import JWTSettings, JWTVerifier, TokenError, looks_like_jwt
-from tests.support import serve
+from agentgw.policy import PolicyStore
+from agentgw.stages.authz import AuthzStage
+from tests.support import POLICIES, serve
 
 ISSUER = "https://issuer.test"
 AUD = "agentgw"
@@ -144,3 +146,19 @@ def test_settings_refuse_symmetric_algorithms_and_need_one_key_source() -> None:
 @pytest.mark.parametrize(("value", "expected"), [(token(), True), ("agw-abc", False), ("a.b", False)])
 def test_jwts_are_told_apart_from_api_keys(value: str, expected: bool) -> None:
     assert looks_like_jwt(value) is expected
+
+
+async def test_a_tokens_claims_reach_policy_conditions_as_principal_claims(tmp_path: Path) -> None:
+    principal, _ = await verifier(tmp_path).verify(token(groups=["billing"], tenant="acme"))
+    assert principal.claims["groups"] == ["billing"] and principal.claims["tenant"] == "acme"
+    (tmp_path / "policy.csv").write_text(
+        'p, role:agents, mcp:billing/*, call, allow, "billing" in principal.claims.groups\n'
+    )
+    store = PolicyStore(POLICIES / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    authz = AuthzStage(store)
+    assert authz.check(principal, "mcp:billing/refund", "call", {}).allowed
+    other, _ = await verifier(tmp_path).verify(token(groups=["support"]))
+    assert not authz.check(other, "mcp:billing/refund", "call", {}).allowed
+    no_claim, _ = await verifier(tmp_path).verify(token())
+    assert not authz.check(no_claim, "mcp:billing/refund", "call", {}).allowed  # missing claim: fails closed

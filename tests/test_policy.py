@@ -12,7 +12,9 @@ import anyio
 import httpx
 import pytest
 
+from agentgw.exchange import Principal
 from agentgw.policy import PolicyEngine, PolicyError, PolicyStore, object_match
+from agentgw.stages.authz import facts
 from tests.support import MOCK_REGISTRY, POLICIES, TEST_KEY, gateway
 
 TAGS = {"mcp:fs/write_file": frozenset({"write"}), "mcp:fs/rm": frozenset({"write", "dangerous"})}
@@ -181,3 +183,148 @@ def test_a_bad_effect_or_a_short_line_is_a_load_error_naming_the_line(
 ) -> None:
     with pytest.raises(PolicyError, match=problem):
         write(tmp_path, text)
+
+
+EXAMPLES_MARKER = "# Argument rules:"
+
+
+def shipped_examples() -> list[str]:
+    """The commented argument-rule examples at the end of the shipped policy, uncommented as written."""
+    text = (POLICIES / "policy.csv").read_text()
+    tail = text[text.index(EXAMPLES_MARKER) :]
+    return [line[2:] for line in tail.splitlines() if line.startswith("# p, ")]
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> PolicyEngine:
+    shipped = (POLICIES / "policy.csv").read_text()
+    (tmp_path / "policy.csv").write_text(shipped + "\n".join(shipped_examples()) + "\n")
+    return PolicyEngine(POLICIES / "model.conf", tmp_path / "policy.csv", TAGS)
+
+
+def test_the_shipped_policy_carries_the_five_kinds_of_argument_rule_examples() -> None:
+    targets = [line.split(",")[2].strip() for line in shipped_examples()]
+    assert targets == [
+        "mcp:fetch/fetch",
+        "mcp:git/*",
+        "mcp:fs/write_file",
+        "mcp:fs/edit_file",
+        "mcp:db/query",
+        "llm:*",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("roles", "target", "args", "allowed"),
+    [
+        (("agents",), "mcp:fetch/fetch", {"url": "https://example.com/a"}, True),
+        (("agents",), "mcp:fetch/fetch", {"url": "https://DOCS.python.org./3/"}, True),
+        (("agents",), "mcp:fetch/fetch", {"url": "http://example.com/a"}, False),
+        (("agents",), "mcp:fetch/fetch", {"url": "https://example.com@evil.com/"}, False),
+        (("agents",), "mcp:fetch/fetch", {"url": "https://evil.com/?example.com"}, False),
+        (("agents",), "mcp:fetch/fetch", {"url": ["https://example.com/"]}, False),
+        (("agents",), "mcp:fetch/fetch", {}, False),
+        (("agents",), "mcp:git/git_status", {"repo_path": "/r"}, True),
+        (("agents",), "mcp:git/git_log", {}, True),
+        (("agents",), "mcp:git/git_commit", {"message": "x"}, False),
+        (("agents",), "mcp:git/git_status_and_push", {}, False),
+        (("agents",), "mcp:fs/write_file", {"path": "/workspace/bot/notes.md", "content": ""}, True),
+        (("agents",), "mcp:fs/write_file", {"path": "/workspace/bot/../alice/x", "content": ""}, False),
+        (("agents",), "mcp:fs/write_file", {"path": "/workspace/botnet/x", "content": ""}, False),
+        (("agents",), "mcp:fs/edit_file", {"path": "/etc/passwd"}, False),
+        (("agents",), "mcp:fs/read_file", {"path": "/etc/hosts"}, True),  # reads are not limited
+        (("agents",), "mcp:db/query", {"sql": "SELECT * FROM t WHERE a = 1"}, True),
+        (("agents",), "mcp:db/query", {"sql": "  select 1;"}, True),
+        (("agents",), "mcp:db/query", {"sql": "DELETE FROM t"}, False),
+        (("agents",), "mcp:db/query", {"sql": "SELECT 1; DROP TABLE t"}, False),
+        (("agents",), "mcp:db/query", {"sql": "SELECT * INTO copy FROM t"}, False),
+        (("agents",), "mcp:db/query", {"sql": ["SELECT 1"]}, False),
+        (("interns",), "llm:mock-fast", {"model": "mock-fast", "max_tokens": 1000}, True),
+        (("interns",), "llm:mock-fast", {"model": "mock-fast", "max_tokens": 1001}, False),
+        (("interns",), "llm:mock-fast", {"model": "mock-fast"}, False),
+        (("interns",), "llm:mock-fast", {"model": "mock-fast", "max_tokens": "100"}, False),
+        (("interns",), "llm:mock-fast", {"max_tokens": 10, "max_completion_tokens": 5000}, False),
+        (("agents",), "llm:mock-fast", {"model": "mock-fast", "max_tokens": 5000}, True),  # interns only
+    ],
+)
+def test_each_shipped_example_works_as_written(
+    examples: PolicyEngine, roles: tuple[str, ...], target: str, args: dict[str, object], allowed: bool
+) -> None:
+    principal = Principal("bot", roles)
+    d = examples.decide("bot", roles, target, "call", facts(principal, target, args, None))
+    assert d.allowed is allowed, d
+
+
+def test_listing_mode_counts_a_conditional_allow_and_ignores_a_conditional_deny(tmp_path: Path) -> None:
+    engine = write(
+        tmp_path,
+        "p, role:agents, mcp:fs/*, call, allow, path(args.path).within('/w')\n"
+        "p, role:agents, mcp:fs/rm, call, deny, args.force == true\n"
+        "p, role:agents, mcp:fs/wipe, call, deny\n",
+    )
+    assert engine.decide("bot", ("agents",), "mcp:fs/read", "call", listing=True).allowed
+    assert engine.decide("bot", ("agents",), "mcp:fs/rm", "call", listing=True).allowed
+    assert not engine.decide("bot", ("agents",), "mcp:fs/wipe", "call", listing=True).allowed
+    assert not engine.decide("bot", ("agents",), "mcp:fs/read", "call").allowed  # no args: fails closed
+
+
+@pytest.mark.parametrize(
+    ("effect", "fails_to"),
+    [("allow", "deny"), ("deny", "deny"), ("approve", "approve"), ("confirm", "confirm")],
+)
+def test_a_condition_that_errors_fails_closed(tmp_path: Path, effect: str, fails_to: str) -> None:
+    engine = write(
+        tmp_path,
+        f"p, role:agents, mcp:fs/*, call, allow, {'args.n > 1' if effect == 'allow' else 'true'}\n"
+        + (f"p, role:agents, mcp:fs/*, call, {effect}, args.n > 1\n" if effect != "allow" else ""),
+    )
+    for args in ({}, {"n": "5"}, {"n": [5]}, {"n": None}):
+        d = engine.decide("bot", ("agents",), "mcp:fs/x", "call", {"args": args})
+        assert d.effect == fails_to, (args, d)
+        assert d.errors
+
+
+def test_decisions_without_conditions_are_cached_and_with_conditions_are_not(tmp_path: Path) -> None:
+    engine = write(
+        tmp_path,
+        "p, role:agents, mcp:a/*, call, allow\np, role:agents, mcp:b/*, call, allow, args.ok == true\n",
+    )
+    first = engine.decide("bot", ("agents",), "mcp:a/x", "call")
+    assert engine.decide("bot", ("agents",), "mcp:a/x", "call") is first
+    assert engine.decide("bot", ("agents",), "mcp:b/x", "call", {"args": {"ok": True}}).allowed
+    assert not engine.decide("bot", ("agents",), "mcp:b/x", "call", {"args": {"ok": False}}).allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("p, role:a, mcp:*, call, allow, args.x ==\n", "line 1: condition does not compile"),
+        (
+            "\np, role:a, mcp:*, call, deny, argz.x == 1\n",
+            r"line 2: condition names unknown variables \['argz'\]",
+        ),
+    ],
+)
+def test_a_condition_that_does_not_compile_is_a_load_error_naming_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    with pytest.raises(PolicyError, match=problem):
+        write(tmp_path, text)
+
+
+def test_a_condition_may_hold_commas_also_inside_strings(tmp_path: Path) -> None:
+    engine = write(tmp_path, 'p, role:a, mcp:*, call, allow, args.q in ["a,b", "c"] && size(args.q) > 0\n')
+    assert engine.decide("x", ("a",), "mcp:s/t", "call", {"args": {"q": "a,b"}}).allowed
+    assert not engine.decide("x", ("a",), "mcp:s/t", "call", {"args": {"q": "a"}}).allowed
+
+
+def test_a_model_whose_matcher_does_not_evaluate_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    shutil.copy(POLICIES / "model.conf", tmp_path / "model.conf")
+    (tmp_path / "policy.csv").write_text("p, role:agents, llm:*, call, allow\n")
+    store = PolicyStore(tmp_path / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    model = (POLICIES / "model.conf").read_text().replace("objMatch(r.obj, p.obj)", "noSuchFunction(r.obj)")
+    (tmp_path / "model.conf").write_text(model)
+    assert not store.load()
+    assert store.error is not None
+    assert store.decide("x", ("agents",), "llm:m", "call").allowed

@@ -129,9 +129,20 @@ class Admin:
                     )
                 subject, roles = parse_who(q["subject"])  # `role:<r>` is the role alone; bare names subjects
                 roles = (*roles, *(r for r in q.get("roles", "").split(",") if r))
-                d = self.policy.decide(subject, roles, q["object"], q["action"])
+                facts: dict[str, Any] | None = None
+                if "args" in q:  # the call's arguments (JSON), for conditional lines
+                    try:
+                        args = orjson.loads(q["args"])
+                    except orjson.JSONDecodeError:
+                        raise GatewayError("args is not JSON.", status=400, code="invalid_request") from None
+                    who: dict[str, Any] = {"sub": subject, "roles": list(roles), "claims": {}}
+                    facts = {"args": args, "principal": who, "task": {}, "target": q["object"]}
+                d = self.policy.decide(subject, roles, q["object"], q["action"], facts)
                 body = {
                     "allowed": d.allowed,
+                    "effect": d.effect,
+                    "unmet": list(d.unmet),
+                    "errors": list(d.errors),
                     "rule": d.rule,
                     "line": d.line,
                     "subject": subject,  # None: the roles alone

@@ -29,7 +29,8 @@ def default_stages(
     if audit is not None:
         capture = any(c.response for c in audit.cfg.payloads)
         stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
-    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied), HoldStage(approvals)]
+    limits = budget.limits_for if budget is not None else None  # `task.limits` in policy conditions
+    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits), HoldStage(approvals)]
     if budget is not None:
         stages.append(budget)
     return stages

@@ -140,6 +140,17 @@ class BudgetStage(Stage):
             return cached
         return self.limits(rule, headers)
 
+    def limits_for(self, p: Principal, headers: dict[str, str]) -> Amount | None:
+        """The task limits that apply to this principal's call (policy conditions read them as `task.limits`,
+        before this stage runs), or None without a rule. A bad lowering header is this stage's to refuse."""
+        rule = self.rule_for(p)
+        if rule is None:
+            return None
+        try:
+            return self.task_limits(rule, headers)
+        except GatewayError:
+            return None
+
     @staticmethod
     def limits(rule: BudgetRule, headers: dict[str, str]) -> Amount:
         """The rule's task limits, lowered (never raised) by the client's x-agentgw-budget-* headers."""

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from agentgw.budget.config import Budgets
+from agentgw.budget.memory import MemoryLedger
 from agentgw.errors import GatewayError, NotFound
-from agentgw.exchange import Exchange, Principal, Result
+from agentgw.exchange import Exchange, Principal, Result, task_from_headers
+from agentgw.keys import KeyStore
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyStore
+from agentgw.settings import Settings
+from agentgw.stages import default_stages
+from agentgw.stages.authn import Authenticator
 from agentgw.stages.authz import AuthzStage
+from agentgw.stages.budget import BudgetStage
 from tests.support import POLICIES
 
 
@@ -74,3 +81,43 @@ async def test_an_approve_or_confirm_line_holds_the_call_for_the_next_stage(
     rule = f"policy.csv:2: p, role:agents, mcp:fs/rm, call, {effect}"
     assert [(d.stage, d.outcome, d.rule) for d in ex.decisions] == [("authz", "hold", rule)]
     assert ex.attrs["hold"] == {"effect": effect, "rule": rule, "line": 2}
+
+
+def test_check_decides_a_call_with_its_arguments_without_an_exchange(tmp_path: Path) -> None:
+    (tmp_path / "policy.csv").write_text(
+        'p, role:agents, mcp:web/fetch, call, allow, url(args.url).host in ["example.com"]\n'
+    )
+    store = PolicyStore(POLICIES / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    authz = AuthzStage(store)
+    bot = Principal("bot", ("agents",))
+    ok = authz.check(bot, "mcp:web/fetch", "call", {"url": "https://EXAMPLE.com./a"})
+    assert (ok.allowed, ok.effect, ok.line) == (True, "allow", 1)
+    refused = authz.check(bot, "mcp:web/fetch", "call", {"url": "https://example.com@evil.com/"})
+    assert (refused.allowed, refused.rule, refused.unmet) == (False, None, (1,))
+    missing = authz.check(bot, "mcp:web/fetch", "call", {})
+    assert not missing.allowed and missing.errors
+    assert authz.allows(bot, "mcp:web/fetch")  # listed: callable with some arguments
+
+
+async def test_conditions_see_the_task_limits_of_the_principals_budget_rule(tmp_path: Path) -> None:
+    (tmp_path / "policy.csv").write_text(
+        "p, role:agents, a2a:*, call, allow, task.limits.agent_calls <= 5 && task.id == 'job'\n"
+    )
+    store = PolicyStore(POLICIES / "model.conf", tmp_path / "policy.csv")
+    assert store.load()
+    rules = {"rules": [{"match": {"roles": ["agents"]}, "task": {"agent_calls": 10}}]}
+    budget = BudgetStage(Budgets.model_validate(rules), MemoryLedger(), {}, {})
+    [_, authz, _] = default_stages(None, Authenticator(KeyStore(Settings())), store, budget)
+    assert isinstance(authz, AuthzStage)
+
+    def call(headers: dict[str, str]) -> Exchange:
+        ex = Exchange("a2a", "SendMessage", "a2a:planner", {"x-agentgw-task": "job", **headers})
+        ex.principal, ex.task = Principal("bot", ("agents",)), task_from_headers(ex.headers)
+        return ex
+
+    with pytest.raises(GatewayError):  # 10 agent calls: the condition does not hold
+        await authz.on_request(call({}))
+    lowered = call({"x-agentgw-budget-agent-calls": "3"})  # the client lowers its task's limit
+    await authz.on_request(lowered)
+    assert [d.outcome for d in lowered.decisions] == ["allow"]
