@@ -3,6 +3,7 @@ an approver deciding through the HTTP admin API while the call waits (events, no
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,28 @@ async def test_a_bad_decision_body_is_400_and_an_unknown_id_is_404(
     assert (shown.status_code, shown.json()["error"]["code"]) == (404, "approval_not_found")
     assert state.status_code == 400
     assert anonymous.status_code == 401
+
+
+async def test_an_approve_line_with_a_condition_holds_only_the_calls_whose_arguments_match(
+    tmp_path: Path,
+) -> None:
+    docs = Upstream("docs")
+    settings = hold_settings(tmp_path)
+    (tmp_path / "policy.csv").write_text(
+        "p, role:agents, mcp:*, *, allow\n"
+        'p, role:agents, mcp:docs/echo, call, approve, args.text.startsWith("rm ")\n'
+    )
+    progress, out = Progress(), {}
+    async with serve(docs) as up, gateway(tmp_path, registry(server_entry("docs", up)), settings) as (url, _):
+        async with mcp_client(f"{url}/mcp") as client:
+            harmless = await client.call_tool("docs__echo", {"text": "ls"})  # no hold: the condition is false
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(_held_call, client, progress, out, text="rm -rf /tmp/x"))
+                with anyio.fail_after(10):
+                    await progress.held.wait()
+                [pending] = (await listing(url)).json()["approvals"]
+                await decide(url, pending["id"], "approve")
+    assert harmless.content[0].text == "ls"
+    assert pending["arguments"] == {"text": "rm -rf /tmp/x"}
+    assert pending["rule"].startswith("policy.csv:2: p, role:agents, mcp:docs/echo, call, approve, args.text")
+    assert out["result"].content[0].text == "rm -rf /tmp/x"
