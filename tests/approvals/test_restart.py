@@ -56,3 +56,34 @@ async def test_a_pending_approval_survives_a_gateway_restart_and_the_retried_cal
         ]
         assert calls[-1]["status"] == "ok"
         assert any("found for this call" in d.get("detail", "") for d in calls[-1]["decisions"])
+
+
+async def test_a_decision_made_through_another_gateway_process_reaches_the_waiting_call_through_the_store(
+    tmp_path: Path,
+) -> None:
+    docs = Upstream("docs")
+    progress, out = Progress(), {}
+    settings = hold_settings(tmp_path)  # both gateways share the audit file, as workers and replicas do
+    async with serve(docs) as up:
+        reg = registry(server_entry("docs", up))
+        async with (
+            gateway(tmp_path, reg, settings) as (held_at, _),
+            gateway(tmp_path, reg, settings) as (other, _),
+        ):
+            async with mcp_client(f"{held_at}/mcp") as client, anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    out["result"] = await client.call_tool(
+                        "docs__echo", {"text": "far"}, progress_callback=progress
+                    )
+
+                tg.start_soon(call)
+                with anyio.fail_after(10):
+                    await progress.held.wait()
+                listed = (await listing(other)).json()["approvals"]
+                answer = await decide(other, progress.approval_id, "approve")
+    assert [a["id"] for a in listed] == [progress.approval_id]
+    assert answer.status_code == 200
+    assert (
+        out["result"].content[0].text == "far"
+    )  # woken by its poll of the store (approvals.poll_interval_s)
