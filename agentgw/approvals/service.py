@@ -208,6 +208,8 @@ class Approvals:
             raise NotAnApprover(
                 f"Deciding approval requests needs one of the roles {', '.join(sorted(self.approver_roles))}."
             )
+        if reason is not None:  # it reaches the audit record and the caller: no credential pasted by mistake
+            reason = self.redactor.text(reason)
         current = await self.get(approval_id)
         if current.principal == approver.subject:
             raise OwnRequest("An approver may not decide a request of its own.")

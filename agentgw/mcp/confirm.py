@@ -50,7 +50,7 @@ async def ask_caller(
         try:
             answer = await caller.ask("elicitation/create", {"message": message, "requestedSchema": schema})
         except MCPError as err:
-            raise UserUnreachable(f"the MCP client could not be asked ({err.message})") from None
+            raise UserUnreachable(f"the MCP client could not be asked (JSON-RPC error {err.code})") from None
         content = answer.get("content")
         return str(answer.get("action")), content if isinstance(content, dict) else None
     if seal is None:

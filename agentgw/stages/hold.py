@@ -11,7 +11,9 @@ leaves in `exchange.attrs["hold"]`). Runs right after authz.
   plane that asks in a protocol round raises AskLater: this round is answered with its result, and the retry
   brings the answer.
 
-Every step is a `hold` decision in the call's audit record. Fails closed: an unknown effect, or `approve` without
+Every step is a `hold` decision in the call's audit record (in the gateway's own words: decision details are not
+redacted, so the question with the caller's arguments stays out of them; an approver's reason is redacted when it
+is stored). Fails closed: an unknown effect, or `approve` without
 an approvals service, is a denial.
 """
 
@@ -168,9 +170,7 @@ class HoldStage(Stage):
         try:
             action, _ = await ask(text, CONFIRM_SCHEMA)
         except AskLater as later:
-            ex.decide(
-                self.name, "info", rule=rule, detail=f"confirmation asked (input_required round): {text}"
-            )
+            ex.decide(self.name, "info", rule=rule, detail="confirmation asked (input_required round)")
             ex.result = Result(payload=later.result)  # the call goes no further in this round
             return
         except UserUnreachable as why:
@@ -179,6 +179,6 @@ class HoldStage(Stage):
                 f"{ex.target} needs the calling user's confirmation: {why}"
             ) from None
         if action != "accept":
-            ex.decide(self.name, "deny", rule=rule, detail=f"confirmation {action}: {text}")
+            ex.decide(self.name, "deny", rule=rule, detail=f"confirmation answered {action!r}")
             raise ConfirmationDeclined(f"The user did not confirm {ex.target} ({action}).")
-        ex.decide(self.name, "allow", rule=rule, detail=f"confirmed by the user: {text}")
+        ex.decide(self.name, "allow", rule=rule, detail="confirmed by the user")

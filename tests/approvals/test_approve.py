@@ -27,6 +27,11 @@ CLIENT_MODES = ["legacy", "2026-07-28"]
 PERMISSION_DENIED = -32011
 
 
+def _stored(tmp: Path) -> bytes:
+    """Every byte the SQLite store holds: the file and its WAL."""
+    return b"".join(f.read_bytes() for f in tmp.glob("audit.db*"))
+
+
 async def _held_call(
     client: Any, progress: Progress, out: dict[str, Any], tool: str = "docs__echo", **args: Any
 ) -> None:
@@ -244,3 +249,29 @@ async def test_an_approve_line_with_a_condition_holds_only_the_calls_whose_argum
     assert pending["arguments"] == {"text": "rm -rf /tmp/x"}
     assert pending["rule"].startswith("policy.csv:2: p, role:agents, mcp:docs/echo, call, approve, args.text")
     assert out["result"].content[0].text == "rm -rf /tmp/x"
+
+
+async def test_secrets_in_the_arguments_and_in_the_approvers_reason_are_redacted_as_in_the_audit_record(
+    tmp_path: Path,
+) -> None:
+    docs = Upstream("docs")
+    secret = "sk-live0123456789abcdefghij"
+    progress, out = Progress(), {}
+    async with (
+        serve(docs) as up,
+        gateway(tmp_path, registry(server_entry("docs", up)), hold_settings(tmp_path)) as (
+            url,
+            _,
+        ),
+    ):
+        async with mcp_client(f"{url}/mcp") as client, anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(_held_call, client, progress, out, text=f"use key {secret}"))
+            with anyio.fail_after(10):
+                await progress.held.wait()
+            [pending] = (await listing(url)).json()["approvals"]
+            answer = await decide(url, progress.approval_id, "deny", reason=f"never paste {secret}")
+    assert pending["arguments"] == {"text": "use key [secret]"}
+    assert answer.json()["reason"] == "never paste [secret]"
+    assert secret not in out["error"].message
+    stored = _stored(tmp_path)
+    assert b"use key [secret]" in stored and secret.encode() not in stored
