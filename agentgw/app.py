@@ -132,7 +132,8 @@ class Gateway:
         if mcp.servers:  # the MCP SDK is loaded only when there is something to serve
             from agentgw.mcp import MCPPlane
 
-            self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity)
+            self.mcp = MCPPlane(settings, self.pipeline, self.pool, self.identity, self._metrics())
+        self.admin.pins = lambda: self.mcp.pinops if self.mcp is not None else None
         self.a2a = A2APlane(settings, self.pipeline, self.pool, self.identity, self.identity.keys, budget)
         self.supervisor = Supervisor.from_settings(settings)
         self.door = HostGuard(settings)
@@ -146,6 +147,10 @@ class Gateway:
         # an MCP plane a registry reload started (the gateway had no MCP server until then): see _host
         self._mcp_host: asyncio.Task[None] | None = None
         self._mcp_ready, self._mcp_stop = asyncio.Event(), asyncio.Event()
+
+    def _metrics(self) -> Metrics | None:
+        """The registry the MCP plane adds its families to (tool pin changes), when metrics are on."""
+        return self.metrics if self.observed is not None else None
 
     def note_refusal(self, client: str | None, path: str, status: int, code: str) -> None:
         """Tally a refusal made before any plane saw the request (Host/Origin here; the connection limits of
@@ -353,7 +358,7 @@ class Gateway:
         elif reg.mcp.servers:  # the first MCP server: the plane starts now
             from agentgw.mcp import MCPPlane
 
-            plane = MCPPlane(settings, self.pipeline, self.pool, self.identity)
+            plane = MCPPlane(settings, self.pipeline, self.pool, self.identity, self._metrics())
             self._mcp_host = asyncio.create_task(self._host(plane), name="mcp-plane")
             ready = asyncio.ensure_future(self._mcp_ready.wait())
             await asyncio.wait((ready, self._mcp_host), return_when=asyncio.FIRST_COMPLETED)

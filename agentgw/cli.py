@@ -1,4 +1,4 @@
-"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit, approvals.
+"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit, tools, approvals.
 
 Exit codes: 0 ok, 2 usage, 3 configuration problems (one line per problem on stderr).
 """
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "AGENTGW_CONFIG"
 
-config_option = click.option(
+config_option: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
     "--config",
     "config",
     default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
@@ -507,6 +507,12 @@ def _approvals_commands() -> None:
 
 
 _approvals_commands()
+
+# `agentgw tools …` lives in its own module; it uses this one's helpers, so it is imported after them.
+from agentgw.cli_tools import tools  # noqa: E402
+
+main.add_command(tools)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -220,6 +220,15 @@ class ApprovalsSettings(Frozen):
     webhook: ApprovalsWebhook = Field(default_factory=ApprovalsWebhook)
 
 
+class ToolPinning(Frozen):
+    """Pinned MCP tool definitions (docs/mediation.md): what a tool whose definition left the lock file does, and
+    what a description or schema with injection markers does."""
+
+    mode: Literal["off", "warn", "enforce"] = "off"
+    scan: Literal["off", "mark", "hide"] = "off"
+    lock_file: str = "registry/tools.lock.yaml"  # relative to agentgw.yaml
+
+
 class Logging(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -248,6 +257,7 @@ class Settings(Frozen):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
+    tool_pinning: ToolPinning = Field(default_factory=ToolPinning)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)
@@ -298,6 +308,9 @@ def _entries(data: Any, section: str, list_name: str) -> Iterator[tuple[int, dic
             yield i, item
 
 
+LOCK_SUFFIX = ".lock.yaml"
+
+
 def registry_files(settings: Settings, problems: list[Problem]) -> list[Path]:
     """The files the `registry` globs match (relative to the config file), in order, each once."""
     files: dict[Path, None] = {}
@@ -306,7 +319,8 @@ def registry_files(settings: Settings, problems: list[Problem]) -> list[Path]:
         found = sorted(glob.glob(full, recursive=True))
         if not found:
             problems.append(Problem(str(settings.path), f"registry[{i}]", f"no file matches {pattern!r}"))
-        files.update((Path(f), None) for f in found if Path(f).is_file())
+        # `*.lock.yaml` (the tool pinning lock file, `registry/tools.lock.yaml` by default) is never a registry file
+        files.update((Path(f), None) for f in found if Path(f).is_file() and not f.endswith(LOCK_SUFFIX))
     return list(files)
 
 

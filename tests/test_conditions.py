@@ -391,3 +391,29 @@ def test_a_path_within_a_directory_is_inside_it_for_posix_too(start: str, pieces
     normal = posixpath.normpath(raw)
     assert inside == (normal == "/workspace/bot" or normal.startswith("/workspace/bot/")), raw
     assert unquote(raw) == raw
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON.filter(lambda v: not isinstance(v, str)))
+def test_no_value_of_another_type_passes_a_string_rule(corpus_engine: PolicyEngine, value: Any) -> None:
+    for target, field in (("mcp:web/fetch", "url"), ("mcp:fs/write_file", "path"), ("mcp:db/query", "sql")):
+        facts = facts_for({field: value}, target)
+        assert not corpus_engine.decide("bot", ("agents",), target, "call", facts).allowed, (target, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON.filter(lambda v: isinstance(v, bool) or not isinstance(v, int | float)))
+def test_no_value_of_another_type_passes_a_number_rule(corpus_engine: PolicyEngine, value: Any) -> None:
+    assert not corpus_engine.decide(
+        "bot", ("agents",), "mcp:shop/buy", "call", facts_for({"amount": value}, "")
+    ).allowed
+    assert not corpus_engine.decide(
+        "bot", ("agents",), "llm:m", "call", facts_for({"max_tokens": value}, "")
+    ).allowed

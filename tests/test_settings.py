@@ -420,3 +420,23 @@ def test_several_workers_cannot_share_approval_requests_kept_in_memory(tmp_path:
     files["agentgw.yaml"] = "approvals: {timeout_s: 0, surprise: 1}\n"
     found = problems_of(tmp_path, files)
     assert any("approvals.timeout_s" in p for p in found) and any("approvals.surprise" in p for p in found)
+
+
+def test_a_tool_pinning_lock_beside_the_registry_is_not_read_as_a_registry_file(tmp_path: Path) -> None:
+    registry = "mcp:\n  servers:\n    - {name: docs, url: 'http://127.0.0.1:9/mcp'}\n"
+    lock = "version: 1\nservers: {docs: {}}\n"  # not a registry file: it would fail validation
+    settings = load_settings(
+        write(
+            tmp_path,
+            {
+                "agentgw.yaml": "tool_pinning: {mode: enforce}\n",
+                "registry/mcp.yaml": registry,
+                "registry/tools.lock.yaml": lock,
+            },
+        )
+    )
+    assert [s.name for s in settings.registry_data.mcp.servers] == ["docs"]
+    assert (settings.tool_pinning.mode, settings.tool_pinning.lock_file) == (
+        "enforce",
+        "registry/tools.lock.yaml",
+    )

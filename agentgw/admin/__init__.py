@@ -13,6 +13,8 @@ import orjson
 
 from agentgw.admin.approvals import PREFIX as APPROVALS
 from agentgw.admin.approvals import ApprovalsAPI
+from agentgw.admin.tools import PREFIX as TOOLS
+from agentgw.admin.tools import PinBoard, serve_tools
 from agentgw.admin.trace import TraceAPI
 from agentgw.approvals import Approvals
 from agentgw.audit.store import AuditStore
@@ -58,6 +60,7 @@ class Admin:
         self.ledger = ledger
         self.trace = TraceAPI(audit, scrubber)
         self.approvals = ApprovalsAPI(approvals, self.admin_roles)
+        self.pins: Callable[[], PinBoard | None] = lambda: None  # the MCP plane's tool pins (set by the app)
 
     async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
         """Limits, spent, reserved, ancestors and children of one task's budget."""
@@ -156,6 +159,9 @@ class Admin:
                 await self.task_budget(scope, send, path[len("/admin/tasks/") : -len("/budget")])
                 return
             if await self.trace(scope, send):
+                return
+            if path == TOOLS or path.startswith(TOOLS + "/"):
+                await serve_tools(self.pins(), principal, scope, receive, send)
                 return
             raise NotFound(f"Unknown admin path {path}.", code="unknown_url")
         except GatewayError as err:

@@ -25,6 +25,7 @@ from agentgw.mcp.naming import (
     unwrap_uri,
     wrap_uri,
 )
+from agentgw.mcp.pinning import Note, Pins
 from agentgw.mcp.upstream import ParamMap, Upstreams
 from agentgw.registry import MCPSection
 
@@ -69,6 +70,9 @@ class Entry:
     upstream: dict[str, Any]  # as the upstream listed it
     _param_map: ParamMap | None = field(default=None, repr=False)
     _param_map_done: bool = field(default=False, repr=False)
+    pin: Note | None = field(
+        default=None, repr=False
+    )  # what tool pinning says of a listed tool (None: nothing)
 
     @property
     def target(self) -> str:
@@ -91,6 +95,9 @@ class Built:
     entries: list[Entry]
     index: dict[str, Entry]
     expires: float
+    # tool pinning: tools held back (by exposed name), and every listed or held tool pinning had a word on
+    held: dict[str, Entry] = field(default_factory=dict)
+    noted: list[Entry] = field(default_factory=list)
 
 
 class Catalog:
@@ -102,8 +109,9 @@ class Catalog:
     by server name, then by name. Two entries exposing the same name keep the first and log the collision.
     """
 
-    def __init__(self, section: MCPSection, upstreams: Upstreams) -> None:
+    def __init__(self, section: MCPSection, upstreams: Upstreams, pins: Pins | None = None) -> None:
         self.upstreams = upstreams
+        self.pins = pins  # tool pinning (pinning.py); None when it is off
         self.trims = {s.name: Trim(s.tools) for s in section.servers}
         self._cache: dict[tuple[str, str], Listing] = {}
         self._epoch: dict[tuple[str, str], int] = {}
@@ -165,6 +173,8 @@ class Catalog:
             if self._epoch.get(key, 0) != epoch:
                 new.expires = 0.0  # invalidated while we fetched: usable now, refetched next time
             self._cache[key] = new
+            if kind == "tools" and self.pins is not None:
+                self.pins.observe(server, new.items)
             return new
 
     def failure(self, server: str) -> str | None:
@@ -245,12 +255,26 @@ class Catalog:
 
     async def entries(self, view: View, kind: str) -> tuple[list[Entry], int]:
         """What `view` lists for `kind` (in order), and for how long (ms) that answer may be cached."""
+        if self.pins is not None and kind == "tools":
+            self.pins.refresh()  # an approval written by the CLI or another worker applies at the next listing
         listings = await self._listings(view.servers, kind, "fresh")
         built = self._build(view, kind, view.servers, listings)
         return built.entries, max(0, int((built.expires - time.monotonic()) * 1000))
 
+    def noted(self, view: View) -> list[Entry]:
+        """The tools pinning had a word on in `view`'s last tools listing (held ones included)."""
+        built = self._built.get((view.name, "tools", view.servers))
+        return built.noted if built is not None else []
+
+    def repinned(self) -> None:
+        """The pins changed (an approval): every view is rebuilt at its next use."""
+        self._built.clear()
+        self._gen += 1
+
     def _build(self, view: View, kind: str, servers: tuple[str, ...], listings: dict[str, Listing]) -> Built:
         key = tuple((s, listings[s].gen if s in listings else None) for s in servers)
+        if self.pins is not None and kind == "tools":
+            key += (("", self.pins.version),)
         cache_key = (view.name, kind, servers)
         cached = self._built.get(cache_key)
         if cached is not None and cached.key == key:
@@ -275,6 +299,9 @@ class Catalog:
         counts = Counter(r[2] for r in rows) if view.prefix == "conditional" else None
         entries: list[Entry] = []
         index: dict[str, Entry] = {}
+        held: dict[str, Entry] = {}
+        noted: list[Entry] = []
+        pins = self.pins if kind == "tools" else None
         for server, original, name, item in rows:
             prefixed = view.prefix == "always" or (counts is not None and counts[name] > 1)
             if kind in ("tools", "prompts"):
@@ -300,10 +327,18 @@ class Catalog:
                 self._decorate(kind, server, original, name, exposed, item),
                 item,
             )
+            if pins is not None:
+                note = entry.pin = pins.check(server, item, entry.item)
+                if note is not None:
+                    noted.append(entry)
+                    if note.hidden:
+                        held[exposed] = entry
+                        continue
+                    entry.item = pins.mark(entry.item, note)
             index[exposed] = entry
             entries.append(entry)
         expires = min((listings[s].expires for s in listings), default=time.monotonic())
-        built = Built(key, entries, index, expires)
+        built = Built(key, entries, index, expires, held, noted)
         self._built[cache_key] = built
         return built
 
@@ -336,6 +371,8 @@ class Catalog:
             servers = view.servers
         hit: Entry | None = None
         for freshness in ("cached", "recheck"):
+            if freshness == "recheck" and self.pins is not None:
+                self.pins.refresh()
             listings = await self._listings(servers, kind, freshness)
             hit = self._build(view, kind, servers, listings).index.get(exposed)
             if hit is not None:
@@ -343,6 +380,15 @@ class Catalog:
         if hit is None and len(servers) == 1 and servers[0] not in listings and servers[0] in self._errors:
             raise self._errors[servers[0]]
         return hit
+
+    async def held(self, view: View, exposed: str) -> Entry | None:
+        """The tool pinning holds back under an exposed name on `view` (after `resolve` found nothing)."""
+        if self.pins is None:
+            return None
+        split = split_canonical(exposed) if view.prefix == "always" else None
+        servers = (split[0],) if split is not None and split[0] in view.servers else view.servers
+        listings = await self._listings(servers, "tools", "cached")
+        return self._build(view, "tools", servers, listings).held.get(exposed)
 
     async def resolve_uri(self, view: View, uri: str, *, templates: bool = False) -> tuple[str, str] | None:
         """(server, original URI) for a URI on `view` (with `templates`: a URI template, for completions).

@@ -20,12 +20,13 @@ from mcp_types.methods import is_input_required
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal, Result
 from agentgw.identity import OutboundIdentity
-from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.catalog import Catalog, Entry
 from agentgw.mcp.direct import Direct
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
 from agentgw.mcp.events import Events
 from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
 from agentgw.mcp.naming import View
+from agentgw.mcp.pinops import ToolHeld, note_pins
 from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
 from agentgw.mcp.resume import RETRY_MS
 from agentgw.mcp.roundtrip import RoundTrips
@@ -148,6 +149,10 @@ class Endpoint(Subscriptions, Mediator):
         async def forward(ex: Exchange) -> Result:
             entries, ttl_ms = await self.catalog.entries(self.view, kind)
             items = [e.item for e in entries if self._allows(ex, e.target, action)]
+            if kind == "tools" and self.catalog.pins is not None:
+                note_pins(
+                    ex, [e for e in self.catalog.noted(self.view) if self._allows(ex, e.target, action)]
+                )
             # private: the answer depends on who asked (it is filtered by policy)
             payload = {key: items, "ttlMs": ttl_ms, "cacheScope": "private", "resultType": "complete"}
             return Result(payload=payload)
@@ -212,9 +217,16 @@ class Endpoint(Subscriptions, Mediator):
         except GatewayError as err:  # the server this name points at is unavailable
             return await self._refuse(self._exchange(call, "tools/call", self._guess(name)), err)
         if entry is None:
+            held = await self.catalog.held(self.view, name)
+            if held is not None:
+                return await self._held(call, name, held)
             ex = self._exchange(call, "tools/call", f"mcp:?/{name}")
             return await self._refuse(ex, UnknownTool(f"Unknown tool: {name}"))
         ex = self._exchange(call, "tools/call", entry.target)
+        if (
+            entry.pin is not None
+        ):  # tool_pinning warn, or scan mark: callable, and the record says why it was noted
+            note_pins(ex, [entry])
         raw = call.params
 
         async def forward(ex: Exchange) -> Result:
@@ -229,6 +241,19 @@ class Endpoint(Subscriptions, Mediator):
                 for item in content:
                     rewrite_content(item, expose)
             return Result(payload=result)
+
+        return await self._run(ex, forward, UnknownTool(f"Unknown tool: {name}"))
+
+    async def _held(self, call: Call, name: str, entry: Entry) -> dict[str, Any]:
+        """`tools/call` of a tool pinning holds back: mediated like any call (a caller the policy denies learns
+        only that the tool does not exist), then refused with why and what it takes (an operator's approval)."""
+        ex = self._exchange(call, "tools/call", entry.target)
+        note = entry.pin
+        assert note is not None
+
+        async def forward(ex: Exchange) -> Result:
+            note_pins(ex, [entry])
+            raise ToolHeld(note.message(name))
 
         return await self._run(ex, forward, UnknownTool(f"Unknown tool: {name}"))
 

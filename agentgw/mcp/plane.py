@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,18 @@ from agentgw.mcp.errors import (
     rpc_code,
 )
 from agentgw.mcp.naming import View, views
+from agentgw.mcp.pinning import Pins
+from agentgw.mcp.pinops import PinOps
 from agentgw.mcp.relay import HeldCalls
 from agentgw.mcp.roundtrip import RoundTrips
 from agentgw.mcp.sessions import OPENING, Opening
 from agentgw.mcp.state import StateSeal, gateway_secret
 from agentgw.mcp.upstream import Upstreams
+from agentgw.metrics import Metrics
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPSection, MCPServer
 from agentgw.settings import Settings, secret_of
+from agentgw.stages.audit import AuditStage
 from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
@@ -76,6 +81,7 @@ class MCPPlane:
         pipeline: Pipeline,
         pool: UpstreamPool | None = None,
         identity: OutboundIdentity | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         section = settings.registry_data.mcp
         self.pipeline = pipeline
@@ -88,7 +94,16 @@ class MCPPlane:
 
         http = (lambda: pool.session) if pool is not None else None
         self.upstreams = Upstreams(list(section.servers), cwd_of, self._changed, self._updated, http)
-        self.catalog = Catalog(section, self.upstreams)
+        pinning = settings.tool_pinning
+        self.pins = Pins(pinning, settings.resolve(pinning.lock_file), metrics)
+        self.catalog = Catalog(section, self.upstreams, self.pins if self.pins.active else None)
+        audit = next((s for s in pipeline.stages if isinstance(s, AuditStage)), None)
+
+        async def record(ex: Exchange) -> None:
+            if audit is not None:
+                await audit.submit(ex, time.perf_counter())
+
+        self.pinops = PinOps(self.catalog, self.pins, self._repinned, record)
         self.held = HeldCalls()
         secret = gateway_secret(secret_of(settings))
         self.trips = RoundTrips(StateSeal(secret), self.held)
@@ -141,6 +156,12 @@ class MCPPlane:
             for endpoint in self.endpoints.values():
                 if server in endpoint.view.servers:
                     endpoint.events.list_changed(kind)
+
+    def _repinned(self, servers: set[str]) -> None:
+        """Pins changed (an approval): callers of the endpoints that show those servers re-list their tools."""
+        for endpoint in self.endpoints.values():
+            if servers.intersection(endpoint.view.servers):
+                endpoint.events.list_changed("tools")
 
     async def _warm(self, server: str) -> None:
         """A server just (re)connected: fetch its listings now, so a server that connects but cannot be listed
