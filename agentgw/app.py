@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,9 @@ from agentgw import __version__
 from agentgw.a2a.plane import A2APlane
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
+from agentgw.approvals import Approvals
+from agentgw.approvals import open_store as open_approvals_store
+from agentgw.audit.redact import Redactor
 from agentgw.audit.writer import open_sink
 from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
@@ -93,7 +97,10 @@ class Gateway:
                 {f"llm:{m.name}": m.max_output_tokens for m in models if m.max_output_tokens},
             )
         self.budget = budget
-        stages = default_stages(self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied)
+        self.approvals = make_approvals(settings, self.pool, list(self.secrets))
+        stages = default_stages(
+            self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied, self.approvals
+        )
         self.metrics = Metrics()
         self.observed = GatewayMetrics(self.metrics) if settings.metrics.enabled else None
         self.telemetry: Telemetry | None = None
@@ -116,6 +123,7 @@ class Gateway:
             self.ledger,
             self.audit.store if self.audit is not None else None,
             self.scrubber,
+            self.approvals,
         )
         self.identity = outbound_identity(settings, self.pool)
         self.llm = LLMPlane(settings, self.pipeline, self.pool, self.identity)
@@ -132,6 +140,9 @@ class Gateway:
         self.registry = RegistryWatch(settings, registry_problems, self.apply_registry)
         audit = next((s for s in stages if isinstance(s, AuditStage)), None)
         self.refusals = audit.refusals if audit is not None else None
+        if audit is not None:  # an approver's decision is an audit record of its own
+            stage = audit
+            self.approvals.record = lambda ex: stage.submit(ex, time.perf_counter())
         self.started = False
         # an MCP plane a registry reload started (the gateway had no MCP server until then): see _host
         self._mcp_host: asyncio.Task[None] | None = None
@@ -308,6 +319,7 @@ class Gateway:
             await self.audit.start()
         if self.budget is not None:
             await self.budget.start()
+        await self.approvals.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError
@@ -386,6 +398,7 @@ class Gateway:
         self.scrubber.update(self.secrets)
         if self.audit is not None:
             self.audit.use_secrets(list(self.secrets))
+        self.approvals.redactor.use_secrets(list(self.secrets))
 
     async def shutdown(self) -> None:
         self.started = False
@@ -401,6 +414,7 @@ class Gateway:
             await self.ledger.aclose()
         await self.supervisor.stop()
         await self.a2a.aclose()
+        await self.approvals.aclose()
         await self.policy.aclose()
         await self.pool.aclose()
         if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
@@ -514,3 +528,11 @@ def identity_specs(reg: Registry) -> dict[str, tuple[UpstreamIdentity | None, st
 
 def create_app(settings: Settings) -> Gateway:
     return Gateway(settings)
+
+
+def make_approvals(settings: Settings, pool: UpstreamPool, secrets: list[str]) -> Approvals:
+    """The approvals service over the configured store; arguments are redacted by the audit rules."""
+    cfg = settings.audit
+    key = (cfg.hmac_key or secret_of(settings) or "agentgw-approvals").encode()
+    redactor = Redactor(cfg.redaction, secrets, key)
+    return Approvals(settings.approvals, open_approvals_store(settings), redactor, key, lambda: pool.session)

@@ -1,4 +1,4 @@
-"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit, tools.
+"""The `agentgw` command: serve, check-config, keys, policy, budget, trace, audit, tools, approvals.
 
 Exit codes: 0 ok, 2 usage, 3 configuration problems (one line per problem on stderr).
 """
@@ -499,6 +499,14 @@ def _with_store(
 
     return asyncio.run(run())
 
+
+def _approvals_commands() -> None:
+    from agentgw.approvals.cli import approvals  # its own module: this one is near its size limit
+
+    main.add_command(approvals)
+
+
+_approvals_commands()
 
 # `agentgw tools …` lives in its own module; it uses this one's helpers, so it is imported after them.
 from agentgw.cli_tools import tools  # noqa: E402

@@ -191,6 +191,35 @@ class A2ASettings(Frozen):
     advertise_0_3: bool = False
 
 
+class ApprovalsWebhook(Frozen):
+    """Where new approval requests are announced (POST JSON), under the same egress rule as A2A push callbacks:
+    the host must be public unless `allow` names it (or a network holding its address)."""
+
+    url: str | None = None  # None: no announcement (approvers poll GET /admin/approvals or the CLI)
+    allow: list[str] = Field(default_factory=list)  # hosts or networks allowed although private or loopback
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class ApprovalsSettings(Frozen):
+    """Policy effects `approve` (a person with an approver role decides) and `confirm` (the calling user is asked
+    through MCP elicitation): docs/mediation.md."""
+
+    timeout_s: float = Field(
+        default=300.0, gt=0
+    )  # a request nobody decides this long is denied (approval_timeout)
+    approver_roles: list[str] = Field(
+        default_factory=lambda: ["approvers"]
+    )  # may decide (not their own requests)
+    # audit: the audit store's database (SQLite file or PostgreSQL, per `audit.store`), so pending requests survive
+    # a restart and every worker and replica sees them; memory: this process only (tests, demos)
+    store: Literal["audit", "memory"] = "audit"
+    poll_interval_s: float = Field(
+        default=1.0, gt=0
+    )  # how often a waiting call re-reads the store (other workers)
+    progress_interval_s: float = Field(default=10.0, gt=0)  # MCP progress notifications while a call waits
+    webhook: ApprovalsWebhook = Field(default_factory=ApprovalsWebhook)
+
+
 class ToolPinning(Frozen):
     """Pinned MCP tool definitions (docs/mediation.md): what a tool whose definition left the lock file does, and
     what a description or schema with injection markers does."""
@@ -251,6 +280,7 @@ class Settings(Frozen):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     tool_pinning: ToolPinning = Field(default_factory=ToolPinning)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
@@ -479,6 +509,15 @@ def worker_problems(settings: Settings, workers: int) -> list[Problem]:
                 "requestState sealed by one worker would be refused by another",
             )
         )
+    if workers > 1 and settings.approvals.store == "memory":
+        problems.append(
+            Problem(
+                str(settings.path),
+                "approvals.store",
+                f"approval requests in memory cannot be shared by {workers} workers (a request held by one would "
+                "not exist for the approver on another): use approvals.store: audit, or one worker",
+            )
+        )
     if workers > 1 and uses_identity(settings) and not settings.signing.keys and secret_of(settings) is None:
         problems.append(
             Problem(
@@ -549,6 +588,7 @@ def roles_of(path: str | os.PathLike[str]) -> set[str]:
     top: dict[str, Any] = raw if isinstance(raw, dict) else {}
     auth, metrics, policies = (_section(top, name) for name in ("auth", "metrics", "policies"))
     roles = set(_names(auth.get("admin_roles", ["admins"]))) | set(_names(metrics.get("roles")))
+    roles |= set(_names(_section(top, "approvals").get("approver_roles", ["approvers"])))
     for key in auth.get("api_keys") or []:
         if isinstance(key, dict):
             roles.update(_names(key.get("roles")))

@@ -421,6 +421,16 @@ def test_a_short_gateway_secret_is_refused_without_echoing_it(
     assert found == ["AGENTGW_SECRET: the gateway secret must be at least 32 bytes"]
 
 
+def test_several_workers_cannot_share_approval_requests_kept_in_memory(tmp_path: Path) -> None:
+    files = {"agentgw.yaml": "server: {workers: 2}\napprovals: {store: memory}\n", "registry/x.yaml": "{}\n"}
+    assert any("approvals.store: audit, or one worker" in p for p in problems_of(tmp_path, files))
+    files["agentgw.yaml"] = "server: {workers: 2}\napprovals: {store: audit, timeout_s: 60}\n"
+    assert load_settings(write(tmp_path, files)).approvals.timeout_s == 60
+    files["agentgw.yaml"] = "approvals: {timeout_s: 0, surprise: 1}\n"
+    found = problems_of(tmp_path, files)
+    assert any("approvals.timeout_s" in p for p in found) and any("approvals.surprise" in p for p in found)
+
+
 def test_a_tool_pinning_lock_beside_the_registry_is_not_read_as_a_registry_file(tmp_path: Path) -> None:
     registry = "mcp:\n  servers:\n    - {name: docs, url: 'http://127.0.0.1:9/mcp'}\n"
     lock = "version: 1\nservers: {docs: {}}\n"  # not a registry file: it would fail validation

@@ -1,4 +1,5 @@
-"""Operator endpoints: `/admin/*` (admin role only: policy check, task budgets, the audit trace API) and the MCP
+"""Operator endpoints: `/admin/*` (admin role only: policy check, task budgets, the audit trace API; approvers too:
+`/admin/approvals`, see approvals.py) and the MCP
 OAuth protected-resource metadata (RFC 9728) at `/.well-known/oauth-protected-resource[/mcp…]` when JWTs are
 configured."""
 
@@ -10,9 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from agentgw.admin.approvals import PREFIX as APPROVALS
+from agentgw.admin.approvals import ApprovalsAPI
 from agentgw.admin.tools import PREFIX as TOOLS
 from agentgw.admin.tools import PinBoard, serve_tools
 from agentgw.admin.trace import TraceAPI
+from agentgw.approvals import Approvals
 from agentgw.audit.store import AuditStore
 from agentgw.budget.ledger import Ledger
 from agentgw.errors import Forbidden, GatewayError, NotFound
@@ -46,6 +50,7 @@ class Admin:
         ledger: Ledger | None = None,
         audit: AuditStore | None = None,
         scrubber: Scrubber | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.auth = auth
         self.policy = policy
@@ -54,6 +59,7 @@ class Admin:
         self.mcp_url = mcp_url
         self.ledger = ledger
         self.trace = TraceAPI(audit, scrubber)
+        self.approvals = ApprovalsAPI(approvals, self.admin_roles)
         self.pins: Callable[[], PinBoard | None] = lambda: None  # the MCP plane's tool pins (set by the app)
 
     async def task_budget(self, scope: Scope, send: Send, task_id: str) -> None:
@@ -111,9 +117,12 @@ class Admin:
         headers = header_dict(scope)
         try:
             principal, _ = await self.auth.authenticate(headers, client_host(scope), "admin")
+            path = scope["path"]
+            if path == APPROVALS or path.startswith(APPROVALS + "/"):  # approvers need no admin role
+                await self.approvals(scope, receive, send, principal)
+                return
             if not self.admin_roles.intersection(principal.roles):
                 raise Forbidden("The admin API needs an admin role.", code="admin_role_required")
-            path = scope["path"]
             if path == "/admin/policy/check" and scope["method"] == "GET":
                 q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
                 missing = [k for k in ("subject", "object", "action") if not q.get(k)]

@@ -83,6 +83,7 @@ class Endpoint(Subscriptions, Mediator):
     ) -> None:
         Mediator.__init__(self, view, catalog, upstreams, pipeline, identity)
         self.trips = trips
+        self.seal = trips.seal
         self.events = Events(self._unwatch)
         self.server = _Server(
             f"agentgw/{view.name}" if view.name else "agentgw",

@@ -4,11 +4,13 @@ caller's progress, log and input wiring, and the rewriting of upstream URIs in r
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -20,9 +22,11 @@ from agentgw.errors import GatewayError, UpstreamInvalidResponse
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
 from agentgw.identity import OutboundIdentity
 from agentgw.mcp.catalog import Catalog
+from agentgw.mcp.confirm import ask_caller
 from agentgw.mcp.errors import INTERNAL_ERROR, to_mcp_error
 from agentgw.mcp.naming import View
 from agentgw.mcp.relay import Caller
+from agentgw.mcp.state import StateSeal
 from agentgw.mcp.upstream import ParamMap, Upstreams
 from agentgw.mcp.wire import Relay, identity_headers
 from agentgw.pipeline import Pipeline
@@ -85,6 +89,28 @@ class Call:
             await session.report_progress(progress, total, message)
 
         return report
+
+
+def _user_channels(ex: Exchange, call: Call, seal: StateSeal | None, endpoint: str) -> None:
+    """How the hold stage (stages/hold.py) reaches this caller while its call is held: progress notifications on
+    its request stream (when it sent a progressToken), and a question through elicitation (confirm.py: an
+    `elicitation/create` request on a handshake-era session, an `input_required` round in 2026-07-28)."""
+    report = call.progress()
+    if report is not None:
+        sent = 0
+
+        async def notify(message: str) -> None:
+            nonlocal sent
+            sent += 1
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await report(float(sent), None, message)
+
+        ex.attrs["notify_progress"] = notify
+
+    async def ask_user(message: str, schema: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        return await ask_caller(ex, call.caller(), call.params, seal, endpoint, message, schema)
+
+    ex.attrs["ask_user"] = ask_user
 
 
 def front_of(ctx: Ctx) -> Front:
@@ -183,6 +209,7 @@ class Mediator:
         self.pipeline = pipeline
         self.path = f"/mcp/{view.name}" if view.name else "/mcp"
         self.authz = next((s for s in pipeline.stages if isinstance(s, AuthzStage)), None)
+        self.seal: StateSeal | None = None  # the plane's requestState seal (2026-07-28 confirmation rounds)
 
     def _exchange(self, call: Call, operation: str, target: str) -> Exchange:
         front = call.front
@@ -197,6 +224,7 @@ class Mediator:
         ex.attrs[_REPLY] = front.reply
         if front.scopes:
             ex.attrs["scopes"] = front.scopes
+        _user_channels(ex, call, self.seal, self.path)
         return ex
 
     def _allows(self, ex: Exchange, target: str, action: str) -> bool:

@@ -1,8 +1,9 @@
-"""The ordered stage list every Exchange passes: authn → authz → budget → forward, with the audit hook in
+"""The ordered stage list every Exchange passes: authn → authz → hold → budget → forward, with the audit hook in
 finally."""
 
 from __future__ import annotations
 
+from agentgw.approvals import Approvals
 from agentgw.audit.writer import RecordSink
 from agentgw.pipeline import Stage
 from agentgw.policy import PolicyStore
@@ -10,6 +11,7 @@ from agentgw.stages.audit import AuditStage, CapturingAuditStage
 from agentgw.stages.authn import Authenticator, AuthnStage
 from agentgw.stages.authz import AuthzStage
 from agentgw.stages.budget import BudgetStage
+from agentgw.stages.hold import HoldStage
 
 
 def default_stages(
@@ -18,15 +20,17 @@ def default_stages(
     policy: PolicyStore,
     budget: BudgetStage | None = None,
     reveal_denied: bool = False,
+    approvals: Approvals | None = None,
 ) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided). Without a
-    writer (`audit.enabled: false`, benchmarks only) nothing is recorded."""
+    writer (`audit.enabled: false`, benchmarks only) nothing is recorded. The hold stage is always there (a
+    held call without an approvals service is denied, never let through)."""
     stages: list[Stage] = []
     if audit is not None:
         capture = any(c.response for c in audit.cfg.payloads)
         stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
     limits = budget.limits_for if budget is not None else None  # `task.limits` in policy conditions
-    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits)]
+    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits), HoldStage(approvals)]
     if budget is not None:
         stages.append(budget)
     return stages
