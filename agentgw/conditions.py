@@ -1,6 +1,7 @@
 """Policy conditions: the CEL expression a policy line may carry as its sixth column, compiled once per text and
 evaluated over `args`, `principal`, `task` and `target`, with the helpers rules need and naive string tests get
-wrong (`url`, `path`/`within`, `glob`; `matches` is CEL's own regex). Any error is the caller's to fail closed on.
+wrong (`url`, `path`/`within`, `glob`, and `matches` with RE2 semantics as CEL specifies, its compiled pattern
+cached). Any error is the caller's to fail closed on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import cel
 import idna
+import re2  # type: ignore[import-untyped]
 
 VARIABLES = frozenset({"args", "principal", "task", "target"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
@@ -181,7 +183,48 @@ def glob(value: Any, pattern: Any) -> bool:
     return _glob_re(_text(pattern, "glob() pattern")).fullmatch(_text(value, "glob()")) is not None
 
 
-FUNCTIONS: dict[str, Any] = {"url": url, "path": path, "within": within, "glob": glob}
+@functools.lru_cache(maxsize=1024)
+def _re2(pattern: str) -> Any:
+    return re2.compile(pattern)
+
+
+def re_matches(value: Any, pattern: Any) -> bool:
+    """CEL's `matches` (RE2 syntax, a match anywhere unless anchored) with the compiled pattern cached: the CEL
+    library compiles the pattern on every evaluation, 30-80 µs for a case-insensitive one. RE2, as the CEL spec
+    says, so matching stays linear in the input whatever the pattern."""
+    try:
+        compiled = _re2(_text(pattern, "matches() pattern"))
+    except re2.error as exc:
+        raise ConditionError(f"matches(): bad pattern: {exc}") from None
+    return compiled.search(_text(value, "matches()")) is not None
+
+
+FUNCTIONS: dict[str, Any] = {
+    "url": url,
+    "path": path,
+    "within": within,
+    "glob": glob,
+    "re_matches": re_matches,
+}
+
+# CEL string literals (raw or not, triple or single quoted), left alone when `matches(` is rewritten
+_LITERAL = re.compile(
+    r"[rR](?:'''.*?'''|\"\"\".*?\"\"\"|'[^'\n]*'|\"[^\"\n]*\")"
+    r"|[bB]?(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\")",
+    re.DOTALL,
+)
+_MATCHES = re.compile(r"\bmatches(\s*\()")
+
+
+def _with_cached_matches(text: str) -> str:
+    """`x.matches(p)` and `matches(x, p)` outside string literals call `re_matches`, the cached version."""
+    out, last = [], 0
+    for lit in _LITERAL.finditer(text):
+        out.append(_MATCHES.sub(r"re_matches\1", text[last : lit.start()]))
+        out.append(lit.group(0))
+        last = lit.end()
+    out.append(_MATCHES.sub(r"re_matches\1", text[last:]))
+    return "".join(out)
 
 
 # -- compile and evaluate ----------------------------------------------------------------------------------------
@@ -234,7 +277,7 @@ class Condition:
 def compile_condition(text: str) -> Condition:
     """The compiled condition (cached by its text), or ConditionError."""
     try:
-        program = cel.compile(text)
+        program = cel.compile(_with_cached_matches(text))
     except Exception as exc:  # the library raises ValueError or RuntimeError with the parser's message
         raise ConditionError(f"condition does not compile: {str(exc).splitlines()[0]}") from None
     refs = program.references()

@@ -160,6 +160,26 @@ def test_the_helpers_and_cels_regex_work_inside_conditions() -> None:
     assert cel('target == "mcp:a/b" && task.id == "t1"', target="mcp:a/b", task={"id": "t1"})
 
 
+def test_matches_is_re2_with_its_pattern_compiled_once() -> None:
+    assert cel('args.s.matches("^(?i:select)\\\\s") && matches(args.s, "1$")', args={"s": "Select 1"})
+    # RE2, as the CEL spec says: `\s` is ASCII whitespace, so a no-break space does not pass for one
+    assert not cel('args.s.matches("^select\\\\s")', args={"s": "select\u00a01"})
+    # linear time: a pattern that makes a backtracking engine take forever answers at once here
+    assert not cel('args.s.matches("^(a+)+$")', args={"s": "a" * 5000 + "!"})
+
+
+def test_matches_inside_a_string_literal_is_left_alone() -> None:
+    assert cel('args.s == "x.matches(y)" && r"\\d" == "\\\\d"', args={"s": "x.matches(y)"})
+    assert cel('"""a "matches(" b""" == args.s', args={"s": 'a "matches(" b'})
+
+
+def test_matches_with_a_bad_pattern_or_a_number_is_an_error() -> None:
+    with pytest.raises(ConditionError, match="bad pattern"):
+        cel('args.s.matches("(")', args={"s": "x"})
+    with pytest.raises(ConditionError):
+        cel('args.n.matches("1")', args={"n": 1})
+
+
 # -- the bypass corpus -------------------------------------------------------------------------------------------
 # Each rule as an operator would write it (allow-lists as conditional allows, deny-lists as conditional denies on
 # top of a broad allow); each attempt must be refused.
