@@ -31,6 +31,7 @@ from agentgw.configfile import Problem
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.frontdoor import HostGuard, plane_of, refusal_body
+from agentgw.guardrails.engine import Guardrails
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
@@ -48,6 +49,7 @@ from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator
 from agentgw.stages.budget import BudgetStage
+from agentgw.stages.guard import GuardStage
 from agentgw.stages.observe import GatewayMetrics, ObserveStage
 from agentgw.supervisor import Supervisor, specs_of
 from agentgw.tokens import count_tokens
@@ -98,11 +100,17 @@ class Gateway:
             )
         self.budget = budget
         self.approvals = make_approvals(settings, self.pool, list(self.secrets))
-        stages = default_stages(
-            self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied, self.approvals
-        )
         self.metrics = Metrics()
         self.observed = GatewayMetrics(self.metrics) if settings.metrics.enabled else None
+        self.guardrails: Guardrails | None = None
+        guard = None
+        if settings.guardrails.active:
+            pool = self.pool
+            self.guardrails = Guardrails(settings.guardrails, lambda: pool.session)
+            guard = GuardStage(self.guardrails, self.metrics if self.observed is not None else None)
+        stages = default_stages(
+            self.audit, self.auth, self.policy, budget, settings.authz.reveal_denied, self.approvals, guard
+        )
         self.telemetry: Telemetry | None = None
         if settings.telemetry.enabled:  # the OpenTelemetry SDK is imported only when it is used
             from agentgw.telemetry import Telemetry
@@ -415,6 +423,8 @@ class Gateway:
         await self.supervisor.stop()
         await self.a2a.aclose()
         await self.approvals.aclose()
+        if self.guardrails is not None:
+            await self.guardrails.aclose()
         await self.policy.aclose()
         await self.pool.aclose()
         if self.audit is not None:  # every call above that finished is in the queue: drain it into the store
@@ -470,6 +480,11 @@ def check(settings: Settings) -> list[Problem]:
         problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
     except Exception as exc:
         problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
+    if settings.guardrails.guards:
+        try:  # a guard's patterns compile only when it is built: a bad one is a config problem, not a 500
+            Guardrails(settings.guardrails)
+        except ValueError as exc:
+            problems.append(Problem(str(settings.path), "guardrails", str(exc)))
     return problems
 
 

@@ -510,8 +510,10 @@ _approvals_commands()
 
 # `agentgw tools …` lives in its own module; it uses this one's helpers, so it is imported after them.
 from agentgw.cli_tools import tools  # noqa: E402
+from agentgw.guardrails.cli import guard  # noqa: E402
 
 main.add_command(tools)
+main.add_command(guard)
 
 
 if __name__ == "__main__":  # pragma: no cover

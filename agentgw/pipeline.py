@@ -139,7 +139,9 @@ class Pipeline:
     def _fail(ex: Exchange, err: GatewayError) -> None:
         ex.error = err
         if ex.status == "pending":
-            ex.status = "denied" if err.status in (401, 403, 429) else "error"
+            ex.status = (
+                "denied" if err.status in (401, 403, 429) or getattr(err, "denial", False) else "error"
+            )
 
     async def _relay(self, ex: Exchange, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Pass frames through the chunk hooks; finish exactly once, however the stream ends."""
@@ -164,7 +166,7 @@ class Pipeline:
         except GatewayError as err:
             ex.error = err
             ex.status = (
-                "denied" if err.status in (401, 403, 429) else "error"
+                "denied" if err.status in (401, 403, 429) or getattr(err, "denial", False) else "error"
             )  # as _fail: a refusal mid-stream
             ex.stream_cut = ex.stream_cut or "upstream_error"
         except asyncio.CancelledError:  # the plane marks a client disconnect; otherwise it is a shutdown

@@ -26,6 +26,7 @@ from agentgw.configfile import (
     read_yaml,
     validation_problems,
 )
+from agentgw.guardrails.config import GuardrailSettings
 from agentgw.identity.signing import Signing, load_keys
 from agentgw.jwt_auth import JWTSettings
 from agentgw.names import ambiguous
@@ -282,6 +283,7 @@ class Settings(Frozen):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     tool_pinning: ToolPinning = Field(default_factory=ToolPinning)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)

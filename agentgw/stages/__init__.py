@@ -1,5 +1,5 @@
-"""The ordered stage list every Exchange passes: authn → authz → hold → budget → forward, with the audit hook in
-finally."""
+"""The ordered stage list every Exchange passes: authn → authz → guard → hold → budget → forward, with the audit
+hook in finally."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from agentgw.stages.audit import AuditStage, CapturingAuditStage
 from agentgw.stages.authn import Authenticator, AuthnStage
 from agentgw.stages.authz import AuthzStage
 from agentgw.stages.budget import BudgetStage
+from agentgw.stages.guard import GuardStage
 from agentgw.stages.hold import HoldStage
 
 
@@ -21,6 +22,7 @@ def default_stages(
     budget: BudgetStage | None = None,
     reveal_denied: bool = False,
     approvals: Approvals | None = None,
+    guard: GuardStage | None = None,
 ) -> list[Stage]:
     """Audit first in the list, so its `on_finish` runs last (after every other stage has decided). Without a
     writer (`audit.enabled: false`, benchmarks only) nothing is recorded. The hold stage is always there (a
@@ -30,7 +32,10 @@ def default_stages(
         capture = any(c.response for c in audit.cfg.payloads)
         stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
     limits = budget.limits_for if budget is not None else None  # `task.limits` in policy conditions
-    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits), HoldStage(approvals)]
+    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits)]
+    if guard is not None:  # only when guardrails are configured: no rule, no stage, no cost
+        stages.append(guard)
+    stages.append(HoldStage(approvals))
     if budget is not None:
         stages.append(budget)
     return stages
