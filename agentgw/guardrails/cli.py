@@ -42,6 +42,7 @@ def test(name: str, text: str | None, config: str, as_json: bool) -> None:
         click.echo(orjson.dumps(outcome, option=orjson.OPT_INDENT_2).decode())
     else:
         found = outcome["found"]
+        assert isinstance(found, dict)
         click.echo(f"guard {name} ({outcome['type']}, action {outcome['action']})")
         click.echo(f"found: {summary(found) if found else 'nothing'}")
         if outcome.get("error"):
@@ -58,7 +59,13 @@ async def _try(cfg: GuardrailSettings, name: str, text: str) -> dict[str, object
     g = engine.guards[name]
     plan = Plan((g,), ()) if g.http is None else Plan((), (g,))
     tally, vault = Tally(), Vault()
-    out: dict[str, object] = {"guard": name, "type": g.kind, "action": g.action, "blocked": False, "text": text}
+    out: dict[str, object] = {
+        "guard": name,
+        "type": g.kind,
+        "action": g.action,
+        "blocked": False,
+        "text": text,
+    }
     try:
         if g.http is None:
             out["text"] = engine.scan(plan, text, "request", vault, tally)

@@ -28,6 +28,21 @@ class Text:
         self.value = value
 
 
+def json_strings(holder: Any, key: Any, role: str, out: list[Text]) -> None:
+    """Every string in the JSON value `holder[key]`, recursively (dict values and list items, not keys), in
+    document order. Iterative: an upstream's deeply nested answer must not hit Python's recursion limit."""
+    stack: list[tuple[Any, Any]] = [(holder, key)]
+    while stack:
+        h, k = stack.pop()
+        value = h[k]
+        if isinstance(value, str):
+            out.append(Text(value, h, k, role))
+        elif isinstance(value, dict):
+            stack.extend((value, child) for child in reversed(value))
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in reversed(range(len(value))))
+
+
 class Content(Protocol):
     """A plane's view of its payloads for the guard stage. `request_texts` and `response_texts` return the
     texts in place (changing a Text changes the payload); the `*_changed` hooks are told when one changed, so

@@ -175,23 +175,8 @@ class Guardrails:
         """`text` after the pattern guards: masked where a guard masks; GuardBlocked where one blocks."""
         for guard in plan.patterns:
             findings = guard.find(text)
-            if not findings:
-                continue
-            tally.add(direction, guard, findings)
-            if guard.action == "block":
-                raise GuardBlocked(guard.name, guard.kind, direction, (f.kind for f in findings))
-            if guard.action == "warn":
-                continue
-            keep = guard.action == "pseudonymize"
-            out, last = [], 0
-            for f in findings:
-                if f.start < last:
-                    continue  # overlapping spans: the first one masks the value
-                out.append(text[last : f.start])
-                out.append(vault.placeholder(f.kind, text[f.start : f.end], keep))
-                last = f.end
-            out.append(text[last:])
-            text = "".join(out)
+            if findings:
+                text = apply(guard, text, findings, direction, vault, tally)
         return text
 
     async def classify(self, plan: Plan, texts: Sequence[str], direction: str, tally: Tally) -> None:
@@ -222,6 +207,27 @@ class Guardrails:
         for guard in self.guards.values():
             if guard.http is not None:
                 await guard.http.aclose()
+
+
+def apply(
+    guard: Guard, text: str, findings: Sequence[Finding], direction: str, vault: Vault, tally: Tally
+) -> str:
+    """`text` after `guard` acted on `findings` (spans of `text`): tallied, then blocked, masked or left."""
+    tally.add(direction, guard, findings)
+    if guard.action == "block":
+        raise GuardBlocked(guard.name, guard.kind, direction, (f.kind for f in findings))
+    if guard.action == "warn":
+        return text
+    keep = guard.action == "pseudonymize"
+    out, last = [], 0
+    for f in findings:
+        if f.start < last:
+            continue  # overlapping spans: the first one masks the value
+        out.append(text[last : f.start])
+        out.append(vault.placeholder(f.kind, text[f.start : f.end], keep))
+        last = f.end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def build_guard(name: str, spec: GuardSpec, session: Callable[[], Any] | None = None) -> Guard:

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from agentgw.guardrails.engine import PLACEHOLDER_MAX, Guard, Guardrails, Plan, Tally, Vault
+from agentgw.guardrails.engine import PLACEHOLDER_MAX, Guard, Guardrails, Plan, Tally, Vault, apply
+from agentgw.guardrails.findings import Finding
 
 
 class StreamGuard:
     """One streamed answer. `feed(channel, delta)` returns the text that may be sent now (masked, pseudonyms
     restored), holding back the last `window` characters and any value that reaches into them; `close(channel)`
     returns what was held. Both raise GuardBlocked when a blocking guard fires: the relay ends the stream the way
-    its protocol ends a filtered one, and nothing of the blocked value was sent."""
+    its protocol ends a filtered one, and nothing of the blocked value was sent.
+
+    A finding is acted on only once LOOKAHEAD characters follow it (or the channel closes): a prefix of a benign
+    text can look like a value (`icon@2x.pn` before the `g`, `ignore the above` before ` error`), and the
+    characters after it are what tell them apart, as they do when the whole text is scanned at once. A block
+    is decided then, without waiting for the window to move past the value; a mask when its text is sent."""
+
+    LOOKAHEAD = 16
 
     __slots__ = ("_bufs", "engine", "plan", "tally", "vault", "window")
 
@@ -28,7 +36,7 @@ class StreamGuard:
         if len(buf) <= self.window:
             self._bufs[channel] = buf
             if self.plan is not None and self.plan.patterns:
-                self._check(buf)  # block as soon as the value is there, even before it is due to be sent
+                self._block([(g, g.find(buf)) for g in self.plan.patterns], len(buf) - self.LOOKAHEAD)
             return ""
         return self._drain(channel, buf, len(buf) - self.window)
 
@@ -40,33 +48,41 @@ class StreamGuard:
         """The channels still holding text (to flush when a stream ends without closing them)."""
         return [c for c, b in self._bufs.items() if b]
 
-    def _check(self, buf: str) -> None:
-        assert self.plan is not None
-        for guard in self.plan.patterns:
-            if guard.action == "block":
-                self.engine.scan(_only(guard), buf, "response", self.vault, Tally())
-
     def _drain(self, channel: Hashable, buf: str, cut: int, final: bool = False) -> str:
         plan = self.plan
-        if not final and plan is not None:
-            for guard in plan.patterns:  # never cut through a value: hold back all of it
-                for f in guard.find(buf):
-                    if f.start < cut < f.end:
-                        cut = f.start
-        if not final and self.vault.keeps:  # nor through a placeholder still to be restored
-            lt = buf.rfind("<", max(0, cut - PLACEHOLDER_MAX), cut)
-            if lt != -1 and ">" not in buf[lt:cut]:
-                cut = lt
-        head, self._bufs[channel] = buf[:cut], buf[cut:]
+        found = [(g, g.find(buf)) for g in plan.patterns] if plan is not None else []
+        self._block(found, len(buf) if final else len(buf) - self.LOOKAHEAD)
+        if not final:
+            moved = True
+            while moved:  # never cut through a value: hold back all of it (and whatever it then overlaps)
+                moved = False
+                for _, findings in found:
+                    for f in findings:
+                        if f.start < cut < f.end:
+                            cut, moved = f.start, True
+            if self.vault.keeps:  # nor through a placeholder still to be restored
+                lt = buf.rfind("<", max(0, cut - PLACEHOLDER_MAX), cut)
+                if lt != -1 and ">" not in buf[lt:cut]:
+                    cut = lt
         if final:
             self._bufs.pop(channel, None)
-        if plan is not None and plan.patterns:
-            # the held-back rest is checked too: a blocked value is refused before any of it is sent
-            if not final and self._bufs[channel]:
-                self._check(buf)
-            head = self.engine.scan(plan, head, "response", self.vault, self.tally)
-        return self.vault.restore(head)
+        else:
+            self._bufs[channel] = buf[cut:]
+        # each guard acts, in configuration order as on a whole text, on what it finds with the held-back rest as
+        # context, for the spans that end in what is sent now
+        text, end = buf, cut
+        for guard, findings in found:
+            if text is not buf:
+                findings = guard.find(text)  # an earlier guard masked: find again in what it left
+            settled = [f for f in findings if f.end <= end] if not final else findings
+            if settled:
+                head = apply(guard, text[:end], settled, "response", self.vault, self.tally)
+                if head != text[:end]:
+                    text, end = head + text[end:], len(head)
+        return self.vault.restore(text[:end])
 
-
-def _only(guard: Guard) -> Plan:
-    return Plan((guard,), ())
+    def _block(self, found: list[tuple[Guard, list[Finding]]], upto: int) -> None:
+        """GuardBlocked when a blocking guard found a value that ends by `upto` (enough text follows it)."""
+        for guard, findings in found:
+            if guard.action == "block" and (decided := [f for f in findings if f.end <= upto]):
+                apply(guard, "", decided, "response", self.vault, self.tally)

@@ -1,0 +1,1 @@
+"""The detectors behind the pattern guards: sensitive data, secrets, prompt injection, content rules."""
