@@ -37,6 +37,8 @@ from agentgw.http import (
 )
 from agentgw.identity import OutboundIdentity
 from agentgw.llm.errors import error_body
+from agentgw.llm.guard_content import CHANGED, LLMContent
+from agentgw.llm.guard_stream import ChatContentGuard
 from agentgw.llm.providers import Call, Provider, build_provider
 from agentgw.llm.router import Router
 from agentgw.llm.sse import ChatStreamMeter
@@ -47,6 +49,7 @@ from agentgw.pipeline import Pipeline
 from agentgw.registry import LLMSection, MCPSection
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.settings import Settings
+from agentgw.stages.guard import guard_stage, stream_guard
 from agentgw.upstream import UpstreamPool
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -110,6 +113,9 @@ class LLMPlane:
         self.tools = (
             ToolPolicy(settings.llm, reg.mcp, pipeline) if settings.llm.tool_policy != "off" else None
         )
+        guard = guard_stage(pipeline)
+        if guard is not None:  # guardrails configured: tell the stage where chat and embeddings texts are
+            guard.serve("llm", LLMContent())
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/embeddings"): self.embeddings,
@@ -231,6 +237,8 @@ class LLMPlane:
         model = router.resolve(payload.get("model"))
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
+        if ex.attrs.get(CHANGED):  # the guard stage masked texts or added system prompts: send what it made
+            call.dirty = True
         tools = self.tools if ex.operation == "chat" else None
         if tools is not None:
             allowed = tools.filter_request(ex, payload)  # raises tool_not_allowed (refuse, a forced tool)
@@ -246,7 +254,14 @@ class LLMPlane:
         result = await router.call(model, call)
         if result.stream is not None:
             guard = ToolCallGuard(tools, ex) if tools is not None else None
-            meter = ChatStreamMeter(ex, payload, strip_usage, guard)
+            sg = stream_guard(ex)  # None unless a guard applies to the answer: then no per-chunk work
+            content = None
+            if sg is not None:
+                want_usage = not strip_usage and bool(
+                    (payload.get("stream_options") or {}).get("include_usage")
+                )
+                content = ChatContentGuard(sg, ex, want_usage, lambda: meter.final_usage())
+            meter = ChatStreamMeter(ex, payload, strip_usage, guard, content)
             result.stream = meter.relay(result.stream)
         else:
             body = result.body or b""

@@ -22,6 +22,7 @@ from agentgw.sse import SSEDecoder, SSEError
 from agentgw.tokens import count_tokens
 
 if TYPE_CHECKING:
+    from agentgw.llm.guard_stream import ChatContentGuard
     from agentgw.llm.tool_stream import ToolCallGuard
 
 DONE = b"data: [DONE]\n\n"
@@ -83,8 +84,10 @@ class ChatStreamMeter:
         payload: dict[str, Any],
         strip_usage: bool,
         guard: ToolCallGuard | None = None,
+        content: ChatContentGuard | None = None,
     ) -> None:
         self.ex = ex
+        self.content = content  # guardrails on this answer's text (agentgw/llm/guard_stream.py), else None
         self.guard = (
             guard  # llm.tool_policy on: tool calls are held until decided (agentgw/llm/tool_stream.py)
         )
@@ -132,8 +135,10 @@ class ChatStreamMeter:
             return frame if data is None and _comments_only(frame) else None
         if data == b"[DONE]":
             self.done = True
+            if self.content is not None:  # text of choices the upstream never finished: out before the end
+                frame = self.content.flush() + frame
             if self.guard is not None:
-                return (self.guard.finish() or b"") + frame
+                frame = (self.guard.finish() or b"") + frame
             return frame
         try:
             obj = orjson.loads(data)
@@ -168,6 +173,11 @@ class ChatStreamMeter:
                 self.head = {k: obj.get(k) for k in ("id", "created", "model")}
             self.ex.attrs["out_tokens_before"] = self.out_tokens
             self.out_tokens += sum(count_tokens(t) for t in self.text[mark:])
+        if self.content is not None:
+            out = self.content.feed(frame, obj)
+            if out is None:
+                return None
+            frame = out
         if self.guard is not None:
             return self.guard.feed(frame, obj)
         return frame
@@ -185,6 +195,10 @@ class ChatStreamMeter:
                     yield out
             if self.guard is not None and not self.done:
                 tail = self.guard.finish()  # an upstream that ends without [DONE]
+                if tail:
+                    yield tail
+            if self.content is not None and not self.done:
+                tail = self.content.flush()
                 if tail:
                     yield tail
         except GatewayError as refused:  # a tool call the caller may not run, or one that broke the rules
