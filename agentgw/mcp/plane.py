@@ -45,6 +45,7 @@ from agentgw.mcp.errors import (
     jsonrpc_refusals,
     rpc_code,
 )
+from agentgw.mcp.guard_content import MCPContent
 from agentgw.mcp.naming import View, views
 from agentgw.mcp.pinning import Pins
 from agentgw.mcp.pinops import PinOps
@@ -58,6 +59,7 @@ from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPSection, MCPServer
 from agentgw.settings import Settings, secret_of
 from agentgw.stages.audit import AuditStage
+from agentgw.stages.guard import guard_stage
 from agentgw.upstream import UpstreamPool
 
 log = logging.getLogger("agentgw.mcp")
@@ -88,6 +90,9 @@ class MCPPlane:
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
         self.identify = [s for s in pipeline.stages if s.identifies]
+        guard = guard_stage(pipeline)
+        if guard is not None:  # guardrails configured: tell the stage where arguments and answers' texts are
+            guard.serve("mcp", MCPContent())
 
         def cwd_of(server: MCPServer) -> Path:
             return settings.resolve(server.cwd) if server.cwd else settings.base_dir
