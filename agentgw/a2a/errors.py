@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentgw.errors import GatewayError
+from agentgw.guardrails.engine import GuardBlocked
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -101,7 +102,19 @@ def task_not_found(task_id: object) -> A2AError:
     )
 
 
+def as_a2a(err: GatewayError) -> GatewayError:
+    """A guard's refusal of content (400 `sensitive_data`, `prompt_injection`, `content_blocked`) is the A2A
+    InvalidParams error, answered as the a2a-sdk answers one (HTTP 200 on JSON-RPC, 400 INVALID_ARGUMENT on
+    HTTP+JSON) with the guard's code in its ErrorInfo metadata: an SDK client raises InvalidParamsError with
+    `data == {"code": ...}` instead of a bare HTTP error. Any other error is itself."""
+    if isinstance(err, GuardBlocked):
+        info = error_info(REST[INVALID_PARAMS][2], {"code": err.code})
+        return A2AError(INVALID_PARAMS, err.message, [info], code=err.code)
+    return err
+
+
 def rpc_code(err: GatewayError) -> int:
+    err = as_a2a(err)
     if isinstance(err, A2AError):
         return err.rpc_code
     return _RPC_BY_CODE.get(err.code) or _RPC_BY_STATUS.get(err.status, INTERNAL_ERROR)
@@ -121,6 +134,7 @@ def rpc_error(err: GatewayError, task_id: str | None = None) -> dict[str, Any]:
     """The JSON-RPC error object for `err`: an agent's verbatim; an A2A error the gateway raised itself with
     `data` as a list holding its ErrorInfo (as a2a-sdk answers: clients read the reason there); the gateway's
     own refusals with its stable code in `data`."""
+    err = as_a2a(err)
     if isinstance(err, A2AError):
         out: dict[str, Any] = {"code": err.rpc_code, "message": err.message}
         if err.rpc_data is not None:
@@ -137,11 +151,12 @@ def rpc_error(err: GatewayError, task_id: str | None = None) -> dict[str, Any]:
 def http_status(err: GatewayError) -> int:
     """The HTTP status of a JSON-RPC answer carrying `err`: 200 for A2A errors (as a2a-sdk), the pipeline's own
     status for its refusals (401 with its challenge, 403, 404 unknown agent, 413, 429 with Retry-After, 5xx)."""
-    return 200 if isinstance(err, A2AError) else err.status
+    return 200 if isinstance(as_a2a(err), A2AError) else err.status
 
 
 def rest_error(err: GatewayError) -> tuple[int, dict[str, Any]]:
     """The HTTP+JSON binding's status and body for `err`."""
+    err = as_a2a(err)
     if isinstance(err, A2AError):
         status, grpc, reason = REST.get(err.rpc_code, (500, "INTERNAL", "INTERNAL_ERROR"))
         meta = err.rpc_data if isinstance(err.rpc_data, dict) else {}

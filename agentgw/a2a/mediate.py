@@ -19,11 +19,14 @@ from agentgw.a2a.errors import (
     A2AError,
     task_not_found,
 )
+from agentgw.a2a.guard_stream import EventGuard
 from agentgw.a2a.methods import CANCEL, PUSH_METHODS, TASK_META_KEY, Method
 from agentgw.a2a.ownership import Ownership
 from agentgw.a2a.upstream.agent import AgentUpstream
 from agentgw.errors import GatewayError, UpstreamError
 from agentgw.exchange import Exchange, Result
+from agentgw.guardrails.engine import GuardBlocked
+from agentgw.stages.guard import stream_guard
 
 log = logging.getLogger("agentgw.a2a")
 
@@ -202,10 +205,14 @@ class Mediator:
         self, ex: Exchange, call: Call, events: AsyncIterator[dict[str, Any]], owner: str
     ) -> AsyncIterator[bytes]:
         """The agent's events to the client one by one, in order, never buffered; a keep-alive comment when idle;
-        ended with a final status update when the task's budget runs out (the agent's task is cancelled)."""
+        ended with a final status update when the task's budget runs out or a guard blocks what the agent sent
+        (the agent's task is cancelled). With guards on the answer, an artifact's streamed text is held back by
+        up to the guards' window (guard_stream.py)."""
         info: dict[str, Any] = {"events": 0, "state": None, "task_id": None, "context_id": None}
         ex.attrs["a2a"] = info
         checked = time.monotonic()
+        sg = stream_guard(ex)
+        guard = EventGuard(sg) if sg is not None else None
         try:
             async for ev in ticks(events, self.keepalive_s):
                 if ev is None:
@@ -218,6 +225,14 @@ class Mediator:
                     info["context_id"] = ctx or info["context_id"]
                 if state:
                     info["state"] = state
+                if guard is not None:
+                    try:
+                        held = guard.event(ev)
+                    except GuardBlocked as err:
+                        yield call.frame(await self._blocked(ex, call, info, err))
+                        return
+                    for out in held:  # the held-back ends of artifacts this event closes
+                        yield call.frame(out)
                 info["events"] += 1
                 yield call.frame(ev)
                 if self.budget is not None and state not in TERMINAL and ex.attrs.get("budget") is not None:
@@ -228,6 +243,14 @@ class Mediator:
                         if why is not None:
                             yield call.frame(await self._cut(ex, call, info, why))
                             return
+            if guard is not None:  # the agent ended without closing its artifacts: their held-back ends
+                try:
+                    held = guard.flush()
+                except GuardBlocked as err:
+                    yield call.frame(await self._blocked(ex, call, info, err))
+                    return
+                for out in held:
+                    yield call.frame(out)
         except GatewayError as err:
             ex.error, ex.status = err, "error"
             ex.stream_cut = ex.stream_cut or "upstream_error"
@@ -238,6 +261,21 @@ class Mediator:
         with a final status update."""
         ex.stream_cut = "budget_exhausted"
         ex.decide("budget", "deny", rule=f"stream cut: {why}", detail=f"after {info['events']} events")
+        text = "The task's budget is exhausted; the gateway ended the stream."
+        return await self._end(ex, call, info, "budget_exhausted", text)
+
+    async def _blocked(
+        self, ex: Exchange, call: Call, info: dict[str, Any], err: GuardBlocked
+    ) -> dict[str, Any]:
+        """A guard blocked what the agent sent: nothing of it went out. The agent's task is cancelled (its answer
+        cannot reach the caller) and the client told with a final status update naming the guard's code."""
+        ex.stream_cut = "content_filter"
+        return await self._end(ex, call, info, err.code, f"{err.message} [{err.code}]")
+
+    async def _end(
+        self, ex: Exchange, call: Call, info: dict[str, Any], mark: str, text: str
+    ) -> dict[str, Any]:
+        """Cancel the agent's task and build the final TASK_STATE_FAILED status update, marked `io.agentgw/cut`."""
         task, ctx = info["task_id"], info["context_id"]
         if task:
             up = self.agents()[call.agent]
@@ -251,14 +289,14 @@ class Mediator:
             "message": {
                 "messageId": f"agentgw-cut-{task or 'stream'}",
                 "role": "ROLE_AGENT",
-                "parts": [{"text": "The task's budget is exhausted; the gateway ended the stream."}],
+                "parts": [{"text": text}],
             },
         }
         update = {
             "taskId": task or "",
             "contextId": ctx or "",
             "status": status,
-            "metadata": {"io.agentgw/cut": "budget_exhausted"},
+            "metadata": {"io.agentgw/cut": mark},
         }
         return {"statusUpdate": update}
 

@@ -21,6 +21,7 @@ from agentgw.a2a.catalog.cards import (
 from agentgw.a2a.catalog.directory import CARD_SUFFIX, directory_entry, served_card
 from agentgw.a2a.errors import AGENT_NOT_FOUND, CONTENT_TYPE_NOT_SUPPORTED, A2AError, http_status
 from agentgw.a2a.frontdoor import jsonrpc, rest, rest_v03
+from agentgw.a2a.guard_content import A2AContent
 from agentgw.a2a.mediate import Budget, Call, Mediator
 from agentgw.a2a.methods import SEND, STREAM, TASK_META_KEY, Method
 from agentgw.a2a.ownership import Ownership, make_ownership
@@ -45,6 +46,7 @@ from agentgw.identity import OutboundIdentity, SigningKeys
 from agentgw.pipeline import Pipeline
 from agentgw.registry import A2ASection
 from agentgw.settings import Settings
+from agentgw.stages.guard import guard_stage
 from agentgw.upstream import UpstreamPool
 
 REST_MEDIA = [(b"content-type", rest.MEDIA_TYPE.encode())]
@@ -90,6 +92,9 @@ class A2APlane:
         )
         self.limit = settings.limits.max_body_bytes
         self.depth = settings.limits.max_json_depth
+        guard = guard_stage(pipeline)
+        if guard is not None:  # guardrails configured: tell the stage where messages' and answers' texts are
+            guard.serve("a2a", A2AContent())
         self.public_url = cfg.public_url.rstrip("/") if cfg.public_url else None
         self.advertise_0_3 = cfg.advertise_0_3
         self.cards = CardCache(lambda: pool.session, cfg.card_ttl_s)
