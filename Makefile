@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mcp_bench.py
 	$(BIN)/python bench/a2a_bench.py
 	$(BIN)/python bench/audit_bench.py
+	$(BIN)/python bench/guardrails.py --gateway
 
 # Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).
 conformance: conformance-mcp conformance-a2a

@@ -203,6 +203,7 @@ class Env:
     budgets: str = "off"  # off | memory | redis: a task budget rule on every gateway call
     audit: dict[str, Any] | None = None  # the gateway's `audit:` section (None: the default, SQLite in tmp)
     tool_policy: str = "off"  # the gateway's llm.tool_policy
+    guardrails: dict[str, Any] | None = None  # the gateway's `guardrails:` section
 
     @property
     def config(self) -> Path:
@@ -242,6 +243,8 @@ class Env:
             extra["audit"] = self.audit
         if self.tool_policy != "off":
             extra["llm"] = {"tool_policy": self.tool_policy, "tools": {"search_web": "mcp:web/search"}}
+        if self.guardrails is not None:
+            extra["guardrails"] = self.guardrails
         write_gateway_config(self.tmp, self.ports["gateway"], {"llm.yaml": llm}, **extra)
 
     def start_upstream(self) -> None:

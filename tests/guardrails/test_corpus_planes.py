@@ -378,7 +378,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 # Benign texts a stream blocked though the detector passes them whole, because a finding reaching the end of
 # what had arrived so far was acted on before the rest of the text undid it (`icon@2x.pn` before its `g`). The
-# StreamGuard now decides a finding only once a window of text follows it: the list stays empty.
+# StreamGuard now decides a finding only once 16 characters follow it (or the text ends): the list stays empty.
 STREAM_PREFIX_BLOCKS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
 
 CASES = [(g, p) for g in GUARDS for p in PATHS]
