@@ -20,6 +20,7 @@ from agentgw import __version__
 from agentgw.a2a.plane import A2APlane
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
+from agentgw.admin.registry import AuditSource
 from agentgw.approvals import Approvals
 from agentgw.approvals import open_store as open_approvals_store
 from agentgw.audit.redact import Redactor
@@ -28,6 +29,7 @@ from agentgw.budget.config import Budgets
 from agentgw.budget.ledger import Ledger
 from agentgw.budget.memory import MemoryLedger
 from agentgw.configfile import Problem
+from agentgw.console import Console
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.frontdoor import HostGuard, plane_of, refusal_body
@@ -122,6 +124,7 @@ class Gateway:
         self._gauges(stages)
         roles = {*settings.auth.admin_roles, *settings.metrics.roles}
         self.metrics_endpoint = MetricsEndpoint(self.metrics, self.auth, roles, settings.metrics.public)
+        self.console = Console.from_settings(settings, self.auth)
         self.admin = Admin(
             self.auth,
             self.policy,
@@ -132,7 +135,10 @@ class Gateway:
             self.audit.store if self.audit is not None else None,
             self.scrubber,
             self.approvals,
+            settings.auth.auditor_roles,
+            self.console.sessions if self.console is not None else None,
         )
+        self.admin.trace.key = settings.audit.hmac_key  # to check a task's records (console: verify)
         self.identity = outbound_identity(settings, self.pool)
         self.llm = LLMPlane(settings, self.pipeline, self.pool, self.identity)
         mcp = settings.registry_data.mcp
@@ -144,6 +150,12 @@ class Gateway:
         self.admin.pins = lambda: self.mcp.pinops if self.mcp is not None else None
         self.a2a = A2APlane(settings, self.pipeline, self.pool, self.identity, self.identity.keys, budget)
         self.supervisor = Supervisor.from_settings(settings)
+        # GET /admin/registry: each plane reports itself (the MCP plane may start later, with a reload)
+        self.admin.registry.planes = lambda: {"llm": self.llm, "mcp": self.mcp, "a2a": self.a2a}
+        self.admin.registry.processes = self.supervisor.status
+        self.admin.registry.audit = (
+            AuditSource(self.audit, settings.resolve) if self.audit is not None else None
+        )
         self.door = HostGuard(settings)
         self.registry = RegistryWatch(settings, registry_problems, self.apply_registry)
         audit = next((s for s in stages if isinstance(s, AuditStage)), None)
@@ -187,6 +199,8 @@ class Gateway:
                 await self.a2a(scope, receive, send)
             elif path.startswith("/admin/"):
                 await self.admin(scope, receive, send)
+            elif (path == "/console" or path.startswith("/console/")) and self.console is not None:
+                await self.console(scope, receive, send)
             elif path == JWKS_PATH:  # public: upstreams verify the gateway's assertions with these keys
                 await send_bytes(
                     send, 200, self.identity.keys.jwks(), extra={"cache-control": "public, max-age=300"}

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -85,6 +86,22 @@ def configured_secrets(settings: Settings) -> list[str]:
         out.append(secret)
     out += referenced_secret_values([settings.path, *registry_files(settings, [])])
     return out
+
+
+def without_credentials(url: str | None) -> str | None:
+    """A registry URL as /admin may show it: no userinfo (`user:password@`), query or fragment (which may carry a
+    key); the scheme, host, port and path stay."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, host + (f":{port}" if port is not None else ""), parts.path, "", ""))
 
 
 class Scrubber:

@@ -85,6 +85,16 @@ class Auth(Frozen):
         default_factory=dict
     )
     admin_roles: list[str] = Field(default_factory=lambda: ["admins"])  # roles that may use /admin/
+    # roles that read all of /admin/ (and sign in to the console) but change nothing
+    auditor_roles: list[str] = Field(default_factory=lambda: ["auditors"])
+
+
+class Console(Frozen):
+    """The web console at /console (docs/console.md): sessions signed in with an admin or auditor credential."""
+
+    enabled: bool = True
+    session_idle_s: float = Field(default=1800.0, gt=0)  # signed out after this long without a request
+    session_max_s: float = Field(default=8 * 3600.0, gt=0)  # and after this long in any case
 
 
 class Authz(Frozen):
@@ -284,6 +294,7 @@ class Settings(Frozen):
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     tool_pinning: ToolPinning = Field(default_factory=ToolPinning)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    console: Console = Field(default_factory=Console)
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)
@@ -591,6 +602,7 @@ def roles_of(path: str | os.PathLike[str]) -> set[str]:
     auth, metrics, policies = (_section(top, name) for name in ("auth", "metrics", "policies"))
     roles = set(_names(auth.get("admin_roles", ["admins"]))) | set(_names(metrics.get("roles")))
     roles |= set(_names(_section(top, "approvals").get("approver_roles", ["approvers"])))
+    roles |= set(_names(auth.get("auditor_roles", ["auditors"])))
     for key in auth.get("api_keys") or []:
         if isinstance(key, dict):
             roles.update(_names(key.get("roles")))

@@ -123,7 +123,7 @@ async def store_rate(store: str, n: int, batch: int) -> dict[str, Any]:
         if store == "postgres":
             pg = writer.store
             await pg.pool.execute(  # type: ignore[attr-defined]
-                "DROP TABLE IF EXISTS agwbench_rate_records, agwbench_rate_head"
+                "DROP TABLE IF EXISTS agwbench_rate_records, agwbench_rate_head, agwbench_rate_usage"
             )
         await writer.aclose()
     return {"records": written, "seconds": elapsed, "records_per_s": written / elapsed}
@@ -135,7 +135,9 @@ async def drop_bench_tables(rounds: int) -> None:
     conn = await asyncpg.connect(PG_DSN)
     try:
         for r in range(rounds):
-            await conn.execute(f"DROP TABLE IF EXISTS agwbench_r{r}_records, agwbench_r{r}_head")
+            await conn.execute(
+                f"DROP TABLE IF EXISTS agwbench_r{r}_records, agwbench_r{r}_head, agwbench_r{r}_usage"
+            )
     finally:
         await conn.close()
 

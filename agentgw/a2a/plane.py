@@ -45,6 +45,7 @@ from agentgw.http import (
 from agentgw.identity import OutboundIdentity, SigningKeys
 from agentgw.pipeline import Pipeline
 from agentgw.registry import A2ASection
+from agentgw.secrets import without_credentials
 from agentgw.settings import Settings
 from agentgw.stages.guard import guard_stage
 from agentgw.upstream import UpstreamPool
@@ -125,6 +126,20 @@ class A2APlane:
                 self.cards.invalidate(a.name)
                 fresh[a.name] = AgentUpstream(a, self.pool, self.cards, creds)
         self.agents = fresh
+
+    def registry_status(self) -> dict[str, Any]:
+        """`GET /admin/registry`'s `a2a` part: each agent's URL (without credentials) and what the card cache
+        knows of it (agentgw/a2a/catalog/cards.py `peek`); asks no agent anything."""
+        agents = [
+            {
+                "name": name,
+                "url": without_credentials(str(a.cfg.url)),
+                "supervised": bool(a.cfg.command),
+                **self.cards.peek(name),
+            }
+            for name, a in self.agents.items()
+        ]
+        return {"agents": agents}
 
     async def start(self) -> None:
         await self.ownership.start()

@@ -1,5 +1,5 @@
-"""Operator endpoints: `/admin/*` (admin role only: policy check, task budgets, the audit trace API; approvers too:
-`/admin/approvals`, see approvals.py) and the MCP
+"""Operator endpoints: `/admin/*` (admin roles; auditor roles read only: policy check, task budgets, the audit
+trace API; approvers too: `/admin/approvals`, see approvals.py), by credential or console session, and the MCP
 OAuth protected-resource metadata (RFC 9728) at `/.well-known/oauth-protected-resource[/mcp…]` when JWTs are
 configured."""
 
@@ -13,19 +13,24 @@ import orjson
 
 from agentgw.admin.approvals import PREFIX as APPROVALS
 from agentgw.admin.approvals import ApprovalsAPI
+from agentgw.admin.budgets import BudgetsAPI
+from agentgw.admin.registry import RegistryAPI
 from agentgw.admin.tools import PREFIX as TOOLS
 from agentgw.admin.tools import PinBoard, serve_tools
 from agentgw.admin.trace import TraceAPI
+from agentgw.admin.usage import UsageAPI
 from agentgw.approvals import Approvals
 from agentgw.audit.store import AuditStore
 from agentgw.budget.ledger import Ledger
+from agentgw.console.sessions import Sessions, cookie_value, csrf_ok
 from agentgw.errors import Forbidden, GatewayError, NotFound
+from agentgw.exchange import Principal
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
 from agentgw.jwt_auth import JWTSettings
 from agentgw.names import parse_who
 from agentgw.policy import PolicyStore
 from agentgw.secrets import Scrubber
-from agentgw.stages.authn import Authenticator
+from agentgw.stages.authn import Authenticator, credential
 from agentgw.stages.budget import BudgetStage
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
@@ -51,14 +56,23 @@ class Admin:
         audit: AuditStore | None = None,
         scrubber: Scrubber | None = None,
         approvals: Approvals | None = None,
+        auditor_roles: list[str] | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
+        """`auditor_roles`: roles that read everything here and change nothing; `sessions`: the console's signed-in
+        sessions, whose cookie stands in for a credential (state changes must echo the session's CSRF token)."""
         self.auth = auth
+        self.auditor_roles = frozenset(auditor_roles or ())
+        self.sessions = sessions
         self.policy = policy
         self.admin_roles = set(admin_roles)
         self.jwt = jwt
         self.mcp_url = mcp_url
         self.ledger = ledger
         self.trace = TraceAPI(audit, scrubber)
+        self.registry = RegistryAPI(scrubber)  # its sources are set by the app, like `pins`
+        self.budgets = BudgetsAPI(ledger, scrubber)
+        self.usage = UsageAPI(audit, scrubber)
         self.approvals = ApprovalsAPI(approvals, self.admin_roles)
         self.pins: Callable[[], PinBoard | None] = lambda: None  # the MCP plane's tool pins (set by the app)
 
@@ -113,16 +127,33 @@ class Admin:
         }
         await send_bytes(send, 200, orjson.dumps(body), extra={"cache-control": "max-age=300"})
 
+    async def principal(self, scope: Scope, headers: dict[str, str]) -> Principal:
+        """Who is asking: the credential's principal, or, without one, the console session's (a state change
+        through a session must carry its CSRF token: a forged cross-site request cannot)."""
+        if self.sessions is not None and credential(headers) is None:
+            session = self.sessions.get(cookie_value(headers))
+            if session is not None:
+                if scope["method"] not in ("GET", "HEAD") and not csrf_ok(session, headers):
+                    raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
+                return session.principal
+        principal, _ = await self.auth.authenticate(headers, client_host(scope), "admin")
+        return principal
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_dict(scope)
         try:
-            principal, _ = await self.auth.authenticate(headers, client_host(scope), "admin")
+            principal = await self.principal(scope, headers)
             path = scope["path"]
+            reading = scope["method"] in ("GET", "HEAD")
+            auditor = reading and bool(self.auditor_roles.intersection(principal.roles))
             if path == APPROVALS or path.startswith(APPROVALS + "/"):  # approvers need no admin role
-                await self.approvals(scope, receive, send, principal)
+                await self.approvals(scope, receive, send, principal, auditor)
                 return
-            if not self.admin_roles.intersection(principal.roles):
-                raise Forbidden("The admin API needs an admin role.", code="admin_role_required")
+            if not (self.admin_roles.intersection(principal.roles) or auditor):
+                raise Forbidden(
+                    "The admin API needs an admin role (an auditor role reads only).",
+                    code="admin_role_required",
+                )
             if path == "/admin/policy/check" and scope["method"] == "GET":
                 q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
                 missing = [k for k in ("subject", "object", "action") if not q.get(k)]
@@ -159,6 +190,10 @@ class Admin:
                 await self.task_budget(scope, send, path[len("/admin/tasks/") : -len("/budget")])
                 return
             if await self.trace(scope, send):
+                return
+            if await self.registry(scope, send) or await self.budgets(scope, send):
+                return
+            if await self.usage(scope, send):
                 return
             if path == TOOLS or path.startswith(TOOLS + "/"):
                 await serve_tools(self.pins(), principal, scope, receive, send)

@@ -1,6 +1,6 @@
 """The approvals API under `/admin/approvals`: `GET` lists requests (newest first, `?state=` pending by default,
 `all` for every state, `&limit=`), `GET /admin/approvals/{id}` shows one, `POST /admin/approvals/{id}` with
-`{"decision": "approve"|"deny", "reason": "…"}` decides one. Listing is open to approvers and admins; deciding
+`{"decision": "approve"|"deny", "reason": "…"}` decides one. Listing is open to approvers, admins and auditors; deciding
 only to approvers (`approvals.approver_roles`), never on a request of one's own."""
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ class ApprovalsAPI:
             return bool(self.admin_roles.intersection(principal.roles))
         return self.approvals.is_approver(principal) or bool(self.admin_roles.intersection(principal.roles))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal, auditor: bool = False
+    ) -> None:
+        """`auditor`: the principal reads with an auditor role (lists and shows, never decides)."""
         approvals = self.approvals
         if approvals is None:
             raise GatewayError(
                 "Approvals are not enabled on this gateway.", status=404, code="approvals_disabled"
             )
-        if not self.allowed(principal):
+        if not (auditor or self.allowed(principal)):
             raise Forbidden("The approvals API needs an approver or an admin role.", code="not_an_approver")
         path, method = scope["path"], scope["method"]
         rest = path[len(PREFIX) :].strip("/")

@@ -164,6 +164,37 @@ def _columns_match(row: Row, record: dict[str, Any]) -> bool:
 Rows = Callable[[], AsyncIterable[Row]]
 
 
+def check_rows(rows: Sequence[Row], head: Head | None, key: str | None) -> list[dict[str, Any]]:
+    """Some records checked on their own (a task's, for the console): each one's hash recomputes from its content
+    and the hash before it, its index columns say what its content says, and the signed head lies at or past it.
+    The links between records of other tasks are `verify`'s business (the whole chain)."""
+    link = hasher(key)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        problem = None
+        if link(row.prev_hash, row.data) != row.hash:
+            problem = "edited: its content does not match its hash"
+        else:
+            try:
+                record = orjson.loads(row.data)
+            except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not _columns_match(row, record):
+                problem = "edited: its index columns disagree with its content"
+            elif head is None or head.seq < row.seq:
+                problem = "truncated: the signed head does not reach it"
+        out.append(
+            {
+                "seq": row.seq,
+                "hash": row.hash,
+                "prev_hash": row.prev_hash,
+                "ok": problem is None,
+                "problem": problem,
+            }
+        )
+    return out
+
+
 async def verify(
     rows: Rows,
     head: Head | None,

@@ -1,6 +1,7 @@
 """The PostgreSQL audit store (asyncpg): any number of gateway replicas append to one chain. Each batch is one
 transaction that locks the chain-head row (`SELECT … FOR UPDATE`), links the batch after it, copies it in and
-moves the head, so concurrent writers serialize their appends and the chain stays verifiable."""
+moves the head, so concurrent writers serialize their appends and the chain stays verifiable; the same transaction
+adds the batch to the usage rollup (usage.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from agentgw.audit.store import (
     task_list_sql,
     task_row,
 )
+from agentgw.audit.usage import COLUMNS as USAGE_COLUMNS
+from agentgw.audit.usage import METRICS, RollupRow, UsagePlan, UsageQuery, rollup
+from agentgw.audit.usage import PAGE as USAGE_PAGE
 
 COLUMNS = ["seq", *INDEX, "data", "prev_hash", "hash"]
 
@@ -40,6 +44,14 @@ class PostgresStore:
         self.records_name = f"{cfg.table_prefix}_records"
         self.records = f'"{self.schema}"."{self.records_name}"'
         self.head_table = f'"{self.schema}"."{cfg.table_prefix}_head"'
+        self.usage_table = f'"{self.schema}"."{cfg.table_prefix}_usage"'
+        types = ("int", "text", "bigint", "text", *["bigint"] * len(METRICS))
+        self.add_usage = (  # one statement per batch: the rows as arrays, unnested
+            f"INSERT INTO {self.usage_table} AS u ({', '.join(USAGE_COLUMNS)}) SELECT * FROM unnest("
+            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+            + ") ON CONFLICT (grain, dim, bucket, key) DO UPDATE SET "
+            + ", ".join(f"{m} = u.{m} + excluded.{m}" for m in METRICS)
+        )
         self.select = f"SELECT {', '.join(COLUMNS)} FROM {self.records}"
         self._pool: asyncpg.Pool | None = None
 
@@ -92,11 +104,59 @@ class PostgresStore:
             async with pool.acquire() as conn, conn.transaction():
                 # Replicas starting together would race on CREATE … IF NOT EXISTS: one at a time.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentgw-audit-{r}")
+                fresh = await conn.fetchval("SELECT to_regclass($1)", r) is None
                 await conn.execute(ddl)
+                if fresh:  # a rollup left behind by a dropped records table counts nothing of the new one
+                    await conn.execute(f"DROP TABLE IF EXISTS {self.usage_table}")
+                if await conn.fetchval("SELECT to_regclass($1)", self.usage_table) is None:
+                    await self._build_usage(conn)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+
+    async def _build_usage(self, conn: Any) -> None:
+        """The usage rollup of a store from before it (or a new one), counting every record. The chain head is
+        locked meanwhile: no replica appends until the rollup holds everything before its batch."""
+        await conn.execute(
+            f"""CREATE TABLE {self.usage_table} (
+                grain INTEGER NOT NULL,
+                dim TEXT NOT NULL,
+                bucket BIGINT NOT NULL,
+                key TEXT NOT NULL,
+                calls BIGINT NOT NULL,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                total_tokens BIGINT NOT NULL,
+                cost_nanos BIGINT NOT NULL,
+                denied BIGINT NOT NULL,
+                errors BIGINT NOT NULL,
+                PRIMARY KEY (grain, dim, bucket, key)
+            )"""
+        )
+        await self._locked_head(conn)
+        await self._count_usage(conn, None, 1)
+
+    async def _add_usage(self, conn: Any, rows: list[RollupRow]) -> None:
+        if rows:
+            await conn.execute(self.add_usage, *(list(col) for col in zip(*rows, strict=True)))
+
+    async def _count_usage(self, conn: Any, through: int | None, sign: int) -> None:
+        """Add (sign 1) or take out (-1) the call records with seq <= `through` (None: all), read in pages."""
+        after = -1
+        while True:
+            got = await conn.fetch(
+                f"SELECT seq, data FROM {self.records} WHERE seq > $1 AND seq <= $2 AND kind = 'call' "
+                "ORDER BY seq LIMIT $3",
+                after,
+                through if through is not None else 2**62,
+                USAGE_PAGE,
+            )
+            if got:
+                await self._add_usage(conn, rollup([bytes(r[1]) for r in got], sign))
+            if len(got) < USAGE_PAGE:
+                return
+            after = got[-1][0]
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -113,12 +173,19 @@ class PostgresStore:
         return head, int(await conn.fetchval(f"SELECT count(*) FROM {self.records}"))  # a legacy head
 
     async def _append(
-        self, conn: Any, batch: list[Prepared], link: Link, locked: tuple[Head | None, int]
+        self,
+        conn: Any,
+        batch: list[Prepared],
+        link: Link,
+        locked: tuple[Head | None, int],
+        usage: list[RollupRow] | None = None,
     ) -> Head:
+        """`usage`: the batch's rollup rows (None: made here)."""
         rows, new = link_batch(locked[0], batch, link, locked[1])
         await conn.copy_records_to_table(
             self.records_name, records=rows, columns=COLUMNS, schema_name=self.schema
         )
+        await self._add_usage(conn, rollup([p.data for p in batch]) if usage is None else usage)
         await conn.execute(
             f"UPDATE {self.head_table} SET seq = $1, hash = $2, count = $3, mac = $4 WHERE id = 1",
             new.seq,
@@ -131,8 +198,9 @@ class PostgresStore:
     async def append(self, batch: list[Prepared], link: Link) -> Head | None:
         if not batch:
             return None
+        usage = rollup([p.data for p in batch])  # made before the chain is locked
         async with self.pool.acquire() as conn, conn.transaction():
-            return await self._append(conn, batch, link, await self._locked_head(conn))
+            return await self._append(conn, batch, link, await self._locked_head(conn), usage)
 
     async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -144,6 +212,8 @@ class PostgresStore:
             h = await conn.fetchval(f"SELECT hash FROM {self.records} WHERE seq = $1", last)
             if h is None:
                 return 0
+            await self._count_usage(conn, int(last), -1)  # the rollup counts what the chain still holds
+            await conn.execute(f"DELETE FROM {self.usage_table} WHERE calls = 0")
             status = await conn.execute(f"DELETE FROM {self.records} WHERE seq <= $1", last)
             n = int(status.split()[-1])
             await self._append(conn, [checkpoint(int(last), str(h), n, cutoff)], link, (head, count - n))
@@ -209,6 +279,14 @@ class PostgresStore:
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
         sql, args = task_list_sql(flt, lambda n: f"${n}", self.records)
         return [task_row(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def usage(self, q: UsageQuery) -> dict[str, Any]:
+        plan = UsagePlan(q, lambda n: f"${n}", self.usage_table)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            sql, args = plan.first()  # both reads see one snapshot
+            nxt = plan.then(await conn.fetch(sql, *args))
+            rows = await conn.fetch(nxt[0], *nxt[1]) if nxt is not None else []
+        return plan.answer(rows)
 
     async def aclose(self) -> None:
         if self._pool is not None:

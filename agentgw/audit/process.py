@@ -58,6 +58,8 @@ class ProcessWriter:
         self.prunes = 0  # retention passes the worker ran (it owns the store's writes)
         self.pruned = 0
         self.store_errors = 0  # failed append attempts the worker made (each retried)
+        self.failing = False  # the worker's last append attempt failed (it is retrying)
+        self.last_error: str | None = None  # why the worker's last failed append failed
         self._drops: tuple[int, float, float] | None = None  # drops not yet told to the worker
         self._buf: list[bytes] = []
         self._ids: list[str] = []  # the record ids of _buf's snapshots (its control lines have none)
@@ -84,6 +86,25 @@ class ProcessWriter:
     @property
     def lost(self) -> int:
         return self._before[2] + self._now[2] + self._held_lost
+
+    @property
+    def state(self) -> str:
+        """`stopped` (not started), `running`, `retrying` (the worker's store refuses appends), `restarting` (the
+        worker exited and is being started again) or `closed` (shut down)."""
+        proc = self._proc
+        if self.closing:
+            return "closed"
+        if proc is None:
+            return "stopped"
+        if proc.returncode is not None:
+            return "restarting"
+        return "retrying" if self.failing else "running"
+
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     @property
     def depth(self) -> int:
@@ -190,6 +211,9 @@ class ProcessWriter:
                 self._now = (int(report["written"]), int(report["dropped"]), int(report["lost"]))
                 self.prunes, self.pruned = int(report.get("prunes", 0)), int(report.get("pruned", 0))
                 self.store_errors = int(report.get("store_errors", 0))
+                self.failing = bool(report.get("failing"))
+                error = report.get("last_error")
+                self.last_error = error if isinstance(error, str) else self.last_error
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
             for _ in range(len(self._sent) - self._unsettled()):  # settled in order: forget the oldest

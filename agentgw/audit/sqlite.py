@@ -1,5 +1,6 @@
 """The SQLite audit store (the default): one file in WAL mode, used from a worker thread (the stdlib driver is
-blocking). Appends run in `BEGIN IMMEDIATE`, so several gateway workers sharing the file keep one chain."""
+blocking). Appends run in `BEGIN IMMEDIATE`, so several gateway workers sharing the file keep one chain; the usage
+rollup (usage.py) is written in the same transaction as the records it counts."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from agentgw.audit.store import (
     task_list_sql,
     task_row,
 )
+from agentgw.audit.usage import COLUMNS as USAGE_COLUMNS
+from agentgw.audit.usage import METRICS, RollupRow, UsagePlan, UsageQuery, rollup
+from agentgw.audit.usage import PAGE as USAGE_PAGE
 
 T = TypeVar("T")
 
@@ -71,6 +75,61 @@ def _insert(rows: int) -> str:
     return f"INSERT INTO records ({COLS}) VALUES " + ", ".join([_ROW] * rows)
 
 
+# The usage rollup (usage.py): one row per (grain, dimension, bucket, key), clustered on its key (WITHOUT ROWID),
+# so a query reads one contiguous range per grain. A store without it gets it, built from its records, when opened.
+USAGE_SCHEMA = """
+CREATE TABLE usage_rollup (
+    grain INTEGER NOT NULL,
+    dim TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    denied INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (grain, dim, bucket, key)
+) WITHOUT ROWID
+"""
+_U_ROW = "(" + ", ".join("?" * len(USAGE_COLUMNS)) + ")"
+_U_MAX_ROWS = 32_766 // len(USAGE_COLUMNS)
+_U_ADD = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
+
+
+def _add_usage(db: sqlite3.Connection, rows: list[RollupRow]) -> None:
+    """Add rollup rows (negative ones take records back out), a multi-row upsert per statement."""
+    for start in range(0, len(rows), _U_MAX_ROWS):
+        part = rows[start : start + _U_MAX_ROWS]
+        db.execute(
+            f"INSERT INTO usage_rollup ({', '.join(USAGE_COLUMNS)}) VALUES {', '.join([_U_ROW] * len(part))} "
+            f"ON CONFLICT (grain, dim, bucket, key) DO UPDATE SET {_U_ADD}",
+            [v for r in part for v in r],
+        )
+
+
+def _count_usage(db: sqlite3.Connection, through: int | None, sign: int) -> None:
+    """Add (sign 1) or take out (-1) the call records with seq <= `through` (None: all), read in pages."""
+    after = -1
+    while True:
+        got = db.execute(
+            "SELECT seq, data FROM records WHERE seq > ? AND seq <= ? AND kind = 'call' ORDER BY seq LIMIT ?",
+            (after, through if through is not None else 2**62, USAGE_PAGE),
+        ).fetchall()
+        if got:
+            _add_usage(db, rollup([r[1] for r in got], sign))
+        if len(got) < USAGE_PAGE:
+            return
+        after = got[-1][0]
+
+
+def _has_usage(db: sqlite3.Connection) -> bool:
+    return bool(
+        db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_rollup'").fetchone()
+    )
+
+
 SELECT = f"SELECT {COLS} FROM records"
 
 
@@ -109,6 +168,12 @@ class SQLiteStore:
             for col, kind in (("count", "INTEGER"), ("mac", "TEXT")):  # a store created by an older version
                 if col not in have:
                     db.execute(f"ALTER TABLE chain_head ADD COLUMN {col} {kind}")
+            if not _has_usage(db):  # a store from before the rollup: built from its records, once
+                try:
+                    self._tx(db, lambda: None if _has_usage(db) else self._build_usage(db))
+                except BaseException:
+                    db.close()
+                    raise
             self._db = db
         return self._db
 
@@ -121,6 +186,12 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._run(lambda db: None)
+
+    @staticmethod
+    def _build_usage(db: sqlite3.Connection) -> None:
+        """Inside the write transaction (no append runs meanwhile): the rollup table, counting every record."""
+        db.execute(USAGE_SCHEMA)
+        _count_usage(db, None, 1)
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -137,14 +208,22 @@ class SQLiteStore:
         return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
 
     @staticmethod
-    def _append(db: sqlite3.Connection, batch: list[Prepared], link: Link, count: int | None = None) -> Head:
-        """Inside a write transaction. `count`: records in the chain before the batch (None: from the head)."""
+    def _append(
+        db: sqlite3.Connection,
+        batch: list[Prepared],
+        link: Link,
+        count: int | None = None,
+        usage: list[RollupRow] | None = None,
+    ) -> Head:
+        """Inside a write transaction. `count`: records in the chain before the batch (None: from the head);
+        `usage`: the batch's rollup rows (None: made here)."""
         head = SQLiteStore._head(db)
         rows, new = link_batch(head, batch, link, SQLiteStore._count(db, head) if count is None else count)
         n = len(INDEX) + 1  # the data column: stored as the UTF-8 text it is (the hash covers those bytes)
         for start in range(0, len(rows), _MAX_ROWS):
             part = rows[start : start + _MAX_ROWS]
             db.execute(_insert(len(part)), [v for r in part for v in (*r[:n], r[n].decode(), *r[n + 1 :])])
+        _add_usage(db, rollup([p.data for p in batch]) if usage is None else usage)
         db.execute(
             "INSERT INTO chain_head (id, seq, hash, count, mac) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
             "SET seq = excluded.seq, hash = excluded.hash, count = excluded.count, mac = excluded.mac",
@@ -166,7 +245,14 @@ class SQLiteStore:
     async def append(self, batch: list[Prepared], link: Link) -> Head | None:
         if not batch:
             return None
-        return await self._run(lambda db: self._tx(db, lambda: self._append(db, batch, link)))
+
+        def call() -> Head:
+            usage = rollup([p.data for p in batch])  # parsed before the write lock is taken
+            with self._lock:
+                db = self._conn()
+                return self._tx(db, lambda: self._append(db, batch, link, usage=usage))
+
+        return await asyncio.to_thread(call)
 
     async def prune(self, cutoff: float, link: Link, checkpoint: Checkpoint) -> int:
         def body(db: sqlite3.Connection) -> int:
@@ -180,6 +266,8 @@ class SQLiteStore:
             if r is None:  # already pruned through there
                 return 0
             count = self._count(db, self._head(db))  # before the delete (a legacy head is counted)
+            _count_usage(db, int(last), -1)  # the rollup counts what the chain still holds
+            db.execute("DELETE FROM usage_rollup WHERE calls = 0")
             n = db.execute("DELETE FROM records WHERE seq <= ?", (last,)).rowcount
             self._append(db, [checkpoint(int(last), str(r[0]), int(n), cutoff)], link, count - n)
             return int(n)
@@ -256,6 +344,19 @@ class SQLiteStore:
         sql, args = task_list_sql(flt, lambda n: "?", "records")
         got = await self._run(lambda db: db.execute(sql, args).fetchall())
         return [task_row(r) for r in got]
+
+    async def usage(self, q: UsageQuery) -> dict[str, Any]:
+        plan = UsagePlan(q, lambda n: "?", "usage_rollup")
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            db.execute("BEGIN")  # both reads see one snapshot (WAL)
+            try:
+                nxt = plan.then(db.execute(*plan.first()).fetchall())
+                return db.execute(*nxt).fetchall() if nxt is not None else []
+            finally:
+                db.execute("COMMIT")
+
+        return plan.answer(await self._run(read))
 
     async def aclose(self) -> None:
         def close() -> None:

@@ -1,6 +1,6 @@
 """The audit store protocol (SQLite and PostgreSQL implement it), the task-list query both share, and
 `open_store(settings)`. A store appends batches to its one hash chain under a lock (several writers, one
-chain), prunes behind a checkpoint, and answers the trace queries."""
+chain), prunes behind a checkpoint, and answers the trace and usage queries."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentgw.audit.chain import GENESIS, Head, Prepared, Row, signed_head
+from agentgw.audit.usage import UsageQuery
 
 if TYPE_CHECKING:
     from agentgw.audit.config import Audit
@@ -65,6 +66,10 @@ class AuditStore(Protocol):
         one of these spans of `trace_id`: downstream agents calling back with the `traceparent` they were sent."""
 
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]: ...
+
+    async def usage(self, q: UsageQuery) -> dict[str, Any]:
+        """Calls, tokens, cost, denials and errors of the call records in [q.since, q.until), by `q.group_by`
+        and time bucket (usage.py), read from the rollup the store keeps in step with its records."""
 
     async def aclose(self) -> None: ...
 

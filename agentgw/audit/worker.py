@@ -23,7 +23,7 @@ log = logging.getLogger("agentgw.audit")
 LINE_LIMIT = 256 * 1024 * 1024  # one snapshot (a captured payload can be large)
 
 
-def _counters(writer: Writer) -> dict[str, int]:
+def _counters(writer: Writer) -> dict[str, int | str | None]:
     return {
         "written": writer.written,
         "dropped": writer.dropped,
@@ -31,6 +31,8 @@ def _counters(writer: Writer) -> dict[str, int]:
         "store_errors": writer.store_errors,
         "prunes": writer.prunes,
         "pruned": writer.pruned,
+        "failing": int(writer.failing),
+        "last_error": writer.last_error,
     }
 
 
@@ -43,7 +45,7 @@ async def _report(writer: Writer) -> None:
         await writer.until(partial(_changed, writer, now))
 
 
-def _changed(writer: Writer, seen: dict[str, int]) -> bool:
+def _changed(writer: Writer, seen: dict[str, int | str | None]) -> bool:
     return _counters(writer) != seen
 
 

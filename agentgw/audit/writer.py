@@ -62,6 +62,10 @@ class Writer:
             0  # Exchanges whose record could not be built (a minimal record is written instead)
         )
         self.store_errors = 0  # failed append attempts (each retried)
+        self.failing = False  # the last append attempt failed (it is being retried)
+        self.last_error: str | None = (
+            None  # why the last failed append failed (kept after the store recovers)
+        )
         self.pruned = 0  # records removed by retention (each pruning leaves a checkpoint record)
         self.prunes = 0  # retention passes run
         self._drop_window: tuple[int, float, float] | None = None  # unrecorded drops: count, first, last
@@ -82,6 +86,16 @@ class Writer:
     @property
     def depth(self) -> int:
         return self.queue.qsize()
+
+    @property
+    def state(self) -> str:
+        """`stopped` (not started), `running`, `retrying` (the store refuses appends: retried with backoff) or
+        `closed` (shut down)."""
+        if self.closed:
+            return "closed"
+        if self._task is None:
+            return "stopped"
+        return "retrying" if self.failing else "running"
 
     # -- request path -------------------------------------------------------------------------------------------
 
@@ -276,6 +290,7 @@ class Writer:
                 break
             except Exception as exc:
                 self.store_errors += 1
+                self.failing, self.last_error = True, f"{type(exc).__name__}: {exc}"
                 self._bump()
                 if self.give_up_at is not None and time.monotonic() > self.give_up_at:
                     self.lost += len(prepared)
@@ -290,6 +305,7 @@ class Writer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.written += len(prepared) - (drops is not None)  # submitted = written + dropped + lost + depth
+        self.failing = False
         self._bump()
         if self.checkpointer is not None and head is not None:
             await self.checkpointer.advanced(head)
@@ -344,6 +360,7 @@ class RecordSink(Protocol):
     cfg: Audit
     builder: RecordBuilder
     store: AuditStore
+    store_errors: int
 
     @property
     def depth(self) -> int: ...
@@ -353,6 +370,10 @@ class RecordSink(Protocol):
     def dropped(self) -> int: ...
     @property
     def lost(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def last_error(self) -> str | None: ...
 
     async def submit(self, ex: Exchange, ended: float) -> None: ...
     def use_secrets(self, secrets: list[str]) -> None: ...

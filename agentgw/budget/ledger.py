@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote
 
 METRICS = ("tokens", "tool_calls", "agent_calls", "usd_micros")
 
@@ -105,6 +106,31 @@ class TaskState:
         return max(0, limit - self.spent.get(metric, 0) - self.reserved.get(metric, 0))
 
 
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    """A rate window counting now: its key (`rpm:<subject>`, `tpm:…`, `tpd:…`, the subject a key part), its length,
+    when it began (epoch seconds) and what it has counted."""
+
+    key: str
+    seconds: int
+    start: int
+    count: int
+
+
+@dataclass(slots=True)
+class LedgerListing:
+    """What `Ledger.listing` found: live tasks, current rate windows, and whether there were more than asked for (or
+    the scan stopped at its bound before it saw every key)."""
+
+    kind: str  # memory | redis
+    tasks: list[TaskState]
+    windows: list[WindowCount]
+    truncated: bool
+
+
+WINDOW_SECONDS = {"rpm": 60, "tpm": 60, "tpd": 86400}
+
+
 class Ledger(Protocol):
     async def reserve(
         self,
@@ -175,6 +201,11 @@ class Ledger(Protocol):
 
     async def children(self, task: str) -> list[str]: ...
 
+    async def listing(self, limit: int, principal: str | None = None) -> LedgerListing:
+        """Up to `limit` live tasks (of one principal's key part: `principal` as `task_key` encodes it; None: every
+        task, children included) and up to `limit` rate windows counting now (of that principal), read in bounded
+        steps; for operators (`GET /admin/budgets`), never on the request path."""
+
     async def persistence(self) -> tuple[bool | None, str | None]:
         """Whether what the ledger holds survives a restart of its store (None: cannot tell), and a warning for
         the operator if it may not."""
@@ -207,3 +238,9 @@ def task_key(subject: str, task_id: str) -> str:
 def child_key(task_id: str) -> str:
     """The ledger key of a child task the gateway minted (global: whoever holds the id may charge it)."""
     return f"{CHILD_NAMESPACE}/{key_part(task_id)}"
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """(principal, task id) of a key `task_key` or `child_key` built, decoded (None: a child task, global)."""
+    head, _, tail = key.partition("/")
+    return (None if head == CHILD_NAMESPACE else unquote(head)), unquote(tail)

@@ -10,6 +10,7 @@ from agentgw.budget.ledger import (
     ANCESTRY_WALK,
     METRICS,
     Amount,
+    LedgerListing,
     Loop,
     Rejection,
     Reservation,
@@ -17,6 +18,8 @@ from agentgw.budget.ledger import (
     Throttled,
     TooDeep,
     Window,
+    WindowCount,
+    key_part,
     too_deep,
 )
 
@@ -232,6 +235,26 @@ class MemoryLedger:
 
     async def children(self, task: str) -> list[str]:
         return list(self.kids.get(task, ()))
+
+    async def listing(self, limit: int, principal: str | None = None) -> LedgerListing:
+        """Tasks used within the TTL, most recently used first; windows that have not ended yet."""
+        cutoff, now = time.monotonic() - self.ttl, time.time()
+        mine = f"{key_part(principal)}/" if principal is not None else None
+        live = [
+            (self.touched.get(t, 0.0), t)
+            for t in self.tasks
+            if self.touched.get(t, 0.0) >= cutoff and (mine is None or t.startswith(mine))
+        ]
+        live.sort(reverse=True)
+        tasks = [st for _, t in live[:limit] if (st := await self.state(t)) is not None]
+        who = key_part(principal) if principal is not None else None
+        windows: list[WindowCount] = []
+        for name, (start, count) in self.windows.items():
+            key, _, seconds = name.rpartition(":")
+            if start + int(seconds) > now and (who is None or key.partition(":")[2] == who):
+                windows.append(WindowCount(key, int(seconds), start, count))
+        windows.sort(key=lambda w: (w.key, w.seconds))
+        return LedgerListing("memory", tasks, windows[:limit], len(live) > limit or len(windows) > limit)
 
     async def persistence(self) -> tuple[bool | None, str | None]:
         return False, None  # one process's memory, by design (budgets.md says so)

@@ -19,6 +19,7 @@ from agentgw.budget.ledger import (
     ANCESTRY_WALK,
     METRICS,
     Amount,
+    LedgerListing,
     Loop,
     Rejection,
     Reservation,
@@ -27,6 +28,7 @@ from agentgw.budget.ledger import (
     TooDeep,
     Window,
 )
+from agentgw.budget.listing import redis_listing, task_state
 from agentgw.budget.resp import ScriptRunner
 
 # KEYS: this reservation's record (what it took, so a reply lost to a crash can be undone), the chain's task hashes,
@@ -400,15 +402,10 @@ class RedisLedger:
 
     async def state(self, task: str) -> TaskState | None:
         raw: dict[str, str] = await self.client.hgetall(self._key(task))
-        if not raw:
-            return None
-        st = TaskState(task, chain=[c for c in raw.get("chain", "").split("\n") if c])
-        for field_name, value in raw.items():
-            kind, _, metric = field_name.partition(":")
-            target = {"l": st.limits, "s": st.spent, "r": st.reserved}.get(kind)
-            if target is not None and metric:
-                target[metric] = int(value)
-        return st
+        return task_state(task, raw) if raw else None
+
+    async def listing(self, limit: int, principal: str | None = None) -> LedgerListing:
+        return await redis_listing(self.client, self.prefix, limit, principal)
 
     async def undo(self, chain: list[str], op: str) -> None:
         record = f"{self.prefix}:res:{op}"

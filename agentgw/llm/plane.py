@@ -48,6 +48,7 @@ from agentgw.llm.usage import usage_from_body
 from agentgw.pipeline import Pipeline
 from agentgw.registry import LLMSection, MCPSection
 from agentgw.registry import Provider as ProviderConfig
+from agentgw.secrets import without_credentials
 from agentgw.settings import Settings
 from agentgw.stages.guard import guard_stage, stream_guard
 from agentgw.upstream import UpstreamPool
@@ -140,6 +141,35 @@ class LLMPlane:
         router.breakers = {key: b for key, b in old.breakers.items() if key.split("/", 1)[0] in kept}
         self.configs = {p.name: p for p in section.providers}
         self.router = router
+
+    def registry_status(self) -> dict[str, Any]:
+        """`GET /admin/registry`'s `llm` part: each provider (no key or header: its URL without credentials) with
+        the worst circuit of its targets, and each model with every target's own circuit."""
+        circuits = self.router.circuits()
+        rank = {"closed": 0, "half_open": 1, "open": 2}
+        worst: dict[str, str] = {}
+        models = []
+        for m in self.router.models.values():
+            targets = []
+            for t in m.targets:
+                c = circuits.get(
+                    f"{t.provider}/{t.model}", {"circuit": "closed", "failures": 0, "retry_in_s": None}
+                )
+                targets.append({"provider": t.provider, "model": t.model, **c})
+                if rank[c["circuit"]] > rank[worst.get(t.provider, "closed")]:
+                    worst[t.provider] = c["circuit"]
+            models.append({"name": m.name, "type": m.type, "targets": targets})
+        providers = [
+            {
+                "name": p.name,
+                "kind": p.kind,
+                "base_url": without_credentials(p.base_url),
+                "circuit": worst.get(p.name, "closed"),
+                "supervised": bool(p.command),
+            }
+            for p in self.configs.values()
+        ]
+        return {"providers": providers, "models": models}
 
     def apply_mcp_names(self, section: MCPSection) -> None:
         """A reloaded registry's MCP servers: what `<server>__<tool>` tool names in LLM traffic refer to."""

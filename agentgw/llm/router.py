@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from agentgw.errors import (
     GatewayError,
@@ -56,6 +57,15 @@ class Breaker:
     def state(self) -> str:
         return "closed" if self.opened_at is None else ("half_open" if self.trial else "open")
 
+    def report(self, cfg: CircuitBreaker) -> dict[str, Any]:
+        """The circuit as an operator sees it: an open one whose cooldown has passed is half-open (its next call is
+        the trial); `retry_in_s`: how long an open one still refuses calls."""
+        state, wait = self.state, None
+        if self.opened_at is not None and not self.trial:
+            wait = round(max(0.0, self.opened_at + cfg.cooldown_s - time.monotonic()), 3)
+            state = "half_open" if wait == 0 else "open"
+        return {"circuit": state, "failures": self.failures, "retry_in_s": wait}
+
 
 class Router:
     def __init__(
@@ -70,6 +80,10 @@ class Router:
         self.default_retry = Retry(**retry.model_dump())
         self.breaker_cfg = breaker
         self.breakers: dict[str, Breaker] = {}
+
+    def circuits(self) -> dict[str, dict[str, Any]]:
+        """Each target's circuit by `provider/model` (a target never called has none yet: closed)."""
+        return {key: b.report(self.breaker_cfg) for key, b in self.breakers.items()}
 
     def resolve(self, name: object) -> Model:
         model = self.models.get(name) if isinstance(name, str) else None

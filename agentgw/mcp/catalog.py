@@ -177,6 +177,11 @@ class Catalog:
                 self.pins.observe(server, new.items)
             return new
 
+    def cached(self, server: str, kind: str) -> list[dict[str, Any]] | None:
+        """The server's last listing of `kind` as it listed it, however old (None: never listed); fetches nothing."""
+        got = self._cache.get((server, kind))
+        return got.items if got is not None else None
+
     def failure(self, server: str) -> str | None:
         """Why the server's last listing of some kind failed (it is left out of those listings), or None."""
         return next((why for (name, _), why in self._failed.items() if name == server), None)

@@ -362,6 +362,17 @@ class Pins:
         for tool in self.lock.servers.get(server, {}).keys() - listed:
             self._report(server, tool, "removed", "")
 
+    def counts(self, server: str, items: list[dict[str, Any]]) -> dict[str, int]:
+        """How many of the server's listed tools are pinned as listed, changed since pinned, or new (`added`), and
+        how many pinned tools it no longer lists (`removed`)."""
+        out = {"pinned": 0, "changed": 0, "added": 0, "removed": 0}
+        listed = {item["name"] for item in items if isinstance(item.get("name"), str)}
+        for item in items:
+            if isinstance(item.get("name"), str):
+                out[self.state(server, item["name"], self._fingerprint(server, item))] += 1
+        out["removed"] = len(self.lock.servers.get(server, {}).keys() - listed)
+        return out
+
     def _report(self, server: str, tool: str, change: str, fp: str) -> None:
         key = (server, tool, fp or change)
         if key in self._reported:

@@ -57,6 +57,7 @@ from agentgw.mcp.upstream import Upstreams
 from agentgw.metrics import Metrics
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPSection, MCPServer
+from agentgw.secrets import without_credentials
 from agentgw.settings import Settings, secret_of
 from agentgw.stages.audit import AuditStage
 from agentgw.stages.guard import guard_stage
@@ -278,6 +279,34 @@ class MCPPlane:
                     f"left out of listings: {failure}" if failure else "connected; listings not fetched yet"
                 )
         return out
+
+    def registry_status(self) -> dict[str, Any]:
+        """`GET /admin/registry`'s `mcp` part: each server's connection (`status`), its URL without credentials,
+        how many tools its last listing held (None: not listed yet) and, with tool pinning on, how many of them
+        are pinned, changed or new. Fetches nothing."""
+        pins = self.pins if self.pins.mode != "off" else None
+        if pins is not None:
+            pins.refresh()  # an approval by the CLI or another worker counts at once
+        servers = []
+        for name, st in self.status().items():
+            up = self.upstreams.get(name)
+            tools = self.catalog.cached(name, "tools")
+            counts = pins.counts(name, tools) if pins is not None and tools is not None else None
+            url = without_credentials(up.spec.url) if up is not None else None
+            servers.append(
+                {
+                    "name": name,
+                    "url": url,
+                    **st,
+                    "tools": None if tools is None else len(tools),
+                    "pins": counts,
+                }
+            )
+        return {
+            "servers": servers,
+            "virtual_servers": sorted(n for n in self.endpoints if n),
+            "pinning": {"mode": self.pins.mode, "scan": self.pins.scan, "lock_error": self.pins.error},
+        }
 
     async def _recorded(self, ex: Exchange, send: Send, err: GatewayError, rpc: int) -> None:
         """A refusal after authentication, before the protocol: recorded like any request (its caller is known),

@@ -152,3 +152,27 @@ async def test_with_audit_disabled_the_trace_api_says_so(tmp_path: Path) -> None
     async with gateway(tmp_path, MOCK_REGISTRY, settings) as (url, _), httpx.AsyncClient(base_url=url) as c:
         r = await c.get("/admin/tasks", headers=ADMIN)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "audit_disabled")
+
+
+async def test_verifying_a_task_finds_its_records_intact_and_then_the_one_edited_in_the_store(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    async with gateway(tmp_path, MOCK_REGISTRY, SETTINGS) as (url, app), httpx.AsyncClient(base_url=url) as c:
+        await calls(c)
+        assert app.audit is not None
+        await app.audit.flush()
+        intact = await c.get("/admin/tasks/solo/verify", headers=ADMIN)
+        seq = intact.json()["records"][0]["seq"]
+        with sqlite3.connect(tmp_path / "audit.db") as db:  # an insider edits the record in place
+            db.execute("UPDATE records SET data = replace(data, 'tester', 'someone') WHERE seq = ?", (seq,))
+        edited = await c.get("/admin/tasks/solo/verify", headers=ADMIN)
+        unknown = await c.get("/admin/tasks/nothing-here/verify", headers=ADMIN)
+        agent = await c.get("/admin/tasks/solo/verify", headers={"authorization": f"Bearer {TEST_KEY}"})
+    assert intact.status_code == 200, intact.text
+    assert intact.json()["ok"] is True and intact.json()["checked"] == 1
+    assert edited.json()["ok"] is False
+    assert edited.json()["records"][0]["problem"].startswith("edited")
+    assert unknown.status_code == 404
+    assert agent.status_code == 403

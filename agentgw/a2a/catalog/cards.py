@@ -337,6 +337,16 @@ class CardCache:
         """Seconds `entry` stays fresh (0 once stale or served past its freshness)."""
         return 0.0 if entry.stale else max(0.0, entry.fetched_at + entry.max_age_s - self._clock())
 
+    def peek(self, key: str) -> dict[str, Any]:
+        """What the cache knows of the key's upstream, asking it nothing: `unknown` (never fetched), `reachable`
+        (its last fetch succeeded; `card_fresh` says whether the card is still fresh) or `unreachable` (its last
+        fetch failed: `error` says why)."""
+        entry, failed = self._entries.get(key), self._backoff.get(key)
+        fresh = entry.fresh(self._clock()) if entry is not None else None
+        if failed is not None:
+            return {"state": "unreachable", "error": failed[1], "card_fresh": fresh}
+        return {"state": "unknown" if entry is None else "reachable", "error": None, "card_fresh": fresh}
+
     def invalidate(self, key: str) -> None:
         """Forget the key's card and any recent failure: the next get asks the upstream."""
         self._entries.pop(key, None)
