@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean
+.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -34,18 +34,27 @@ agents-demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Debian's chromium for the console's browser tests and screenshots (Playwright drives it; no browser download).
+browser:
+	command -v chromium >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null))
+
+# The console's pages as PNGs (docs/console/) from a seeded quickstart: docs/console.md and the README show them.
+screenshots: $(STAMP) browser
+	$(BIN)/python scripts/screenshots.py
+
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentgw tests bench examples
-	$(BIN)/ruff format --check agentgw tests bench examples
+	$(BIN)/ruff check agentgw tests bench examples scripts
+	$(BIN)/ruff format --check agentgw tests bench examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format agentgw tests bench examples
-	$(BIN)/ruff check --fix agentgw tests bench examples
+	$(BIN)/ruff format agentgw tests bench examples scripts
+	$(BIN)/ruff check --fix agentgw tests bench examples scripts
 
 bench: $(STAMP)
 	$(BIN)/python bench/llm.py
