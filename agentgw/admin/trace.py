@@ -1,5 +1,5 @@
 """The audit trace API under `/admin/` (the Admin class has already checked the admin role):
-`GET /admin/tasks?principal=&since=&status=&denied=&limit=`, `GET /admin/tasks/{id}?principal=` (the tree),
+`GET /admin/tasks?principal=&since=&until=&status=&denied=&target=&min_cost=&limit=`, `GET /admin/tasks/{id}?principal=` (the tree),
 `GET /admin/tasks/{id}/verify?principal=` (the tree's records checked), `GET /admin/records/{id}` (one record with
 its place in the chain)."""
 
@@ -69,7 +69,16 @@ class TraceAPI:
             raise _bad("denied must be true or false.")
         try:
             limit = int(q.get("limit", "100"))
-            flt = task_filter(q.get("principal"), q.get("since"), q.get("status"), denied in _TRUE, limit)
+            flt = task_filter(
+                q.get("principal"),
+                q.get("since"),
+                q.get("status"),
+                denied in _TRUE,
+                limit,
+                q.get("until"),
+                q.get("target"),
+                q.get("min_cost"),
+            )
         except ValueError as exc:
             raise _bad(str(exc) if isinstance(exc, BadQuery) else "limit must be an integer.") from None
         return {"tasks": await task_list(self._store(), flt)}

@@ -277,7 +277,8 @@ class PostgresStore:
         return [(str(r[0]), str(r[1]), str(r[2])) for r in got]
 
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
-        sql, args = task_list_sql(flt, lambda n: f"${n}", self.records)
+        target = "(convert_from(data, 'UTF8')::jsonb ->> 'target')"
+        sql, args = task_list_sql(flt, lambda n: f"${n}", self.records, target)
         return [task_row(r) for r in await self.pool.fetch(sql, *args)]
 
     async def usage(self, q: UsageQuery) -> dict[str, Any]:

@@ -341,7 +341,7 @@ class SQLiteStore:
         return [(str(r[0]), str(r[1]), str(r[2])) for r in got]
 
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
-        sql, args = task_list_sql(flt, lambda n: "?", "records")
+        sql, args = task_list_sql(flt, lambda n: "?", "records", "json_extract(data, '$.target')")
         got = await self._run(lambda db: db.execute(sql, args).fetchall())
         return [task_row(r) for r in got]
 

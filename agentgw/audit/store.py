@@ -27,6 +27,9 @@ class TaskFilter:
     status: str | None = None  # tasks with at least one record of this status
     denied: bool = False  # tasks with at least one denied record
     limit: int = 100
+    until: float | None = None  # epoch seconds: tasks that started before
+    target: str | None = None  # glob (`llm:gpt-*`, `mcp:docs/*`, `a2a:researcher`): tasks with a step on one
+    min_cost: float | None = None  # USD: tasks that cost at least this much
 
 
 class AuditStore(Protocol):
@@ -116,9 +119,12 @@ def link_batch(
     return out, signed_head(link, seq, count + len(batch), prev)
 
 
-def task_list_sql(flt: TaskFilter, ph: Callable[[int], str], table: str) -> tuple[str, list[Any]]:
+def task_list_sql(
+    flt: TaskFilter, ph: Callable[[int], str], table: str, target: str = "NULL"
+) -> tuple[str, list[Any]]:
     """One row per (task, principal): when, how many records, denied/errors, tokens, cost (standard SQL for
-    both stores). `ph(n)` renders the n-th placeholder."""
+    both stores). `ph(n)` renders the n-th placeholder; `target` is the store's SQL for a record's target (read
+    from its JSON: there is no column, and only a filtered list pays for it)."""
     args: list[Any] = []
     where = ["kind = 'call'", "task_id IS NOT NULL"]
 
@@ -135,6 +141,14 @@ def task_list_sql(flt: TaskFilter, ph: Callable[[int], str], table: str) -> tupl
         having.append(f"sum(CASE WHEN status = {arg(flt.status)} THEN 1 ELSE 0 END) > 0")
     if flt.denied:
         having.append(f"sum({_DENIED}) > 0")
+    if flt.until is not None:
+        having.append(f"min(ts) < {arg(flt.until)}")
+    if flt.target is not None:
+        having.append(
+            f"sum(CASE WHEN {target} LIKE {arg(glob_like(flt.target))} ESCAPE '\\' THEN 1 ELSE 0 END) > 0"
+        )
+    if flt.min_cost is not None:
+        having.append(f"coalesce(sum(cost_usd), 0) >= {arg(flt.min_cost)}")
     sql = (
         f"SELECT task_id, principal, min(ts), max(ts), count(*), sum({_DENIED}), "
         f"sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), sum(tokens), sum(cost_usd) "
@@ -146,6 +160,12 @@ def task_list_sql(flt: TaskFilter, ph: Callable[[int], str], table: str) -> tupl
 
 
 _DENIED = "CASE WHEN status = 'denied' THEN 1 ELSE 0 END"
+
+
+def glob_like(pattern: str) -> str:
+    """A glob (`*` any run, `?` one character) as a LIKE pattern with `\\` as its escape."""
+    out = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return out.replace("*", "%").replace("?", "_")
 
 
 def task_row(r: tuple[Any, ...] | Any) -> dict[str, Any]:

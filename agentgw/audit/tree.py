@@ -181,7 +181,7 @@ _REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(value: str) -> float:
+def parse_since(value: str, name: str = "since") -> float:
     """`30m`, `2h`, `7d` (ago) or an ISO 8601 time (UTC unless it says otherwise) → epoch seconds."""
     m = _REL.match(value.strip())
     if m:
@@ -189,20 +189,44 @@ def parse_since(value: str) -> float:
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise BadQuery(f"since must be like 30m, 2h, 7d or an ISO 8601 time, not {value!r}") from None
+        raise BadQuery(f"{name} must be like 30m, 2h, 7d or an ISO 8601 time, not {value!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
 def task_filter(
-    principal: str | None, since: str | None, status: str | None, denied: bool, limit: int = 100
+    principal: str | None,
+    since: str | None,
+    status: str | None,
+    denied: bool,
+    limit: int = 100,
+    until: str | None = None,
+    target: str | None = None,
+    min_cost: str | None = None,
 ) -> TaskFilter:
     if status is not None and status not in STATUSES:
         raise BadQuery(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if not 1 <= limit <= 10_000:
         raise BadQuery("limit must be between 1 and 10000")
-    return TaskFilter(principal or None, parse_since(since) if since else None, status, denied, limit)
+    cost = None
+    if min_cost:
+        try:
+            cost = float(min_cost)
+        except ValueError:
+            raise BadQuery(f"min_cost must be a number of USD, not {min_cost!r}") from None
+    if target is not None and (not target or len(target) > 256):
+        raise BadQuery("target must be a glob of 1 to 256 characters, e.g. llm:gpt-* or mcp:docs/*")
+    return TaskFilter(
+        principal or None,
+        parse_since(since) if since else None,
+        status,
+        denied,
+        limit,
+        parse_since(until, "until") if until else None,
+        target,
+        cost,
+    )
 
 
 # -- plain-text rendering --------------------------------------------------------------------------------------

@@ -176,3 +176,31 @@ async def test_verifying_a_task_finds_its_records_intact_and_then_the_one_edited
     assert edited.json()["records"][0]["problem"].startswith("edited")
     assert unknown.status_code == 404
     assert agent.status_code == 403
+
+
+async def test_task_lists_filter_by_target_glob_cost_and_until(tmp_path: Path) -> None:
+    async with gateway(tmp_path, MOCK_REGISTRY, SETTINGS) as (url, app), httpx.AsyncClient(base_url=url) as c:
+        await calls(c)
+        await c.post(  # a task with an embeddings step: the only one on llm:mock-embed
+            "/v1/embeddings",
+            json={"model": "mock-embed", "input": "hi"},
+            headers={"authorization": f"Bearer {TEST_KEY}", "x-agentgw-task": "embed"},
+        )
+        assert app.audit is not None
+        await app.audit.flush()
+        embed = await c.get("/admin/tasks", params={"target": "llm:*-embed"}, headers=ADMIN)
+        fast = await c.get("/admin/tasks", params={"target": "llm:mock-fast"}, headers=ADMIN)
+        literal = await c.get(
+            "/admin/tasks", params={"target": "llm:mock_fast"}, headers=ADMIN
+        )  # `_` is no wildcard
+        costly = await c.get("/admin/tasks", params={"min_cost": "1000"}, headers=ADMIN)
+        free = await c.get("/admin/tasks", params={"min_cost": "0"}, headers=ADMIN)
+        before = await c.get("/admin/tasks", params={"until": "2000-01-01T00:00:00Z"}, headers=ADMIN)
+        bad_cost = await c.get("/admin/tasks", params={"min_cost": "lots"}, headers=ADMIN)
+        bad_until = await c.get("/admin/tasks", params={"until": "yesterday-ish"}, headers=ADMIN)
+    assert [(t[0], t[1]) for t in tasks(embed)] == [("embed", "tester")]
+    assert {t[0] for t in tasks(fast)} == {"shared", "solo"}
+    assert tasks(literal) == [] and tasks(costly) == [] and tasks(before) == []
+    assert len(tasks(free)) == 4
+    assert bad_cost.status_code == bad_until.status_code == 400
+    assert "until" in bad_until.json()["error"]["message"]

@@ -75,3 +75,21 @@ async def test_a_store_says_which_of_a_list_of_record_ids_it_holds(tmp_path: Pat
         empty = await w.store.present([])
     assert found == set(ids) and len(ids) == 3
     assert empty == set()
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_store_lists_the_tasks_with_a_step_on_a_target_glob(tmp_path: Path, kind: str) -> None:
+    from agentgw.audit.store import TaskFilter
+
+    async with audit_settings(kind) as audit, running_writer(tmp_path, audit) as w:
+        await write(w, 2, task="chat", target="llm:gpt-5")
+        await write(w, 1, task="tools", target="mcp:docs/search_docs")
+        await write(w, 1, task="odd", target="mcp:docs/search%docs")
+        gpt = await w.store.tasks(TaskFilter(target="llm:gpt-*"))
+        docs = await w.store.tasks(TaskFilter(target="mcp:docs/*"))
+        literal = await w.store.tasks(TaskFilter(target="mcp:docs/search%docs"))  # `%` is no wildcard
+        none = await w.store.tasks(TaskFilter(target="a2a:*"))
+    assert [(t["task_id"], t["records"]) for t in gpt] == [("chat", 2)]
+    assert sorted(t["task_id"] for t in docs) == ["odd", "tools"]
+    assert [t["task_id"] for t in literal] == ["odd"]
+    assert none == []

@@ -148,6 +148,13 @@ async def test_an_admin_signs_in_filters_opens_the_tree_and_timeline_verifies_ap
             "r => r.children[2].textContent === 'researcher')"
         )
         await page.fill("input[name=principal]", "")
+        await page.fill("input[name=target]", "llm:no-such-*")  # the tasks with a step on that model
+        await page.click(".filters button[type=submit]")
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#task-list tbody tr')].map("
+            "r => r.children[1].textContent).join() === 'plan'"
+        )
+        await page.fill("input[name=target]", "")
         await page.click(".filters button[type=submit]")
         await page.locator("#task-list tbody tr", has_text="plan").first.click()
         await page.wait_for_selector("#tree")

@@ -138,7 +138,7 @@
   window.addEventListener("hashchange", route);
 
   // -- tasks ---------------------------------------------------------------------------------------------
-  const taskFilters = { principal: "", since: "24h", status: "", denied: false, min_cost: "", live: true };
+  const taskFilters = { principal: "", since: "24h", until: "", target: "", status: "", denied: false, min_cost: "", live: true };
 
   function tasksPage() {
     const f = taskFilters;
@@ -154,7 +154,9 @@
     const search = h("input", { name: "task_id", placeholder: "task id" });
     const form = h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); load(); } },
       h("label", {}, "Principal", input("principal", { placeholder: "any" })),
-      h("label", {}, "Time", since),
+      h("label", {}, "Since", since),
+      h("label", {}, "Until", input("until", { placeholder: "now", size: 10 })),
+      h("label", {}, "Agent, model or tool", input("target", { placeholder: "a2a:*, llm:gpt-*, mcp:docs/*", size: 22 })),
       h("label", {}, "Has status", status),
       h("label", {}, "Min cost (USD)", input("min_cost", { placeholder: "0", size: 8 })),
       h("label", {}, h("span", {}, "Denials only"), denied),
@@ -172,10 +174,10 @@
       if (f.since) q.set("since", f.since);
       if (f.status) q.set("status", f.status);
       if (f.denied) q.set("denied", "true");
+      for (const name of ["until", "target", "min_cost"]) if (f[name].trim()) q.set(name, f[name].trim());
       try {
         const data = await api("GET", "/admin/tasks?" + q);
-        const minCost = parseFloat(f.min_cost) || 0;
-        const rows = data.tasks.filter((t) => (t.cost_usd || 0) >= minCost);
+        const rows = data.tasks;
         out.replaceChildren(
           h("p", { class: "muted" }, `${rows.length} task(s), newest first; updated ${new Date().toLocaleTimeString()}`),
           table([
