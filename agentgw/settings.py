@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentgw.audit.config import Audit
 from agentgw.budget.config import Budgets
@@ -89,10 +98,23 @@ class Auth(Frozen):
     auditor_roles: list[str] = Field(default_factory=lambda: ["auditors"])
 
 
+class ConsoleOIDC(Frozen):
+    """Sign-in through `auth.jwt.issuer`'s OpenID Connect login (authorization code with PKCE)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = (
+        None  # a confidential client's secret (use ${ENV}); none for a public one
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid"])
+    # where the issuer sends the browser back; default: this request's own origin + /console/oidc/callback
+    redirect_url: str | None = None
+
+
 class Console(Frozen):
     """The web console at /console (docs/console.md): sessions signed in with an admin or auditor credential."""
 
     enabled: bool = True
+    oidc: ConsoleOIDC | None = None
     session_idle_s: float = Field(default=1800.0, gt=0)  # signed out after this long without a request
     session_max_s: float = Field(default=8 * 3600.0, gt=0)  # and after this long in any case
 
@@ -295,6 +317,12 @@ class Settings(Frozen):
     tool_pinning: ToolPinning = Field(default_factory=ToolPinning)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     console: Console = Field(default_factory=Console)
+
+    @model_validator(mode="after")
+    def _oidc_needs_an_issuer(self) -> Settings:
+        if self.console.oidc is not None and self.auth.jwt is None:
+            raise ValueError("console.oidc needs auth.jwt: the console signs in through that issuer")
+        return self
 
     _path: Path = PrivateAttr(default=Path("agentgw.yaml"))
     _registry: Registry = PrivateAttr(default_factory=Registry)

@@ -87,13 +87,21 @@
     $("#signin").hidden = false;
     $("#signin-error").textContent = message || "";
     $("#credential").focus();
+    api("GET", "/console/options").then((o) => { $("#oidc").hidden = !o.oidc; }, () => {});
   }
+
+  const LOGIN_ERRORS = {
+    oidc_login_failed: "The sign-in with your identity provider did not complete; try again.",
+    console_role_required: "The console is for admins and auditors.",
+  };
+  const failed = new URLSearchParams(location.search).get("error");
+  if (failed) history.replaceState(null, "", location.pathname + location.hash); // shown once, not kept
 
   async function boot() {
     try {
       me = await api("GET", "/console/session");
     } catch (e) {
-      showSignin("");
+      showSignin(failed ? LOGIN_ERRORS[failed] || "The sign-in failed (" + failed + ")." : "");
       return;
     }
     $("#signin").hidden = true;
