@@ -6,9 +6,11 @@ not start, a wrong PKCE verifier or a replayed nonce gets no session."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -95,18 +97,24 @@ def oidc_settings(issuer: str) -> dict[str, Any]:
     }
 
 
-async def test_an_admin_at_the_identity_provider_lands_in_the_console_signed_in(tmp_path: Path) -> None:
-    idp = Provider()
+@contextlib.asynccontextmanager
+async def provider_sign_in(tmp: Path, idp: Provider) -> AsyncIterator[Any]:
+    """A gateway trusting `idp`, and a page that clicked "Sign in with your identity provider" on the console."""
     async with serve(idp.app) as idp_url:
         idp.url = idp_url
-        async with gateway(tmp_path, MOCK_REGISTRY, oidc_settings(idp_url)) as (url, _), browser() as b:
+        async with gateway(tmp, MOCK_REGISTRY, oidc_settings(idp_url)) as (url, _), browser() as b:
             page = await b.new_page()
             page.set_default_timeout(WAIT_MS)
             await page.goto(f"{url}/console")
             await page.click("#oidc a")
-            await page.wait_for_selector("#task-list")
-            who = await page.inner_text("#who")
-            cookies = {c["name"]: c for c in await page.context.cookies()}
+            yield page
+
+
+async def test_an_admin_at_the_identity_provider_lands_in_the_console_signed_in(tmp_path: Path) -> None:
+    async with provider_sign_in(tmp_path, Provider()) as page:
+        await page.wait_for_selector("#task-list")
+        who = await page.inner_text("#who")
+        cookies = {c["name"]: c for c in await page.context.cookies()}
     assert who.startswith("alice") and "admins" in who
     session = cookies["agentgw_console"]
     assert session["httpOnly"] and session["sameSite"] == "Strict"
@@ -116,19 +124,10 @@ async def test_an_admin_at_the_identity_provider_lands_in_the_console_signed_in(
 async def test_a_provider_user_without_a_console_role_comes_back_to_the_form_with_the_reason(
     tmp_path: Path,
 ) -> None:
-    idp = Provider(sub="bob", roles=("agents",))
-    async with serve(idp.app) as idp_url:
-        idp.url = idp_url
-        async with gateway(tmp_path, MOCK_REGISTRY, oidc_settings(idp_url)) as (url, _), browser() as b:
-            page = await b.new_page()
-            page.set_default_timeout(WAIT_MS)
-            await page.goto(f"{url}/console")
-            await page.click("#oidc a")
-            await page.wait_for_function(
-                "() => document.querySelector('#signin-error').textContent.length > 0"
-            )
-            message = await page.inner_text("#signin-error")
-            status = await page.evaluate("fetch('/console/session').then(r => r.status)")
+    async with provider_sign_in(tmp_path, Provider(sub="bob", roles=("agents",))) as page:
+        await page.wait_for_function("() => document.querySelector('#signin-error').textContent.length > 0")
+        message = await page.inner_text("#signin-error")
+        status = await page.evaluate("fetch('/console/session').then(r => r.status)")
     assert "admins and auditors" in message
     assert status == 401
 
