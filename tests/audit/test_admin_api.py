@@ -204,3 +204,8 @@ async def test_task_lists_filter_by_target_glob_cost_and_until(tmp_path: Path) -
     assert len(tasks(free)) == 4
     assert bad_cost.status_code == bad_until.status_code == 400
     assert "until" in bad_until.json()["error"]["message"]
+    cfg = str(tmp_path / "agentgw.yaml")
+    listed = await anyio.run_process(
+        [AGENTGW, "trace", "list", "--config", cfg, "--target", "llm:*-embed", "--min-cost", "0", "--json"]
+    )
+    assert [t["task_id"] for t in orjson.loads(listed.stdout)["tasks"]] == ["embed"]
