@@ -1,7 +1,8 @@
 """The LLM plane's endpoints as pure ASGI: parse only the routing fields, run the pipeline, relay bytes.
 
-`/v1/chat/completions` and `/v1/embeddings` (POST), `/v1/models` and `/v1/models/{id}` (GET). Errors are
-rendered in the OpenAI envelope; no input yields a 500.
+`/v1/chat/completions` and `/v1/embeddings` (POST), `/v1/models` and `/v1/models/{id}` (GET), and the Responses
+API as chat (`/v1/responses`, apis/responses.py). Errors are rendered in the OpenAI envelope; no input yields a
+500.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ from agentgw.http import (
     send_stream,
 )
 from agentgw.identity import OutboundIdentity
+from agentgw.llm.apis.responses import (
+    RESPONSES,
+    ResponsesCall,
+    ResponseStore,
+    Shell,
+    Stored,
+    StreamTranslator,
+    chat_request,
+    new_id,
+    response_of,
+    translate_stream,
+)
 from agentgw.llm.errors import error_body
 from agentgw.llm.guard_content import CHANGED, LLMContent
 from agentgw.llm.guard_stream import ChatContentGuard
@@ -121,7 +134,9 @@ class LLMPlane:
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.models,
+            ("POST", "/v1/responses"): self.responses,
         }
+        self.stored = ResponseStore()
 
     def _build(self, spec: ProviderConfig) -> Provider:
         creds = self.identity.of(f"llm:{spec.name}") if self.identity is not None else None
@@ -186,6 +201,9 @@ class LLMPlane:
         if method == "GET" and path.startswith("/v1/models/"):
             await self.models(scope, receive, send)
             return
+        if method in ("GET", "DELETE") and path.startswith("/v1/responses/") and "/" not in path[14:]:
+            await self.stored_response(scope, send, path[len("/v1/responses/") :])
+            return
         if any(p == path for (_, p) in self.routes):
             err = GatewayError(
                 f"Method {method} is not allowed on {path}.", status=405, code="method_not_allowed"
@@ -202,6 +220,21 @@ class LLMPlane:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._post(scope, receive, send, "embeddings", _check_embeddings)
 
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Responses API as chat: the request is translated before any stage sees it, so every stage
+        (authorization by model, budgets, guardrails, audit) works on the chat request the provider gets."""
+
+        def adapt(body: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+            chat = chat_request(body)
+            if chat.get("stream") is True:  # the Responses stream reports usage at its end: ask for it
+                chat["stream_options"] = {"include_usage": True}
+            model = str(body.get("model") or "")
+            ex.attrs["endpoint"] = "/v1/responses"
+            ex.attrs[RESPONSES] = ResponsesCall(Shell(new_id("resp"), model, int(time.time()), body))
+            return chat
+
+        await self._post(scope, receive, send, "chat", _check_chat, adapt)
+
     async def _post(
         self,
         scope: Scope,
@@ -209,7 +242,9 @@ class LLMPlane:
         send: Send,
         operation: str,
         check: Callable[[dict[str, Any]], None],
+        adapt: Callable[[dict[str, Any], Exchange], dict[str, Any]] | None = None,
     ) -> None:
+        """`adapt`: another API's request made into this operation's (the Responses API into chat)."""
         headers = header_dict(scope)
         ex = Exchange("llm", operation, "llm:", headers, client_host(scope))
         ex.task = task_from_headers(headers)
@@ -226,6 +261,9 @@ class LLMPlane:
                 raise InvalidJSON("The request body is not valid JSON.") from None
             if not isinstance(payload, dict):
                 raise BadRequest("The request body must be a JSON object.")
+            if adapt is not None:
+                payload = adapt(payload, ex)
+                ex.body = jsontext.dumps(payload)
             model = payload.get("model")
             if not isinstance(model, str) or not model:
                 raise BadRequest("You must provide a model parameter.", code="missing_model")
@@ -256,13 +294,56 @@ class LLMPlane:
             await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
             return
         extra = {**reply, **ex.attrs.get("reply_headers", {}), **result.headers}
+        rc = ex.attrs.get(RESPONSES)
+        if rc is not None and result.status == 200:
+            self._as_response(ex, rc, result)
         if result.stream is not None:
             await send_stream(send, result.status, result.stream, extra=extra)
         else:
             await send_bytes(send, result.status, result.body or b"", extra=extra)
 
+    def _as_response(self, ex: Exchange, rc: ResponsesCall, result: Result) -> None:
+        """A chat answer made into the Responses API's, and kept (unless `store: false`) for its principal."""
+        keep = rc.shell.request.get("store", True) is not False and ex.principal is not None
+        who = ex.principal.subject if ex.principal is not None else ""
+
+        def remember(response: dict[str, Any], said: dict[str, Any]) -> None:
+            if keep:
+                self.stored.put(Stored(who, response, [*rc.messages, said]))
+
+        if result.stream is not None:
+            tr = StreamTranslator(rc.shell)
+            result.stream = translate_stream(result.stream, tr, lambda t: remember(t.final, t.said))
+            return
+        try:
+            chat = orjson.loads(result.body or b"")
+        except orjson.JSONDecodeError:
+            return  # not an answer to translate: relayed as it came
+        response, said = response_of(rc.shell, chat)
+        remember(response, said)
+        result.body, result.payload = jsontext.dumps(response), None
+
+    async def stored_response(self, scope: Scope, send: Send, response_id: str) -> None:
+        """`GET` or `DELETE /v1/responses/{id}`: the caller's own stored responses only."""
+        deleting = scope["method"] == "DELETE"
+
+        async def forward(ex: Exchange) -> Result:
+            who = ex.principal.subject if ex.principal is not None else ""
+            if deleting:
+                self.stored.delete(response_id, who)
+                return Result(body=jsontext.dumps({"id": response_id, "object": "response", "deleted": True}))
+            return Result(body=jsontext.dumps(self.stored.get(response_id, who).response))
+
+        await self._lookup(scope, send, "responses", forward)
+
     async def _forward(self, ex: Exchange) -> Result:
         payload = ex.payload or {}
+        rc = ex.attrs.get(RESPONSES)
+        if rc is not None:  # after authentication: a previous response is the caller's own, or unknown
+            payload = rc.continued(payload, self.stored, ex.principal.subject if ex.principal else "")
+            if payload is not ex.payload:  # sent (and recorded) with the conversation it continues
+                ex.payload = payload
+                ex.attrs[CHANGED] = True
         router = self.router  # one router for the whole call, even if a reload swaps it meanwhile
         model = router.resolve(payload.get("model"))
         stream = ex.operation == "chat" and payload.get("stream") is True
@@ -311,12 +392,8 @@ class LLMPlane:
         return result
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = header_dict(scope)
-        ex = Exchange("llm", "models", "llm:*", headers, client_host(scope))
-        ex.attrs["listing"] = True
-        ex.task = task_from_headers(headers)
-        reply = {"x-agentgw-task": ex.task.task_id}
-        wanted = scope["path"][len("/v1/models/") :] if scope["path"].startswith("/v1/models/") else None
+        path = scope["path"]
+        wanted = path[len("/v1/models/") :] if path.startswith("/v1/models/") else None
 
         async def forward(ex: Exchange) -> Result:
             # A caller sees exactly the models it may call; anything else does not exist for it.
@@ -331,6 +408,18 @@ class LLMPlane:
                 body=jsontext.dumps({"object": "list", "data": [self._model_entry(n) for n in visible]})
             )
 
+        await self._lookup(scope, send, "models", forward)
+
+    async def _lookup(
+        self, scope: Scope, send: Send, operation: str, forward: Callable[[Exchange], Awaitable[Result]]
+    ) -> None:
+        """A read of the gateway's own (model list, stored responses) through the pipeline: authenticated and
+        recorded like any call, answered by `forward` without an upstream."""
+        headers = header_dict(scope)
+        ex = Exchange("llm", operation, "llm:*", headers, client_host(scope))
+        ex.attrs["listing"] = True
+        ex.task = task_from_headers(headers)
+        reply = {"x-agentgw-task": ex.task.task_id}
         try:
             result = await self.pipeline.run(ex, forward)
         except GatewayError as err:
