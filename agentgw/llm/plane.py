@@ -37,17 +37,15 @@ from agentgw.http import (
     send_stream,
 )
 from agentgw.identity import OutboundIdentity
+from agentgw.llm.apis import messages as messages_api
 from agentgw.llm.apis.responses import (
     RESPONSES,
     ResponsesCall,
     ResponseStore,
     Shell,
-    Stored,
-    StreamTranslator,
+    as_response,
     chat_request,
     new_id,
-    response_of,
-    translate_stream,
 )
 from agentgw.llm.errors import error_body
 from agentgw.llm.guard_content import CHANGED, LLMContent
@@ -64,6 +62,7 @@ from agentgw.registry import Provider as ProviderConfig
 from agentgw.secrets import without_credentials
 from agentgw.settings import Settings
 from agentgw.stages.guard import guard_stage, stream_guard
+from agentgw.tokens import count_messages
 from agentgw.upstream import UpstreamPool
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -135,6 +134,8 @@ class LLMPlane:
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.models,
             ("POST", "/v1/responses"): self.responses,
+            ("POST", "/v1/messages"): self.messages,
+            ("POST", "/v1/messages/count_tokens"): self.count_tokens,
         }
         self.stored = ResponseStore()
 
@@ -235,6 +236,42 @@ class LLMPlane:
 
         await self._post(scope, receive, send, "chat", _check_chat, adapt)
 
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Anthropic Messages API as chat, like the Responses API; errors in Anthropic's envelope."""
+
+        def adapt(body: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+            chat = messages_api.chat_request(body)
+            ex.attrs["endpoint"] = "/v1/messages"
+            ex.attrs[messages_api.MESSAGES] = (new_id("msg"), str(body.get("model") or ""))
+            return chat
+
+        await self._post(scope, receive, send, "chat", _check_chat, adapt, messages_api.error_body)
+
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /v1/messages/count_tokens`: the request's input tokens as the gateway counts them (tiktoken)."""
+        headers = header_dict(scope)
+        try:
+            body = await read_body(receive, headers, self.limit)
+            check_depth(body, self.depth)
+            try:
+                payload = jsontext.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidJSON("The request body is not valid JSON.") from None
+            if not isinstance(payload, dict):
+                raise BadRequest("The request body must be a JSON object.")
+            chat = messages_api.chat_request({**payload, "max_tokens": 1})
+        except ClientGone:
+            return
+        except GatewayError as err:
+            await send_bytes(send, err.status, messages_api.error_body(err))
+            return
+
+        async def forward(ex: Exchange) -> Result:
+            count = count_messages(chat["messages"], chat.get("tools"))
+            return Result(body=jsontext.dumps({"input_tokens": count}))
+
+        await self._lookup(scope, send, "count_tokens", forward, messages_api.error_body)
+
     async def _post(
         self,
         scope: Scope,
@@ -243,8 +280,10 @@ class LLMPlane:
         operation: str,
         check: Callable[[dict[str, Any]], None],
         adapt: Callable[[dict[str, Any], Exchange], dict[str, Any]] | None = None,
+        render: Callable[[GatewayError], bytes] = error_body,
     ) -> None:
-        """`adapt`: another API's request made into this operation's (the Responses API into chat)."""
+        """`adapt`: another API's request made into this operation's (the Responses API into chat); `render`:
+        that API's error envelope."""
         headers = header_dict(scope)
         ex = Exchange("llm", operation, "llm:", headers, client_host(scope))
         ex.task = task_from_headers(headers)
@@ -277,7 +316,7 @@ class LLMPlane:
             return
         except GatewayError as err:
             err = await self.pipeline.reject(ex, err)
-            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            await send_bytes(send, err.status, render(err), extra={**reply, **err.headers})
             return
         ex.payload = payload
         ex.unseen = ModelNotFound.named(model)
@@ -285,43 +324,31 @@ class LLMPlane:
         def gone() -> None:
             ex.stream_cut = "client_disconnect"
 
-        await cancel_on_disconnect(receive, self._mediate(ex, send, reply), gone)
+        await cancel_on_disconnect(receive, self._mediate(ex, send, reply, render), gone)
 
-    async def _mediate(self, ex: Exchange, send: Send, reply: dict[str, str]) -> None:
+    async def _mediate(
+        self,
+        ex: Exchange,
+        send: Send,
+        reply: dict[str, str],
+        render: Callable[[GatewayError], bytes] = error_body,
+    ) -> None:
         try:
             result = await self.pipeline.run(ex, self._forward)
         except GatewayError as err:
-            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            await send_bytes(send, err.status, render(err), extra={**reply, **err.headers})
             return
         extra = {**reply, **ex.attrs.get("reply_headers", {}), **result.headers}
         rc = ex.attrs.get(RESPONSES)
         if rc is not None and result.status == 200:
-            self._as_response(ex, rc, result)
+            as_response(self.stored, ex, rc, result)
+        message = ex.attrs.get(messages_api.MESSAGES)
+        if message is not None:
+            messages_api.as_message(message, result)
         if result.stream is not None:
             await send_stream(send, result.status, result.stream, extra=extra)
         else:
             await send_bytes(send, result.status, result.body or b"", extra=extra)
-
-    def _as_response(self, ex: Exchange, rc: ResponsesCall, result: Result) -> None:
-        """A chat answer made into the Responses API's, and kept (unless `store: false`) for its principal."""
-        keep = rc.shell.request.get("store", True) is not False and ex.principal is not None
-        who = ex.principal.subject if ex.principal is not None else ""
-
-        def remember(response: dict[str, Any], said: dict[str, Any]) -> None:
-            if keep:
-                self.stored.put(Stored(who, response, [*rc.messages, said]))
-
-        if result.stream is not None:
-            tr = StreamTranslator(rc.shell)
-            result.stream = translate_stream(result.stream, tr, lambda t: remember(t.final, t.said))
-            return
-        try:
-            chat = orjson.loads(result.body or b"")
-        except orjson.JSONDecodeError:
-            return  # not an answer to translate: relayed as it came
-        response, said = response_of(rc.shell, chat)
-        remember(response, said)
-        result.body, result.payload = jsontext.dumps(response), None
 
     async def stored_response(self, scope: Scope, send: Send, response_id: str) -> None:
         """`GET` or `DELETE /v1/responses/{id}`: the caller's own stored responses only."""
@@ -411,7 +438,12 @@ class LLMPlane:
         await self._lookup(scope, send, "models", forward)
 
     async def _lookup(
-        self, scope: Scope, send: Send, operation: str, forward: Callable[[Exchange], Awaitable[Result]]
+        self,
+        scope: Scope,
+        send: Send,
+        operation: str,
+        forward: Callable[[Exchange], Awaitable[Result]],
+        render: Callable[[GatewayError], bytes] = error_body,
     ) -> None:
         """A read of the gateway's own (model list, stored responses) through the pipeline: authenticated and
         recorded like any call, answered by `forward` without an upstream."""
@@ -423,7 +455,7 @@ class LLMPlane:
         try:
             result = await self.pipeline.run(ex, forward)
         except GatewayError as err:
-            await send_bytes(send, err.status, error_body(err), extra={**reply, **err.headers})
+            await send_bytes(send, err.status, render(err), extra={**reply, **err.headers})
             return
         await send_bytes(send, 200, result.body or b"", extra=reply)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentgw import jsontext
 from agentgw.errors import BadRequest, NotFound
+from agentgw.exchange import Exchange, Result
+from agentgw.llm.apis import translate_stream
 
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "metadata", "stream")
 _ROLES = {"user", "system", "developer", "assistant"}
@@ -312,7 +313,7 @@ class StreamTranslator:
                                output_index=opened.index, delta=piece)  # fmt: skip
         return out
 
-    def finish_stream(self) -> bytes:
+    def end(self) -> bytes:
         out = b""
         items: list[dict[str, Any]] = []
         calls = []
@@ -353,42 +354,6 @@ class StreamTranslator:
         ) + self._event("response.failed", response=r)
 
 
-async def translate_stream(
-    frames: AsyncIterator[bytes], tr: StreamTranslator, done: Any
-) -> AsyncIterator[bytes]:
-    """Chat SSE frames (as the plane relays them) → Responses SSE events; `done(tr)` once it completed."""
-    from agentgw.llm.sse import frame_data
-
-    yield tr.start()
-    failed = False
-    try:
-        async for frame in frames:
-            data = frame_data(frame)
-            if not data:
-                continue
-            if data == b"[DONE]":
-                break
-            try:
-                chunk = jsontext.loads(data)
-            except ValueError:
-                continue
-            if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
-                failed = True
-                yield tr.failed(chunk["error"])
-                return
-            if isinstance(chunk, dict):
-                out = tr.feed(chunk)
-                if out:
-                    yield out
-    finally:
-        close = getattr(frames, "aclose", None)
-        if close is not None:
-            await close()
-    if not failed:
-        yield tr.finish_stream()
-        done(tr)
-
-
 # -- one call ---------------------------------------------------------------------------------------------------
 
 RESPONSES = "responses_api"  # Exchange.attrs key of a chat call that answers the Responses API
@@ -417,6 +382,28 @@ class ResponsesCall:
         messages[start:start] = history
         self.messages = messages[start:]
         return {**payload, "messages": messages}
+
+
+def as_response(store: ResponseStore, ex: Exchange, rc: ResponsesCall, result: Result) -> None:
+    """A chat answer (200) made into the Responses API's, and kept (unless `store: false`) for its principal."""
+    keep = rc.shell.request.get("store", True) is not False and ex.principal is not None
+    who = ex.principal.subject if ex.principal is not None else ""
+
+    def remember(response: dict[str, Any] | None, said: dict[str, Any]) -> None:
+        if keep and response is not None:
+            store.put(Stored(who, response, [*rc.messages, said]))
+
+    if result.stream is not None:
+        tr = StreamTranslator(rc.shell)
+        result.stream = translate_stream(result.stream, tr, lambda: remember(tr.final, tr.said))
+        return
+    try:
+        chat = jsontext.loads(result.body or b"")
+    except ValueError:
+        return  # not an answer to translate: relayed as it came
+    response, said = response_of(rc.shell, chat)
+    remember(response, said)
+    result.body, result.payload = jsontext.dumps(response), None
 
 
 # -- stored responses -----------------------------------------------------------------------------------------
