@@ -436,6 +436,7 @@ class Gateway:
             await self.ledger.aclose()
         await self.supervisor.stop()
         await self.a2a.aclose()
+        await self.llm.aclose()
         await self.approvals.aclose()
         if self.guardrails is not None:
             await self.guardrails.aclose()

@@ -262,6 +262,20 @@ class ToolPinning(Frozen):
     lock_file: str = "registry/tools.lock.yaml"  # relative to agentgw.yaml
 
 
+class CacheSettings(Frozen):
+    """`llm.cache`: the exact response cache of chat completions (agentgw/llm/cache.py); off by default."""
+
+    mode: Literal["off", "exact"] = "off"
+    scope: Literal["principal", "role", "global"] = "principal"  # who may be answered from whose answers
+    ttl_s: float = Field(default=300.0, gt=0)
+    models: list[str] = Field(default_factory=lambda: ["*"])  # model aliases (globs) whose answers are kept
+    store: Literal["memory", "redis"] = "memory"
+    max_entries: int = Field(default=10_000, ge=1)  # memory: the oldest go first
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "agentgw:cache:"
+    charge: bool = False  # true: a hit charges the budget the tokens the answer first cost
+
+
 class LLMToolSettings(Frozen):
     """Tool calls inside LLM traffic (agentgw/llm/tools.py, docs/mediation.md): which declared `tools` go upstream,
     and what happens to a `tool_call` in an answer that the caller may not run."""
@@ -275,6 +289,7 @@ class LLMToolSettings(Frozen):
     # Function names an agent defines itself → the policy object they are decided as (e.g. `mcp:web/search`).
     # `<server>__<tool>` of a registry MCP server needs no entry; any other name without one is denied.
     tools: dict[str, str] = Field(default_factory=dict)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @field_validator("tools")
     @classmethod

@@ -47,6 +47,7 @@ from agentgw.llm.apis.responses import (
     chat_request,
     new_id,
 )
+from agentgw.llm.cache import ResponseCache, cached
 from agentgw.llm.errors import error_body
 from agentgw.llm.guard_content import CHANGED, LLMContent
 from agentgw.llm.guard_stream import ChatContentGuard
@@ -138,6 +139,7 @@ class LLMPlane:
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
         }
         self.stored = ResponseStore()
+        self.cache = ResponseCache(settings.llm.cache) if settings.llm.cache.mode == "exact" else None
 
     def _build(self, spec: ProviderConfig) -> Provider:
         creds = self.identity.of(f"llm:{spec.name}") if self.identity is not None else None
@@ -186,6 +188,10 @@ class LLMPlane:
             for p in self.configs.values()
         ]
         return {"providers": providers, "models": models}
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.aclose()
 
     def apply_mcp_names(self, section: MCPSection) -> None:
         """A reloaded registry's MCP servers: what `<server>__<tool>` tool names in LLM traffic refer to."""
@@ -389,7 +395,12 @@ class LLMPlane:
                 call.payload = {**call.payload, "stream_options": {**opts, "include_usage": True}}
                 call.dirty = True
                 strip_usage = True
-        result = await router.call(model, call)
+        cache, key, hit = self.cache, None, None
+        if cache is not None and ex.operation == "chat":
+            key, hit = await cache.lookup(ex, str(payload.get("model")), call.payload)
+        result = cached(hit) if hit is not None else await router.call(model, call)
+        if cache is not None and key is not None and hit is None and result.stream is not None:
+            result.stream = cache.capture(key, result.stream)
         if result.stream is not None:
             guard = ToolCallGuard(tools, ex) if tools is not None else None
             sg = stream_guard(ex)  # None unless a guard applies to the answer: then no per-chunk work
@@ -416,6 +427,8 @@ class LLMPlane:
                 stripped = tools.check_answer(ex, parsed)
                 if stripped is not None:
                     result.body, result.payload = stripped, None
+        if cache is not None and key is not None:
+            await cache.settle(ex, key, hit, result)
         return result
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
