@@ -151,6 +151,13 @@ class Provider(Supervised):
 class Target(Frozen):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)  # the upstream's model name
+    weight: float = Field(default=1.0, gt=0)  # strategy weighted: its share of the calls
+    rpm: int | None = Field(
+        default=None, ge=1
+    )  # at most this many calls a minute: at its limit it is skipped
+    tpm: int | None = Field(default=None, ge=1)  # at most this many tokens a minute (as for rpm)
+    # USD per million tokens at this target (strategy cost): the cheapest first
+    cost_per_mtok: float | None = Field(default=None, ge=0)
 
 
 class Retry(Frozen):
@@ -175,6 +182,10 @@ class Model(Frozen):
     # model stops itself (one that goes on is topped up from the task, and cut only when the task runs out).
     max_output_tokens: int | None = Field(default=None, ge=1)
     targets: list[Target] = Field(min_length=1)
+    # Which target a call tries first (the others follow, in that order, as failover): docs/llm.md#routing
+    strategy: Literal["failover", "weighted", "round_robin", "least_latency", "least_busy", "cost"] = (
+        "failover"
+    )
     retry: Retry | None = None  # falls back to the gateway-wide default
     description: str | None = None
     type: Literal["chat", "embeddings"] | None = None  # informational; listed in /v1/models

@@ -15,6 +15,7 @@ import orjson
 
 from agentgw import jsontext
 from agentgw.exchange import Exchange, Result, Usage
+from agentgw.llm.routing import then
 from agentgw.settings import CacheSettings
 
 # Request fields that do not change the answer (how it is delivered, who is billed).
@@ -198,16 +199,13 @@ async def _replay(frames: list[str]) -> AsyncIterator[bytes]:
         yield frame.encode()
 
 
-async def _free(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[bytes]:
+def _free(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[bytes]:
     """A replayed stream after the meter: its usage is what the provider once charged, not this call's."""
-    try:
-        async for frame in stream:
-            yield frame
-    finally:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-    ex.usage = Usage()
+
+    def free() -> None:
+        ex.usage = Usage()
+
+    return then(stream, free)
 
 
 def stream_tokens(frames: list[bytes]) -> int:

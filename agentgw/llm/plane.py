@@ -53,6 +53,7 @@ from agentgw.llm.guard_content import CHANGED, LLMContent
 from agentgw.llm.guard_stream import ChatContentGuard
 from agentgw.llm.providers import Call, Provider, build_provider
 from agentgw.llm.router import Router
+from agentgw.llm.routing import counted
 from agentgw.llm.sse import ChatStreamMeter
 from agentgw.llm.tool_stream import ToolCallGuard
 from agentgw.llm.tools import ToolPolicy
@@ -157,6 +158,7 @@ class LLMPlane:
         router = Router(section.models, providers, up.retry, up.circuit_breaker)
         kept = {name for name, p in providers.items() if p is old.providers.get(name)}
         router.breakers = {key: b for key, b in old.breakers.items() if key.split("/", 1)[0] in kept}
+        router.routing = old.routing  # latency, load and rate windows carry over
         self.configs = {p.name: p for p in section.providers}
         self.router = router
 
@@ -173,10 +175,13 @@ class LLMPlane:
                 c = circuits.get(
                     f"{t.provider}/{t.model}", {"circuit": "closed", "failures": 0, "retry_in_s": None}
                 )
-                targets.append({"provider": t.provider, "model": t.model, **c})
+                key = f"{t.provider}/{t.model}"
+                targets.append(
+                    {"provider": t.provider, "model": t.model, **c, **self.router.routing.of(key).report()}
+                )
                 if rank[c["circuit"]] > rank[worst.get(t.provider, "closed")]:
                     worst[t.provider] = c["circuit"]
-            models.append({"name": m.name, "type": m.type, "targets": targets})
+            models.append({"name": m.name, "type": m.type, "strategy": m.strategy, "targets": targets})
         providers = [
             {
                 "name": p.name,
@@ -411,7 +416,7 @@ class LLMPlane:
                 )
                 content = ChatContentGuard(sg, ex, want_usage, lambda: meter.final_usage())
             meter = ChatStreamMeter(ex, payload, strip_usage, guard, content)
-            result.stream = meter.relay(result.stream)
+            result.stream = counted(meter.relay(result.stream), ex, router.routing)
         else:
             body = result.body or b""
             parsed = result.payload  # a provider that read the answer (and refused a broken one) parsed it
@@ -421,6 +426,7 @@ class LLMPlane:
                 except orjson.JSONDecodeError:
                     parsed = None
             ex.usage = usage_from_body(payload, body, parsed)
+            router.routing.used(ex.attrs.get("target", ""), ex.usage.total_tokens if ex.usage else 0)
             if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
                 ex.attrs["response_model"] = parsed["model"]  # for the trace (gen_ai.response.model)
             if tools is not None:  # after usage: a refused answer was still produced and is charged

@@ -1,4 +1,5 @@
-"""Model aliases → ordered targets: retry with jittered backoff, fail over, and a circuit breaker per target.
+"""Model aliases → targets in the order their strategy gives (routing.py): retry with jittered backoff, fail over,
+and a circuit breaker per target; a target at its rpm/tpm limit is skipped.
 
 Retries happen on 429/5xx/timeouts/connection errors only, and only before anything reached the client: a
 stream is committed once its first frame arrived, and never retried after. Every attempt is recorded on the
@@ -12,6 +13,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from agentgw.errors import (
@@ -24,8 +26,15 @@ from agentgw.errors import (
 )
 from agentgw.exchange import Attempt, Result
 from agentgw.llm.providers import Call, Provider, ProviderError
+from agentgw.llm.routing import Routing, then
 from agentgw.registry import Model, Retry
 from agentgw.settings import CircuitBreaker, RetryDefaults
+
+
+class UpstreamRateLimited(GatewayError):
+    """Every target of the model is at its rpm/tpm limit: 429, nothing was sent."""
+
+    status, code, type = 429, "upstream_rate_limited", "rate_limit_error"
 
 
 @dataclass(slots=True)
@@ -80,6 +89,7 @@ class Router:
         self.default_retry = Retry(**retry.model_dump())
         self.breaker_cfg = breaker
         self.breakers: dict[str, Breaker] = {}
+        self.routing = Routing()
 
     def circuits(self) -> dict[str, dict[str, Any]]:
         """Each target's circuit by `provider/model` (a target never called has none yet: closed)."""
@@ -97,7 +107,15 @@ class Router:
         last: ProviderError | None = None
         number = 0
         trace_id = ex.task.trace_id if ex.task is not None else None
-        for target in model.targets:
+        targets, skipped = self.routing.order(model)
+        for target in skipped:  # at its rpm/tpm limit: skipped, not failed (its circuit is not touched)
+            number += 1
+            ex.attempts.append(Attempt(number, f"{target.provider}/{target.model}", "skipped"))
+        if not targets:
+            raise UpstreamRateLimited(
+                f"Every target of model '{model.name}' is at its rate limit; try again later."
+            )
+        for target in targets:
             key = f"{target.provider}/{target.model}"
             breaker = self.breakers.get(key)
             if breaker is None:
@@ -113,6 +131,7 @@ class Router:
                 tried = Attempt(number, key, "ok")
                 if trace_id is not None:  # the upstream learns this attempt's span as its parent
                     call.headers["traceparent"] = f"00-{trace_id}-{tried.span_id}-01"
+                self.routing.started(target)
                 try:
                     result = await (
                         provider.chat(call) if call.operation == "chat" else provider.embeddings(call)
@@ -121,6 +140,7 @@ class Router:
                         result.stream = await _commit(result.stream)
                 except ProviderError as err:
                     tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
+                    self.routing.ended(target, tried.latency_ms, failed=err.retryable)
                     tried.outcome = "timeout" if err.timeout else ("error" if err.retryable else "rejected")
                     tried.status, tried.error = err.status, err.message
                     ex.attempts.append(tried)
@@ -134,6 +154,7 @@ class Router:
                     continue
                 except BaseException as exc:  # cancelled (client gone) or a bug: the try is still on record
                     tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
+                    self.routing.ended(target, None, failed=False)
                     cancelled = isinstance(exc, asyncio.CancelledError)
                     tried.outcome, tried.error = ("cancelled" if cancelled else "error"), type(exc).__name__
                     ex.attempts.append(tried)
@@ -143,6 +164,12 @@ class Router:
                 tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
                 ex.attempts.append(tried)
                 ex.attrs["target"] = key
+                if result.stream is None:
+                    self.routing.ended(target, tried.latency_ms, failed=False)
+                else:  # busy until the stream ends; its latency is the time to its first frame
+                    result.stream = then(
+                        result.stream, partial(self.routing.ended, target, tried.latency_ms, False)
+                    )
                 return result
         assert last is not None
         cls = UpstreamTimeout if last.timeout else UpstreamInvalidResponse if last.invalid else UpstreamError
