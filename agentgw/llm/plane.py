@@ -416,7 +416,9 @@ class LLMPlane:
                 )
                 content = ChatContentGuard(sg, ex, want_usage, lambda: meter.final_usage())
             meter = ChatStreamMeter(ex, payload, strip_usage, guard, content)
-            result.stream = counted(meter.relay(result.stream), ex, router.routing)
+            result.stream = meter.relay(result.stream)
+            if any(t.tpm is not None for t in model.targets):  # its tokens count against a tpm limit
+                result.stream = counted(result.stream, ex, router.routing)
         else:
             body = result.body or b""
             parsed = result.payload  # a provider that read the answer (and refused a broken one) parsed it

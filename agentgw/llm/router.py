@@ -164,9 +164,11 @@ class Router:
                 tried.latency_ms = (time.perf_counter() - tried.started_mono) * 1000
                 ex.attempts.append(tried)
                 ex.attrs["target"] = key
-                if result.stream is None:
+                if result.stream is None or model.strategy != "least_busy":
+                    # a stream's latency is the time to its first frame; only least_busy needs it counted as busy
+                    # until it ends, so only then does every frame pass one more generator
                     self.routing.ended(target, tried.latency_ms, failed=False)
-                else:  # busy until the stream ends; its latency is the time to its first frame
+                else:
                     result.stream = then(
                         result.stream, partial(self.routing.ended, target, tried.latency_ms, False)
                     )

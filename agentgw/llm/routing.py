@@ -22,7 +22,7 @@ ALPHA = 0.3  # weight of the newest sample in the moving averages
 class TargetStats:
     latency_ms: float | None = None  # EWMA of successful calls' latency
     error_rate: float = 0.0  # EWMA of failures (1) and successes (0)
-    in_flight: int = 0
+    in_flight: int = 0  # a stream counts until its first frame (until it ends under least_busy)
     calls: deque[float] = field(default_factory=deque)  # start times in the last minute
     tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens) in the last minute
 
