@@ -125,10 +125,15 @@ class UpstreamIdentity(Frozen):
 
 class Provider(Supervised):
     name: str = Field(pattern=NAME)
-    kind: Literal["openai", "azure", "anthropic", "mock"]
+    kind: Literal["openai", "azure", "anthropic", "gemini", "bedrock", "mock"]
     base_url: HttpUrl | None = None
     api_key: str | None = None
     api_version: str | None = None  # azure: ?api-version=…; anthropic: anthropic-version header
+    # bedrock: the AWS region and credentials SigV4 signs with (api_key is not used); see docs/llm.md#bedrock
+    region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0)  # whole request (non-streaming) / first byte (streaming)
     connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -145,6 +150,11 @@ class Provider(Supervised):
             raise ValueError("provider kind 'azure' needs api_version")
         if self.identity is not None and self.kind not in ("openai", "azure"):
             raise ValueError("identity is for provider kinds openai and azure")
+        if self.kind == "bedrock" and not self.region:
+            raise ValueError("provider kind 'bedrock' needs region")
+        aws = (self.region, self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token)
+        if self.kind != "bedrock" and any(aws):
+            raise ValueError("region and aws_* credentials are only for kind: bedrock")
         return self
 
 
@@ -174,6 +184,28 @@ class Pricing(Frozen):
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
 
 
+class RouteWhen(Frozen):
+    """What a request must show for its route to apply (all that are set; none set: every request)."""
+
+    min_prompt_tokens: int | None = Field(
+        default=None, ge=0
+    )  # the prompt as the gateway counts it (tiktoken)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+    roles: list[str] = Field(default_factory=list)  # the caller has any of these roles
+    headers: dict[str, str] = Field(
+        default_factory=dict
+    )  # request header (lower-case name) → glob of its value
+    metadata: dict[str, str] = Field(default_factory=dict)  # the request's `metadata` key → glob of its value
+
+
+class Route(Frozen):
+    """A content rule of a model alias: a request that matches `when` is served by model alias `model` (priced,
+    budgeted, cached and recorded as that model). The first matching route wins."""
+
+    when: RouteWhen = Field(default_factory=RouteWhen)
+    model: str = Field(pattern=NAME)
+
+
 class Model(Frozen):
     name: str = Field(pattern=NAME)
     pricing: Pricing | None = None
@@ -181,7 +213,9 @@ class Model(Frozen):
     # (else budgets.default_max_tokens), and a stream's top-up step. The gateway does not cut a stream there: the
     # model stops itself (one that goes on is topped up from the task, and cut only when the task runs out).
     max_output_tokens: int | None = Field(default=None, ge=1)
-    targets: list[Target] = Field(min_length=1)
+    # Its own deployments; may be empty when `routes` ends with a rule without `when` (a pure router alias).
+    targets: list[Target] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)  # content rules, before its own targets: docs/llm.md
     # Which target a call tries first (the others follow, in that order, as failover): docs/llm.md#routing
     strategy: Literal["failover", "weighted", "round_robin", "least_latency", "least_busy", "cost"] = (
         "failover"
@@ -194,6 +228,21 @@ class Model(Frozen):
 class LLMSection(Frozen):
     providers: list[Provider] = Field(default_factory=list)
     models: list[Model] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routes(self) -> LLMSection:
+        by_name = {m.name: m for m in self.models}
+        for m in self.models:
+            catch_all = bool(m.routes) and m.routes[-1].when == RouteWhen()
+            if not m.targets and not catch_all:
+                raise ValueError(f"model {m.name!r} needs targets, or routes ending with one without `when`")
+            for r in m.routes:
+                to = by_name.get(r.model)
+                if to is None:
+                    raise ValueError(f"model {m.name!r} routes to unknown model {r.model!r}")
+                if to.routes:  # one hop: what a call is priced and recorded as is never itself a router
+                    raise ValueError(f"model {m.name!r} routes to {r.model!r}, which has routes of its own")
+        return self
 
 
 class ToolTrim(Frozen):

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from agentgw import jsontext
+from agentgw.configfile import ConfigError, Problem
 from agentgw.errors import (
     BadRequest,
     GatewayError,
@@ -47,7 +48,8 @@ from agentgw.llm.apis.responses import (
     chat_request,
     new_id,
 )
-from agentgw.llm.cache import ResponseCache, cached
+from agentgw.llm.cache import ResponseCache, cached, embedding_problem
+from agentgw.llm.content_routes import ContentRoutes
 from agentgw.llm.errors import error_body
 from agentgw.llm.guard_content import CHANGED, LLMContent
 from agentgw.llm.guard_stream import ChatContentGuard
@@ -64,6 +66,7 @@ from agentgw.registry import Provider as ProviderConfig
 from agentgw.secrets import without_credentials
 from agentgw.settings import Settings
 from agentgw.stages.guard import guard_stage, stream_guard
+from agentgw.stages.route import route_stage
 from agentgw.tokens import count_messages
 from agentgw.upstream import UpstreamPool
 
@@ -124,6 +127,7 @@ class LLMPlane:
             reg.llm.models, providers, settings.upstream.retry, settings.upstream.circuit_breaker
         )
         self.created = int(time.time())
+        self._serve_routes(reg.llm)
         # llm.tool_policy: off builds nothing, so requests and streams pass exactly as before (no per-chunk hook).
         self.tools = (
             ToolPolicy(settings.llm, reg.mcp, pipeline) if settings.llm.tool_policy != "off" else None
@@ -140,7 +144,16 @@ class LLMPlane:
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
         }
         self.stored = ResponseStore()
-        self.cache = ResponseCache(settings.llm.cache) if settings.llm.cache.mode == "exact" else None
+        cache = settings.llm.cache
+        problem = embedding_problem(cache, self.router.models)  # the semantic cache's model must exist
+        if problem is not None:
+            raise ConfigError([Problem(str(settings.path), "llm.cache.semantic.embedding_model", problem)])
+        self.cache = ResponseCache(cache) if cache.mode != "off" else None
+
+    def _serve_routes(self, section: LLMSection) -> None:
+        stage = route_stage(self.pipeline)
+        if stage is not None:  # no rule, no router: calls pass the stage untouched
+            stage.serve("llm", ContentRoutes.of(section.models))
 
     def _build(self, spec: ProviderConfig) -> Provider:
         creds = self.identity.of(f"llm:{spec.name}") if self.identity is not None else None
@@ -161,6 +174,7 @@ class LLMPlane:
         router.routing = old.routing  # latency, load and rate windows carry over
         self.configs = {p.name: p for p in section.providers}
         self.router = router
+        self._serve_routes(section)
 
     def registry_status(self) -> dict[str, Any]:
         """`GET /admin/registry`'s `llm` part: each provider (no key or header: its URL without credentials) with
@@ -384,6 +398,8 @@ class LLMPlane:
                 ex.attrs[CHANGED] = True
         router = self.router  # one router for the whole call, even if a reload swaps it meanwhile
         model = router.resolve(payload.get("model"))
+        if not model.targets:  # a router alias whose catch-all route the route stage did not apply
+            raise ModelNotFound.named(model.name)
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
         if ex.attrs.get(CHANGED):  # the guard stage masked texts or added system prompts: send what it made
@@ -402,10 +418,10 @@ class LLMPlane:
                 strip_usage = True
         cache, key, hit = self.cache, None, None
         if cache is not None and ex.operation == "chat":
-            key, hit = await cache.lookup(ex, str(payload.get("model")), call.payload)
+            key, hit = await cache.lookup(ex, str(payload.get("model")), call.payload, router)
         result = cached(hit) if hit is not None else await router.call(model, call)
         if cache is not None and key is not None and hit is None and result.stream is not None:
-            result.stream = cache.capture(key, result.stream)
+            result.stream = cache.capture(key, result.stream, ex)
         if result.stream is not None:
             guard = ToolCallGuard(tools, ex) if tools is not None else None
             sg = stream_guard(ex)  # None unless a guard applies to the answer: then no per-chunk work

@@ -1,4 +1,4 @@
-"""The ordered stage list every Exchange passes: authn → authz → guard → hold → budget → forward, with the audit
+"""The ordered stage list every Exchange passes: authn → authz → route → guard → hold → budget → forward, with the audit
 hook in finally."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from agentgw.stages.authz import AuthzStage
 from agentgw.stages.budget import BudgetStage
 from agentgw.stages.guard import GuardStage
 from agentgw.stages.hold import HoldStage
+from agentgw.stages.route import RouteStage
 
 
 def default_stages(
@@ -32,7 +33,7 @@ def default_stages(
         capture = any(c.response for c in audit.cfg.payloads)
         stages.append(CapturingAuditStage(audit) if capture else AuditStage(audit))
     limits = budget.limits_for if budget is not None else None  # `task.limits` in policy conditions
-    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits)]
+    stages += [AuthnStage(auth), AuthzStage(policy, reveal_denied, limits), RouteStage()]
     if guard is not None:  # only when guardrails are configured: no rule, no stage, no cost
         stages.append(guard)
     stages.append(HoldStage(approvals))

@@ -108,9 +108,9 @@ async def test_conditions_see_the_task_limits_of_the_principals_budget_rule(tmp_
     assert store.load()
     rules = {"rules": [{"match": {"roles": ["agents"]}, "task": {"agent_calls": 10}}]}
     budget = BudgetStage(Budgets.model_validate(rules), MemoryLedger(), {}, {})
-    [_, authz, _, _] = default_stages(
+    [_, authz, _, _, _] = default_stages(
         None, Authenticator(KeyStore(Settings())), store, budget
-    )  # authn authz hold budget
+    )  # authn authz route hold budget
     assert isinstance(authz, AuthzStage)
 
     def call(headers: dict[str, str]) -> Exchange:
