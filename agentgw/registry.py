@@ -139,6 +139,9 @@ class Provider(Supervised):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     mock: MockOptions | None = None
     identity: UpstreamIdentity | None = None  # kinds openai and azure (see docs/identity.md)
+    # kind openai: the upstream serves `POST /responses` itself; Responses requests are passed through to it
+    # when nothing needs to read or change them (docs/llm.md#passthrough)
+    responses_api: bool = False
 
     @model_validator(mode="after")
     def _needs(self) -> Provider:
@@ -150,9 +153,13 @@ class Provider(Supervised):
             raise ValueError("provider kind 'azure' needs api_version")
         if self.identity is not None and self.kind not in ("openai", "azure"):
             raise ValueError("identity is for provider kinds openai and azure")
+        if self.responses_api and self.kind != "openai":
+            raise ValueError("responses_api is for provider kind openai")
         if self.kind == "bedrock" and not self.region:
             raise ValueError("provider kind 'bedrock' needs region")
         aws = (self.region, self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token)
+        if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
+            raise ValueError("aws_access_key_id and aws_secret_access_key go together")
         if self.kind != "bedrock" and any(aws):
             raise ValueError("region and aws_* credentials are only for kind: bedrock")
         return self

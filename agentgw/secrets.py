@@ -73,6 +73,9 @@ def configured_secrets(settings: Settings) -> list[str]:
 
     reg = settings.registry_data
     out: list[str] = [p.api_key for p in reg.llm.providers if p.api_key]
+    out += [  # Bedrock's SigV4 credentials (the key id is not secret; the secret key and session token are)
+        s for p in reg.llm.providers for s in (p.aws_secret_access_key, p.aws_session_token) if s
+    ]
     entries: list[Provider | MCPServer | Agent] = [*reg.llm.providers, *reg.mcp.servers, *reg.a2a.agents]
     for entry in entries:
         for value in entry.headers.values():

@@ -143,7 +143,7 @@ BROKEN = [
     pytest.param(
         {"registry/other.yaml": "llm:\n  providers:\n    - {name: x, kind: openia}\n"},
         [
-            "{d}/registry/other.yaml: llm.providers[0].kind: Input should be 'openai', 'azure', 'anthropic' or 'mock'"
+            "{d}/registry/other.yaml: llm.providers[0].kind: Input should be 'openai', 'azure', 'anthropic', 'gemini', 'bedrock' or 'mock'"
         ],
         id="unknown provider kind",
     ),

@@ -20,6 +20,14 @@ def build_provider(
         return MockProvider(cfg)
     if cfg.kind == "anthropic":
         return AnthropicProvider(cfg, pool)
+    if cfg.kind == "gemini":
+        from agentgw.llm.providers.gemini import GeminiProvider
+
+        return GeminiProvider(cfg, pool)
+    if cfg.kind == "bedrock":  # botocore (its SigV4 signer and event-stream parser) is imported only here
+        from agentgw.llm.providers.bedrock import BedrockProvider
+
+        return BedrockProvider(cfg, pool)
     if cfg.kind == "azure":
         return AzureProvider(cfg, pool, credentials)
     return OpenAIProvider(cfg, pool, credentials)
