@@ -64,6 +64,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/a2a_bench.py
 	$(BIN)/python bench/audit_bench.py
 	$(BIN)/python bench/guardrails.py --gateway
+	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/cache.py
 
 # Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).
 conformance: conformance-mcp conformance-a2a

@@ -38,6 +38,7 @@ from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_by
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore, name_clashes
+from agentgw.llm.cache import embedding_problem
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
@@ -342,6 +343,7 @@ class Gateway:
         if self.budget is not None:
             await self.budget.start()
         await self.approvals.start()
+        await self.llm.start()
         await self.policy.start()
         with contextlib.suppress(
             NotImplementedError, RuntimeError, ValueError
@@ -483,6 +485,9 @@ def check(settings: Settings) -> list[Problem]:
     policy, a key's role or an admin or metrics role. `check-config` and `serve` refuse these like every other
     problem; `ambiguities` are what only `check-config` refuses."""
     problems = registry_problems(settings.registry_data)
+    semantic = embedding_problem(settings.llm.cache, {m.name for m in settings.registry_data.llm.models})
+    if semantic is not None:  # the semantic cache embeds with a model the registry does not have
+        problems.append(Problem(str(settings.path), "llm.cache.semantic.embedding_model", semantic))
     paths = settings.policies or Policies()
     policy = settings.resolve(paths.policy)
     try:

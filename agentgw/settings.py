@@ -262,10 +262,38 @@ class ToolPinning(Frozen):
     lock_file: str = "registry/tools.lock.yaml"  # relative to agentgw.yaml
 
 
-class CacheSettings(Frozen):
-    """`llm.cache`: the exact response cache of chat completions (agentgw/llm/cache.py); off by default."""
+class SemanticCacheSettings(Frozen):
+    """`llm.cache.semantic`, used when `llm.cache.mode` is `semantic` (agentgw/llm/semantic_cache.py): an exact
+    miss may be answered from a kept answer to a request that differs only in wording (cosine similarity of
+    the conversations' embeddings)."""
 
-    mode: Literal["off", "exact"] = "off"
+    # A model alias of the registry (checked at startup), called through the gateway's own providers.
+    embedding_model: str | None = None
+    threshold: float = Field(default=0.95, ge=0, le=1)  # the least cosine similarity that is a hit
+    # Model alias glob → its own threshold (the first that matches), else `threshold`.
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    # Where the vectors live: memory (usearch, per process) or redis (shared); default: the same as `store`.
+    index: Literal["memory", "redis"] | None = None
+    max_entries: int = Field(default=1000, ge=1)  # vectors per partition; the oldest go first
+    # Partitions held in this process (memory index, or the redis index's local copies); least recently used go.
+    max_partitions: int = Field(default=1024, ge=1)
+    max_text_chars: int = Field(default=16_000, ge=1)  # a longer conversation is cached exactly only
+    timeout_s: float = Field(default=2.0, gt=0)  # the embedding call; slower is a miss
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unit(cls, value: dict[str, float]) -> dict[str, float]:
+        for glob_, t in value.items():
+            if not 0 <= t <= 1:
+                raise ValueError(f"{glob_!r}: a threshold is a cosine similarity between 0 and 1")
+        return value
+
+
+class CacheSettings(Frozen):
+    """`llm.cache`: the response cache of chat completions (agentgw/llm/cache.py); off by default. `exact`: the same
+    request again; `semantic`: that, then the same request in other words (`semantic:`)."""
+
+    mode: Literal["off", "exact", "semantic"] = "off"
     scope: Literal["principal", "role", "global"] = "principal"  # who may be answered from whose answers
     ttl_s: float = Field(default=300.0, gt=0)
     models: list[str] = Field(default_factory=lambda: ["*"])  # model aliases (globs) whose answers are kept
@@ -274,6 +302,36 @@ class CacheSettings(Frozen):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "agentgw:cache:"
     charge: bool = False  # true: a hit charges the budget the tokens the answer first cost
+    semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
+
+    @model_validator(mode="after")
+    def _semantic(self) -> CacheSettings:
+        if self.mode == "semantic" and not self.semantic.embedding_model:
+            raise ValueError("mode semantic needs semantic.embedding_model (a model alias of the registry)")
+        if self.semantic.index == "redis" and self.store != "redis":
+            raise ValueError("semantic.index redis needs store redis (the answers the vectors point at)")
+        return self
+
+
+class ResponsesSettings(Frozen):
+    """`llm.responses`: where the Responses API's stored responses live (for `previous_response_id` and `GET`)."""
+
+    # auto = Redis when the budget ledger is Redis (replicas share it), else this process's memory.
+    store: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # default: budgets.redis_url
+    ttl_s: float = Field(default=30 * 86400.0, gt=0)  # a stored response is kept this long
+    max_entries: int = Field(default=10_000, ge=1)  # memory: the oldest go first
+
+
+class RoutingSettings(Frozen):
+    """`llm.routing`: where the routing strategies' per-target state lives (latency, errors, calls in flight, calls
+    and tokens per minute against rpm/tpm)."""
+
+    # auto = Redis when the budget ledger is Redis, else this process only; with Redis every process publishes its
+    # own numbers every `sync_s` and reads everyone's (limits hold across replicas to within that interval).
+    state: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # default: budgets.redis_url
+    sync_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class LLMToolSettings(Frozen):
@@ -290,6 +348,8 @@ class LLMToolSettings(Frozen):
     # `<server>__<tool>` of a registry MCP server needs no entry; any other name without one is denied.
     tools: dict[str, str] = Field(default_factory=dict)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @field_validator("tools")
     @classmethod

@@ -109,6 +109,8 @@ class RecordBuilder:
             "incomplete",
             "refused",
             "a2a",  # an A2A call: its task, context and final state; a stream's event count
+            "passthrough",  # a Responses or Messages call passed to a provider that serves that API itself
+            "cache",  # an LLM response cache hit (exact or semantic: entry, similarity, saved), a semantic miss
         ):  # a record built without its payloads; an aggregate of refusals
             if extra in ex.attrs:
                 rec[extra] = ex.attrs[extra]

@@ -1,6 +1,8 @@
 """The exact response cache of chat completions (`llm.cache`): an answer kept under the normalised request and the
 caller's scope (principal, role set or everyone), replayed as it came — a streamed answer as the same stream —
-for its TTL, in memory or in Redis. A hit costs the caller nothing (unless `charge`) and is on the audit record."""
+for its TTL, in memory or in Redis. A hit costs the caller nothing (unless `charge`) and is on the audit record.
+With `mode: semantic`, an exact miss may still hit an answer to the same request in other words (semantic_cache.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import fnmatch
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -18,9 +20,14 @@ from agentgw.exchange import Exchange, Result, Usage
 from agentgw.llm.routing import then
 from agentgw.settings import CacheSettings
 
+if TYPE_CHECKING:
+    from agentgw.llm.router import Router
+    from agentgw.llm.semantic_cache import SemanticCache
+
 # Request fields that do not change the answer (how it is delivered, who is billed).
 _DELIVERY = frozenset({"stream_options", "user", "metadata", "store", "service_tier"})
 MAX_ENTRY_BYTES = 1024 * 1024
+PROBE = "semantic_probe"  # Exchange.attrs: the semantic cache's Probe of this request, from lookup to settle
 
 
 class Store(Protocol):
@@ -85,6 +92,21 @@ class ResponseCache:
             if cfg.store == "redis"
             else MemoryStore(cfg.max_entries)
         )
+        self.semantic: SemanticCache | None = None
+        if cfg.mode == "semantic":  # numpy and usearch are imported only by gateways that use them
+            from agentgw.llm.semantic_cache import SemanticCache
+
+            redis = self.store.redis if isinstance(self.store, RedisStore) else None
+            self.semantic = SemanticCache(cfg, self.get, redis)
+
+    def scope(self, ex: Exchange) -> str:
+        """Whose answers this caller may be given: its own, its role set's, or everyone's."""
+        p = ex.principal
+        if self.cfg.scope == "principal":
+            return "p:" + (p.subject if p is not None else "")
+        if self.cfg.scope == "role":
+            return "r:" + ",".join(sorted(p.roles if p is not None else ()))
+        return "*"
 
     def key(self, ex: Exchange, model: str, payload: dict[str, Any]) -> str | None:
         """The request's cache key in the caller's scope, or None when the cache is not for it (its model, or the
@@ -93,16 +115,9 @@ class ResponseCache:
             return None
         if "no-store" in ex.headers.get("cache-control", "").lower():
             return None
-        p = ex.principal
-        if self.cfg.scope == "principal":
-            scope = "p:" + (p.subject if p is not None else "")
-        elif self.cfg.scope == "role":
-            scope = "r:" + ",".join(sorted(p.roles if p is not None else ()))
-        else:
-            scope = "*"
         request = {k: v for k, v in payload.items() if k not in _DELIVERY}
         canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(scope.encode() + b"\0" + canonical).hexdigest()
+        return hashlib.sha256(self.scope(ex).encode() + b"\0" + canonical).hexdigest()
 
     def may_read(self, ex: Exchange) -> bool:
         return "no-cache" not in ex.headers.get("cache-control", "").lower()
@@ -117,15 +132,19 @@ class ResponseCache:
             return None
         return entry if isinstance(entry, dict) else None
 
-    async def put_body(self, key: str, body: bytes, tokens: int) -> None:
-        if len(body) <= MAX_ENTRY_BYTES:
-            value = jsontext.dumps(
-                {"body": body.decode("utf-8", "replace"), "tokens": tokens, "at": time.time()}
-            )
-            await self.store.put(key, value, self.cfg.ttl_s)
+    async def put_body(self, key: str, body: bytes, tokens: int) -> bool:
+        if len(body) > MAX_ENTRY_BYTES:
+            return False
+        value = jsontext.dumps({"body": body.decode("utf-8", "replace"), "tokens": tokens, "at": time.time()})
+        await self.store.put(key, value, self.cfg.ttl_s)
+        return True
 
-    def capture(self, key: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The upstream's stream as it comes, kept once it ended with `[DONE]` (a cut or failed one is not)."""
+    def capture(
+        self, key: str, frames: AsyncIterator[bytes], ex: Exchange | None = None
+    ) -> AsyncIterator[bytes]:
+        """The upstream's stream as it comes, kept once it ended with `[DONE]` (a cut or failed one is not); with
+        the semantic cache, under the vector the lookup of `ex` computed too."""
+        probe = ex.attrs.get(PROBE) if ex is not None and self.semantic is not None else None
 
         async def relay() -> AsyncIterator[bytes]:
             kept: list[bytes] = []
@@ -151,28 +170,44 @@ class ResponseCache:
                     }
                 )
                 await self.store.put(key, value, self.cfg.ttl_s)
+                if probe is not None and self.semantic is not None:
+                    await self.semantic.add(probe, key)
 
         return relay()
 
     async def lookup(
-        self, ex: Exchange, model: str, payload: dict[str, Any]
+        self, ex: Exchange, model: str, payload: dict[str, Any], router: Router | None = None
     ) -> tuple[str | None, dict[str, Any] | None]:
-        """(the key, the kept answer or None); (None, None) when the cache is not for this request."""
+        """(the key, the kept answer or None); (None, None) when the cache is not for this request. With the
+        semantic cache (and the `router` its embedding model is called through), an exact miss looks there."""
         key = self.key(ex, model, payload)
-        if key is None or not self.may_read(ex):  # `no-cache`: ask the provider, keep the new answer
-            return key, None
-        return key, await self.get(key)
+        if key is None:
+            return None, None
+        read = self.may_read(ex)  # `no-cache`: ask the provider, keep the new answer
+        hit = await self.get(key) if read else None
+        if hit is None and self.semantic is not None and router is not None:
+            hit = await self.semantic.lookup(ex, router, self.scope(ex), model, payload, read)
+        return key, hit
 
     async def settle(self, ex: Exchange, key: str, hit: dict[str, Any] | None, result: Result) -> None:
         """After the plane read the answer: say hit or miss; a hit is on the record and (unless `charge`) costs
         no tokens; a whole answer that missed is kept."""
-        result.headers = {**result.headers, "x-agentgw-cache": "hit" if hit is not None else "miss"}
+        probe = ex.attrs.get(PROBE) if self.semantic is not None else None
+        semantic = hit is not None and probe is not None and probe.entry is not None
+        kind = "semantic-hit" if semantic else "hit" if hit is not None else "miss"
+        result.headers = {**result.headers, "x-agentgw-cache": kind}
         if hit is None:
             if result.stream is None and result.status == 200 and result.body:
-                await self.put_body(key, result.body, ex.usage.total_tokens if ex.usage else 0)
+                kept = await self.put_body(key, result.body, ex.usage.total_tokens if ex.usage else 0)
+                if kept and probe is not None and self.semantic is not None:
+                    await self.semantic.add(probe, key)
             return
-        saved = int(hit.get("tokens") or 0)
-        ex.decide("cache", "info", f"cache:{self.cfg.scope}", f"hit {key[:16]}, saved {saved} tokens")
+        if semantic and probe is not None and self.semantic is not None:
+            self.semantic.hit(ex, probe, hit, f"cache:{self.cfg.scope}")
+        else:
+            saved = int(hit.get("tokens") or 0)
+            ex.attrs["cache"] = {"kind": "exact", "key": key[:16], "saved": {"tokens": saved}}
+            ex.decide("cache", "info", f"cache:{self.cfg.scope}", f"hit {key[:16]}, saved {saved} tokens")
         if self.cfg.charge:
             return
         if result.stream is None:
@@ -184,6 +219,14 @@ class ResponseCache:
         close = getattr(self.store, "aclose", None)
         if close is not None:
             await close()
+
+
+def embedding_problem(cfg: CacheSettings, models: Collection[str]) -> str | None:
+    """Why the semantic cache cannot start (its embedding model is not a model alias of the registry), or None."""
+    name = cfg.semantic.embedding_model
+    if cfg.mode != "semantic" or name in models:
+        return None
+    return f"{name!r} is not a model of the registry (the semantic cache embeds requests with it)"
 
 
 def cached(entry: dict[str, Any]) -> Result:

@@ -11,7 +11,9 @@ from agentgw.exchange import Decision, Exchange
 from agentgw.registry import Model, Route, RouteWhen
 from agentgw.tokens import count_messages, count_tokens
 
-PROMPT_TOKENS = "prompt_tokens_estimate"  # Exchange.attrs: counted once, for the rules
+PROMPT_TOKENS = (
+    "prompt_tokens"  # Exchange.attrs: (the messages counted, their tokens), for the rules and budget
+)
 
 
 class ContentRoutes:
@@ -77,13 +79,14 @@ def _matches(when: RouteWhen, ex: Exchange, payload: dict[str, Any]) -> bool:
 def prompt_tokens(ex: Exchange, payload: dict[str, Any]) -> int:
     """The prompt as the gateway counts it (the budget's estimate), once per call."""
     known = ex.attrs.get(PROMPT_TOKENS)
-    if isinstance(known, int):
-        return known
+    if known is not None and known[0] is payload.get("messages"):
+        return int(known[1])
     if ex.operation == "embeddings":
         inp = payload.get("input")
         texts = inp if isinstance(inp, list) else [inp]
         n = sum(count_tokens(t) if isinstance(t, str) else 1 for t in texts)
     else:
         n = count_messages(payload.get("messages"), payload.get("tools"))
-    ex.attrs[PROMPT_TOKENS] = n
+    # with the messages counted: the budget stage takes the count as long as nothing replaced them since
+    ex.attrs[PROMPT_TOKENS] = (payload.get("messages"), n)
     return n

@@ -39,13 +39,14 @@ from agentgw.http import (
 )
 from agentgw.identity import OutboundIdentity
 from agentgw.llm.apis import messages as messages_api
+from agentgw.llm.apis import native as native_api
 from agentgw.llm.apis.responses import (
     RESPONSES,
     ResponsesCall,
-    ResponseStore,
     Shell,
     as_response,
     chat_request,
+    make_responses,
     new_id,
 )
 from agentgw.llm.cache import ResponseCache, cached, embedding_problem
@@ -54,8 +55,10 @@ from agentgw.llm.errors import error_body
 from agentgw.llm.guard_content import CHANGED, LLMContent
 from agentgw.llm.guard_stream import ChatContentGuard
 from agentgw.llm.providers import Call, Provider, build_provider
+from agentgw.llm.providers.base import NativeRequest
 from agentgw.llm.router import Router
 from agentgw.llm.routing import counted
+from agentgw.llm.routing_shared import make_routing_sync
 from agentgw.llm.sse import ChatStreamMeter
 from agentgw.llm.tool_stream import ToolCallGuard
 from agentgw.llm.tools import ToolPolicy
@@ -143,7 +146,8 @@ class LLMPlane:
             ("POST", "/v1/messages"): self.messages,
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
         }
-        self.stored = ResponseStore()
+        self.stored = make_responses(settings)
+        self.routing_sync = make_routing_sync(settings, lambda: self.router.routing, self._target_keys)
         cache = settings.llm.cache
         problem = embedding_problem(cache, self.router.models)  # the semantic cache's model must exist
         if problem is not None:
@@ -208,7 +212,17 @@ class LLMPlane:
         ]
         return {"providers": providers, "models": models}
 
+    def _target_keys(self) -> list[str]:
+        return [f"{t.provider}/{t.model}" for m in self.router.models.values() for t in m.targets]
+
+    async def start(self) -> None:
+        if self.routing_sync is not None:
+            self.routing_sync.start()
+
     async def aclose(self) -> None:
+        if self.routing_sync is not None:
+            await self.routing_sync.aclose()
+        await self.stored.aclose()
         if self.cache is not None:
             await self.cache.aclose()
 
@@ -251,7 +265,11 @@ class LLMPlane:
         (authorization by model, budgets, guardrails, audit) works on the chat request the provider gets."""
 
         def adapt(body: dict[str, Any], ex: Exchange) -> dict[str, Any]:
-            chat = chat_request(body)
+            native = NativeRequest("responses", body)
+            chat = chat_request(body, skipped=native.skipped)
+            ex.attrs[native_api.NATIVE] = (
+                native  # passed through where the provider serves it (apis/native.py)
+            )
             if chat.get("stream") is True:  # the Responses stream reports usage at its end: ask for it
                 chat["stream_options"] = {"include_usage": True}
             model = str(body.get("model") or "")
@@ -265,7 +283,9 @@ class LLMPlane:
         """The Anthropic Messages API as chat, like the Responses API; errors in Anthropic's envelope."""
 
         def adapt(body: dict[str, Any], ex: Exchange) -> dict[str, Any]:
-            chat = messages_api.chat_request(body)
+            native = NativeRequest("messages", body)
+            chat = messages_api.chat_request(body, native.skipped)
+            ex.attrs[native_api.NATIVE] = native
             ex.attrs["endpoint"] = "/v1/messages"
             ex.attrs[messages_api.MESSAGES] = (new_id("msg"), str(body.get("model") or ""))
             return chat
@@ -366,9 +386,9 @@ class LLMPlane:
         extra = {**reply, **ex.attrs.get("reply_headers", {}), **result.headers}
         rc = ex.attrs.get(RESPONSES)
         if rc is not None and result.status == 200:
-            as_response(self.stored, ex, rc, result)
+            await as_response(self.stored, ex, rc, result)
         message = ex.attrs.get(messages_api.MESSAGES)
-        if message is not None:
+        if message is not None and native_api.PASSED not in ex.attrs:
             messages_api.as_message(message, result)
         if result.stream is not None:
             await send_stream(send, result.status, result.stream, extra=extra)
@@ -382,24 +402,30 @@ class LLMPlane:
         async def forward(ex: Exchange) -> Result:
             who = ex.principal.subject if ex.principal is not None else ""
             if deleting:
-                self.stored.delete(response_id, who)
+                await self.stored.delete(response_id, who)
                 return Result(body=jsontext.dumps({"id": response_id, "object": "response", "deleted": True}))
-            return Result(body=jsontext.dumps(self.stored.get(response_id, who).response))
+            return Result(body=jsontext.dumps((await self.stored.get(response_id, who)).response))
 
         await self._lookup(scope, send, "responses", forward)
 
     async def _forward(self, ex: Exchange) -> Result:
         payload = ex.payload or {}
-        rc = ex.attrs.get(RESPONSES)
-        if rc is not None:  # after authentication: a previous response is the caller's own, or unknown
-            payload = rc.continued(payload, self.stored, ex.principal.subject if ex.principal else "")
-            if payload is not ex.payload:  # sent (and recorded) with the conversation it continues
-                ex.payload = payload
-                ex.attrs[CHANGED] = True
         router = self.router  # one router for the whole call, even if a reload swaps it meanwhile
         model = router.resolve(payload.get("model"))
         if not model.targets:  # a router alias whose catch-all route the route stage did not apply
             raise ModelNotFound.named(model.name)
+        native = ex.attrs.get(native_api.NATIVE)
+        if native is not None:  # the Responses or Messages API: passed through where it can be
+            go = native_api.passable(ex, router, model, native.api, self.tools is not None)
+            passed = await native_api.forward(ex, router, model, native, self.stored, go)
+            if passed is not None:
+                return passed
+        rc = ex.attrs.get(RESPONSES)
+        if rc is not None:  # after authentication: a previous response is the caller's own, or unknown
+            payload = await rc.continued(payload, self.stored, ex.principal.subject if ex.principal else "")
+            if payload is not ex.payload:  # sent (and recorded) with the conversation it continues
+                ex.payload = payload
+                ex.attrs[CHANGED] = True
         stream = ex.operation == "chat" and payload.get("stream") is True
         call = Call(ex, ex.operation, payload, ex.body, model.targets[0].model, stream)
         if ex.attrs.get(CHANGED):  # the guard stage masked texts or added system prompts: send what it made

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from agentgw.errors import (
     GatewayError,
@@ -26,6 +26,7 @@ from agentgw.errors import (
 )
 from agentgw.exchange import Attempt, Result
 from agentgw.llm.providers import Call, Provider, ProviderError
+from agentgw.llm.providers.base import NativeProvider
 from agentgw.llm.routing import Routing, then
 from agentgw.registry import Model, Retry
 from agentgw.settings import CircuitBreaker, RetryDefaults
@@ -133,9 +134,12 @@ class Router:
                     call.headers["traceparent"] = f"00-{trace_id}-{tried.span_id}-01"
                 self.routing.started(target)
                 try:
-                    result = await (
-                        provider.chat(call) if call.operation == "chat" else provider.embeddings(call)
-                    )
+                    if call.native is not None:
+                        result = await cast(NativeProvider, provider).native(call)
+                    elif call.operation == "chat":
+                        result = await provider.chat(call)
+                    else:
+                        result = await provider.embeddings(call)
                     if result.stream is not None:
                         result.stream = await _commit(result.stream)
                 except ProviderError as err:

@@ -200,7 +200,13 @@ class BudgetStage(Stage):
                 prompt = sum(count_tokens(t) if isinstance(t, str) else 1 for t in texts)
                 out = 0
             else:
-                prompt = count_messages(payload.get("messages"), payload.get("tools"))
+                known = ex.attrs.get(
+                    "prompt_tokens"
+                )  # counted by a routing rule, if the messages are unchanged
+                if known is not None and known[0] is payload.get("messages"):
+                    prompt = known[1]
+                else:
+                    prompt = count_messages(payload.get("messages"), payload.get("tools"))
                 mt = payload.get("max_completion_tokens") or payload.get("max_tokens")
                 out = mt if isinstance(mt, int) and mt > 0 else 0
             w = rule.weights

@@ -5,12 +5,14 @@ deleted, and bad requests answered with OpenAI errors."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.support import MOCK_REGISTRY, OTHER_KEY, TEST_KEY, audit_records, gateway
+from tests.budget.test_budgets import REDIS_URL
+from tests.support import MOCK_REGISTRY, OTHER_KEY, TEST_KEY, audit_records, drop_redis_keys, gateway
 
 SETTINGS = {"audit": {"writer": "inline"}}
 
@@ -154,3 +156,40 @@ async def test_the_openai_agents_sdk_runs_a_tool_using_agent_in_its_default_resp
     assert result.final_output == "Tool result: sunny in Paris"
     calls = [x for x in audit_records(tmp_path) if x["operation"] == "chat"]
     assert [x["endpoint"] for x in calls] == ["/v1/responses", "/v1/responses"]
+
+
+async def test_with_a_redis_store_a_response_made_on_one_gateway_is_continued_and_read_on_another(
+    tmp_path: Path,
+) -> None:
+    prefix = f"agw-test-{uuid.uuid4().hex[:8]}"
+    settings = {
+        **SETTINGS,
+        "llm": {"responses": {"store": "redis", "redis_url": REDIS_URL}},
+        "budgets": {"key_prefix": prefix},
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        async with (
+            gateway(tmp_path / "a", MOCK_REGISTRY, settings) as (url_a, _),
+            gateway(tmp_path / "b", MOCK_REGISTRY, settings) as (url_b, _),
+            client(url_a) as on_a,
+            client(url_b) as on_b,
+            client(url_b, OTHER_KEY) as theirs_on_b,
+        ):
+            first = await on_a.responses.create(model="mock-fast", input="remember me", stream=False)
+            streamed = await on_a.responses.create(model="mock-fast", input="and me", stream=True)
+            last = [e async for e in streamed][-1].response
+            read = await on_b.responses.retrieve(first.id)
+            later = await on_b.responses.create(model="mock-fast", input="next", previous_response_id=last.id)
+            with pytest.raises(openai.NotFoundError):
+                await theirs_on_b.responses.retrieve(first.id)
+            await on_b.responses.delete(first.id)
+            with pytest.raises(openai.NotFoundError):
+                await on_a.responses.retrieve(first.id)
+    finally:
+        await drop_redis_keys(REDIS_URL, prefix)
+    assert read.output_text == "remember me"
+    assert later.status == "completed"
+    sent = [x for x in audit_records(tmp_path / "b") if x["operation"] == "chat"][-1]
+    assert sent["request"]["messages"] == 3  # "and me", its answer (kept on gateway a), then "next"

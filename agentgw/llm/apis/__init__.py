@@ -4,7 +4,7 @@ the Anthropic Messages API (messages.py). Both read the chat stream the plane re
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from agentgw import jsontext
@@ -12,16 +12,19 @@ from agentgw import jsontext
 
 async def chat_chunks(frames: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
     """The chat chunks in the frames the plane relays, parsed, up to `[DONE]` (an error frame too: it has an
-    `error` object). Closes `frames` when done or closed early."""
+    `error` object). Closes `frames` when done or closed early. Frames after `[DONE]` are read and dropped, so
+    the relay ends normally: closed at `[DONE]`, it would record a complete stream as the client gone."""
     from agentgw.llm.sse import frame_data
 
+    done = False
     try:
         async for frame in frames:
             data = frame_data(frame)
-            if not data:
+            if done or not data:
                 continue
             if data == b"[DONE]":
-                return
+                done = True
+                continue
             try:
                 chunk = jsontext.loads(data)
             except ValueError:
@@ -47,10 +50,10 @@ class Translator(Protocol):
 
 
 async def translate_stream(
-    frames: AsyncIterator[bytes], tr: Translator, done: Callable[[], None] | None = None
+    frames: AsyncIterator[bytes], tr: Translator, done: Callable[[], Awaitable[None]] | None = None
 ) -> AsyncIterator[bytes]:
-    """The chat stream the plane relays, as `tr`'s API streams it; `done()` once it ended normally (an upstream
-    error frame ends it with `tr.failed`)."""
+    """The chat stream the plane relays, as `tr`'s API streams it; `done()` once it ended normally, before its
+    last event is sent (an upstream error frame ends it with `tr.failed`)."""
     yield tr.start()
     async with contextlib.aclosing(chat_chunks(frames)) as chunks:
         async for chunk in chunks:
@@ -60,6 +63,7 @@ async def translate_stream(
             out = tr.feed(chunk)
             if out:
                 yield out
-    yield tr.end()
+    last = tr.end()
     if done is not None:
-        done()
+        await done()
+    yield last

@@ -80,7 +80,7 @@ def _result_text(content: Any, where: str) -> str:
     return "".join(_text(b, where) for b in _blocks(content, where) if b.get("type") == "text")
 
 
-def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def chat_messages(body: dict[str, Any], skipped: list[BadRequest] | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     system = body.get("system")
     if isinstance(system, str):
@@ -117,6 +117,8 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 out.append({"role": "tool", "tool_call_id": str(b.get("tool_use_id")), "content": text})
             elif kind in ("thinking", "redacted_thinking"):
                 continue  # a model's own reasoning, handed back: not something a chat request carries
+            elif skipped is not None:  # may still be passed through to a provider that serves it
+                skipped.append(BadRequest(f"{at}: content blocks of type {kind!r} are not supported here."))
             else:
                 raise BadRequest(f"{at}: content blocks of type {kind!r} are not supported here.")
         if not parts and not calls:
@@ -129,13 +131,14 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def chat_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat completions request answering Messages request `body`."""
+def chat_request(body: dict[str, Any], skipped: list[BadRequest] | None = None) -> dict[str, Any]:
+    """The chat completions request answering Messages request `body`. With `skipped`, what only the Messages
+    API itself can serve (server tools, other block types) is left out and its refusal added there instead."""
     if not isinstance(body.get("max_tokens"), int):
         raise BadRequest("max_tokens: an integer is required.", code="missing_max_tokens")
     chat: dict[str, Any] = {
         "model": body.get("model"),
-        "messages": chat_messages(body),
+        "messages": chat_messages(body, skipped),
         "max_tokens": body["max_tokens"],
     }
     for key in ("temperature", "top_p", "stream"):
@@ -153,10 +156,14 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
         out = []
         for i, t in enumerate(tools):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str) or "input_schema" not in t:
-                raise BadRequest(
+                refused = BadRequest(
                     f"tools[{i}]: only custom tools (name, input_schema) are served here.",
                     code="unsupported_tool",
                 )
+                if skipped is None or not isinstance(t, dict):
+                    raise refused
+                skipped.append(refused)  # a server tool: served only by passthrough to Anthropic
+                continue
             fn = {"name": t["name"], "parameters": t["input_schema"]}
             if t.get("description"):
                 fn["description"] = t["description"]

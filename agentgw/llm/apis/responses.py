@@ -5,16 +5,20 @@ serves it. Stored responses (for `previous_response_id` and `GET`) live in Respo
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agentgw import jsontext
-from agentgw.errors import BadRequest, NotFound
+from agentgw.errors import BadRequest, GatewayError, NotFound
 from agentgw.exchange import Exchange, Result
 from agentgw.llm.apis import translate_stream
+from agentgw.settings import Settings
+
+log = logging.getLogger("agentgw.llm")
 
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "metadata", "stream")
 _ROLES = {"user", "system", "developer", "assistant"}
@@ -47,7 +51,7 @@ def _text_of(content: Any, where: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def input_messages(items: Any) -> list[dict[str, Any]]:
+def input_messages(items: Any, skipped: list[BadRequest] | None = None) -> list[dict[str, Any]]:
     """Responses `input` (a string or a list of items) as chat messages."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
@@ -79,30 +83,42 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
             text = output if isinstance(output, str) else _text_of(output, where)
             out.append({"role": "tool", "tool_call_id": call_id, "content": text})
         else:
-            raise BadRequest(
+            refused = BadRequest(
                 f"{where}: input items of type {kind!r} are not supported here.", code="invalid_input"
             )
+            if skipped is None:
+                raise refused
+            skipped.append(refused)  # e.g. a reasoning item: served only by passthrough to OpenAI
     return out
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, skipped: list[BadRequest] | None = None) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise BadRequest("tools must be a list.")
     out = []
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("name"), str):
             kind = t.get("type") if isinstance(t, dict) else None
-            raise BadRequest(
+            refused = BadRequest(
                 f"tools[{i}]: only function tools are served here, not {kind!r}.", code="unsupported_tool"
             )
+            if skipped is None or not isinstance(t, dict):
+                raise refused
+            skipped.append(refused)  # a built-in tool (web search, …): served only by passthrough to OpenAI
+            continue
         fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}
         out.append({"type": "function", "function": fn})
     return out
 
 
-def chat_request(body: dict[str, Any], history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def chat_request(
+    body: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
+    skipped: list[BadRequest] | None = None,
+) -> dict[str, Any]:
     """The chat completions request that answers Responses request `body` (after `history`: the messages of the
-    previous response, when the request continues one)."""
+    previous response, when the request continues one). With `skipped`, what only the Responses API itself can
+    serve (built-in tools, other input items) is left out and its refusal added there instead."""
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if instructions is not None:
@@ -112,7 +128,7 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]] | None = No
     messages += history or []
     if "input" not in body:
         raise BadRequest("You must provide input.", code="missing_input")
-    messages += input_messages(body["input"])
+    messages += input_messages(body["input"], skipped)
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     for key in _PASSED:
         if key in body and body[key] is not None:
@@ -120,7 +136,9 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]] | None = No
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
     if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
+        tools = _tools(body["tools"], skipped)
+        if tools:
+            chat["tools"] = tools
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
@@ -367,7 +385,7 @@ class ResponsesCall:
     shell: Shell
     messages: list[dict[str, Any]] = field(default_factory=list)
 
-    def continued(self, payload: dict[str, Any], store: ResponseStore, who: str) -> dict[str, Any]:
+    async def continued(self, payload: dict[str, Any], store: ResponseStore, who: str) -> dict[str, Any]:
         """The chat request with the previous response's conversation before this input (NotFound when there
         is no such response of `who`); `payload` itself when the request continues nothing."""
         messages = list(payload.get("messages") or [])
@@ -378,20 +396,21 @@ class ResponsesCall:
             return payload
         if not isinstance(previous, str):
             raise BadRequest("previous_response_id must be a string.")
-        history = store.get(previous, who).conversation
+        history = (await store.get(previous, who)).conversation
         messages[start:start] = history
         self.messages = messages[start:]
         return {**payload, "messages": messages}
 
 
-def as_response(store: ResponseStore, ex: Exchange, rc: ResponsesCall, result: Result) -> None:
-    """A chat answer (200) made into the Responses API's, and kept (unless `store: false`) for its principal."""
+async def as_response(store: ResponseStore, ex: Exchange, rc: ResponsesCall, result: Result) -> None:
+    """A chat answer (200) made into the Responses API's, and kept (unless `store: false`) for its principal: a
+    streamed one before its last event is sent, so a continuation the client sends at once finds it."""
     keep = rc.shell.request.get("store", True) is not False and ex.principal is not None
     who = ex.principal.subject if ex.principal is not None else ""
 
-    def remember(response: dict[str, Any] | None, said: dict[str, Any]) -> None:
+    async def remember(response: dict[str, Any] | None, said: dict[str, Any]) -> None:
         if keep and response is not None:
-            store.put(Stored(who, response, [*rc.messages, said]))
+            await store.put(Stored(who, response, [*rc.messages, said]))
 
     if result.stream is not None:
         tr = StreamTranslator(rc.shell)
@@ -402,7 +421,7 @@ def as_response(store: ResponseStore, ex: Exchange, rc: ResponsesCall, result: R
     except ValueError:
         return  # not an answer to translate: relayed as it came
     response, said = response_of(rc.shell, chat)
-    remember(response, said)
+    await remember(response, said)
     result.body, result.payload = jsontext.dumps(response), None
 
 
@@ -414,27 +433,110 @@ class Stored:
     principal: str
     response: dict[str, Any]
     conversation: list[dict[str, Any]]  # the chat messages up to and including this response's answer
+    native: bool = (
+        False  # answered by a provider's own Responses API: it holds the conversation (apis/native.py)
+    )
 
 
-class ResponseStore:
-    """Responses kept for `previous_response_id` and `GET /v1/responses/{id}`, in this process, bounded (the
-    oldest go first), each bound to the principal that created it: anyone else is told it does not exist."""
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", code="response_not_found")
+
+
+class ResponseStore(Protocol):
+    """Responses kept for `previous_response_id` and `GET /v1/responses/{id}`, each bound to the principal that
+    created it: anyone else is told it does not exist (404 `response_not_found`)."""
+
+    async def put(self, stored: Stored) -> None: ...
+
+    async def get(self, response_id: str, principal: str) -> Stored: ...
+
+    async def delete(self, response_id: str, principal: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryResponses:
+    """In this process, bounded (the oldest go first)."""
 
     def __init__(self, size: int = 10_000, ttl_s: float = 24 * 3600.0) -> None:
         self.size, self.ttl_s = size, ttl_s
         self._items: OrderedDict[str, tuple[float, Stored]] = OrderedDict()
 
-    def put(self, stored: Stored) -> None:
+    async def put(self, stored: Stored) -> None:
         self._items[stored.response["id"]] = (time.monotonic(), stored)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
-    def get(self, response_id: str, principal: str) -> Stored:
+    async def get(self, response_id: str, principal: str) -> Stored:
         found = self._items.get(response_id)
         if found is None or found[1].principal != principal or time.monotonic() - found[0] > self.ttl_s:
-            raise NotFound(f"Response with id '{response_id}' not found.", code="response_not_found")
+            raise _not_found(response_id)
         return found[1]
 
-    def delete(self, response_id: str, principal: str) -> None:
-        self.get(response_id, principal)
+    async def delete(self, response_id: str, principal: str) -> None:
+        await self.get(response_id, principal)
         del self._items[response_id]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ResponsesUnavailable(GatewayError):
+    status, code, type = 503, "responses_store_unavailable", "api_error"
+
+
+class RedisResponses:
+    """In Redis, shared by every worker and replica, each response under its own key with the TTL. A Redis that
+    fails makes a continuation or a read fail with 503 (never a wrong answer); keeping a new response is best
+    effort (logged)."""
+
+    def __init__(self, url: str, prefix: str, ttl_s: float) -> None:
+        import redis.asyncio as aioredis
+
+        self.prefix, self.ttl_ms = prefix, max(1, int(ttl_s * 1000))
+        self.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, timeout=2))
+
+    async def put(self, stored: Stored) -> None:
+        value = jsontext.dumps(
+            {"p": stored.principal, "r": stored.response, "c": stored.conversation, "n": stored.native}
+        )
+        try:
+            await self.redis.set(self.prefix + stored.response["id"], value, px=self.ttl_ms)
+        except Exception as exc:
+            log.warning("a response could not be stored in Redis: %s", type(exc).__name__)
+
+    async def get(self, response_id: str, principal: str) -> Stored:
+        try:
+            raw = await self.redis.get(self.prefix + response_id)
+        except Exception as exc:
+            raise ResponsesUnavailable(
+                f"Stored responses cannot be read ({type(exc).__name__}); try again."
+            ) from None
+        found = jsontext.loads(raw) if isinstance(raw, bytes) else None
+        if not isinstance(found, dict) or found.get("p") != principal:
+            raise _not_found(response_id)
+        return Stored(principal, found["r"], found["c"], bool(found.get("n")))
+
+    async def delete(self, response_id: str, principal: str) -> None:
+        await self.get(response_id, principal)
+        try:
+            await self.redis.delete(self.prefix + response_id)
+        except Exception as exc:
+            raise ResponsesUnavailable(
+                f"The stored response cannot be deleted ({type(exc).__name__}); try again."
+            ) from None
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def make_responses(settings: Settings) -> ResponseStore:
+    cfg, budgets = settings.llm.responses, settings.budgets
+    kind = cfg.store
+    if kind == "auto":
+        kind = "redis" if budgets.ledger == "redis" else "memory"
+    if kind == "redis":
+        return RedisResponses(
+            cfg.redis_url or budgets.redis_url, f"{budgets.key_prefix}:responses:", cfg.ttl_s
+        )
+    return MemoryResponses(cfg.max_entries, cfg.ttl_s)

@@ -41,6 +41,27 @@ class AnthropicProvider:
         if cfg.api_key:
             self.headers["x-api-key"] = cfg.api_key
         self.secrets = [s for s in (cfg.api_key, *cfg.headers.values()) if s]
+        self.native_apis = frozenset({"messages"})  # passed through when nothing needs the chat view
+
+    async def native(self, call: Call) -> Result:
+        """The client's own Messages request, as it came but for the model; the answer as Anthropic sent it."""
+        assert call.native is not None
+        headers = {**self.headers, **call.headers} if call.headers else self.headers
+        beta = call.exchange.headers.get("anthropic-beta")
+        if beta:  # the client's opt-in to beta features is part of its request
+            headers = {**headers, "anthropic-beta": beta}
+        body = call.native.for_model(call.model)
+        resp = await transport.post(
+            self.pool, self.cfg, self.url, body, headers, stream=call.stream, secrets=self.secrets
+        )
+        if call.stream:
+            transport.expect_sse(resp)
+            return Result(stream=frames(transport.body_chunks(resp)), media_type="text/event-stream")
+        raw = await transport.read_all(resp)
+        msg = transport.json_object(raw)
+        if msg.get("type") == "error":
+            raise upstream_error(502, raw, self.secrets)
+        return Result(body=raw, payload=msg)
 
     async def chat(self, call: Call) -> Result:
         body = jsontext.dumps(request_to_messages(call.payload, call.model))

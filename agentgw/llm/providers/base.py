@@ -16,6 +16,19 @@ from agentgw.exchange import Exchange, Result
 
 
 @dataclass(slots=True)
+class NativeRequest:
+    """A Responses or Messages request to pass to a provider that serves that API itself (apis/native.py)."""
+
+    api: str  # responses | messages
+    body: dict[str, Any]  # the client's request as it came
+    # what the chat translation left out (built-in or server tools, other items): the refusal a translated call gets
+    skipped: list[Any] = field(default_factory=list)
+
+    def for_model(self, model: str) -> bytes:
+        return jsontext.dumps({**self.body, "model": model})
+
+
+@dataclass(slots=True)
 class Call:
     """What one attempt sends: the parsed routing view, the original bytes, and the upstream model name."""
 
@@ -27,6 +40,9 @@ class Call:
     stream: bool = False
     dirty: bool = False  # the payload was changed (e.g. include_usage injected): re-serialise
     headers: dict[str, str] = field(default_factory=dict)  # extra upstream headers (trace context)
+    native: NativeRequest | None = (
+        None  # set: send this instead (provider.native), answered in its API's shape
+    )
 
     def body_for_upstream(self) -> bytes:
         """The original bytes when nothing changed, else the payload with the upstream model name."""
@@ -73,6 +89,14 @@ class Provider(Protocol):
     async def chat(self, call: Call) -> Result: ...
 
     async def embeddings(self, call: Call) -> Result: ...
+
+
+class NativeProvider(Protocol):
+    """A provider that also serves another API itself (`native_apis`: responses, messages) for passthrough."""
+
+    native_apis: frozenset[str]
+
+    async def native(self, call: Call) -> Result: ...
 
 
 _SECRETS = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|agw-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]+)")

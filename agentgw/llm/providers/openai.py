@@ -31,6 +31,8 @@ class OpenAIProvider:
             **self.auth_headers(),
         }
         self.secrets = [s for s in (cfg.api_key, *cfg.headers.values()) if s]
+        # APIs the upstream serves itself, passed through when nothing needs the chat view (apis/native.py)
+        self.native_apis = frozenset({"responses"} if cfg.responses_api else ())
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
@@ -44,7 +46,14 @@ class OpenAIProvider:
     async def embeddings(self, call: Call) -> Result:
         return await self.post(call)
 
-    async def post(self, call: Call) -> Result:
+    async def native(self, call: Call) -> Result:
+        """`POST {base}/responses` with the client's own Responses request (apis/native.py)."""
+        assert call.native is not None
+        return await self.post(call, f"{self.base}/responses", call.native.for_model(call.model), False)
+
+    async def post(
+        self, call: Call, url: str | None = None, body: bytes | None = None, check: bool = True
+    ) -> Result:
         headers = {**self.headers, **call.headers} if call.headers else self.headers
         if self.credentials is not None:  # who the caller is, as the gateway vouches for it (never its token)
             ex = call.exchange
@@ -52,8 +61,8 @@ class OpenAIProvider:
         resp = await transport.post(
             self.pool,
             self.cfg,
-            self.url(call.operation, call.model),
-            call.body_for_upstream(),
+            url or self.url(call.operation, call.model),
+            body if body is not None else call.body_for_upstream(),
             headers,
             stream=call.stream,
             secrets=self.secrets,
@@ -62,7 +71,7 @@ class OpenAIProvider:
             body = await transport.read_all(resp)
             return Result(status=200, body=body, payload=transport.json_object(body))
         transport.expect_sse(resp)
-        stream = frames(transport.body_chunks(resp), check_first=True)
+        stream = frames(transport.body_chunks(resp), check_first=check)
         return Result(status=200, stream=stream, media_type="text/event-stream")
 
 
