@@ -38,7 +38,7 @@ from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_by
 from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
 from agentgw.jwt_auth import JWTVerifier
 from agentgw.keys import KeyStore, name_clashes
-from agentgw.llm.cache import embedding_problem
+from agentgw.llm.cache.exact import embedding_problem
 from agentgw.llm.plane import LLMPlane
 from agentgw.mcp import check_collisions, tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics

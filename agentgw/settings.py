@@ -263,7 +263,7 @@ class ToolPinning(Frozen):
 
 
 class SemanticCacheSettings(Frozen):
-    """`llm.cache.semantic`, used when `llm.cache.mode` is `semantic` (agentgw/llm/semantic_cache.py): an exact
+    """`llm.cache.semantic`, used when `llm.cache.mode` is `semantic` (agentgw/llm/cache/semantic.py): an exact
     miss may be answered from a kept answer to a request that differs only in wording (cosine similarity of
     the conversations' embeddings)."""
 
@@ -290,7 +290,7 @@ class SemanticCacheSettings(Frozen):
 
 
 class CacheSettings(Frozen):
-    """`llm.cache`: the response cache of chat completions (agentgw/llm/cache.py); off by default. `exact`: the same
+    """`llm.cache`: the response cache of chat completions (agentgw/llm/cache/exact.py); off by default. `exact`: the same
     request again; `semantic`: that, then the same request in other words (`semantic:`)."""
 
     mode: Literal["off", "exact", "semantic"] = "off"
@@ -335,7 +335,7 @@ class RoutingSettings(Frozen):
 
 
 class LLMToolSettings(Frozen):
-    """Tool calls inside LLM traffic (agentgw/llm/tools.py, docs/mediation.md): which declared `tools` go upstream,
+    """Tool calls inside LLM traffic (agentgw/llm/mediation/tool_policy.py, docs/mediation.md): which declared `tools` go upstream,
     and what happens to a `tool_call` in an answer that the caller may not run."""
 
     # off: tools and tool calls pass untouched (the default: agents' own tools keep working until mapped).

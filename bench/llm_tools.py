@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 import agentgw.llm.plane  # noqa: E402, F401  (the plane first: its modules import each other)
 from agentgw.exchange import Exchange, Principal  # noqa: E402
+from agentgw.llm.mediation.tool_policy import ToolPolicy  # noqa: E402
+from agentgw.llm.mediation.tool_stream import ToolCallGuard  # noqa: E402
 from agentgw.llm.sse import ChatStreamMeter  # noqa: E402
-from agentgw.llm.tool_stream import ToolCallGuard  # noqa: E402
-from agentgw.llm.tools import ToolPolicy  # noqa: E402
 from agentgw.pipeline import Pipeline  # noqa: E402
 from agentgw.policy import PolicyStore  # noqa: E402
 from agentgw.registry import MCPSection  # noqa: E402

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agentgw.exchange import Exchange, Principal  # noqa: E402
-from agentgw.llm.content_routes import ContentRoutes  # noqa: E402
-from agentgw.llm.routing import Routing  # noqa: E402
+from agentgw.llm.routing.content import ContentRoutes  # noqa: E402
+from agentgw.llm.routing.strategies import Routing  # noqa: E402
 from agentgw.registry import LLMSection, Model  # noqa: E402
 
 STRATEGIES = ["failover", "weighted", "round_robin", "least_latency", "least_busy", "cost"]
@@ -106,7 +106,7 @@ def rule_costs(n: int) -> list[tuple[str, float]]:
 
 
 async def sync_cost(url: str, targets: int) -> float:
-    from agentgw.llm.routing_shared import RoutingSync
+    from agentgw.llm.routing.shared import RoutingSync
 
     routing = Routing()
     keys = [f"p{i}/m{i}" for i in range(targets)]

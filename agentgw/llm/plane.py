@@ -40,28 +40,29 @@ from agentgw.http import (
 from agentgw.identity import OutboundIdentity
 from agentgw.llm.apis import messages as messages_api
 from agentgw.llm.apis import native as native_api
+from agentgw.llm.apis.response_store import make_responses
 from agentgw.llm.apis.responses import (
     RESPONSES,
     ResponsesCall,
     Shell,
     as_response,
     chat_request,
-    make_responses,
     new_id,
 )
-from agentgw.llm.cache import ResponseCache, cached, embedding_problem
-from agentgw.llm.content_routes import ContentRoutes
+from agentgw.llm.cache.exact import ResponseCache, cached, embedding_problem
+from agentgw.llm.checks import check_chat, check_embeddings
 from agentgw.llm.errors import error_body
-from agentgw.llm.guard_content import CHANGED, LLMContent
-from agentgw.llm.guard_stream import ChatContentGuard
+from agentgw.llm.mediation.guard_content import CHANGED, LLMContent
+from agentgw.llm.mediation.guard_stream import ChatContentGuard
+from agentgw.llm.mediation.tool_policy import ToolPolicy
+from agentgw.llm.mediation.tool_stream import ToolCallGuard
 from agentgw.llm.providers import Call, Provider, build_provider
 from agentgw.llm.providers.base import NativeRequest
-from agentgw.llm.router import Router
-from agentgw.llm.routing import counted
-from agentgw.llm.routing_shared import make_routing_sync
+from agentgw.llm.routing.content import ContentRoutes
+from agentgw.llm.routing.router import Router
+from agentgw.llm.routing.shared import make_routing_sync
+from agentgw.llm.routing.strategies import counted
 from agentgw.llm.sse import ChatStreamMeter
-from agentgw.llm.tool_stream import ToolCallGuard
-from agentgw.llm.tools import ToolPolicy
 from agentgw.llm.usage import usage_from_body
 from agentgw.pipeline import Pipeline
 from agentgw.registry import LLMSection, MCPSection
@@ -74,41 +75,6 @@ from agentgw.tokens import count_messages
 from agentgw.upstream import UpstreamPool
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _check_chat(p: dict[str, Any]) -> None:
-    msgs = p.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise BadRequest("'messages' must be a non-empty array.", code="invalid_messages")
-    for m in msgs:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise BadRequest("Each message must be an object with a string 'role'.", code="invalid_messages")
-    if "stream" in p and not isinstance(p["stream"], bool) and p["stream"] is not None:
-        raise BadRequest("'stream' must be a boolean.", code="invalid_type")
-    for key in ("max_tokens", "max_completion_tokens"):
-        v = p.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise BadRequest(f"'{key}' must be a non-negative integer.", code="invalid_type")
-    tools = p.get("tools")
-    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise BadRequest("'tools' must be an array of objects.", code="invalid_type")
-    opts = p.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise BadRequest("'stream_options' must be an object.", code="invalid_type")
-    choice = p.get("tool_choice")
-    if choice is not None and not isinstance(choice, str | dict):
-        raise BadRequest("'tool_choice' must be a string or an object.", code="invalid_type")
-
-
-def _check_embeddings(p: dict[str, Any]) -> None:
-    inp = p.get("input")
-    ok = isinstance(inp, str) or (
-        isinstance(inp, list) and inp and all(isinstance(x, str | int | list) for x in inp)
-    )
-    if not ok:
-        raise BadRequest(
-            "'input' must be a string or an array of strings or token arrays.", code="invalid_input"
-        )
 
 
 class LLMPlane:
@@ -255,10 +221,10 @@ class LLMPlane:
     # -- handlers -------------------------------------------------------------------------------------------
 
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._post(scope, receive, send, "chat", _check_chat)
+        await self._post(scope, receive, send, "chat", check_chat)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._post(scope, receive, send, "embeddings", _check_embeddings)
+        await self._post(scope, receive, send, "embeddings", check_embeddings)
 
     async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The Responses API as chat: the request is translated before any stage sees it, so every stage
@@ -277,7 +243,7 @@ class LLMPlane:
             ex.attrs[RESPONSES] = ResponsesCall(Shell(new_id("resp"), model, int(time.time()), body))
             return chat
 
-        await self._post(scope, receive, send, "chat", _check_chat, adapt)
+        await self._post(scope, receive, send, "chat", check_chat, adapt)
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The Anthropic Messages API as chat, like the Responses API; errors in Anthropic's envelope."""
@@ -290,7 +256,7 @@ class LLMPlane:
             ex.attrs[messages_api.MESSAGES] = (new_id("msg"), str(body.get("model") or ""))
             return chat
 
-        await self._post(scope, receive, send, "chat", _check_chat, adapt, messages_api.error_body)
+        await self._post(scope, receive, send, "chat", check_chat, adapt, messages_api.error_body)
 
     async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`POST /v1/messages/count_tokens`: the request's input tokens as the gateway counts them (tiktoken)."""

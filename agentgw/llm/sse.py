@@ -22,8 +22,8 @@ from agentgw.sse import SSEDecoder, SSEError
 from agentgw.tokens import count_tokens
 
 if TYPE_CHECKING:
-    from agentgw.llm.guard_stream import ChatContentGuard
-    from agentgw.llm.tool_stream import ToolCallGuard
+    from agentgw.llm.mediation.guard_stream import ChatContentGuard
+    from agentgw.llm.mediation.tool_stream import ToolCallGuard
 
 DONE = b"data: [DONE]\n\n"
 
@@ -87,10 +87,10 @@ class ChatStreamMeter:
         content: ChatContentGuard | None = None,
     ) -> None:
         self.ex = ex
-        self.content = content  # guardrails on this answer's text (agentgw/llm/guard_stream.py), else None
-        self.guard = (
-            guard  # llm.tool_policy on: tool calls are held until decided (agentgw/llm/tool_stream.py)
+        self.content = (
+            content  # guardrails on this answer's text (agentgw/llm/mediation/guard_stream.py), else None
         )
+        self.guard = guard  # llm.tool_policy on: tool calls are held until decided (agentgw/llm/mediation/tool_stream.py)
         self.payload = payload
         self.strip_usage = strip_usage
         self.usage: Usage | None = None

@@ -174,7 +174,10 @@ class Sessions(StreamableHTTPSessionManager):
     def _register(
         self, session_id: str, requestor: AuthorizationContext | None
     ) -> StreamableHTTPServerTransport:
-        transport = StreamableHTTPServerTransport(
+        return self._adopt(session_id, requestor, self._transport(session_id))
+
+    def _transport(self, session_id: str) -> StreamableHTTPServerTransport:
+        return StreamableHTTPServerTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
             event_store=SessionEvents(),
@@ -182,6 +185,14 @@ class Sessions(StreamableHTTPSessionManager):
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,
         )
+
+    def _adopt(
+        self,
+        session_id: str,
+        requestor: AuthorizationContext | None,
+        transport: StreamableHTTPServerTransport,
+    ) -> StreamableHTTPServerTransport:
+        """Make the session's transport reachable: requests for its id go to it from now on."""
         if requestor is not None:
             self._session_owners[session_id] = requestor
             self._owned.setdefault(_owner(requestor), {})[session_id] = None
@@ -244,13 +255,19 @@ class Sessions(StreamableHTTPSessionManager):
         await super()._handle_stateful_request(scope, receive, send)
 
     async def _revive(self, session_id: str, requestor: AuthorizationContext | None, claims: Claims) -> None:
-        transport = self._register(session_id, requestor)
+        """Serve a session this process never saw. Its transport is made reachable only once its server task has
+        connected to it: requests for the id that arrive meanwhile wait on the creation lock, instead of reaching
+        a transport with nothing reading it (HTTP 500 "No read stream writer available", seen with --workers)."""
+        transport = self._transport(session_id)
         assert self._task_group is not None
         try:
             await self._task_group.start(self._serve_revived, session_id, transport, claims)
         except BaseException:
             await super()._discard_session(session_id, transport)
             raise
+        if transport.is_terminated:  # it ended at once (shutdown): nothing to adopt
+            return
+        self._adopt(session_id, requestor, transport)
         log.info("MCP session revived from its id (protocol %s)", claims.version)
 
     async def _serve_revived(

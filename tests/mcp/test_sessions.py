@@ -122,6 +122,27 @@ async def test_a_session_opened_on_one_replica_is_served_by_another_with_the_sam
     assert stolen.status_code == 404  # bound to the principal that opened it, on every replica
 
 
+async def test_concurrent_first_calls_of_a_moved_session_are_all_served_by_the_replica_that_revives_it(
+    tmp_path: Path,
+) -> None:
+    """With --workers or replicas the first requests of a session another process opened come together: every one
+    must wait for the session to be revived, not reach it half-made (once a 500 "No read stream writer")."""
+    async with _two_replicas(tmp_path, SECRET) as (http, url_a, url_b):
+        sessions = [await _open(http, url_a) for _ in range(4)]
+        answers: list[httpx.Response] = []
+
+        async def call(session: dict[str, str], rid: int) -> None:
+            answers.append(await _call(http, url_b, session, rid))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for session in sessions:
+                    for rid in range(2, 10):
+                        tg.start_soon(call, session, rid)
+    assert sorted(a.status_code for a in answers) == [200] * 32
+    assert {_result_text(a) for a in answers} == {"again"}
+
+
 async def test_a_replica_without_the_secret_does_not_know_the_session(tmp_path: Path) -> None:
     async with _two_replicas(tmp_path, {"secret": "t" * 40}) as (http, url_a, url_b):
         session = await _open(http, url_a)

@@ -13,11 +13,12 @@ import orjson
 from agentgw import jsontext
 from agentgw.errors import BadRequest, GatewayError, UpstreamError, UpstreamInvalidResponse
 from agentgw.exchange import Exchange, Result, Usage
-from agentgw.llm.apis.responses import RESPONSES, ResponseStore, Stored
-from agentgw.llm.guard_content import CHANGED
+from agentgw.llm.apis.response_store import ResponseStore, Stored
+from agentgw.llm.apis.responses import RESPONSES
+from agentgw.llm.mediation.guard_content import CHANGED
 from agentgw.llm.providers.base import Call, NativeRequest, ProviderError
-from agentgw.llm.router import Router
-from agentgw.llm.routing import counted
+from agentgw.llm.routing.router import Router
+from agentgw.llm.routing.strategies import counted
 from agentgw.llm.sse import frame_data
 from agentgw.llm.usage import estimate
 from agentgw.registry import Model

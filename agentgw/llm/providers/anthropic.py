@@ -4,10 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
-
 from agentgw import jsontext
 from agentgw.exchange import Result
 from agentgw.llm.providers import transport
@@ -17,7 +13,8 @@ from agentgw.llm.providers.anthropic_translate import (
     request_to_messages,
 )
 from agentgw.llm.providers.base import Call, ProviderError, upstream_error
-from agentgw.llm.sse import frame_data, frames
+from agentgw.llm.providers.chat_shapes import include_usage
+from agentgw.llm.sse import frames
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
@@ -71,10 +68,8 @@ class AnthropicProvider:
         )
         if call.stream:
             transport.expect_sse(resp)
-            opts = call.payload.get("stream_options")
-            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            translator = StreamTranslator(call.model, include_usage, self.secrets)
-            return Result(stream=_translate(translator, resp), media_type="text/event-stream")
+            translator = StreamTranslator(call.model, include_usage(call.payload), self.secrets)
+            return Result(stream=transport.translate_sse(translator, resp), media_type="text/event-stream")
         raw = await transport.read_all(resp)
         msg = transport.json_object(raw)
         if msg.get("type") == "error":
@@ -93,25 +88,3 @@ class AnthropicProvider:
                 "code": "embeddings_not_supported",
             },
         )
-
-
-async def _translate(translator: StreamTranslator, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """OpenAI frames from the Anthropic event stream. After `message_stop` the rest of the body is drained
-    (normally nothing), so the connection goes back to the pool; a read failure then no longer matters."""
-    chunks = transport.body_chunks(resp)
-    try:
-        async for frame in frames(chunks):
-            if translator.done:
-                continue
-            data = frame_data(frame)
-            if data is None:
-                continue
-            for out in translator.feed(data):
-                yield out
-    except Exception:
-        if not translator.done:
-            raise
-    finally:
-        await chunks.aclose()
-    if not translator.done:
-        raise ProviderError("upstream stream ended before message_stop", status=502, retryable=True)

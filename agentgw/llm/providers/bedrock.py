@@ -30,6 +30,7 @@ from agentgw.llm.providers.bedrock_translate import (
     error_message,
     request_to_converse,
 )
+from agentgw.llm.providers.chat_shapes import include_usage
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
@@ -178,9 +179,7 @@ class BedrockProvider:
             if not kind.lower().startswith(EVENT_STREAM):
                 resp.close()
                 raise invalid_response(f"a stream was asked for, the content type is {kind[:60]!r}")
-            opts = call.payload.get("stream_options")
-            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            translator = StreamTranslator(call.model, include_usage, secrets, completion_id)
+            translator = StreamTranslator(call.model, include_usage(call.payload), secrets, completion_id)
             return Result(stream=translate(translator, resp), media_type="text/event-stream")
         answer = transport.json_object(await transport.read_all(resp))
         return Result(body=jsontext.dumps(converse_to_completion(answer, call.model, completion_id)))

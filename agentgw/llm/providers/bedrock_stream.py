@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -22,9 +21,10 @@ from agentgw.llm.providers.bedrock_translate import (
     tool_call,
     usage_to_openai,
 )
+from agentgw.llm.providers.chat_shapes import ChunkWriter
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkWriter):
     """Feed it each decoded event-stream message (headers, payload); it returns the OpenAI SSE frames to send.
 
     Bedrock sends messageStart, content blocks (a toolUse block opens with contentBlockStart; text blocks
@@ -42,43 +42,10 @@ class StreamTranslator:
         completion_id: str = "chatcmpl-bedrock",
         created: int | None = None,
     ) -> None:
-        self.id = completion_id
-        self.model = model
-        self.include_usage = include_usage
-        self.secrets = secrets or []
-        self.created = created if created is not None else int(time.time())
+        super().__init__(completion_id, model, include_usage, secrets, created)
         self.usage: dict[str, Any] | None = None
-        self.tools: dict[int, int] = {}  # Bedrock content block index → OpenAI tool_calls index
-        self.args_sent: set[int] = set()
-        self.started = False
         self.stopped = False  # messageStop seen (the finish chunk is out)
         self.done = False  # [DONE] is out
-
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        chunk.update(extra)
-        return b"data: " + jsontext.dumps(chunk) + b"\n\n"
-
-    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
-
-    def _start(self) -> list[bytes]:
-        if self.started:
-            return []
-        self.started = True
-        return [self._delta({"role": "assistant", "content": ""})]
-
-    def _args(self, block: int, piece: str) -> bytes:
-        self.args_sent.add(block)
-        return self._delta({"tool_calls": [{"index": self.tools[block], "function": {"arguments": piece}}]})
 
     def feed(self, headers: Mapping[str, Any], payload: bytes) -> list[bytes]:
         if self.done:
@@ -100,10 +67,7 @@ class StreamTranslator:
         if event_type == "contentBlockStart":
             return self._block_start(event)
         if event_type == "contentBlockStop":
-            index = event.get("contentBlockIndex")
-            if isinstance(index, int) and index in self.tools and index not in self.args_sent:
-                return [self._args(index, "{}")]  # a tool without arguments: still valid JSON for the client
-            return []
+            return self._close_block(event.get("contentBlockIndex"))
         if event_type == "messageStop":
             if self.stopped:
                 return []
@@ -123,11 +87,7 @@ class StreamTranslator:
         use = start.get("toolUse") if isinstance(start, dict) else None
         if not isinstance(index, int) or not isinstance(use, dict):
             return []
-        self.tools[index] = len(self.tools)
-        return [
-            *self._start(),
-            self._delta({"tool_calls": [{"index": self.tools[index], **tool_call(use, "")}]}),
-        ]
+        return [*self._start(), self._open_tool(index, tool_call(use, ""))]
 
     def _block_delta(self, event: dict[str, Any]) -> list[bytes]:
         index, delta = event.get("contentBlockIndex"), event.get("delta")
@@ -153,11 +113,7 @@ class StreamTranslator:
         if not self.stopped:
             raise ProviderError("upstream stream ended before messageStop", status=502, retryable=True)
         self.done = True
-        out = []
-        if self.include_usage and self.usage is not None:
-            out.append(self._chunk([], usage=usage_to_openai(self.usage)))
-        out.append(b"data: [DONE]\n\n")
-        return out
+        return self._tail(usage_to_openai(self.usage) if self.usage is not None else None)
 
 
 def _object(payload: bytes, *, required: bool) -> dict[str, Any]:

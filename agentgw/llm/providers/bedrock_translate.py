@@ -4,13 +4,10 @@ the complete answer (`converse_to_completion`), usage, and Bedrock's errors (`be
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from agentgw import jsontext
+from agentgw.llm.providers import chat_shapes as chat
 from agentgw.llm.providers.base import ProviderError, invalid_response, scrub
 
 FINISH_REASONS = {
@@ -53,14 +50,8 @@ IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
+TOOL_CHOICES: dict[str, dict[str, Any] | None] = {"auto": {"auto": {}}, "none": None, "required": {"any": {}}}
 _SIGNATURE = re.compile(r"(?i)\b[0-9a-f]{64}\b")  # a SigV4 signature (or a payload hash): never shown
-
-
-def _unsupported(message: str, param: str | None = None) -> ProviderError:
-    """A request Converse cannot express: the caller's fault, never retried or failed over."""
-    body = {"message": message, "type": "invalid_request_error", "param": param, "code": "unsupported"}
-    return ProviderError(message, status=400, retryable=False, body=body)
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -89,78 +80,40 @@ def error_message(body: Any) -> tuple[str, str | None]:
 # -- request ---------------------------------------------------------------------------------------------
 
 
-def _text(content: Any, where: str) -> str:
-    """Plain text of a message whose content may only be text (string or text parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        pieces = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-                raise _unsupported(f"{where} content may only contain text parts.", "messages")
-            pieces.append(str(part.get("text") or part.get("refusal") or ""))
-        return "".join(pieces)
-    raise _unsupported(f"{where} content must be a string or an array of parts.", "messages")
-
-
 def _image(part: dict[str, Any]) -> dict[str, Any]:
-    ref = part.get("image_url")
-    url = ref.get("url") if isinstance(ref, dict) else ref
-    match = _DATA_URL.match(url) if isinstance(url, str) else None
-    if match is None:
-        raise _unsupported(
+    inline = chat.data_url(chat.image_url(part))
+    if inline is None:
+        raise chat.unsupported(
             "Images must be base64 data URLs for Bedrock (it is never sent a URL).", "messages"
         )
-    fmt = IMAGE_FORMATS.get(match.group(1).lower())
+    media_type, data = inline
+    fmt = IMAGE_FORMATS.get(media_type.lower())
     if fmt is None:
-        raise _unsupported("Bedrock takes png, jpeg, gif and webp images.", "messages")
-    return {"image": {"format": fmt, "source": {"bytes": match.group(2)}}}
+        raise chat.unsupported("Bedrock takes png, jpeg, gif and webp images.", "messages")
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
+def _text_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    return {"text": str(part["text"])} if part.get("text") else None  # Bedrock refuses a blank text block
+
+
+PARTS: dict[str, chat.PartReader] = {"text": _text_part, "image_url": _image}
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
-    """Converse content blocks from OpenAI user-side content (string or parts); empty texts are left out
-    (Bedrock refuses a blank text block)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _unsupported("Message content must be a string or an array of parts.", "messages")
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"text": str(part["text"])})
-        elif kind == "image_url":
-            blocks.append(_image(part))
-        else:
-            raise _unsupported(f"Content parts of type {kind!r} are not supported for Bedrock.", "messages")
-    return blocks
+    """Converse content blocks from OpenAI user-side content (string or parts); empty texts are left out."""
+    return chat.user_content(content, "Bedrock", PARTS)
 
 
 def _tool_use(call: Any) -> dict[str, Any]:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
-        raise _unsupported("Each assistant tool call needs an id and a function with a name.", "messages")
-    raw = fn.get("arguments") or "{}"
-    try:
-        args = jsontext.loads(raw) if isinstance(raw, str | bytes) else raw
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):
-        raise _unsupported(
-            f"The arguments of tool call {call['id']!r} must be a JSON object for Bedrock.", "messages"
-        )
-    return {"toolUse": {"toolUseId": call["id"], "name": fn["name"], "input": args}}
+    name, args = chat.assistant_call(call, "Bedrock", need_id=True)
+    return {"toolUse": {"toolUseId": call["id"], "name": name, "input": args}}
 
 
 def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
     call_id = m.get("tool_call_id")
     if not isinstance(call_id, str):
-        raise _unsupported("A tool message needs a tool_call_id.", "messages")
+        raise chat.unsupported("A tool message needs a tool_call_id.", "messages")
     content = m.get("content")
     if isinstance(content, dict):  # not OpenAI's shape, but some clients send the object itself
         blocks: list[dict[str, Any]] = [{"json": content}]
@@ -188,34 +141,28 @@ def _turns(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, An
         role = m.get("role") if isinstance(m, dict) else None
         content = m.get("content") if isinstance(m, dict) else None
         if role in ("system", "developer"):
-            text = _text(content, "A system")
+            text = chat.text_only(content, "A system")
             if text:
                 system.append({"text": text})
         elif role == "user":
             push("user", _blocks(content))
         elif role == "assistant":
-            text = _text(content, "An assistant")
+            text = chat.text_only(content, "An assistant")
             raw_calls = m.get("tool_calls") or []
             if not isinstance(raw_calls, list):
-                raise _unsupported("An assistant message's tool_calls must be an array.", "messages")
+                raise chat.unsupported("An assistant message's tool_calls must be an array.", "messages")
             push("assistant", ([{"text": text}] if text else []) + [_tool_use(c) for c in raw_calls])
         elif role == "tool":
             push("user", [_tool_result(m)])
         else:
-            raise _unsupported(f"Messages with role {role!r} are not supported for Bedrock.", "messages")
+            raise chat.unsupported(f"Messages with role {role!r} are not supported for Bedrock.", "messages")
     return system, turns
 
 
 def _tools(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
-        fn = (
-            tool.get("function")
-            if isinstance(tool, dict) and tool.get("type", "function") == "function"
-            else None
-        )
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _unsupported("Only function tools (each with a name) are supported for Bedrock.", "tools")
+        fn = chat.function_tool(tool, "Bedrock")
         schema = fn.get("parameters") or {"type": "object", "properties": {}}
         spec: dict[str, Any] = {"name": fn["name"], "inputSchema": {"json": schema}}
         if isinstance(fn.get("description"), str) and fn["description"]:
@@ -226,23 +173,13 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]]:
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:
     """Converse's toolChoice; None for `none` (the tools are left out altogether)."""
-    if choice in (None, "auto"):
-        return {"auto": {}}
-    if choice == "none":
-        return None
-    if choice == "required":
-        return {"any": {}}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"tool": {"name": fn["name"]}}
-    raise _unsupported("tool_choice must be auto, none, required or a named function.", "tool_choice")
+    mode, name = chat.tool_choice_mode(choice)
+    return {"tool": {"name": name}} if name is not None else TOOL_CHOICES[mode]
 
 
 def _inference(payload: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    limit = payload.get("max_completion_tokens")
-    if limit is None:
-        limit = payload.get("max_tokens")
+    limit = chat.max_tokens(payload)
     if isinstance(limit, int) and not isinstance(limit, bool):
         out["maxTokens"] = limit
     for key, name in (("temperature", "temperature"), ("top_p", "topP")):
@@ -261,9 +198,7 @@ def request_to_converse(payload: dict[str, Any]) -> dict[str, Any]:
     """The Converse (and ConverseStream) request body for an OpenAI chat completions request. The model and
     the streaming choice are in the URL, not the body. Parameters without a Converse counterpart are dropped
     (seed, penalties, logit_bias, user, parallel_tool_calls, response_format)."""
-    n = payload.get("n")
-    if n is not None and n != 1:
-        raise _unsupported("Bedrock returns one choice per request; n must be 1.", "n")
+    chat.one_choice(payload, "Bedrock")
     system, turns = _turns(payload.get("messages") or [])
     out: dict[str, Any] = {"messages": turns}
     if system:
@@ -274,7 +209,7 @@ def request_to_converse(payload: dict[str, Any]) -> dict[str, Any]:
     tools = payload.get("tools")
     if tools:
         if not isinstance(tools, list):
-            raise _unsupported("tools must be an array.", "tools")
+            raise chat.unsupported("tools must be an array.", "tools")
         specs = _tools(tools)
         choice = _tool_choice(payload.get("tool_choice"))
         if choice is not None:
@@ -292,30 +227,19 @@ def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def usage_to_openai(usage: Mapping[str, Any]) -> dict[str, Any]:
     """OpenAI usage. Bedrock counts cache reads and writes apart from `inputTokens`: all are prompt tokens,
     the reads are the cached ones."""
-    cache_read = _int(usage.get("cacheReadInputTokens"))
-    prompt = _int(usage.get("inputTokens")) + cache_read + _int(usage.get("cacheWriteInputTokens"))
-    completion = _int(usage.get("outputTokens"))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
+    cache_read = chat.count(usage.get("cacheReadInputTokens"))
+    prompt = (
+        chat.count(usage.get("inputTokens")) + cache_read + chat.count(usage.get("cacheWriteInputTokens"))
+    )
+    return chat.usage(prompt, chat.count(usage.get("outputTokens")), cache_read)
 
 
 def tool_call(use: Mapping[str, Any], arguments: str) -> dict[str, Any]:
-    return {
-        "id": use.get("toolUseId"),
-        "type": "function",
-        "function": {"name": use.get("name"), "arguments": arguments},
-    }
+    """An OpenAI tool call (or the first fragment of a streamed one) for a `toolUse` block."""
+    return chat.tool_call(use.get("toolUseId"), use.get("name"), arguments)
 
 
 def converse_to_completion(
@@ -336,29 +260,7 @@ def converse_to_completion(
             texts.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
-            args = use.get("input")
-            calls.append(tool_call(use, jsontext.dumps(args if args is not None else {}).decode()))
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    out: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created if created is not None else int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(answer.get("stopReason")),
-                "logprobs": None,
-            }
-        ],
-    }
-    if isinstance(answer.get("usage"), dict):
-        out["usage"] = usage_to_openai(answer["usage"])
-    return out
+            calls.append(tool_call(use, chat.arguments_json(use.get("input"))))
+    only = chat.choice(0, chat.assistant_message(texts, calls), finish_reason(answer.get("stopReason")))
+    usage = usage_to_openai(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
+    return chat.completion(completion_id, model, [only], created, usage)

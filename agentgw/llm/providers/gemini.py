@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -13,6 +13,7 @@ from agentgw import jsontext
 from agentgw.exchange import Result
 from agentgw.llm.providers import transport
 from agentgw.llm.providers.base import Call, ProviderError
+from agentgw.llm.providers.chat_shapes import include_usage
 from agentgw.llm.providers.gemini_response import (
     StreamTranslator,
     embeddings_to_openai,
@@ -20,7 +21,6 @@ from agentgw.llm.providers.gemini_response import (
     response_to_completion,
 )
 from agentgw.llm.providers.gemini_translate import embeddings_request, request_to_gemini, resource
-from agentgw.llm.sse import frame_data, frames
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import BASE_HEADERS, UpstreamPool
 
@@ -65,10 +65,8 @@ class GeminiProvider:
         if call.stream:
             resp = await self._post(call, self.url(call.model, "streamGenerateContent?alt=sse"), body)
             transport.expect_sse(resp)
-            opts = call.payload.get("stream_options")
-            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            translator = StreamTranslator(call.model, include_usage, self.secrets)
-            return Result(stream=_translate(translator, resp), media_type="text/event-stream")
+            translator = StreamTranslator(call.model, include_usage(call.payload), self.secrets)
+            return Result(stream=transport.translate_sse(translator, resp), media_type="text/event-stream")
         resp = await self._post(call, self.url(call.model, "generateContent"), body)
         answer = transport.json_object(await transport.read_all(resp))
         completion = response_to_completion(answer, call.model)
@@ -80,24 +78,3 @@ class GeminiProvider:
         answer = transport.json_object(await transport.read_all(resp))
         out = embeddings_to_openai(answer, call.payload, call.model)
         return Result(body=jsontext.dumps(out), payload=out)
-
-
-async def _translate(translator: StreamTranslator, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """OpenAI frames from Gemini's SSE chunks. Gemini sends no end event: once every candidate has finished, a
-    read failure no longer matters; the body's end brings the tail (usage, [DONE]) or, unfinished, a
-    retryable ProviderError (retried only when nothing reached the client yet)."""
-    chunks = transport.body_chunks(resp)
-    try:
-        async for frame in frames(chunks):
-            data = frame_data(frame)
-            if data is None:
-                continue
-            for out in translator.feed(data):
-                yield out
-    except Exception:
-        if not translator.done:
-            raise
-    finally:
-        await chunks.aclose()
-    for out in translator.end():
-        yield out

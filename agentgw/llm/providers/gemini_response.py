@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import struct
-import time
 from secrets import token_hex
 from typing import Any
 
 import orjson
 
 from agentgw import jsontext
+from agentgw.llm.providers import chat_shapes as chat
 from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
 from agentgw.tokens import count_tokens
 
@@ -49,22 +49,16 @@ def finish_reason(reason: Any, tool_calls: bool = False) -> str:
     return "tool_calls" if tool_calls else "stop"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def usage_to_openai(meta: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage from `usageMetadata`: thoughts are completion tokens (and reasoning tokens), tool-use prompts
     are prompt tokens; cached content is already inside promptTokenCount."""
-    prompt = _int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount"))
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    completion = _int(meta.get("candidatesTokenCount")) + thoughts
-    total = meta.get("totalTokenCount")
+    prompt = chat.count(meta.get("promptTokenCount")) + chat.count(meta.get("toolUsePromptTokenCount"))
+    thoughts = chat.count(meta.get("thoughtsTokenCount"))
+    completion = chat.count(meta.get("candidatesTokenCount")) + thoughts
+    cached = chat.count(meta.get("cachedContentTokenCount"))
+    total = chat.count(meta.get("totalTokenCount")) or None
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total if _int(total) else prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": _int(meta.get("cachedContentTokenCount"))},
+        **chat.usage(prompt, completion, cached, total),
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
 
@@ -80,14 +74,11 @@ def tool_call(part: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(fn, dict):
         return None
     args = fn.get("args")
-    out: dict[str, Any] = {
-        "id": fn["id"] if isinstance(fn.get("id"), str) and fn["id"] else call_id(),
-        "type": "function",
-        "function": {
-            "name": str(fn.get("name") or ""),
-            "arguments": jsontext.dumps(args if isinstance(args, dict) else {}).decode(),
-        },
-    }
+    out = chat.tool_call(
+        fn["id"] if isinstance(fn.get("id"), str) and fn["id"] else call_id(),
+        str(fn.get("name") or ""),
+        jsontext.dumps(args if isinstance(args, dict) else {}).decode(),
+    )
     if isinstance(part.get("thoughtSignature"), str):
         out["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
     return out
@@ -135,32 +126,17 @@ def response_to_completion(answer: dict[str, Any], model: str, created: int | No
         parts = _parts(candidate)
         texts = [t for t in map(_answer_text, parts) if t is not None]
         calls = [c for c in map(tool_call, parts) if c is not None]
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(texts) if texts or not calls else None,
-            "refusal": None,
-        }
-        if calls:
-            message["tool_calls"] = calls
         index = candidate.get("index")
+        finish = finish_reason(candidate.get("finishReason"), bool(calls))
         choices.append(
-            {
-                "index": index if isinstance(index, int) else position,
-                "message": message,
-                "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
-                "logprobs": None,
-            }
+            chat.choice(
+                index if isinstance(index, int) else position, chat.assistant_message(texts, calls), finish
+            )
         )
-    out: dict[str, Any] = {
-        "id": f"chatcmpl-{answer['responseId']}" if answer.get("responseId") else "chatcmpl-gemini",
-        "object": "chat.completion",
-        "created": created if created is not None else int(time.time()),
-        "model": answer.get("modelVersion") or model,
-        "choices": choices,
-    }
-    if isinstance(answer.get("usageMetadata"), dict):
-        out["usage"] = usage_to_openai(answer["usageMetadata"])
-    return out
+    completion_id = f"chatcmpl-{answer['responseId']}" if answer.get("responseId") else "chatcmpl-gemini"
+    meta = answer.get("usageMetadata")
+    usage = usage_to_openai(meta) if isinstance(meta, dict) else None
+    return chat.completion(completion_id, answer.get("modelVersion") or model, choices, created, usage)
 
 
 def gemini_error(err: ProviderError) -> ProviderError:
@@ -178,7 +154,7 @@ def gemini_error(err: ProviderError) -> ProviderError:
     return err
 
 
-class StreamTranslator:
+class StreamTranslator(chat.ChunkWriter):
     """Feed it the `data` of each `streamGenerateContent?alt=sse` event; it returns the OpenAI SSE frames to send.
 
     Every chunk is a whole `GenerateContentResponse`: text parts are deltas, a `functionCall` part arrives whole
@@ -190,13 +166,8 @@ class StreamTranslator:
     def __init__(
         self, model: str, include_usage: bool, secrets: list[str] | None = None, created: int | None = None
     ) -> None:
-        self.id = "chatcmpl-gemini"
-        self.model = model
-        self.include_usage = include_usage
-        self.secrets = secrets or []
-        self.created = created if created is not None else int(time.time())
+        super().__init__("chatcmpl-gemini", model, include_usage, secrets, created)
         self.usage: dict[str, Any] = {}
-        self.started: set[int] = set()  # candidates whose role chunk went out
         self.calls: dict[int, int] = {}  # candidate → tool calls sent so far
         self.finished: set[int] = set()
         self.ended = False
@@ -205,22 +176,6 @@ class StreamTranslator:
     def done(self) -> bool:
         """Every candidate seen has finished: what follows cannot change the answer."""
         return bool(self.finished) and self.finished >= self.started
-
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        chunk.update(extra)
-        return b"data: " + jsontext.dumps(chunk) + b"\n\n"
-
-    def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return self._chunk([{"index": index, "delta": delta, "finish_reason": finish}])
 
     def feed(self, data: bytes) -> list[bytes]:
         if not data or self.ended:
@@ -233,7 +188,7 @@ class StreamTranslator:
             raise invalid_response("a stream event is not a JSON object")
         if isinstance(answer.get("error"), dict):
             code = answer["error"].get("code")
-            raise gemini_error(upstream_error(code if _int(code) >= 400 else 502, data, self.secrets))
+            raise gemini_error(upstream_error(code if chat.count(code) >= 400 else 502, data, self.secrets))
         blocked = prompt_blocked(answer)
         if blocked is not None:
             raise blocked
@@ -254,23 +209,20 @@ class StreamTranslator:
     def _candidate(self, index: int, candidate: dict[str, Any]) -> list[bytes]:
         if index in self.finished:
             return []
-        out = []
-        if index not in self.started:
-            self.started.add(index)
-            out.append(self._delta(index, {"role": "assistant", "content": ""}))
+        out = self._start(index)
         for part in _parts(candidate):
             text = _answer_text(part)
             call = tool_call(part)
             if text:
-                out.append(self._delta(index, {"content": text}))
+                out.append(self._delta({"content": text}, index=index))
             elif call is not None:
                 number = self.calls.get(index, 0)
                 self.calls[index] = number + 1
-                out.append(self._delta(index, {"tool_calls": [{"index": number, **call}]}))
+                out.append(self._delta({"tool_calls": [{"index": number, **call}]}, index=index))
         reason = candidate.get("finishReason")
         if isinstance(reason, str) and reason != "FINISH_REASON_UNSPECIFIED":
             self.finished.add(index)
-            out.append(self._delta(index, {}, finish_reason(reason, index in self.calls)))
+            out.append(self._delta({}, finish_reason(reason, index in self.calls), index))
         return out
 
     def end(self) -> list[bytes]:
@@ -280,11 +232,7 @@ class StreamTranslator:
         if self.ended:
             return []
         self.ended = True
-        out = []
-        if self.include_usage:
-            out.append(self._chunk([], usage=usage_to_openai(self.usage)))
-        out.append(b"data: [DONE]\n\n")
-        return out
+        return self._tail(usage_to_openai(self.usage))
 
 
 # -- embeddings --------------------------------------------------------------------------------------------
@@ -311,7 +259,7 @@ def embeddings_to_openai(answer: dict[str, Any], payload: dict[str, Any], model:
             {"object": "embedding", "index": index, "embedding": _encode(values) if as_base64 else values}
         )
     meta = answer.get("usageMetadata")
-    prompt = _int(meta.get("promptTokenCount")) if isinstance(meta, dict) else 0
+    prompt = chat.count(meta.get("promptTokenCount")) if isinstance(meta, dict) else 0
     if not prompt:
         raw = payload.get("input")
         prompt = sum(count_tokens(t) for t in ([raw] if isinstance(raw, str) else raw or []))

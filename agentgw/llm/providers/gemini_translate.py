@@ -4,13 +4,12 @@ pure functions; JSON Schemas are cut down to the OpenAPI subset Gemini's `Schema
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
 from agentgw import jsontext
-from agentgw.llm.providers.base import ProviderError
+from agentgw.llm.providers import chat_shapes as chat
 
 # Gemini 3 rejects a replayed function call without the thought signature it came with; clients that drop
 # `extra_content` get this documented bypass value instead (ai.google.dev/gemini-api/docs/thought-signatures).
@@ -29,19 +28,12 @@ FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"}, "NUMB
 TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
 _AUDIO = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
 def resource(model: str) -> str:
     """The model's resource name: `models/{model}`, or a tuned model's `tunedModels/{id}` as configured."""
     return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
-
-
-def unsupported(message: str, param: str | None = None) -> ProviderError:
-    """A request Gemini cannot express: the caller's fault, never retried or failed over."""
-    body = {"message": message, "type": "invalid_request_error", "param": param, "code": "unsupported"}
-    return ProviderError(message, status=400, retryable=False, body=body)
 
 
 # -- JSON Schema → Gemini Schema ---------------------------------------------------------------------------
@@ -162,77 +154,47 @@ def _list(value: Any) -> list[Any]:
 # -- messages ----------------------------------------------------------------------------------------------
 
 
-def _text(content: Any, where: str) -> str:
-    """Plain text of a message whose content may only be text (string or text parts)."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        pieces = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-                raise unsupported(f"{where} content may only contain text parts.", "messages")
-            pieces.append(str(part.get("text") or part.get("refusal") or ""))
-        return "".join(pieces)
-    raise unsupported(f"{where} content must be a string or an array of parts.", "messages")
-
-
 def _inline(url: Any, what: str) -> dict[str, Any]:
-    match = _DATA_URL.match(url) if isinstance(url, str) else None
-    if match is None:
-        raise unsupported(f"Gemini takes {what} inline only: send a base64 data URL.", "messages")
-    return {"inlineData": {"mimeType": match.group(1), "data": match.group(2)}}
+    inline = chat.data_url(url)
+    if inline is None:
+        raise chat.unsupported(f"Gemini takes {what} inline only: send a base64 data URL.", "messages")
+    return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
 
 
-def _user_parts(content: Any) -> list[dict[str, Any]]:
-    """Gemini parts for OpenAI user content: text, images (data URLs), input audio, files (data URLs)."""
-    if content is None or isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise unsupported("Message content must be a string or an array of parts.", "messages")
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            parts.append({"text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            ref = part.get("image_url")
-            parts.append(_inline(ref.get("url") if isinstance(ref, dict) else ref, "images"))
-        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
-            audio = part["input_audio"]
-            mime = _AUDIO.get(str(audio.get("format")), f"audio/{audio.get('format')}")
-            parts.append({"inlineData": {"mimeType": mime, "data": str(audio.get("data") or "")}})
-        elif kind == "file" and isinstance(part.get("file"), dict):
-            parts.append(_inline(part["file"].get("file_data"), "files"))
-        else:
-            raise unsupported(f"Content parts of type {kind!r} are not supported for Gemini.", "messages")
-    return parts
+def _audio(part: dict[str, Any]) -> dict[str, Any]:
+    audio = part.get("input_audio")
+    if not isinstance(audio, dict):
+        raise chat.unsupported_part("input_audio", "Gemini")
+    mime = _AUDIO.get(str(audio.get("format")), f"audio/{audio.get('format')}")
+    return {"inlineData": {"mimeType": mime, "data": str(audio.get("data") or "")}}
 
 
-def _arguments(call: dict[str, Any], fn: dict[str, Any]) -> dict[str, Any]:
-    raw = fn.get("arguments") or "{}"
-    try:
-        args = jsontext.loads(raw) if isinstance(raw, str | bytes) else raw
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):
-        raise unsupported(
-            f"The arguments of tool call {call.get('id')!r} must be a JSON object for Gemini.", "messages"
-        )
-    return args
+def _file(part: dict[str, Any]) -> dict[str, Any]:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise chat.unsupported_part("file", "Gemini")
+    return _inline(file.get("file_data"), "files")
+
+
+# Gemini parts for OpenAI user content: text, images (data URLs), input audio, files (data URLs).
+PARTS: dict[str, chat.PartReader] = {
+    "text": lambda part: {"text": str(part.get("text") or "")},
+    "image_url": lambda part: _inline(chat.image_url(part), "images"),
+    "input_audio": _audio,
+    "file": _file,
+}
 
 
 def _function_calls(raw: Any, names: dict[str, str], model: str) -> list[dict[str, Any]]:
     """functionCall parts for an assistant's tool calls, each with the thought signature it came with."""
     if not isinstance(raw, list):
-        raise unsupported("An assistant message's tool_calls must be an array.", "messages")
+        raise chat.unsupported("An assistant message's tool_calls must be an array.", "messages")
     parts = []
     for call in raw:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise unsupported("Each assistant tool call needs a function with a name.", "messages")
+        name, args = chat.assistant_call(call, "Gemini")
         if isinstance(call.get("id"), str):
-            names[call["id"]] = fn["name"]
-        part: dict[str, Any] = {"functionCall": {"name": fn["name"], "args": _arguments(call, fn)}}
+            names[call["id"]] = name
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         google = _dict(_dict(call.get("extra_content")).get("google"))
         if isinstance(google.get("thought_signature"), str):
             part["thoughtSignature"] = google["thought_signature"]
@@ -247,11 +209,11 @@ def _function_response(m: dict[str, Any], names: dict[str, str]) -> dict[str, An
     name = names.get(call_id) if isinstance(call_id, str) else None
     name = name or (m.get("name") if isinstance(m.get("name"), str) else None)
     if name is None:
-        raise unsupported(
+        raise chat.unsupported(
             "A tool message needs the tool_call_id of an earlier assistant tool call (Gemini answers by name).",
             "messages",
         )
-    text = _text(m.get("content"), "A tool")
+    text = chat.text_only(m.get("content"), "A tool")
     try:
         parsed = jsontext.loads(text) if text.startswith("{") else None
     except orjson.JSONDecodeError:
@@ -276,22 +238,22 @@ def contents(messages: list[Any], model: str) -> tuple[list[dict[str, Any]], lis
 
     for m in messages:
         if not isinstance(m, dict):
-            raise unsupported("Each message must be an object.", "messages")
+            raise chat.unsupported("Each message must be an object.", "messages")
         role = m.get("role")
         if role in ("system", "developer"):
-            text = _text(m.get("content"), "A system")
+            text = chat.text_only(m.get("content"), "A system")
             if text:
                 system.append({"text": text})
         elif role == "user":
-            push("user", _user_parts(m.get("content")))
+            push("user", chat.user_content(m.get("content"), "Gemini", PARTS))
         elif role == "assistant":
-            text = _text(m.get("content"), "An assistant")
+            text = chat.text_only(m.get("content"), "An assistant")
             calls = _function_calls(m.get("tool_calls") or [], names, model)
             push("model", ([{"text": text}] if text else []) + calls)
         elif role in ("tool", "function"):
             push("user", [_function_response(m, names)])
         else:
-            raise unsupported(f"Messages with role {role!r} are not supported for Gemini.", "messages")
+            raise chat.unsupported(f"Messages with role {role!r} are not supported for Gemini.", "messages")
     return system, turns
 
 
@@ -299,13 +261,7 @@ def contents(messages: list[Any], model: str) -> tuple[list[dict[str, Any]], lis
 
 
 def _declaration(tool: Any) -> dict[str, Any]:
-    fn = (
-        tool.get("function")
-        if isinstance(tool, dict) and tool.get("type", "function") == "function"
-        else None
-    )
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise unsupported("Only function tools (each with a name) are supported for Gemini.", "tools")
+    fn = chat.function_tool(tool, "Gemini")
     out: dict[str, Any] = {"name": fn["name"]}
     if isinstance(fn.get("description"), str):
         out["description"] = fn["description"]
@@ -331,7 +287,7 @@ def _tool_config(choice: Any, declarations: list[dict[str, Any]]) -> dict[str, A
         declarations[:] = [d for d in declarations if d["name"] in wanted]
         if allowed.get("mode") in ("auto", "required"):
             return {"mode": TOOL_MODES[allowed["mode"]]}
-    raise unsupported(
+    raise chat.unsupported(
         "tool_choice must be auto, none, required, a named function or allowed_tools.", "tool_choice"
     )
 
@@ -348,19 +304,18 @@ def generation_config(payload: dict[str, Any]) -> dict[str, Any]:
     ):
         if payload.get(name) is not None:
             out[key] = payload[name]
-    limit = payload.get("max_completion_tokens")
-    limit = payload.get("max_tokens") if limit is None else limit
+    limit = chat.max_tokens(payload)
     if isinstance(limit, int):
         out["maxOutputTokens"] = limit
-    stop = payload.get("stop")
-    if isinstance(stop, str):
-        out["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        out["stopSequences"] = [str(s) for s in stop]
+    stops = chat.stop_sequences(payload)
+    if stops:
+        out["stopSequences"] = stops
     n = payload.get("n")
     if isinstance(n, int) and n != 1:
         if payload.get("stream") is True:
-            raise unsupported("Gemini streams one candidate per request; n must be 1 when streaming.", "n")
+            raise chat.unsupported(
+                "Gemini streams one candidate per request; n must be 1 when streaming.", "n"
+            )
         out["candidateCount"] = n
     fmt = payload.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -372,7 +327,7 @@ def generation_config(payload: dict[str, Any]) -> dict[str, Any]:
         if isinstance(spec.get("schema"), dict):
             out["responseSchema"] = gemini_schema(spec["schema"])
     elif kind not in (None, "text"):
-        raise unsupported(f"response_format {kind!r} is not supported for Gemini.", "response_format")
+        raise chat.unsupported(f"response_format {kind!r} is not supported for Gemini.", "response_format")
     return out
 
 
@@ -400,7 +355,7 @@ def embeddings_request(payload: dict[str, Any], model: str) -> dict[str, Any]:
     raw = payload.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise unsupported("Gemini embeds text: input must be a string or an array of strings.", "input")
+        raise chat.unsupported("Gemini embeds text: input must be a string or an array of strings.", "input")
     base: dict[str, Any] = {"model": resource(model)}
     if isinstance(payload.get("dimensions"), int):
         base["outputDimensionality"] = payload["dimensions"]

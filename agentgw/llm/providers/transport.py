@@ -4,14 +4,15 @@ connection failures become retryable ProviderErrors, error statuses go through `
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from agentgw import jsontext
 from agentgw.llm.providers.base import ProviderError, invalid_response, upstream_error
+from agentgw.llm.sse import frame_data, frames
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.upstream import UpstreamPool, timeout
 
@@ -92,3 +93,36 @@ def expect_sse(resp: aiohttp.ClientResponse) -> None:
     if not kind.lower().startswith("text/event-stream"):
         resp.close()
         raise invalid_response(f"a stream was asked for, the content type is {kind[:60]!r}")
+
+
+class SSETranslator(Protocol):
+    """Turns the `data` of each upstream SSE event into the OpenAI frames to send (`feed`), and the end of the
+    body into the last ones or a ProviderError (`end`); `done` once what follows cannot change the answer."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+
+async def translate_sse(translator: SSETranslator, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The OpenAI frames for an upstream SSE body, fed event by event as the bytes arrive, then
+    `translator.end()`. The body is read to its end, also after `done` (Gemini's usage may follow its finish),
+    so the connection goes back to the pool; once the translator is `done`, a read failure no longer matters."""
+    chunks = body_chunks(resp)
+    try:
+        async for frame in frames(chunks):
+            data = frame_data(frame)
+            if data is None:
+                continue
+            for out in translator.feed(data):
+                yield out
+    except Exception:
+        if not translator.done:
+            raise
+    finally:
+        await chunks.aclose()
+    for out in translator.end():
+        yield out

@@ -23,22 +23,12 @@ from agentgw.llm.providers.anthropic_translate import (
     usage_to_openai,
 )
 from agentgw.llm.providers.base import ProviderError
-from agentgw.llm.sse import frame_data
 from tests.anthropic_upstream import FakeAnthropic, events_for, message, text, tool_use
+from tests.llm.providers.support import PNG, WEATHER_TOOL, chunks_of, user
 from tests.support import TEST_KEY, audit_records, gateway, serve
 
 SECRET = "sk-ant-test-secret"
 UPSTREAM_MODEL = "claude-sonnet-4-5"
-PNG = "iVBORw0KGgoAAAANSUhEUg=="
-
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def registry(url: str, retry: int = 3, **provider: Any) -> dict[str, Any]:
@@ -68,10 +58,6 @@ async def claude(
             url = gw[0]
             async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TEST_KEY, max_retries=0) as client:
                 yield client
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": content}
 
 
 # -- through the gateway, with the openai SDK ---------------------------------------------------------------
@@ -750,9 +736,7 @@ def run_stream(
     events: list[dict[str, Any]], include_usage: bool = True
 ) -> tuple[list[Any], StreamTranslator]:
     tr = StreamTranslator(UPSTREAM_MODEL, include_usage, created=1)
-    frames = [f for e in events for f in tr.feed(orjson.dumps(e))]
-    assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in frames)
-    return [d if d == b"[DONE]" else orjson.loads(d) for f in frames if (d := frame_data(f)) is not None], tr
+    return chunks_of([f for e in events for f in tr.feed(orjson.dumps(e))]), tr
 
 
 def test_a_streamed_answer_becomes_openai_chunks_with_tool_calls_numbered_from_zero() -> None:

@@ -35,7 +35,6 @@ from agentgw.llm.providers.bedrock_translate import (
     request_to_converse,
     usage_to_openai,
 )
-from agentgw.llm.sse import frame_data
 from agentgw.registry import Provider as ProviderConfig
 from agentgw.settings import Upstream
 from agentgw.upstream import UpstreamPool
@@ -53,6 +52,7 @@ from tests.bedrock_upstream import (
     titan_vector,
     tool_use,
 )
+from tests.llm.providers.support import PNG, WEATHER_TOOL, chunks_of, user
 from tests.support import TEST_KEY, audit_records, gateway, serve
 
 # the colon is percent-encoded by botocore, and sent (and signed) in yarl's form by the gateway
@@ -61,17 +61,7 @@ SECOND_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 ENV_KEY_ID = "AKIDEXAMPLE0ENVCHAIN2"
 ENV_SECRET = "envChainSecretKey/0123456789abcdefEXAMPLE"
 BAD_SECRET = "wrongSecretKey/0123456789abcdefEXAMPLEwrong"
-PNG = "iVBORw0KGgoAAAANSUhEUg=="
 SIGNATURE = re.compile(r"Signature=([0-9a-f]{64})")
-
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def fake_bedrock(**script: Any) -> FakeBedrock:
@@ -137,10 +127,6 @@ async def bedrock_gateway(
         async with serve(fake.app()) as up, gateway(tmp_path, registry(up)) as gw:
             async with openai.AsyncOpenAI(base_url=f"{gw[0]}/v1", api_key=TEST_KEY, max_retries=0) as client:
                 yield client
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": content}
 
 
 async def drain(stream: AsyncIterator[Any], into: list[Any]) -> None:
@@ -922,9 +908,7 @@ def decode(frames: list[bytes]) -> list[tuple[dict[str, Any], bytes]]:
 def run_stream(frames: list[bytes], include_usage: bool = True) -> tuple[list[Any], StreamTranslator]:
     tr = StreamTranslator(UPSTREAM_MODEL, include_usage, created=1)
     out = [f for headers, payload in decode(frames) for f in tr.feed(headers, payload)]
-    out += tr.close()
-    assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in out)
-    return [d if d == b"[DONE]" else json.loads(d) for f in out if (d := frame_data(f)) is not None], tr
+    return chunks_of(out + tr.close()), tr
 
 
 def test_a_converse_stream_becomes_openai_chunks_with_tool_calls_numbered_from_zero() -> None:

@@ -36,7 +36,6 @@ from agentgw.llm.providers.gemini_translate import (
     gemini_schema,
     request_to_gemini,
 )
-from agentgw.llm.sse import frame_data
 from tests.gemini_upstream import (
     API_KEY,
     MODEL_VERSION,
@@ -47,10 +46,10 @@ from tests.gemini_upstream import (
     response,
     text,
 )
+from tests.llm.providers.support import PNG, chunks_of, user
 from tests.support import TEST_KEY, audit_records, gateway, serve
 
 UPSTREAM_MODEL = "gemini-2.5-flash"
-PNG = "iVBORw0KGgoAAAANSUhEUg=="
 SETTINGS = {"audit": {"writer": "inline"}}
 # google-genai subclasses aiohttp.ClientSession, which aiohttp discourages; not ours to fix
 pytestmark = pytest.mark.filterwarnings(
@@ -106,10 +105,6 @@ async def through_gateway(tmp_path: Path, *fakes: FakeGemini) -> AsyncIterator[o
         yield await stack.enter_async_context(
             openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TEST_KEY, max_retries=0)
         )
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": content}
 
 
 # -- the google-genai SDK against the fake: the fake speaks Gemini's wire format ---------------------------
@@ -1006,9 +1001,7 @@ def run_stream(
     chunks: list[dict[str, Any]], include_usage: bool = True
 ) -> tuple[list[Any], StreamTranslator]:
     tr = StreamTranslator(UPSTREAM_MODEL, include_usage, created=1)
-    frames = [f for c in chunks for f in tr.feed(orjson.dumps(c))] + tr.end()
-    assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in frames)
-    return [d if d == b"[DONE]" else orjson.loads(d) for f in frames if (d := frame_data(f)) is not None], tr
+    return chunks_of([f for c in chunks for f in tr.feed(orjson.dumps(c))] + tr.end()), tr
 
 
 def test_a_streamed_answer_becomes_openai_chunks_with_tool_calls_numbered_from_zero() -> None:

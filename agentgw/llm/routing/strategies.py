@@ -1,7 +1,7 @@
 """Routing strategies across a model alias's targets: which target a call tries first, the others following as
 failover. Each target's latency and errors are tracked (EWMA), its calls in flight counted, and its calls and
 tokens per minute kept against its `rpm`/`tpm`: a target at its limit is skipped, not failed. Kept in this process;
-with `llm.routing.state: redis` every process also folds in the others' numbers (routing_shared.py)."""
+with `llm.routing.state: redis` every process also folds in the others' numbers (shared.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The exact response cache of chat completions (`llm.cache`): an answer kept under the normalised request and the
 caller's scope (principal, role set or everyone), replayed as it came — a streamed answer as the same stream —
 for its TTL, in memory or in Redis. A hit costs the caller nothing (unless `charge`) and is on the audit record.
-With `mode: semantic`, an exact miss may still hit an answer to the same request in other words (semantic_cache.py).
+With `mode: semantic`, an exact miss may still hit an answer to the same request in other words (semantic.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import orjson
 
 from agentgw import jsontext
 from agentgw.exchange import Exchange, Result, Usage
-from agentgw.llm.routing import then
+from agentgw.llm.routing.strategies import then
 from agentgw.settings import CacheSettings
 
 if TYPE_CHECKING:
-    from agentgw.llm.router import Router
-    from agentgw.llm.semantic_cache import SemanticCache
+    from agentgw.llm.cache.semantic import SemanticCache
+    from agentgw.llm.routing.router import Router
 
 # Request fields that do not change the answer (how it is delivered, who is billed).
 _DELIVERY = frozenset({"stream_options", "user", "metadata", "store", "service_tier"})
@@ -94,7 +94,7 @@ class ResponseCache:
         )
         self.semantic: SemanticCache | None = None
         if cfg.mode == "semantic":  # numpy and usearch are imported only by gateways that use them
-            from agentgw.llm.semantic_cache import SemanticCache
+            from agentgw.llm.cache.semantic import SemanticCache
 
             redis = self.store.redis if isinstance(self.store, RedisStore) else None
             self.semantic = SemanticCache(cfg, self.get, redis)

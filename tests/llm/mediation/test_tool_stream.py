@@ -11,8 +11,8 @@ import pytest
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
-from agentgw.llm.tool_stream import ToolCallGuard
-from agentgw.llm.tools import ToolNotAllowed, ToolPolicy
+from agentgw.llm.mediation.tool_policy import ToolNotAllowed, ToolPolicy
+from agentgw.llm.mediation.tool_stream import ToolCallGuard
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyStore
 from agentgw.registry import MCPSection

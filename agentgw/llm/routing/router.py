@@ -1,4 +1,4 @@
-"""Model aliases → targets in the order their strategy gives (routing.py): retry with jittered backoff, fail over,
+"""Model aliases → targets in the order their strategy gives (strategies.py): retry with jittered backoff, fail over,
 and a circuit breaker per target; a target at its rpm/tpm limit is skipped.
 
 Retries happen on 429/5xx/timeouts/connection errors only, and only before anything reached the client: a
@@ -27,7 +27,7 @@ from agentgw.errors import (
 from agentgw.exchange import Attempt, Result
 from agentgw.llm.providers import Call, Provider, ProviderError
 from agentgw.llm.providers.base import NativeProvider
-from agentgw.llm.routing import Routing, then
+from agentgw.llm.routing.strategies import Routing, then
 from agentgw.registry import Model, Retry
 from agentgw.settings import CircuitBreaker, RetryDefaults
 

@@ -11,7 +11,7 @@ import pytest
 
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
-from agentgw.llm.tools import ToolNotAllowed, ToolPolicy, parse_arguments
+from agentgw.llm.mediation.tool_policy import ToolNotAllowed, ToolPolicy, parse_arguments
 from agentgw.pipeline import Pipeline
 from agentgw.policy import PolicyStore
 from agentgw.registry import MCPSection, MCPServer

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from agentgw.registry import LLMSection
-from tests.support import TEST_KEY, audit_records, gateway, sha
+from tests.support import POLICIES, TEST_KEY, audit_records, gateway, sha
 
 INTERN_KEY = "agw-test-intern-key-000000000000"
 LONG = " ".join(f"word{i}" for i in range(300))
@@ -90,8 +90,7 @@ async def test_the_first_matching_rule_wins_and_a_role_rule_routes_that_role(tmp
     reg = registry()
     policy = tmp_path / "policy.csv"
     policy.write_text("p, role:interns, llm:auto, call, allow\np, role:agents, llm:*, call, allow\n")
-    model = Path(__file__).parents[2] / "policies" / "model.conf"
-    settings = {**SETTINGS, "policies": {"model": str(model), "policy": str(policy)}}
+    settings = {**SETTINGS, "policies": {"model": str(POLICIES / "model.conf"), "policy": str(policy)}}
     async with gateway(tmp_path, reg, settings) as (url, _):
         intern = await answered_by(url, chat(), INTERN_KEY)
         intern_long = await answered_by(url, chat(LONG), INTERN_KEY)  # the long-prompt rule comes first

@@ -20,7 +20,7 @@ from agentgw.exchange import Exchange, Usage
 from agentgw.guardrails.config import GuardrailSettings
 from agentgw.guardrails.engine import Guardrails, Tally, Vault
 from agentgw.guardrails.stream import StreamGuard
-from agentgw.llm.guard_stream import ChatContentGuard
+from agentgw.llm.mediation.guard_stream import ChatContentGuard
 from agentgw.llm.sse import ChatStreamMeter
 from agentgw.pipeline import StopStream
 from tests.anthropic_upstream import FakeAnthropic, events_for, message, text

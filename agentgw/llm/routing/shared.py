@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
-from agentgw.llm.routing import Others, Routing
+from agentgw.llm.routing.strategies import Others, Routing
 from agentgw.settings import Settings
 
 log = logging.getLogger("agentgw.llm")

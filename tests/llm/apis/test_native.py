@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.anthropic_upstream import FakeAnthropic, events_for, message, text
-from tests.llm.test_guardrails import mask
+from tests.llm.mediation.test_guardrails import mask
 from tests.support import OTHER_KEY, TEST_KEY, audit_records, gateway, serve
 
 SETTINGS: dict[str, Any] = {"audit": {"writer": "inline"}}

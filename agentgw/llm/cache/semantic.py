@@ -22,9 +22,9 @@ from usearch.index import Index
 
 from agentgw import jsontext
 from agentgw.exchange import Exchange, new_id
-from agentgw.llm.cache import _DELIVERY, PROBE
+from agentgw.llm.cache.exact import _DELIVERY, PROBE
 from agentgw.llm.providers import Call
-from agentgw.llm.router import Router
+from agentgw.llm.routing.router import Router
 from agentgw.registry import Pricing
 from agentgw.settings import CacheSettings
 

@@ -15,7 +15,7 @@ from typing import Any
 from agentgw import jsontext
 from agentgw.errors import UpstreamInvalidResponse
 from agentgw.exchange import Exchange
-from agentgw.llm.tools import ToolPolicy, removed_note
+from agentgw.llm.mediation.tool_policy import ToolPolicy, removed_note
 
 Key = tuple[int, int]  # (choice index, tool call index)
 
