@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean browser screenshots
+.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean browser screenshots haproxy cluster cluster-test
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -66,6 +66,19 @@ bench: $(STAMP)
 	$(BIN)/python bench/guardrails.py --gateway
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/cache.py
+
+# N gateway replicas (REPLICAS, default 3) behind Debian's HAProxy on this machine's Redis and PostgreSQL, with the
+# quickstart's upstreams (docs/deployment.md): `make cluster` until Ctrl-C; `make cluster-test` runs tests/cluster.
+REPLICAS ?= 3
+haproxy:
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy)
+
+cluster: $(STAMP) haproxy
+	$(BIN)/python scripts/cluster.py up --replicas $(REPLICAS)
+
+cluster-test: $(STAMP) haproxy
+	$(BIN)/python scripts/cluster.py test --replicas $(REPLICAS)
 
 # Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).
 conformance: conformance-mcp conformance-a2a

@@ -1,0 +1,215 @@
+"""`make cluster`: N gateway replicas (default 3) as separate `agentgw serve` processes behind HAProxy (Debian's
+package), on the machine's Redis and PostgreSQL, with the quickstart's upstreams started once for all of them.
+`make cluster-test` brings it up, runs tests/cluster against the load balancer, and takes it down.
+
+    python scripts/cluster.py up [--replicas 3] [--port 8100]    # until Ctrl-C
+    python scripts/cluster.py test [-- pytest args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+AGENTGW = str(Path(PY).parent / "agentgw")
+REDIS_URL = os.environ.get("AGENTGW_CLUSTER_REDIS", "redis://127.0.0.1:6379/14")
+PG_DSN = os.environ.get("AGENTGW_CLUSTER_PG", "postgresql://postgres@127.0.0.1:5432/test")
+SECRET = "cluster-" + "s" * 40  # the key that seals MCP session ids: the same on every replica
+
+
+def registry(port: int, docs_port: int, planner_port: int, researcher_port: int) -> dict[str, Any]:
+    """The quickstart's registry with its HTTP upstreams as URLs only (this script starts them once; a replica
+    that launched its own would fight the others for the port). The stdio time server stays per replica."""
+    out: dict[str, Any] = {}
+    for name in ("llm", "mcp", "agents"):
+        doc = yaml.safe_load((ROOT / "registry" / f"{name}.yaml").read_text())
+        for key, value in doc.items():
+            out.setdefault(key, {}).update(value)
+    for server in out["mcp"]["servers"]:
+        if server["name"] == "time":
+            server["command"] = [PY, str(ROOT / "examples" / "servers" / "time_server.py")]
+        if server["name"] == "docs":
+            server.pop("command", None)
+            server.pop("env", None)
+            server["url"] = f"http://127.0.0.1:{docs_port}/mcp"
+            server["headers"] = {"Authorization": "Bearer quickstart-docs-token"}
+    ports = {"planner": planner_port, "researcher": researcher_port}
+    for agent in out["a2a"]["agents"]:
+        agent.pop("command", None)
+        agent.pop("env", None)
+        agent["url"] = f"http://127.0.0.1:{ports[agent['name']]}/"
+    return out
+
+
+def config(work: Path, prefix: str) -> Path:
+    """The quickstart's config, made for replicas: shared budgets (Redis), one audit chain (PostgreSQL, a schema of
+    this cluster), a shared session secret; everything else as the quickstart has it."""
+    cfg = yaml.safe_load((ROOT / "examples" / "quickstart" / "agentgw.yaml").read_text())
+    cfg["registry"] = [str(work / "registry.yaml")]
+    cfg["policies"] = {
+        "model": str(ROOT / "policies" / "model.conf"),
+        "policy": str(ROOT / "policies" / "policy.csv"),
+    }
+    cfg["auth"]["keys_file"] = str(work / "keys.yaml")
+    cfg["secret"] = SECRET
+    cfg["budgets"].update({"ledger": "redis", "redis_url": REDIS_URL, "key_prefix": prefix})
+    cfg["audit"] = {"store": "postgres", "postgres": {"dsn": PG_DSN, "schema_name": prefix.replace("-", "_")}}
+    path = work / "agentgw.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def haproxy_cfg(work: Path, port: int, replicas: list[int]) -> Path:
+    servers = "\n".join(
+        f"  server r{i} 127.0.0.1:{p} check inter 1s fall 2 rise 1" for i, p in enumerate(replicas, 1)
+    )
+    text = f"""global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 10s
+frontend agentgw
+  bind 127.0.0.1:{port}
+  default_backend replicas
+backend replicas
+  balance roundrobin
+  option httpchk
+  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host 127.0.0.1
+  http-check expect status 200
+  http-response set-header X-Agentgw-Replica %s
+{servers}
+"""
+    path = work / "haproxy.cfg"
+    path.write_text(text)
+    return path
+
+
+def wait_ready(url: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cluster: {url} did not become ready in {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def cluster(replicas: int, port: int) -> Iterator[dict[str, Any]]:
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        raise SystemExit("cluster: HAProxy is not installed (make cluster installs Debian's haproxy)")
+    work = Path(tempfile.mkdtemp(prefix="agentgw-cluster-"))
+    prefix = f"agw-cluster-{uuid.uuid4().hex[:8]}"
+    docs, planner, researcher = port + 91, port + 92, port + 93
+    (work / "registry.yaml").write_text(yaml.safe_dump(registry(port, docs, planner, researcher)))
+    cfg = config(work, prefix)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 (open for the process's lifetime)
+        logs.append(log)
+        p = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT
+        )
+        procs.append(p)
+        return p
+
+    try:
+        lb = f"http://127.0.0.1:{port}"
+        start("docs", [PY, str(ROOT / "examples/servers/docs_server.py")],
+              {"DOCS_PORT": str(docs), "DOCS_TOKEN": "quickstart-docs-token"})  # fmt: skip
+        for name, p in (("planner", planner), ("researcher", researcher)):
+            start(name, [PY, str(ROOT / f"examples/agents/{name}.py"), "--port", str(p)],
+                  {"AGENTGW_URL": lb, "AGENTGW_KEY": f"agw-demo-{name}-key"})  # fmt: skip
+        ports = [port + i for i in range(1, replicas + 1)]
+        for i, p in enumerate(ports, 1):
+            start(f"replica{i}", [AGENTGW, "serve", "--config", str(cfg), "--port", str(p)])
+        for p in ports:
+            wait_ready(f"http://127.0.0.1:{p}/readyz")
+        start("haproxy", [haproxy, "-f", str(haproxy_cfg(work, port, ports)), "-db"])
+        wait_ready(f"{lb}/healthz")
+        info = {"url": lb, "replicas": [f"http://127.0.0.1:{p}" for p in ports], "config": str(cfg),
+                "work": str(work), "redis": REDIS_URL, "prefix": prefix}  # fmt: skip
+        print(f"cluster: {replicas} replicas behind HAProxy at {lb} (logs in {work})", flush=True)
+        yield info
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in logs:
+            log.close()
+        _drop(prefix)
+
+
+def _drop(prefix: str) -> None:
+    """The cluster's Redis keys and PostgreSQL schema."""
+    with contextlib.suppress(Exception):
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+    with contextlib.suppress(Exception):
+        subprocess.run(
+            ["psql", PG_DSN, "-q", "-c", f'DROP SCHEMA IF EXISTS "{prefix.replace("-", "_")}" CASCADE'],
+            check=False, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["up", "test"])
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--port", type=int, default=8100)
+    ap.add_argument("pytest_args", nargs="*")
+    args = ap.parse_args()
+    with cluster(args.replicas, args.port) as info:
+        if args.command == "up":
+            signal.signal(signal.SIGTERM, _interrupt)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+            return
+        env = {**os.environ, "AGENTGW_CLUSTER_URL": info["url"], "AGENTGW_CLUSTER_CONFIG": info["config"],
+               "AGENTGW_CLUSTER_REPLICAS": ",".join(info["replicas"])}  # fmt: skip
+        rc = subprocess.call([PY, "-m", "pytest", "tests/cluster", *args.pytest_args], env=env, cwd=ROOT)
+    raise SystemExit(rc)
+
+
+if __name__ == "__main__":
+    main()
