@@ -265,12 +265,12 @@ class Env:
         wait_until(lambda: http_status(port, "/") is not None, 20, proc, "floor proxy")
         return time.perf_counter() - t0
 
-    def start_gateway(self) -> float:
-        """Spawn `agentgw serve` (one worker); seconds from spawn to the first 200 from GET /readyz."""
+    def start_gateway(self, workers: int = 1) -> float:
+        """Spawn `agentgw serve` (one worker unless told); seconds from spawn to the first 200 from GET /readyz."""
         exe = Path(PY).parent / "agentgw"
         cmd = [str(exe)] if exe.exists() else [PY, "-m", "agentgw"]
         port = self.ports["gateway"]
-        cmd += ["serve", "--config", str(self.config), "--port", str(port), "--workers", "1"]
+        cmd += ["serve", "--config", str(self.config), "--port", str(port), "--workers", str(workers)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("gateway.log"))
         self.procs["gateway"] = proc

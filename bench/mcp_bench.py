@@ -293,6 +293,7 @@ class Options:
     keep: bool = False
     strict: bool = False
     scope: bool = False  # measure session_scope principal vs shared instead of direct vs gateway
+    workers: int = 1  # gateway worker processes (sessions then move between workers: each revives them)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -313,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit file)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--scope", action="store_true", help="session_scope principal vs shared (handshake era)")
+    ap.add_argument("--workers", type=int, default=d.workers, help="gateway worker processes")
     a = ap.parse_args(argv)
     o = Options(**{k: v for k, v in vars(a).items() if k != "quick"})
     if a.quick:
@@ -713,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         env.start_upstreams()
-        res["gateway_start_s"] = env.start_gateway()
+        res["gateway_start_s"] = env.start_gateway(o.workers)
         res["upstreams"] = env.wait_gateway_upstreams()
         log(f"gateway ready in {res['gateway_start_s']:.2f} s; upstreams {res['upstreams']}")
         if o.scope:
