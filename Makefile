@@ -31,8 +31,10 @@ agents-demo: $(STAMP)
 	$(BIN)/python examples/agents/run.py --gateway http://127.0.0.1:$(PORT) \
 		--config examples/quickstart/agentgw.yaml "$(QUESTION)"
 
+# One pytest worker per core (pytest-xdist): every test brings its own servers on free loopback ports, its own
+# Redis key prefix and PostgreSQL schema, so they run side by side.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 # Debian's chromium for the console's browser tests and screenshots (Playwright drives it; no browser download).
 browser:
