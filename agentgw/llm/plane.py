@@ -382,7 +382,7 @@ class LLMPlane:
             raise ModelNotFound.named(model.name)
         native = ex.attrs.get(native_api.NATIVE)
         if native is not None:  # the Responses or Messages API: passed through where it can be
-            go = native_api.passable(ex, router, model, native.api, self.tools is not None)
+            go = native_api.passable(ex, router, model, native, self.tools is not None)
             passed = await native_api.forward(ex, router, model, native, self.stored, go)
             if passed is not None:
                 return passed

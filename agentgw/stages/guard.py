@@ -36,6 +36,7 @@ class GuardState:
     engine: Guardrails
     response: Plan | None
     vault: Vault = field(default_factory=Vault)
+    request: bool = False  # the request's texts were scanned: a plane must not send what the scan did not see
     tally: Tally = field(default_factory=Tally)
 
 
@@ -78,7 +79,7 @@ class GuardStage(Stage):
         answer = engine.plan(ex.plane, "response", ex.target, roles)
         if plan is None and answer is None:
             return
-        state = GuardState(engine, answer)
+        state = GuardState(engine, answer, request=plan is not None)
         ex.attrs["guards"] = state
         if plan is None:
             return

@@ -30,11 +30,16 @@ PASSED = "passthrough"  # Exchange.attrs key (and audit record field): the API a
 __all__ = ["NATIVE", "PASSED", "NativeRequest", "NativeStreamMeter", "forward", "usage_of"]
 
 
-def passable(ex: Exchange, router: Router, model: Model, api: str, tool_policy: bool) -> bool:
+def passable(ex: Exchange, router: Router, model: Model, native: NativeRequest, tool_policy: bool) -> bool:
     """May this call go upstream as the client sent it? Only when every target serves the API itself and nothing
-    the gateway does needs the chat view: no guardrail changed the request or reads the answer, no tool policy."""
+    the gateway does needs the chat view: no guardrail changed the request or reads the answer, no tool policy,
+    and nothing the request guardrails could not see (parts the chat view leaves out) would go with it."""
     if tool_policy or ex.attrs.get(CHANGED) or stream_guard(ex) is not None:
         return False
+    guards = ex.attrs.get("guards")
+    if native.skipped and guards is not None and guards.request:
+        return False  # parts the chat view left out were not scanned: they are refused, never sent unseen
+    api = native.api
     return all(api in getattr(router.providers.get(t.provider), "native_apis", ()) for t in model.targets)
 
 

@@ -158,6 +158,26 @@ async def test_with_a_guardrail_on_answers_a_messages_call_is_translated_and_a_s
     assert len(fake.requests) == 1  # the refused call reached no provider
 
 
+async def test_with_request_guardrails_a_part_they_cannot_read_is_refused_not_passed_through_unseen(
+    tmp_path: Path,
+) -> None:
+    pdf = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "AKIA… a secret"},
+    }
+    ask = [{"role": "user", "content": [pdf, {"type": "text", "text": "Summarise."}]}]
+    fake = FakeAnthropic()
+    async with claude(tmp_path, fake, mask("request")) as c:
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await c.messages.create(model="claude", max_tokens=50, messages=ask)  # type: ignore[arg-type]
+        plain = await c.messages.create(
+            model="claude", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert "document" in refused.value.message
+    assert plain.id == "msg_01test"  # what the guardrails can read is still passed through
+    assert len(fake.requests) == 1
+
+
 # -- OpenAI Responses -----------------------------------------------------------------------------------------
 
 
