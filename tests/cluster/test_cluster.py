@@ -12,6 +12,10 @@ from pathlib import Path
 import anyio
 import httpx
 import openai
+import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.helpers import get_artifact_text, new_text_message
+from a2a.types import GetTaskRequest, Role, SendMessageRequest, TaskState
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -69,6 +73,30 @@ async def test_a_responses_conversation_continues_on_any_replica() -> None:
         read = [await client.responses.retrieve(first.id) for _ in range(3)]
     assert all(r.status == "completed" for r in follow_ups)
     assert {r.output_text for r in read} == {"remember the cluster"}
+
+
+async def test_an_a2a_task_is_its_callers_on_every_replica_and_nobody_elses() -> None:
+    """The researcher agent answers (calling back through the load balancer); the task it made is then read
+    through every replica, and another principal is told it does not exist on any of them."""
+    async with httpx.AsyncClient(headers=AUTH, timeout=120) as http:
+        client = await create_client(
+            f"{URL}/a2a/researcher", client_config=ClientConfig(httpx_client=http, streaming=False)
+        )
+        async with client:
+            request = SendMessageRequest(message=new_text_message("How do budgets work?", role=Role.ROLE_USER))
+            events = [e async for e in client.send_message(request)]
+            [task] = [e.task for e in events if e.HasField("task")]
+            again = [await client.get_task(GetTaskRequest(id=task.id)) for _ in range(3)]
+    async with httpx.AsyncClient(headers={"authorization": "Bearer agw-demo-planner-key"}, timeout=30) as http:
+        other = await create_client(
+            f"{URL}/a2a/researcher", client_config=ClientConfig(httpx_client=http, streaming=False)
+        )
+        async with other:
+            for _ in range(3):
+                with pytest.raises(Exception, match=r"(?i)not found"):
+                    await other.get_task(GetTaskRequest(id=task.id))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED and get_artifact_text(task.artifacts[0])
+    assert {t.id for t in again} == {task.id}
 
 
 async def test_every_replicas_calls_are_in_one_audit_chain_that_verifies() -> None:
