@@ -12,6 +12,8 @@ from typing import Any
 import anyio
 import httpx
 
+from agentgw.llm.routing.strategies import TargetStats
+from agentgw.registry import Target
 from tests.support import TEST_KEY, gateway
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
@@ -110,3 +112,21 @@ async def test_a_target_at_its_tpm_limit_is_skipped(tmp_path: Path) -> None:
     async with gateway(tmp_path, reg) as (url, _):
         got = await served(url, 3)
     assert got["m-slow"] == 1 and got["m-quick"] == 2  # the first call used up the slow target's minute
+
+
+def test_the_last_minutes_calls_and_tokens_are_kept_in_seconds_with_exact_totals() -> None:
+    st = TargetStats()
+    limited = Target(provider="p", model="m", rpm=1000, tpm=10_000)
+    for second in range(120):  # two minutes of 10 calls a second, 7 tokens each
+        for _ in range(10):
+            st.add(1000.0 + second + 0.5, 1, 7)
+    st.trim(1000.0 + 120)
+    assert len(st.buckets) <= 61  # memory bounded by seconds, not calls
+    assert st.calls == sum(b[1] for b in st.buckets) and st.tokens == sum(b[2] for b in st.buckets)
+    assert 600 <= st.calls <= 610  # the last minute's calls
+    assert st.at_limit(limited, 1000.0 + 120) is False
+    for _ in range(400):
+        st.add(1000.0 + 120.5, 1, 7)
+    assert st.at_limit(limited, 1000.0 + 120.5) is True  # 1,000 calls in the last minute
+    st.trim(1000.0 + 300)
+    assert (st.calls, st.tokens, len(st.buckets)) == (0, 0, 0)
