@@ -8,51 +8,30 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
+from agentgw.approvals.cli import approvals
+from agentgw.audit.cli import trace
+from agentgw.cli_support import (
+    CONFIG_ENV,
+    audit_or_exit,
+    config_option,
+    exit_with,
+    load_or_exit,
+    with_store,
+)
+from agentgw.cli_tools import tools
 from agentgw.configfile import ConfigError
+from agentgw.guardrails.cli import guard
 from agentgw.settings import Settings, keys_file_of, load_settings, roles_of, worker_problems
 
 if TYPE_CHECKING:
     from agentgw.audit.chain import Prepared
-    from agentgw.audit.config import AuditOnly
     from agentgw.audit.store import AuditStore
-
-CONFIG_ENV = "AGENTGW_CONFIG"
-
-config_option: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
-    "--config",
-    "config",
-    default=lambda: os.environ.get(CONFIG_ENV, "agentgw.yaml"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Path to agentgw.yaml (default: $AGENTGW_CONFIG, else ./agentgw.yaml).",
-)
-
-
-def _exit_with(err: ConfigError) -> NoReturn:
-    for p in err.problems:
-        click.echo(str(p), err=True)
-    sys.exit(3)
-
-
-def _load_or_exit(config: str, host: str | None = None, *, strict: bool = False) -> Settings:
-    """The settings, or exit 3 with every problem; `strict` (check-config) also refuses what `serve` only logs."""
-    try:
-        settings = load_settings(config, host=host)
-    except ConfigError as err:
-        _exit_with(err)
-    from agentgw.app import ambiguities, check  # the assembled gateway's own checks (MCP names, policy files)
-
-    problems = check(settings) + (ambiguities(settings) if strict else [])
-    if problems:
-        _exit_with(ConfigError(problems))
-    return settings
 
 
 def setup_logging(level: str, fmt: str, settings: Settings | None = None) -> None:
@@ -105,12 +84,12 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
 
     from agentgw.server import configure
 
-    settings = _load_or_exit(config, host)
+    settings = load_or_exit(config, host)
     setup_logging(settings.logging.level, settings.logging.format, settings)
     n = workers or settings.server.workers
     problems = worker_problems(settings, n)
     if problems:
-        _exit_with(ConfigError(problems))
+        exit_with(ConfigError(problems))
     kwargs = dict(
         host=host or settings.listen.host,
         port=port if port is not None else settings.listen.port,
@@ -150,7 +129,7 @@ def app_from_env() -> object:
 def check_config(config: str) -> None:
     """Validate agentgw.yaml, the registry, the keys and the policy; print every problem (exit 3) or a summary
     (exit 0). Stricter than `serve`: a bare (role) name in the policy that is also a key subject is a problem."""
-    s = _load_or_exit(config, strict=True)
+    s = load_or_exit(config, strict=True)
     reg = s.registry_data
     click.echo(
         f"ok: {len(reg.llm.providers)} providers, {len(reg.llm.models)} models, {len(reg.mcp.servers)} MCP servers, "
@@ -184,7 +163,7 @@ def keys_create(
         path = Path(keys_file) if keys_file is not None else keys_file_of(config)
         key = append_key(path, subject, list(roles), name, frozenset(roles_of(config)))
     except ConfigError as err:
-        _exit_with(err)
+        exit_with(err)
     click.echo(key)
     click.echo(f"stored the hash for subject {subject!r} in {path}; the key is not shown again", err=True)
 
@@ -221,7 +200,7 @@ def policy_check(
     from agentgw.app import policy_store
     from agentgw.names import parse_who
 
-    settings = _load_or_exit(config)
+    settings = load_or_exit(config)
     sub, role_alone = parse_who(subject)
     if role_alone:
         roles = (*role_alone, *roles)
@@ -325,7 +304,7 @@ def audit_verify(config: str, anchor: str | None) -> None:
     from agentgw.audit.chain import verify
     from agentgw.audit.checkpoints import SignedCheckpoint, open_checkpoint_sink
 
-    settings = _audit_or_exit(config)
+    settings = audit_or_exit(config)
 
     async def run(store: AuditStore) -> tuple[str, bool]:
         checkpoints: list[SignedCheckpoint] = []
@@ -350,7 +329,7 @@ def audit_verify(config: str, anchor: str | None) -> None:
                 )
         return v.line(), v.ok
 
-    line, ok = _with_store(config, run, settings)
+    line, ok = with_store(config, run, settings)
     click.echo(line)
     sys.exit(0 if ok else 1)
 
@@ -368,7 +347,7 @@ def audit_prune(older: str, config: str) -> None:
         cutoff = parse_since(older)
     except BadQuery as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = _audit_or_exit(config)
+    settings = audit_or_exit(config)
 
     async def run(store: AuditStore) -> int:
         def checkpoint(seq: int, h: str, n: int, cut: float) -> Prepared:
@@ -376,79 +355,13 @@ def audit_prune(older: str, config: str) -> None:
 
         return await store.prune(cutoff, hasher(settings.audit.hmac_key), checkpoint)
 
-    n = _with_store(config, run, settings)
+    n = with_store(config, run, settings)
     click.echo(f"pruned {n} records" + (" (checkpoint recorded)" if n else ""))
 
 
-T = TypeVar("T")
-
-
-def _audit_or_exit(config: str) -> AuditOnly:
-    """The `audit:` section alone: reading the store needs no provider or upstream secrets (exit 3 on problems
-    in that section)."""
-    from agentgw.audit.config import load_audit_settings
-
-    try:
-        return load_audit_settings(config)
-    except ConfigError as err:
-        _exit_with(err)
-
-
-def _scrubbed(config: str, text: str) -> str:
-    """Trace output without the secret values this environment knows of (records written before a secret was
-    configured, or by a gateway that missed one, are shown clean too)."""
-    from agentgw.secrets import audit_scrubber
-
-    s = _audit_or_exit(config)
-    return audit_scrubber(s.path, s.audit.hmac_key).text(text)
-
-
-def _with_store(
-    config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: AuditOnly | None = None
-) -> T:
-    """Open the configured audit store, run `fn` on it, close it. Exit 2 when it cannot be opened."""
-    import asyncio
-
-    from agentgw.audit.store import open_store
-
-    s = settings or _audit_or_exit(config)
-
-    async def run() -> T:
-        store = open_store(s.audit, s.resolve)
-        try:
-            await store.open()
-        except Exception as exc:
-            click.echo(f"cannot open the audit store ({s.audit.store}): {exc}", err=True)
-            sys.exit(2)
-        try:
-            return await fn(store)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(run())
-
-
-def _approvals_commands() -> None:
-    from agentgw.approvals.cli import approvals  # its own module: this one is near its size limit
-
-    main.add_command(approvals)
-
-
-_approvals_commands()
-
-
-def _trace_commands() -> None:
-    from agentgw.audit.cli import trace  # uses this module's helpers: imported once they exist
-
-    main.add_command(trace)
-
-
-_trace_commands()
-
-# `agentgw tools …` lives in its own module; it uses this one's helpers, so it is imported after them.
-from agentgw.cli_tools import tools  # noqa: E402
-from agentgw.guardrails.cli import guard  # noqa: E402
-
+# Command groups in modules of their own (they share cli_support.py with this one).
+main.add_command(approvals)
+main.add_command(trace)
 main.add_command(tools)
 main.add_command(guard)
 

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from agentgw.cli import _load_or_exit, config_option
+from agentgw.cli_support import config_option, load_or_exit
 from agentgw.settings import Settings
 
 
@@ -27,7 +27,7 @@ def _offered(
     """The settings and each configured MCP server's tools as listed now; unreachable servers on stderr."""
     import asyncio
 
-    settings = _load_or_exit(config)
+    settings = load_or_exit(config)
     names = {s.name for s in settings.registry_data.mcp.servers}
     unknown = sorted((only or set()) - names)
     if unknown:

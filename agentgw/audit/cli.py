@@ -9,7 +9,7 @@ import click
 import orjson
 
 from agentgw.audit.store import AuditStore
-from agentgw.cli import _scrubbed, _with_store, config_option
+from agentgw.cli_support import config_option, scrubbed, with_store
 
 
 @click.group()
@@ -33,7 +33,7 @@ def trace_show(task: str, principal: str | None, config: str, as_json: bool) -> 
         return await task_tree(store, task, principal)
 
     try:
-        tree = _with_store(config, run)
+        tree = with_store(config, run)
     except Ambiguous as exc:
         click.echo(f"{exc}: pass --principal (or --principal '*' for all of them)", err=True)
         sys.exit(2)
@@ -41,7 +41,7 @@ def trace_show(task: str, principal: str | None, config: str, as_json: bool) -> 
         click.echo(f"no audit record names task {task}", err=True)
         sys.exit(1)
     out = orjson.dumps(tree, option=orjson.OPT_INDENT_2).decode() if as_json else render_tree(tree)
-    click.echo(_scrubbed(config, out))
+    click.echo(scrubbed(config, out))
 
 
 @trace.command("list")
@@ -87,6 +87,6 @@ def trace_list(
     async def run(store: AuditStore) -> list[dict[str, Any]]:
         return await task_list(store, flt)
 
-    rows = _with_store(config, run)
+    rows = with_store(config, run)
     out = orjson.dumps({"tasks": rows}, option=orjson.OPT_INDENT_2).decode() if as_json else render_list(rows)
-    click.echo(_scrubbed(config, out))
+    click.echo(scrubbed(config, out))

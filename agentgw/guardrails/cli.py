@@ -27,9 +27,9 @@ def guard() -> None:
 def test(name: str, text: str | None, config: str, as_json: bool) -> None:
     """What guard NAME finds in the text and what it would do: the kinds found and their counts (never the
     values), then `blocked` with the error code, or the text as it would be forwarded."""
-    from agentgw.cli import _load_or_exit
+    from agentgw.cli_support import load_or_exit
 
-    settings = _load_or_exit(config)
+    settings = load_or_exit(config)
     cfg = settings.guardrails
     if name not in cfg.guards:
         known = ", ".join(sorted(cfg.guards)) or "none"
