@@ -488,6 +488,7 @@ def check(settings: Settings) -> list[Problem]:
     semantic = embedding_problem(settings.llm.cache, {m.name for m in settings.registry_data.llm.models})
     if semantic is not None:  # the semantic cache embeds with a model the registry does not have
         problems.append(Problem(str(settings.path), "llm.cache.semantic.embedding_model", semantic))
+    problems += missing_extras(settings)
     paths = settings.policies or Policies()
     policy = settings.resolve(paths.policy)
     try:
@@ -506,6 +507,27 @@ def check(settings: Settings) -> list[Problem]:
         except ValueError as exc:
             problems.append(Problem(str(settings.path), "guardrails", str(exc)))
     return problems
+
+
+def missing_extras(settings: Settings) -> list[Problem]:
+    """Features whose libraries are optional extras of the package (kept out of a plain install: ~120 MB), named
+    with the install command when the config uses them and they are missing."""
+    import importlib.util
+
+    need: dict[str, tuple[str, str]] = {}  # module → (extra, what needs it)
+    for i, p in enumerate(settings.registry_data.llm.providers):
+        if p.kind == "bedrock":
+            need["botocore"] = ("bedrock", f"llm.providers[{i}] ({p.name}, kind bedrock)")
+    cache = settings.llm.cache
+    if cache.mode == "semantic":
+        need["numpy"] = ("semantic-cache", "llm.cache.mode semantic")
+        if (cache.semantic.index or cache.store) == "memory":
+            need["usearch"] = ("semantic-cache", "llm.cache.semantic.index memory")
+    return [
+        Problem(str(settings.path), where, f"needs the '{extra}' extra: pip install 'agentgw[{extra}]'")
+        for module, (extra, where) in need.items()
+        if importlib.util.find_spec(module) is None
+    ]
 
 
 def ambiguities(settings: Settings) -> list[Problem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from agentgw.cli import main
@@ -123,3 +124,36 @@ def test_check_config_names_each_policy_line_with_a_bad_effect_or_condition(tmp_
         in err
     )
     assert f"{tmp_path / 'policy.csv'}: line 3: condition does not compile" in err
+
+
+def test_a_feature_whose_optional_extra_is_not_installed_names_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    found = importlib.util.find_spec
+    missing = {"botocore", "usearch"}  # as in a plain `pip install agentgw`
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else found(name, *a)
+    )
+    registry = {
+        "llm": {
+            "providers": [
+                {"name": "aws", "kind": "bedrock", "region": "us-east-1"},
+                {"name": "m", "kind": "mock"},
+            ],
+            "models": [
+                {"name": "claude", "targets": [{"provider": "aws", "model": "anthropic.claude"}]},
+                {"name": "embed", "targets": [{"provider": "m", "model": "e"}]},
+            ],
+        }
+    }
+    settings = {"llm": {"cache": {"mode": "semantic", "semantic": {"embedding_model": "embed"}}}}
+    code, err = run("check-config", "--config", str(write_config(tmp_path, registry, settings)))
+    assert code == 3
+    assert (
+        "llm.providers[0] (aws, kind bedrock): needs the 'bedrock' extra: pip install 'agentgw[bedrock]'"
+        in err
+    )
+    assert "llm.cache.semantic.index memory: needs the 'semantic-cache' extra" in err
+    assert "numpy" not in err  # installed here: only what is missing is named
