@@ -83,11 +83,15 @@ async def test_an_a2a_task_is_its_callers_on_every_replica_and_nobody_elses() ->
             f"{URL}/a2a/researcher", client_config=ClientConfig(httpx_client=http, streaming=False)
         )
         async with client:
-            request = SendMessageRequest(message=new_text_message("How do budgets work?", role=Role.ROLE_USER))
+            request = SendMessageRequest(
+                message=new_text_message("How do budgets work?", role=Role.ROLE_USER)
+            )
             events = [e async for e in client.send_message(request)]
             [task] = [e.task for e in events if e.HasField("task")]
             again = [await client.get_task(GetTaskRequest(id=task.id)) for _ in range(3)]
-    async with httpx.AsyncClient(headers={"authorization": "Bearer agw-demo-planner-key"}, timeout=30) as http:
+    async with httpx.AsyncClient(
+        headers={"authorization": "Bearer agw-demo-planner-key"}, timeout=30
+    ) as http:
         other = await create_client(
             f"{URL}/a2a/researcher", client_config=ClientConfig(httpx_client=http, streaming=False)
         )
