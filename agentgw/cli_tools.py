@@ -36,7 +36,7 @@ def _offered(
     if not names:
         click.echo("the registry configures no MCP server", err=True)
         sys.exit(2)
-    from agentgw.mcp.pinops import fetch_tools
+    from agentgw.mcp.catalog.pinops import fetch_tools
 
     listed, failed = asyncio.run(fetch_tools(settings, only))
     for server, why in sorted(failed.items()):
@@ -49,7 +49,7 @@ def _lock_path(settings: Settings) -> Path:
 
 
 def _read_lock(path: Path) -> Any:
-    from agentgw.mcp.pinning import Lock, LockError
+    from agentgw.mcp.catalog.pinning import Lock, LockError
 
     try:
         return Lock.load(path)
@@ -64,7 +64,7 @@ def _read_lock(path: Path) -> Any:
 def tools_lock(servers: tuple[str, ...], config: str) -> None:
     """Pin the definition of every tool of every configured MCP server (the lock file is rewritten; servers that
     cannot be listed keep their pins, and the exit code is 2)."""
-    from agentgw.mcp.pinning import Lock
+    from agentgw.mcp.catalog.pinning import Lock
 
     settings, listed, failed = _offered(config, set(servers) or None)
     path = _lock_path(settings)
@@ -86,7 +86,7 @@ def tools_lock(servers: tuple[str, ...], config: str) -> None:
 def tools_diff(as_json: bool, config: str) -> None:
     """What changed upstream since the lock: added, removed and changed tools, field by field. Exit 0 when
     nothing changed, 1 when something did, 2 when a server could not be listed."""
-    from agentgw.mcp.pinning import compare
+    from agentgw.mcp.catalog.pinning import compare
 
     settings, listed, failed = _offered(config)
     changes = compare(_read_lock(_lock_path(settings)), listed)
@@ -124,8 +124,8 @@ def tools_approve(
     if url is not None:
         _approve_remote(names, approve_all, url, key)
         return
-    from agentgw.mcp.naming import split_canonical
-    from agentgw.mcp.pinning import compare
+    from agentgw.mcp.catalog.naming import split_canonical
+    from agentgw.mcp.catalog.pinning import compare
 
     wanted: dict[str, str] = {}
     for name in names:

@@ -182,7 +182,7 @@ class SupervisorSettings(Frozen):
 
 
 class MCPSessions(Frozen):
-    """The gateway's own handshake-era MCP sessions (agentgw/mcp/sessions.py)."""
+    """The gateway's own handshake-era MCP sessions (agentgw/mcp/front/sessions.py)."""
 
     idle_timeout_s: float = Field(default=1800.0, gt=0)  # no request in flight this long: the session ends
     max_sessions: int = Field(default=10_000, ge=1)  # open sessions per endpoint and process

@@ -512,12 +512,15 @@ MCP_LAYERS: tuple[tuple[str, str], ...] = (
 # Exclusive attribution of the gateway's busy samples to the parts of one mediated call: the first rule whose
 # fragment occurs anywhere in a sample's stack takes it (so agentgw's handlers, which the SDK server calls, count as
 # agentgw, and the upstream leg, which they await, as the upstream leg). The fragments follow the module layout
-# of agentgw/mcp/ (the upstream client in upstream.py); adjust them when that changes.
+# of agentgw/mcp/ (the upstream client in upstream/upstream.py); adjust them when that changes.
 # First match wins, so the deeper parts of a call come first: a sample inside aiohttp under the endpoint's
 # handler counts as the upstream leg, one in the handler's own frames as agentgw.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("garbage collector", ("gc_collect_main",)),
-    ("upstream leg: aiohttp request and answer (agentgw/mcp/leg.py)", ("aiohttp/", "agentgw/mcp/leg.py")),
+    (
+        "upstream leg: aiohttp request and answer (agentgw/mcp/upstream/leg.py)",
+        ("aiohttp/", "agentgw/mcp/upstream/leg.py"),
+    ),
     (
         "upstream leg: httpx2 (the SDK client's negotiation, GET and listen streams)",
         ("stream_within_origin", "Response.aread", "AsyncClient.send"),
@@ -528,11 +531,11 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "agentgw: endpoint handlers + pipeline (Exchange, stages, direct path, upstream stamping)",
         (
             "agentgw/pipeline.py",
-            "agentgw/mcp/endpoint.py",
-            "agentgw/mcp/direct.py",
-            "agentgw/mcp/mediate.py",
-            "agentgw/mcp/roundtrip.py",
-            "agentgw/mcp/upstream.py",
+            "agentgw/mcp/front/endpoint.py",
+            "agentgw/mcp/front/direct.py",
+            "agentgw/mcp/front/mediate.py",
+            "agentgw/mcp/bridges/roundtrip.py",
+            "agentgw/mcp/upstream/upstream.py",
             "agentgw/stages/",
         ),
     ),

@@ -15,8 +15,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentgw.mcp.pinning import Lock, Pins, fingerprint  # noqa: E402
-from agentgw.mcp.scan import scan_tool  # noqa: E402
+from agentgw.mcp.catalog.pinning import Lock, Pins, fingerprint  # noqa: E402
+from agentgw.mcp.catalog.scan import scan_tool  # noqa: E402
 from agentgw.settings import ToolPinning  # noqa: E402
 
 SMALL: dict[str, Any] = {

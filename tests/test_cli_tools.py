@@ -9,9 +9,9 @@ import orjson
 from click.testing import CliRunner
 
 from agentgw.cli import main
-from agentgw.mcp.pinning import Lock
+from agentgw.mcp.catalog.pinning import Lock
+from tests.mcp.catalog.test_pinops import ADMIN_KEY, agentgw, config, running
 from tests.mcp.support import Upstream, registry, server_entry
-from tests.mcp.test_pinops import ADMIN_KEY, agentgw, config, running
 from tests.support import serve, write_config
 
 

@@ -33,8 +33,13 @@ from agentgw.http import (
     send_bytes,
 )
 from agentgw.identity import OutboundIdentity
-from agentgw.mcp.catalog import Catalog
-from agentgw.mcp.endpoint import FRONT_KEY, TASK_META_KEY, Endpoint, Front
+from agentgw.mcp.bridges.relay import HeldCalls
+from agentgw.mcp.bridges.roundtrip import RoundTrips
+from agentgw.mcp.bridges.state import StateSeal, gateway_secret
+from agentgw.mcp.catalog.catalog import Catalog
+from agentgw.mcp.catalog.naming import View, views
+from agentgw.mcp.catalog.pinning import Pins
+from agentgw.mcp.catalog.pinops import PinOps
 from agentgw.mcp.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -45,15 +50,10 @@ from agentgw.mcp.errors import (
     jsonrpc_refusals,
     rpc_code,
 )
+from agentgw.mcp.front.endpoint import FRONT_KEY, TASK_META_KEY, Endpoint, Front
+from agentgw.mcp.front.sessions import OPENING, Opening
 from agentgw.mcp.guard_content import MCPContent
-from agentgw.mcp.naming import View, views
-from agentgw.mcp.pinning import Pins
-from agentgw.mcp.pinops import PinOps
-from agentgw.mcp.relay import HeldCalls
-from agentgw.mcp.roundtrip import RoundTrips
-from agentgw.mcp.sessions import OPENING, Opening
-from agentgw.mcp.state import StateSeal, gateway_secret
-from agentgw.mcp.upstream import Upstreams
+from agentgw.mcp.upstream.upstream import Upstreams
 from agentgw.metrics import Metrics
 from agentgw.pipeline import Pipeline
 from agentgw.registry import MCPSection, MCPServer
@@ -76,7 +76,7 @@ class MCPPlane:
     `params._meta["io.agentgw/task"]`, else one per handshake session or one per request).
     Fails with HTTP 401 (+ `WWW-Authenticate: Bearer`), 404 (unknown endpoint or session), 413 (body limit)
     and 400 (-32700 parse error, -32600 batch, non-object or nested deeper than `limits.max_json_depth`), each with a JSON-RPC
-    error body; everything after that is the protocol's (see endpoint.py)."""
+    error body; everything after that is the protocol's (see front/endpoint.py)."""
 
     def __init__(
         self,

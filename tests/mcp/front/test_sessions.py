@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from agentgw.exchange import Principal
-from agentgw.mcp.sessions import Opening, SessionIds
+from agentgw.mcp.front.sessions import Opening, SessionIds
 from tests.mcp.support import ACCEPT, INIT, Upstream, mcp_client, registry, server_entry
 from tests.support import OTHER_KEY, TEST_KEY, free_port, gateway, serve
 

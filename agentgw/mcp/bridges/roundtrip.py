@@ -15,11 +15,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.methods import is_input_required
 
 from agentgw.errors import UpstreamError
+from agentgw.mcp.bridges.relay import MAX_ROUNDS, Caller, HeldCall, HeldCalls, answer_inputs
+from agentgw.mcp.bridges.state import Binding, RefusedState, StateSeal
 from agentgw.mcp.errors import UpstreamRPCError
-from agentgw.mcp.relay import MAX_ROUNDS, Caller, HeldCall, HeldCalls, answer_inputs
-from agentgw.mcp.state import Binding, RefusedState, StateSeal
-from agentgw.mcp.upstream import Upstream
-from agentgw.mcp.wire import Relay
+from agentgw.mcp.upstream.inflight import Relay
+from agentgw.mcp.upstream.upstream import Upstream
 
 
 class Send(Protocol):

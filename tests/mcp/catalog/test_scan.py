@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentgw.mcp.scan import scan_tool
+from agentgw.mcp.catalog.scan import scan_tool
 
 
 def kinds(tool: dict[str, Any]) -> set[str]:

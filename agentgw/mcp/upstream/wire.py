@@ -1,19 +1,18 @@
 """The gateway's wire to one upstream MCP server: the JSON-RPC dispatcher (which routes the upstream's log messages
-and server-to-client requests to the caller whose request they belong to), per-request stamping for the upstream's
-era, and a Streamable HTTP client transport that remembers which request's stream each message arrived on."""
+and server-to-client requests to the caller whose request they belong to, inflight.py), per-request stamping for
+the upstream's era, and a Streamable HTTP client transport that remembers which request's stream each message
+arrived on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import contextvars
-import itertools
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -25,7 +24,6 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import StreamableHTTPTransport
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.dispatcher import CallOptions, DispatchContext, OnNotify, OnNotifyIntercept, OnRequest
-from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
@@ -39,7 +37,6 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
-    INVALID_REQUEST,
     LOG_LEVEL_META_KEY,
     JSONRPCNotification,
     JSONRPCRequest,
@@ -47,25 +44,12 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from agentgw.mcp.upstream.inflight import RELAYED_REQUESTS, Router, unasked
+from agentgw.mcp.upstream.leg import HttpLeg
 from agentgw.registry import MCPServer
-
-if TYPE_CHECKING:
-    from agentgw.mcp.leg import HttpLeg
 from agentgw.supervisor import local_command
 
 ParamMap = Mapping[tuple[str, ...], str]  # x-mcp-header argument path → header name, for Mcp-Param-* headers
-RELAYED_REQUESTS = frozenset({"elicitation/create", "sampling/createMessage", "roots/list"})
-LOG_LEVELS: tuple[str, ...] = (
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-)
-_ids = itertools.count(1)
 # The identity headers of the request being sent (set around it by the mediator). The legacy SSE transport POSTs
 # each message from its own task, but in the context of the task that sent it, so they reach that POST.
 identity_headers: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
@@ -80,99 +64,6 @@ class _IdentityAuth(httpx2.Auth):
         for name, value in (identity_headers.get() or {}).items():
             request.headers[name] = value
         yield request
-
-
-def unasked(method: str) -> dict[str, Any]:
-    """The answer to a server-to-client request that belongs to no caller's request in flight: there is nobody to
-    ask, and the answer must carry no caller's data: no roots, a cancelled elicitation, a refused sampling."""
-    if method == "roots/list":
-        return {"roots": []}
-    if method == "elicitation/create":
-        return {"action": "cancel"}
-    raise MCPError(INVALID_REQUEST, f"{method}: there is no caller to ask.")
-
-
-def log_rank(level: object) -> int | None:
-    """The severity rank of an MCP log level (debug = 0), None for anything else."""
-    return LOG_LEVELS.index(level) if isinstance(level, str) and level in LOG_LEVELS else None
-
-
-class Relay(Protocol):
-    """Where an upstream's messages about one request in flight go: the caller that made the request."""
-
-    async def log(self, params: dict[str, Any]) -> None:
-        """A `notifications/message` the upstream sent about the request."""
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A server-to-client request (elicitation, sampling, roots) the upstream sent while handling the
-        request; returns the caller's result or raises MCPError."""
-        ...
-
-
-class Router:
-    """The relays of one upstream's requests in flight, keyed by the JSON-RPC id the gateway sent each under.
-
-    On Streamable HTTP a message is matched by the request whose response stream carried it. Transports with one
-    shared stream (stdio, legacy SSE) carry no such link: there a message goes to the only request in flight that
-    has a relay, and is refused (requests) or dropped (log messages) when there are several."""
-
-    def __init__(self, correlated: bool) -> None:
-        self.correlated = correlated
-        self._relays: dict[RequestId, Relay] = {}
-
-    @contextlib.contextmanager
-    def open(self, relay: Relay) -> Any:
-        """Register `relay` under a fresh, session-unique request id (never a number, so it cannot collide with
-        the dispatcher's own ids) for the duration of the block; yields the id."""
-        rid = f"agw-{next(_ids)}"
-        self._relays[rid] = relay
-        try:
-            yield rid
-        finally:
-            self._relays.pop(rid, None)
-
-    def find(self, related: RequestId | None) -> Relay | None:
-        if related is not None:
-            return self._relays.get(related)
-        if not self.correlated and len(self._relays) == 1:
-            return next(iter(self._relays.values()))
-        return None
-
-
-class Deadline:
-    """A request's time limit that stops while the server waits for the caller (an input request it relayed):
-    the upstream's `timeout_s` bounds its own work, not a human answering an elicitation."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
-        self._waiting = 0
-
-    @contextlib.contextmanager
-    def paused(self) -> Any:
-        self._waiting += 1
-        self.scope.deadline = math.inf
-        try:
-            yield
-        finally:
-            self._waiting -= 1
-            if not self._waiting:
-                self.scope.deadline = anyio.current_time() + self.seconds
-
-
-class Pausing:
-    """A relay whose questions to the caller pause the request's deadline."""
-
-    def __init__(self, relay: Relay, deadline: Deadline) -> None:
-        self.relay = relay
-        self.deadline = deadline
-
-    async def log(self, params: dict[str, Any]) -> None:
-        await self.relay.log(params)
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        with self.deadline.paused():
-            return await self.relay.ask(method, params)
 
 
 def _related(dctx: DispatchContext[TransportContext]) -> RequestId | None:

@@ -14,7 +14,7 @@ from mcp.shared.exceptions import MCPError
 from tests.mcp.support import UPSTREAM_TOKEN, Upstream, mcp_client, registry, server_entry
 from tests.support import audit_records, free_port, gateway, serve
 
-STDIO_SERVER = Path(__file__).parent / "stdio_server.py"
+STDIO_SERVER = Path(__file__).parents[1] / "stdio_server.py"
 ERAS = ["handshake", "modern"]
 CLIENT_MODES = ["legacy", "2026-07-28"]
 
@@ -49,7 +49,7 @@ async def test_a_stdio_server_is_launched_with_its_env_and_relaunched_after_it_d
         "command": [sys.executable, str(STDIO_SERVER)],
         "env": {"TZ": "Pacific/Auckland"},
         "timeout_s": 30,
-        "session_scope": "shared",  # the gateway's one process (a principal's own: tests/mcp/test_scope.py)
+        "session_scope": "shared",  # the gateway's one process (a principal's own: tests/mcp/upstream/test_scope.py)
     }
     async with gateway(tmp_path, registry(entry)) as (url, gw), mcp_client(f"{url}/mcp") as client:
         zone = await client.call_tool("local__zone", {})
@@ -72,7 +72,7 @@ async def test_an_expired_upstream_session_is_reinitialized_without_the_caller_n
     docs = Upstream("docs", handshake_only=True)
     async with (
         serve(docs) as up,
-        # the gateway's one session (a principal's own: tests/mcp/test_scope.py)
+        # the gateway's one session (a principal's own: tests/mcp/upstream/test_scope.py)
         gateway(tmp_path, registry(server_entry("docs", up, session_scope="shared"))) as (url, gw),
     ):
         async with mcp_client(f"{url}/mcp") as client:

@@ -18,8 +18,8 @@ import anyio.abc
 import orjson
 
 from agentgw.mcp.errors import ServerUnavailable
-from agentgw.mcp.watching import describe
-from agentgw.mcp.wire import Connection
+from agentgw.mcp.upstream.watching import describe
+from agentgw.mcp.upstream.wire import Connection
 
 log = logging.getLogger("agentgw.mcp")
 

@@ -15,8 +15,7 @@ import anyio
 from mcp.shared.inbound import x_mcp_header_map
 
 from agentgw.errors import GatewayError
-from agentgw.mcp.errors import METHOD_NOT_FOUND, UpstreamRPCError
-from agentgw.mcp.naming import (
+from agentgw.mcp.catalog.naming import (
     TAGS_META_KEY,
     Trim,
     View,
@@ -25,8 +24,9 @@ from agentgw.mcp.naming import (
     unwrap_uri,
     wrap_uri,
 )
-from agentgw.mcp.pinning import Note, Pins
-from agentgw.mcp.upstream import ParamMap, Upstreams
+from agentgw.mcp.catalog.pinning import Note, Pins
+from agentgw.mcp.errors import METHOD_NOT_FOUND, UpstreamRPCError
+from agentgw.mcp.upstream.upstream import ParamMap, Upstreams
 from agentgw.registry import MCPSection
 
 log = logging.getLogger("agentgw.mcp")

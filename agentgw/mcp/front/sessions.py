@@ -35,8 +35,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from pydantic import ValidationError
 
 from agentgw.exchange import Principal
-from agentgw.mcp.resume import SessionEvents
-from agentgw.mcp.state import Binding
+from agentgw.mcp.bridges.state import Binding
+from agentgw.mcp.front.resume import SessionEvents
 
 log = logging.getLogger("agentgw.mcp")
 

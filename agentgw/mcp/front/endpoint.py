@@ -20,21 +20,21 @@ from mcp_types.methods import is_input_required
 from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal, Result
 from agentgw.identity import OutboundIdentity
-from agentgw.mcp.catalog import Catalog, Entry
-from agentgw.mcp.direct import Direct
+from agentgw.mcp.bridges.relay import LEVEL_KEY, Caller, session_connection
+from agentgw.mcp.bridges.roundtrip import RoundTrips
+from agentgw.mcp.bridges.state import Binding
+from agentgw.mcp.catalog.catalog import Catalog, Entry
+from agentgw.mcp.catalog.naming import View
+from agentgw.mcp.catalog.pinops import ToolHeld, note_pins
 from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
-from agentgw.mcp.events import Events
-from agentgw.mcp.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
-from agentgw.mcp.naming import View
-from agentgw.mcp.pinops import ToolHeld, note_pins
-from agentgw.mcp.relay import LEVEL_KEY, Caller, session_connection
-from agentgw.mcp.resume import RETRY_MS
-from agentgw.mcp.roundtrip import RoundTrips
-from agentgw.mcp.sessions import SessionIds, Sessions
-from agentgw.mcp.state import Binding
-from agentgw.mcp.subscriptions import Subscriptions
-from agentgw.mcp.upstream import CLIENT_INFO, ParamMap, Upstreams
-from agentgw.mcp.wire import Relay
+from agentgw.mcp.front.direct import Direct
+from agentgw.mcp.front.events import Events
+from agentgw.mcp.front.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
+from agentgw.mcp.front.resume import RETRY_MS
+from agentgw.mcp.front.sessions import SessionIds, Sessions
+from agentgw.mcp.front.subscriptions import Subscriptions
+from agentgw.mcp.upstream.inflight import Relay
+from agentgw.mcp.upstream.upstream import CLIENT_INFO, ParamMap, Upstreams
 from agentgw.pipeline import Pipeline
 from agentgw.settings import MCPSessions
 
@@ -167,7 +167,7 @@ class Endpoint(Subscriptions, Mediator):
         out: dict[str, Any],
         param_map: ParamMap | None = None,
     ) -> dict[str, Any]:
-        """A call that may take input rounds (tools/call, prompts/get, resources/read): see roundtrip.py."""
+        """A call that may take input rounds (tools/call, prompts/get, resources/read): see bridges/roundtrip.py."""
         up = self.upstreams.get(bind.server)
         assert up is not None
 

@@ -27,8 +27,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentgw.errors import GatewayError, UpstreamError, UpstreamTimeout
-from agentgw.mcp.state import STATE_TTL_S, Binding
-from agentgw.mcp.wire import log_rank
+from agentgw.mcp.bridges.state import STATE_TTL_S, Binding
+from agentgw.mcp.upstream.inflight import log_rank
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -71,7 +71,7 @@ class _AnyResult(BaseModel):
 class Caller:
     """The client a request came from, as a relay target: the request stream its logs and (handshake era) input
     requests go on, the input capabilities it declared, and the least severe log level it wants. Without a
-    session (a request the direct path serves, see direct.py) there is no stream: nothing is relayed and input
+    session (a request the direct path serves, see front/direct.py) there is no stream: nothing is relayed and input
     requests are refused; the direct path takes only requests for which that changes nothing."""
 
     session: ServerSession | None

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import orjson
 import yaml
 
-from agentgw.mcp.naming import canonical as registry_name
-from agentgw.mcp.scan import Finding, scan_tool
+from agentgw.mcp.catalog.naming import canonical as registry_name
+from agentgw.mcp.catalog.scan import Finding, scan_tool
 from agentgw.metrics import Counter, Metrics
 from agentgw.settings import ToolPinning
 

@@ -14,9 +14,9 @@ import pytest
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
-from agentgw.mcp.wire import unasked
+from agentgw.mcp.upstream.inflight import unasked
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
-from tests.mcp.test_upstreams import STDIO_SERVER
+from tests.mcp.upstream.test_upstreams import STDIO_SERVER
 from tests.support import TEST_KEY, gateway, serve, sha
 
 SECOND_KEY = "agw-second-key-0123456789"

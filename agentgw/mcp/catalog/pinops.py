@@ -14,12 +14,12 @@ import anyio
 
 from agentgw.errors import Forbidden, GatewayError, NotFound
 from agentgw.exchange import Exchange, Principal, task_from_headers
-from agentgw.mcp.naming import canonical, split_canonical
-from agentgw.mcp.pinning import Change, Pins, canonical_form, fingerprint
-from agentgw.mcp.scan import scan_tool
+from agentgw.mcp.catalog.naming import canonical, split_canonical
+from agentgw.mcp.catalog.pinning import Change, Pins, canonical_form, fingerprint
+from agentgw.mcp.catalog.scan import scan_tool
 
 if TYPE_CHECKING:
-    from agentgw.mcp.catalog import Catalog, Entry
+    from agentgw.mcp.catalog.catalog import Catalog, Entry
     from agentgw.settings import Settings
 
 log = logging.getLogger("agentgw.mcp.pinning")
@@ -172,8 +172,8 @@ async def fetch_tools(
     """Every configured MCP server's tools (server → tools as listed), connecting to each the way the gateway
     would (a stdio server is launched for the occasion; one the gateway supervises with `command:` must be
     running), and why each server that could not be listed failed."""
-    from agentgw.mcp.catalog import Catalog
-    from agentgw.mcp.upstream import Upstreams
+    from agentgw.mcp.catalog.catalog import Catalog
+    from agentgw.mcp.upstream.upstream import Upstreams
 
     section = settings.registry_data.mcp
     servers = [s for s in section.servers if only is None or s.name in only]

@@ -13,7 +13,7 @@ import pytest
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
-from agentgw.mcp.state import Binding, Opened, RefusedState, StateSeal
+from agentgw.mcp.bridges.state import Binding, Opened, RefusedState, StateSeal
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.support import TEST_KEY, audit_records, gateway, serve, sha
 

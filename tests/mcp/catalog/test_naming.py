@@ -9,7 +9,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from agentgw.mcp import check_collisions
-from agentgw.mcp.naming import unwrap_uri, wrap_uri
+from agentgw.mcp.catalog.naming import unwrap_uri, wrap_uri
 from agentgw.registry import Registry
 from tests.mcp.support import Upstream, mcp_client, registry, server_entry
 from tests.support import audit_records, gateway, serve

@@ -21,14 +21,15 @@ from pydantic import ValidationError
 from agentgw.errors import GatewayError, UpstreamInvalidResponse
 from agentgw.exchange import Attempt, Exchange, Principal, Result, TaskContext
 from agentgw.identity import OutboundIdentity
-from agentgw.mcp.catalog import Catalog
-from agentgw.mcp.confirm import ask_caller
+from agentgw.mcp.bridges.relay import Caller
+from agentgw.mcp.bridges.state import StateSeal
+from agentgw.mcp.catalog.catalog import Catalog
+from agentgw.mcp.catalog.naming import View
 from agentgw.mcp.errors import INTERNAL_ERROR, to_mcp_error
-from agentgw.mcp.naming import View
-from agentgw.mcp.relay import Caller
-from agentgw.mcp.state import StateSeal
-from agentgw.mcp.upstream import ParamMap, Upstreams
-from agentgw.mcp.wire import Relay, identity_headers
+from agentgw.mcp.front.confirm import ask_caller
+from agentgw.mcp.upstream.inflight import Relay
+from agentgw.mcp.upstream.upstream import ParamMap, Upstreams
+from agentgw.mcp.upstream.wire import identity_headers
 from agentgw.pipeline import Pipeline
 from agentgw.stages.authz import AuthzStage
 

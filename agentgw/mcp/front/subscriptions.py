@@ -12,10 +12,10 @@ from mcp.server.context import HandlerResult
 
 from agentgw.errors import BadRequest, GatewayError
 from agentgw.exchange import Exchange, Result
+from agentgw.mcp.bridges.relay import session_connection
 from agentgw.mcp.errors import UnknownResource
-from agentgw.mcp.events import Events
-from agentgw.mcp.mediate import Call, Ctx, Mediator
-from agentgw.mcp.relay import session_connection
+from agentgw.mcp.front.events import Events
+from agentgw.mcp.front.mediate import Call, Ctx, Mediator
 
 
 class Subscriptions(Mediator):

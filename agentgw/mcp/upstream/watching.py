@@ -22,7 +22,7 @@ from mcp.shared.subscriptions import (
 )
 
 from agentgw.errors import GatewayError
-from agentgw.mcp.wire import Connection
+from agentgw.mcp.upstream.wire import Connection
 from agentgw.registry import MCPServer
 
 log = logging.getLogger("agentgw.mcp")

@@ -13,8 +13,8 @@ import orjson
 from mcp.shared.exceptions import MCPError
 
 from agentgw.exchange import Exchange
-from agentgw.mcp.relay import Caller
-from agentgw.mcp.state import Binding, StateSeal
+from agentgw.mcp.bridges.relay import Caller
+from agentgw.mcp.bridges.state import Binding, StateSeal
 from agentgw.stages.hold import AskLater, UserUnreachable, call_arguments
 
 CONFIRM_KEY = "io.agentgw/confirm"  # the gateway's own key among a round's inputRequests

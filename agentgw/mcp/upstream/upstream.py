@@ -33,22 +33,13 @@ from pydantic import ValidationError
 
 from agentgw.errors import GatewayError, UpstreamInvalidResponse, UpstreamTimeout
 from agentgw.exchange import Principal
+from agentgw.mcp.bridges.state import Binding
 from agentgw.mcp.errors import ServerUnavailable, UpstreamRPCError
-from agentgw.mcp.leg import HttpLeg, InvalidAnswer, SessionExpired
-from agentgw.mcp.scoped import ScopedSessions, declared_caps
-from agentgw.mcp.state import Binding
-from agentgw.mcp.watching import OnChange, OnUpdated, Watching, describe
-from agentgw.mcp.wire import (
-    Connection,
-    Deadline,
-    Dispatcher,
-    ParamMap,
-    Pausing,
-    Relay,
-    Router,
-    log_rank,
-    open_transport,
-)
+from agentgw.mcp.upstream.inflight import Deadline, Pausing, Relay, Router, log_rank
+from agentgw.mcp.upstream.leg import HttpLeg, InvalidAnswer, SessionExpired
+from agentgw.mcp.upstream.scoped import ScopedSessions, declared_caps
+from agentgw.mcp.upstream.watching import OnChange, OnUpdated, Watching, describe
+from agentgw.mcp.upstream.wire import Connection, Dispatcher, ParamMap, open_transport
 from agentgw.registry import MCPServer
 
 log = logging.getLogger("agentgw.mcp")

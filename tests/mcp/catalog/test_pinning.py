@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentgw.mcp.pinning import Lock, LockError, compare, fingerprint
+from agentgw.mcp.catalog.pinning import Lock, LockError, compare, fingerprint
 
 SEARCH: dict[str, Any] = {
     "name": "search",
@@ -119,7 +119,7 @@ def test_compare_names_added_removed_and_changed_tools_with_a_readable_field_dif
 def test_pins_keep_the_last_good_lock_when_the_file_breaks_and_follow_it_when_it_is_fixed(
     tmp_path: Path,
 ) -> None:
-    from agentgw.mcp.pinning import Pins
+    from agentgw.mcp.catalog.pinning import Pins
     from agentgw.settings import ToolPinning
 
     path = tmp_path / "tools.lock.yaml"
@@ -139,7 +139,7 @@ def test_pins_keep_the_last_good_lock_when_the_file_breaks_and_follow_it_when_it
 
 
 def test_under_enforce_a_changed_or_new_tool_is_held_and_under_warn_only_noted(tmp_path: Path) -> None:
-    from agentgw.mcp.pinning import Pins
+    from agentgw.mcp.catalog.pinning import Pins
     from agentgw.settings import ToolPinning
 
     path = tmp_path / "tools.lock.yaml"

@@ -9,9 +9,10 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
+from mcp.server import Server
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.streamable_http import REQUEST_CANCELLED, EventMessage, StreamableHTTPServerTransport
 from mcp.shared.exceptions import MCPError
@@ -47,12 +48,13 @@ from agentgw.http import (
     encode_headers,
     send_bytes,
 )
-from agentgw.mcp.mediate import Call, Front
-from agentgw.mcp.relay import LEVEL_KEY, Caller, input_caps
-from agentgw.mcp.resume import RETRY_MS
-
-if TYPE_CHECKING:
-    from agentgw.mcp.endpoint import Endpoint
+from agentgw.mcp.bridges.relay import LEVEL_KEY, Caller, input_caps
+from agentgw.mcp.catalog.catalog import Catalog
+from agentgw.mcp.catalog.naming import View
+from agentgw.mcp.front.events import Events
+from agentgw.mcp.front.mediate import Call, Front
+from agentgw.mcp.front.resume import RETRY_MS
+from agentgw.mcp.front.sessions import Sessions
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -74,6 +76,28 @@ class Plan:
     transport: StreamableHTTPServerTransport | None  # the handshake session it is served on
 
 
+class Served(Protocol):
+    """What the direct path uses of the endpoint it serves (endpoint.py builds one `Direct` for itself): its
+    catalog and view, its handshake sessions, its server's info stamp, and its `tools/call` handler."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
+    def view(self) -> View: ...
+
+    @property
+    def manager(self) -> Sessions: ...
+
+    @property
+    def events(self) -> Events: ...
+
+    @property
+    def server(self) -> Server[Any]: ...
+
+    async def tools_call(self, call: Call, name: str) -> dict[str, Any]: ...
+
+
 class Direct:
     """Decides which requests skip the SDK server: `tools/call` with a well-formed body and headers, no progress
     token, no log level, no input round (`requestState`, `inputResponses`); in 2026-07-28 only what the SDK's own
@@ -81,7 +105,7 @@ class Direct:
     client declared no input capabilities (a question from the upstream would need the session's stream) and set
     no log level. Fails like the SDK server: a JSON-RPC error with the same code and HTTP status."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Served) -> None:
         self.endpoint = endpoint
         # Handshake-era calls outlive their HTTP request: (session id, request id) → the call's task
         self._running: dict[tuple[str, str], tuple[asyncio.Task[None], _Pending]] = {}

@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 
 from agentgw import jsontext
-from agentgw.mcp.wire import RELAYED_REQUESTS, Relay, unasked
+from agentgw.mcp.upstream.inflight import RELAYED_REQUESTS, Relay, unasked
 from agentgw.sse import SSEDecoder, SSEError
 from agentgw.upstream import BASE_HEADERS
 
