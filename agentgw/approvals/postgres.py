@@ -9,6 +9,7 @@ import asyncpg
 
 from agentgw.approvals.store import APPROVED, COLUMNS, EXPIRED, PENDING, Approval, from_row, to_row
 from agentgw.audit.config import PostgresStore as PostgresConfig
+from agentgw.audit.postgres import ddl_lock
 
 
 class PostgresStore:
@@ -30,8 +31,10 @@ class PostgresStore:
             self.cfg.dsn, min_size=1, max_size=2, timeout=self.cfg.connect_timeout_s
         )
         t, p = self.table, self.cfg.table_prefix
-        await self.pool.execute(
-            f"""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", ddl_lock(self.cfg.schema_name))
+            await conn.execute(
+                f"""
             CREATE SCHEMA IF NOT EXISTS "{self.cfg.schema_name}";
             CREATE TABLE IF NOT EXISTS {t} (
                 id TEXT PRIMARY KEY,
@@ -56,7 +59,7 @@ class PostgresStore:
             CREATE INDEX IF NOT EXISTS {p}_approvals_created ON {t} (created);
             CREATE INDEX IF NOT EXISTS {p}_approvals_call ON {t} (principal, target, digest);
             """
-        )
+            )
 
     async def insert(self, a: Approval) -> None:
         row = to_row(a)

@@ -103,7 +103,7 @@ class PostgresStore:
         try:
             async with pool.acquire() as conn, conn.transaction():
                 # Replicas starting together would race on CREATE … IF NOT EXISTS: one at a time.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agentgw-audit-{r}")
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", ddl_lock(self.schema))
                 fresh = await conn.fetchval("SELECT to_regclass($1)", r) is None
                 await conn.execute(ddl)
                 if fresh:  # a rollup left behind by a dropped records table counts nothing of the new one
@@ -293,3 +293,10 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def ddl_lock(schema: str) -> str:
+    """The advisory lock every store takes around its CREATE … IF NOT EXISTS in `schema`: replicas (and the audit
+    and approval stores of one gateway) starting together would otherwise race in PostgreSQL's catalog
+    (duplicate key in pg_type / pg_namespace)."""
+    return f"agentgw-ddl-{schema}"

@@ -117,3 +117,24 @@ async def test_a_retry_of_the_same_call_finds_its_open_request_and_another_call_
         assert await store.find("other", "mcp:docs/echo", "d1", T0 + 1) is None
         await store.decide("apr_1", "denied", "ann", "no", T0 + 2, T0 + 2)
         assert await store.find("tester", "mcp:docs/echo", "d1", T0 + 1.5) is None  # denied: closed
+
+
+async def test_replicas_starting_together_create_one_schema_without_racing_in_the_catalog() -> None:
+    """Three gateways opening their audit and approval stores at once on a fresh schema (as `make cluster`
+    does): every open succeeds (without one lock, PostgreSQL's CREATE … IF NOT EXISTS races and one fails)."""
+    from agentgw.audit.postgres import PostgresStore as AuditStore
+
+    async with pg_schema() as schema:
+        cfg = PostgresConfig(dsn=PG_DSN, schema_name=schema)
+        stores: list[AuditStore | PostgresStore] = []
+        for _ in range(3):
+            stores += [AuditStore(cfg), PostgresStore(cfg)]
+        try:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for s in stores:
+                        tg.start_soon(s.open)
+            assert all(s._pool is not None for s in stores)
+        finally:
+            for s in stores:
+                await s.aclose()
