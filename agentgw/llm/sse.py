@@ -70,6 +70,16 @@ def frame_data(frame: bytes) -> bytes | None:
     return events[0].data if events else None
 
 
+STREAM_FAILURES = (ProviderError, aiohttp.ClientError, TimeoutError)  # an upstream stream that broke mid-way
+
+
+def stream_failure(exc: BaseException) -> GatewayError:
+    """The client's error for an upstream stream that broke after it was committed (502, invalid or not)."""
+    if isinstance(exc, ProviderError):
+        return UpstreamInvalidResponse(exc.message) if exc.invalid else UpstreamError(exc.message)
+    return UpstreamError(f"upstream stream failed: {type(exc).__name__}")
+
+
 def _comments_only(frame: bytes) -> bool:
     return all(line.startswith(b":") for line in frame.rstrip(b"\n").split(b"\n"))
 
@@ -205,14 +215,8 @@ class ChatStreamMeter:
             self.ex.stream_cut = refused.code
             yield b"data: " + error_body(refused) + b"\n\n"
             raise
-        except (ProviderError, aiohttp.ClientError, TimeoutError) as exc:
-            message = (
-                exc.message
-                if isinstance(exc, ProviderError)
-                else f"upstream stream failed: {type(exc).__name__}"
-            )
-            invalid = isinstance(exc, ProviderError) and exc.invalid
-            err = UpstreamInvalidResponse(message) if invalid else UpstreamError(message)
+        except STREAM_FAILURES as exc:
+            err = stream_failure(exc)
             yield b"data: " + error_body(err) + b"\n\n"
             raise err from None
         finally:

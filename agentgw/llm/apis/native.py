@@ -7,19 +7,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from agentgw import jsontext
-from agentgw.errors import BadRequest, GatewayError, UpstreamError, UpstreamInvalidResponse
+from agentgw.errors import BadRequest, GatewayError
 from agentgw.exchange import Exchange, Result, Usage
 from agentgw.llm.apis.response_store import ResponseStore, Stored
 from agentgw.llm.apis.responses import RESPONSES
 from agentgw.llm.mediation.guard_content import CHANGED
-from agentgw.llm.providers.base import Call, NativeRequest, ProviderError
+from agentgw.llm.providers.base import Call, NativeRequest
 from agentgw.llm.routing.router import Router
 from agentgw.llm.routing.strategies import counted
-from agentgw.llm.sse import frame_data
+from agentgw.llm.sse import STREAM_FAILURES, frame_data, stream_failure
 from agentgw.llm.usage import estimate
 from agentgw.registry import Model
 from agentgw.stages.guard import stream_guard
@@ -243,14 +242,8 @@ class NativeStreamMeter:
                     await self.on_final(self.final)
                     self.on_final = None
                 yield out
-        except (ProviderError, aiohttp.ClientError, TimeoutError) as exc:
-            message = (
-                exc.message
-                if isinstance(exc, ProviderError)
-                else f"upstream stream failed: {type(exc).__name__}"
-            )
-            invalid = isinstance(exc, ProviderError) and exc.invalid
-            err = UpstreamInvalidResponse(message) if invalid else UpstreamError(message)
+        except STREAM_FAILURES as exc:
+            err = stream_failure(exc)
             yield self.error_frame(err)
             raise err from None
         finally:
