@@ -59,6 +59,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix agentgw tests bench examples scripts
 
 bench: $(STAMP)
+	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/stages.py
