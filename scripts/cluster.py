@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def registry(port: int, docs_port: int, planner_port: int, researcher_port: int)
     return out
 
 
-def config(work: Path, prefix: str) -> Path:
+def config(work: Path, prefix: str, redis_url: str = REDIS_URL, pg_dsn: str = PG_DSN) -> Path:
     """The quickstart's config, made for replicas: shared budgets (Redis), one audit chain (PostgreSQL, a schema of
     this cluster), a shared session secret; everything else as the quickstart has it."""
     cfg = yaml.safe_load((ROOT / "examples" / "quickstart" / "agentgw.yaml").read_text())
@@ -68,8 +68,8 @@ def config(work: Path, prefix: str) -> Path:
     }
     cfg["auth"]["keys_file"] = str(work / "keys.yaml")
     cfg["secret"] = SECRET
-    cfg["budgets"].update({"ledger": "redis", "redis_url": REDIS_URL, "key_prefix": prefix})
-    cfg["audit"] = {"store": "postgres", "postgres": {"dsn": PG_DSN, "schema_name": prefix.replace("-", "_")}}
+    cfg["budgets"].update({"ledger": "redis", "redis_url": redis_url, "key_prefix": prefix})
+    cfg["audit"] = {"store": "postgres", "postgres": {"dsn": pg_dsn, "schema_name": prefix.replace("-", "_")}}
     path = work / "agentgw.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -87,6 +87,9 @@ defaults
   timeout client 300s
   timeout server 300s
   timeout http-keep-alive 10s
+  # a request whose replica refuses the connection (stopping, killed) goes to another one
+  retries 3
+  option redispatch 1
 frontend agentgw
   bind 127.0.0.1:{port}
   default_backend replicas
@@ -117,21 +120,61 @@ def wait_ready(url: str, seconds: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+class Replicas:
+    """The running replicas, for drills and the soak: each one's process, and a way to kill or (re)start one
+    (replica i listens on base port + i; HAProxy's health check takes it out and back in)."""
+
+    def __init__(self, start: Callable[..., subprocess.Popen[bytes]], cfg: Path, ports: list[int]) -> None:
+        self._start, self.cfg, self.ports = start, cfg, ports
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, i: int) -> subprocess.Popen[bytes]:
+        p = self._start(
+            f"replica{i}", [AGENTGW, "serve", "--config", str(self.cfg), "--port", str(self.ports[i - 1])]
+        )
+        self.procs[i] = p
+        return p
+
+    def stop(self, i: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        p = self.procs[i]
+        if p.poll() is None:
+            p.send_signal(sig)
+        p.wait(timeout=timeout)
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports[i - 1]}"
+
+
 @contextlib.contextmanager
-def cluster(replicas: int, port: int) -> Iterator[dict[str, Any]]:
+def cluster(
+    replicas: int,
+    port: int,
+    *,
+    redis_url: str = REDIS_URL,
+    pg_dsn: str = PG_DSN,
+    tweak: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    extra: dict[str, list[str]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """`tweak(config, registry)` may change both before the replicas start; `extra` names more upstream
+    processes (name: command) started before them."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(haproxy).exists():
         raise SystemExit("cluster: HAProxy is not installed (make cluster installs Debian's haproxy)")
     work = Path(tempfile.mkdtemp(prefix="agentgw-cluster-"))
     prefix = f"agw-cluster-{uuid.uuid4().hex[:8]}"
     docs, planner, researcher = port + 91, port + 92, port + 93
-    (work / "registry.yaml").write_text(yaml.safe_dump(registry(port, docs, planner, researcher)))
-    cfg = config(work, prefix)
+    reg = registry(port, docs, planner, researcher)
+    cfg = config(work, prefix, redis_url, pg_dsn)
+    if tweak is not None:
+        doc = yaml.safe_load(cfg.read_text())
+        tweak(doc, reg)
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (work / "registry.yaml").write_text(yaml.safe_dump(reg))
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
 
     def start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 (open for the process's lifetime)
+        log = open(work / f"{name}.log", "ab")  # noqa: SIM115 (open for the process's lifetime)
         logs.append(log)
         p = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT
@@ -146,43 +189,47 @@ def cluster(replicas: int, port: int) -> Iterator[dict[str, Any]]:
         for name, p in (("planner", planner), ("researcher", researcher)):
             start(name, [PY, str(ROOT / f"examples/agents/{name}.py"), "--port", str(p)],
                   {"AGENTGW_URL": lb, "AGENTGW_KEY": f"agw-demo-{name}-key"})  # fmt: skip
+        for name, cmd in (extra or {}).items():
+            start(name, cmd)
         ports = [port + i for i in range(1, replicas + 1)]
-        for i, p in enumerate(ports, 1):
-            start(f"replica{i}", [AGENTGW, "serve", "--config", str(cfg), "--port", str(p)])
+        group = Replicas(start, cfg, ports)
+        for i in range(1, replicas + 1):
+            group.start(i)
         for p in ports:
             wait_ready(f"http://127.0.0.1:{p}/readyz")
         start("haproxy", [haproxy, "-f", str(haproxy_cfg(work, port, ports)), "-db"])
         wait_ready(f"{lb}/healthz")
         info = {"url": lb, "replicas": [f"http://127.0.0.1:{p}" for p in ports], "config": str(cfg),
-                "work": str(work), "redis": REDIS_URL, "prefix": prefix}  # fmt: skip
+                "work": str(work), "redis": redis_url, "pg": pg_dsn, "prefix": prefix,
+                "haproxy": procs[-1], "group": group}  # fmt: skip
         print(f"cluster: {replicas} replicas behind HAProxy at {lb} (logs in {work})", flush=True)
         yield info
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
             try:
-                p.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                p.kill()
+                proc.kill()
         for log in logs:
             log.close()
-        _drop(prefix)
+        _drop(prefix, redis_url, pg_dsn)
 
 
-def _drop(prefix: str) -> None:
+def _drop(prefix: str, redis_url: str, pg_dsn: str) -> None:
     """The cluster's Redis keys and PostgreSQL schema."""
     with contextlib.suppress(Exception):
         import redis
 
-        r = redis.Redis.from_url(REDIS_URL)
+        r = redis.Redis.from_url(redis_url)
         keys = list(r.scan_iter(f"{prefix}:*"))
         if keys:
             r.delete(*keys)
     with contextlib.suppress(Exception):
         subprocess.run(
-            ["psql", PG_DSN, "-q", "-c", f'DROP SCHEMA IF EXISTS "{prefix.replace("-", "_")}" CASCADE'],
+            ["psql", pg_dsn, "-q", "-c", f'DROP SCHEMA IF EXISTS "{prefix.replace("-", "_")}" CASCADE'],
             check=False, capture_output=True, timeout=30,
         )  # fmt: skip
 
