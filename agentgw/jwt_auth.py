@@ -17,43 +17,13 @@ from typing import Any
 
 import aiohttp
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentgw.exchange import Principal
+from agentgw.identity.config import ASYMMETRIC, JWTSettings
+
+__all__ = ["ASYMMETRIC", "JWTSettings", "JWTVerifier", "TokenError", "looks_like_jwt"]
 
 log = logging.getLogger("agentgw.jwt")
-
-ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-
-
-class JWTSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    issuer: str
-    audiences: list[str] = Field(min_length=1)
-    jwks_url: str | None = None
-    jwks_file: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
-    leeway_s: float = Field(default=30.0, ge=0)
-    subject_claim: str = "sub"
-    roles_claim: str = (
-        "roles"  # dotted path into the claims, e.g. realm_access.roles; list or space-separated
-    )
-    scopes_claim: str = "scope"
-    required_scopes: list[str] = Field(default_factory=list)  # for /mcp: missing → 403 insufficient_scope
-    jwks_refresh_s: float = Field(default=30.0, ge=0)  # at most one refetch per interval on unknown kids
-    resource: str | None = None  # canonical URL of this gateway's MCP endpoint (RFC 8707/9728)
-
-    @model_validator(mode="after")
-    def _check(self) -> JWTSettings:
-        if bool(self.jwks_url) == bool(self.jwks_file):
-            raise ValueError("set exactly one of jwks_url or jwks_file")
-        bad = [a for a in self.algorithms if a not in ASYMMETRIC]
-        if bad:
-            raise ValueError(
-                f"unsupported algorithms {bad}: only asymmetric algorithms ({sorted(ASYMMETRIC)})"
-            )
-        return self
 
 
 class TokenError(Exception):

@@ -20,41 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from agentgw.identity.config import Signing, SigningKeySource
+
+__all__ = ["JWKS_PATH", "Signing", "SigningKeySource", "SigningKeys", "load_keys"]
 log = logging.getLogger("agentgw.identity")
 
 JWKS_PATH = "/.well-known/jwks.json"
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _DERIVE_SALT = b"agentgw signing key v1"  # domain separation: the secret also seals MCP session ids
-
-
-class SigningKeySource(BaseModel):
-    """One PEM private key (EC P-256 → ES256, RSA ≥ 2048 bits → RS256): a file, or the PEM itself (`${ENV}`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    file: str | None = None
-    pem: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> SigningKeySource:
-        if (self.file is None) == (self.pem is None):
-            raise ValueError("set exactly one of file or pem")
-        return self
-
-
-class Signing(BaseModel):
-    """`signing:` in agentgw.yaml: the keys the gateway signs identity assertions (and, later, agent cards) with."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    issuer: str | None = Field(
-        default=None, min_length=1
-    )  # `iss`; default: http://<listen.host>:<listen.port>
-    # The first key signs; every key is published. None: keys derived from the gateway secret, rotated below.
-    keys: list[SigningKeySource] = Field(default_factory=list)
-    rotate_every_s: float = Field(default=86_400.0, ge=3600)  # derived keys; ≥ any assertion ttl_s
 
 
 @dataclass(frozen=True, slots=True)
