@@ -1,13 +1,16 @@
-"""Process plumbing for bench/llm.py: the temp gateway config, spawning and stopping the upstream mock, the floor
-proxy and `agentgw serve`, readiness polling, RSS and CPU accounting from /proc, and the load-generator runs
-(wrk with bench/wrk_post.lua, or bench/loadgen.py). Loopback only.
+"""The benches' shared driver: the temp gateway config, spawning and stopping the upstream mock, the floor proxy and
+`agentgw serve`, readiness polling, RSS, PSS and CPU accounting of processes and whole process trees from /proc, the
+machine and its background load, and the load-generator runs (wrk with bench/wrk_post.lua, or bench/loadgen.py).
+Loopback only. The result tables are bench/report.py's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import platform
 import resource
 import shutil
 import signal
@@ -87,6 +90,26 @@ def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen
         time.sleep(0.005)
 
 
+def spawn(
+    cmd: list[str],
+    log_to: Any,
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server process (stderr to `log_to`) and wait until `ready()`; the process and its seconds to ready."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_to, env=env, cwd=cwd)
+    try:
+        wait_until(ready, timeout, proc, what)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, time.perf_counter() - t0
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS / VmHWM (bytes) from /proc/<pid>/status."""
     out: dict[str, int] = {}
@@ -115,6 +138,80 @@ def machine_busy() -> tuple[float, float]:
         v = [int(x) for x in fh.readline().split()[1:]]
     idle = v[3] + (v[4] if len(v) > 4 else 0)
     return float(sum(v) - idle), float(sum(v))
+
+
+def background_now(seconds: float = 1.0) -> float:
+    """Cores busy on the machine over `seconds` (before we start anything: other people's work)."""
+    b0, t0 = machine_busy()
+    time.sleep(seconds)
+    b1, t1 = machine_busy()
+    return (b1 - b0) / max(1.0, t1 - t0) * (os.cpu_count() or 1)
+
+
+def machine() -> dict[str, Any]:
+    """What a result was measured on: cores, CPU model, Python, kernel, memory."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+    }
+
+
+# -- process trees (a gateway is its main process, its audit writer and any workers) -----------------------------
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo += [int(x) for x in fh.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of `pids` summed (a process that ended meanwhile counts nothing)."""
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def pss(pid: int) -> int:
+    """Proportional set size (bytes): pages shared with other processes count by share, so a tree's PSS sums."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss:"))
+
+
+def tree_rss_mib(pid: int) -> dict[str, float]:
+    """RSS of the process `pid` and its peak (VmHWM); RSS and PSS of its whole tree (MiB)."""
+    main = proc_status(pid)
+    rss = pss_sum = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, StopIteration):
+            rss += proc_status(p)["VmRSS"]
+            pss_sum += pss(p)
+    return {
+        "rss_mib": main["VmRSS"] / MIB,
+        "peak_rss_mib": main["VmHWM"] / MIB,
+        "tree_rss_mib": rss / MIB,
+        "tree_pss_mib": pss_sum / MIB,
+    }
 
 
 def children_cpu() -> float:
@@ -192,6 +289,12 @@ def audit_count(db: Path) -> int:
         con.close()
 
 
+def agentgw_cmd() -> list[str]:
+    """How to run this checkout's `agentgw` (the venv's script, else the module)."""
+    exe = Path(PY).parent / "agentgw"
+    return [str(exe)] if exe.exists() else [PY, "-m", "agentgw"]
+
+
 @dataclass
 class Env:
     """The temp dir and the three server processes (upstream mock, floor proxy, gateway)."""
@@ -247,35 +350,38 @@ class Env:
             extra["guardrails"] = self.guardrails
         write_gateway_config(self.tmp, self.ports["gateway"], {"llm.yaml": llm}, **extra)
 
-    def start_upstream(self) -> None:
+    def start_upstream(self, prefix: tuple[str, ...] = ()) -> None:
+        """The chat completions mock (`prefix`: e.g. taskset)."""
         port = self.ports["direct"]
-        cmd = [PY, str(HERE / "upstream.py"), "--port", str(port)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("upstream.log"))
-        self.procs["upstream"] = proc
-        wait_until(lambda: http_status(port, "/") == 404, 20, proc, "upstream")
+        cmd = [*prefix, PY, str(HERE / "upstream.py"), "--port", str(port)]
+        ready = lambda: http_status(port, "/") == 404  # noqa: E731
+        self.procs["upstream"], _ = spawn(cmd, self._log("upstream.log"), ready, "upstream", 20)
 
     def start_floor(self) -> float:
         """Spawn the floor proxy; seconds from spawn to its first answer."""
         port = self.ports["floor"]
         cmd = [PY, str(HERE / "proxy.py"), "--port", str(port)]
         cmd += ["--upstream", f"http://127.0.0.1:{self.ports['direct']}"]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("floor.log"))
-        self.procs["floor"] = proc
-        wait_until(lambda: http_status(port, "/") is not None, 20, proc, "floor proxy")
-        return time.perf_counter() - t0
+        ready = lambda: http_status(port, "/") is not None  # noqa: E731
+        self.procs["floor"], seconds = spawn(cmd, self._log("floor.log"), ready, "floor proxy", 20)
+        return seconds
 
     def start_gateway(self, workers: int = 1) -> float:
         """Spawn `agentgw serve` (one worker unless told); seconds from spawn to the first 200 from GET /readyz."""
-        exe = Path(PY).parent / "agentgw"
-        cmd = [str(exe)] if exe.exists() else [PY, "-m", "agentgw"]
         port = self.ports["gateway"]
-        cmd += ["serve", "--config", str(self.config), "--port", str(port), "--workers", str(workers)]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log("gateway.log"))
-        self.procs["gateway"] = proc
-        wait_until(lambda: http_status(port, "/readyz", 0.5) == 200, 30, proc, "gateway")
-        return time.perf_counter() - t0
+        cmd = [
+            *agentgw_cmd(),
+            "serve",
+            "--config",
+            str(self.config),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+        ready = lambda: http_status(port, "/readyz", 0.5) == 200  # noqa: E731
+        self.procs["gateway"], seconds = spawn(cmd, self._log("gateway.log"), ready, "gateway")
+        return seconds
 
     def stop_gateway(self) -> None:
         proc = self.procs.pop("gateway", None)
@@ -292,25 +398,54 @@ class Env:
 
 
 class CpuWatch:
-    """CPU seconds used by each server process, the load generator, and everything else on the machine."""
+    """CPU seconds used by each server process, the load generator, and everything else on the machine. A process
+    named in `trees` counts with all its descendants (`<name>_cpu_s`; its own process alone in
+    `<name>_process_cpu_s`): a gateway's audit writer and workers are its children."""
 
-    def __init__(self, env: Env) -> None:
-        self.pids = {name: p.pid for name, p in env.procs.items()}
+    def __init__(self, env: Env, trees: tuple[str, ...] = ()) -> None:
+        self.pids = {name: [p.pid] for name, p in env.procs.items()}
+        for name in trees:
+            self.pids[name] = tree(env.procs[name].pid)
+        self.trees = trees
         self.t0 = time.perf_counter()
-        self.cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.cpu0 = {name: tree_cpu(pids) for name, pids in self.pids.items()}
+        self.main0 = {name: cpu_seconds(self.pids[name][0]) for name in trees}
         self.ch0 = children_cpu()
         self.busy0, self.total0 = machine_busy()
 
     def done(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
-        out = {f"{name}_cpu_s": cpu_seconds(pid) - self.cpu0[name] for name, pid in self.pids.items()}
+        out = {f"{name}_cpu_s": tree_cpu(pids) - self.cpu0[name] for name, pids in self.pids.items()}
         out["loadgen_cpu_s"] = children_cpu() - self.ch0
         ours = sum(out.values()) / max(wall, 1e-9)
+        for name in self.trees:
+            out[f"{name}_process_cpu_s"] = cpu_seconds(self.pids[name][0]) - self.main0[name]
         busy, total = machine_busy()
         busy_cores = (busy - self.busy0) / max(1.0, total - self.total0) * (os.cpu_count() or 1)
         out["wall_s"] = wall
         out["background_cores"] = max(0.0, busy_cores - ours)
         return out
+
+
+def gateway_source() -> dict[str, Any]:
+    """Which agentgw the gateway process will import (PYTHONPATH can point it at another tree), and, inside a git
+    checkout, its commit and whether agentgw/ has uncommitted changes."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("agentgw")
+    pkg = Path(spec.origin).parent if spec and spec.origin else None
+    out: dict[str, Any] = {"path": str(pkg) if pkg else None}
+    if pkg is not None:
+        git = ["git", "-C", str(pkg.parent)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+        if head.returncode == 0:
+            dirty = subprocess.run(
+                [*git, "status", "--porcelain", "--", str(pkg)], capture_output=True, text=True, check=False
+            )
+            out.update(commit=head.stdout.strip(), uncommitted_changes=bool(dirty.stdout.strip()))
+    return out
 
 
 # -- load generators -------------------------------------------------------------------------------------------
@@ -348,10 +483,20 @@ def run_wrk(url: str, body: bytes, n: int, c: int, seconds: float) -> dict[str, 
     }
 
 
-def run_loadgen(mode: str, url: str, body: bytes, args: list[str], timeout: float) -> dict[str, Any]:
-    cmd = [PY, str(HERE / "loadgen.py"), mode, "--url", url, "--body", body.decode()]
-    cmd += ["--header", f"Authorization: Bearer {API_KEY}", *args]
-    return _json_out(cmd, timeout)
+def run_loadgen(
+    mode: str,
+    url: str,
+    body: bytes,
+    args: list[str],
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """bench/loadgen.py in its own process (`prefix`: e.g. taskset); `headers` default to the bench's API key."""
+    cmd = [*prefix, PY, str(HERE / "loadgen.py"), mode, "--url", url, "--body", body.decode()]
+    for k, v in (headers if headers is not None else {"Authorization": f"Bearer {API_KEY}"}).items():
+        cmd += ["--header", f"{k}: {v}"]
+    return _json_out([*cmd, *args], timeout)
 
 
 def requests_run(tool: str, url: str, n: int, c: int, seconds: float) -> dict[str, Any]:

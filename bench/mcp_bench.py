@@ -140,10 +140,11 @@ def _correct(result: Any) -> bool:
 
 
 async def run_load(
-    url: str, era: str, tool: str, key: str | None, n: int, c: int, duration: float
+    url: str, era: str, tool: str, key: str | None, n: int, c: int, duration: float, sessionless: bool = False
 ) -> dict[str, Any]:
     """`c` workers, each with its own keep-alive connection (and, in the handshake era, its own session opened
-    before the clock starts), send `tools/call` until `n` calls are done or `duration` seconds pass."""
+    before the clock starts), send `tools/call` until `n` calls are done or `duration` seconds pass.
+    `sessionless`: a server that answers `initialize` without a session id (stateless mode) is accepted."""
     version = VERSION[era]
     base = {"Accept": ACCEPT, "Content-Type": "application/json"}
     if key:
@@ -183,11 +184,11 @@ async def run_load(
         resp, data = await post(session, init, base)
         msg = rpc_message(data, resp.headers.get("content-type", ""), 1)
         sid = resp.headers.get("mcp-session-id")
-        if resp.status != 200 or msg is None or "result" not in msg or not sid:
+        if resp.status != 200 or msg is None or "result" not in msg or not (sid or sessionless):
             raise RuntimeError(f"initialize failed: HTTP {resp.status} {data[:300]!r}")
         if msg["result"].get("protocolVersion") != version:
             raise RuntimeError(f"initialize negotiated {msg['result'].get('protocolVersion')}, not {version}")
-        headers = {**base, "Mcp-Session-Id": sid, "MCP-Protocol-Version": version}
+        headers = {**base, "MCP-Protocol-Version": version, **({"Mcp-Session-Id": sid} if sid else {})}
         resp, data = await post(session, {"jsonrpc": "2.0", "method": "notifications/initialized"}, headers)
         if resp.status != 202:
             raise RuntimeError(f"notifications/initialized: HTTP {resp.status} {data[:300]!r}")
@@ -238,7 +239,9 @@ async def run_load(
         deadline = start + duration
         await asyncio.gather(*(worker(s, h, deadline) for s, h in zip(sessions, headers, strict=True)))
         elapsed = time.perf_counter() - start
-        if era == "handshake":  # end the sessions (bounded: one DELETE each, 5 s in all)
+        if (
+            era == "handshake" and "Mcp-Session-Id" in headers[0]
+        ):  # end the sessions (bounded: one DELETE each, 5 s in all)
             close = [
                 s.delete(url, headers=h, timeout=aiohttp.ClientTimeout(total=5))
                 for s, h in zip(sessions, headers, strict=True)
@@ -266,11 +269,12 @@ def load_main(argv: list[str]) -> None:
     ap.add_argument("-n", type=int, default=1000, help="call count bound")
     ap.add_argument("-c", type=int, default=1, help="concurrency (workers, connections, sessions)")
     ap.add_argument("--duration", type=float, default=10.0, help="time bound, seconds")
+    ap.add_argument("--sessionless", action="store_true", help="accept a server that opens no session")
     a = ap.parse_args(argv)
     import uvloop
 
     raise_nofile()
-    out = uvloop.run(run_load(a.url, a.era, a.tool, a.key, a.n, a.c, a.duration))
+    out = uvloop.run(run_load(a.url, a.era, a.tool, a.key, a.n, a.c, a.duration, a.sessionless))
     sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
 
 
