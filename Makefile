@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean browser screenshots haproxy cluster cluster-test
+.PHONY: install run agents-demo test check lint typecheck bench conformance conformance-mcp conformance-a2a fmt clean browser screenshots haproxy cluster cluster-test drills soak
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -82,6 +82,16 @@ cluster: $(STAMP) haproxy
 
 cluster-test: $(STAMP) haproxy
 	$(BIN)/python scripts/cluster.py test --replicas $(REPLICAS)
+
+# Failure drills (tests/drills, minutes, never in `make test`): each brings up its own small cluster and kills a
+# replica mid-stream, restarts a private Redis, fails a private PostgreSQL over, or rolls a restart under load.
+drills: $(STAMP) haproxy
+	AGENTGW_DRILLS=1 $(BIN)/pytest -v tests/drills $(PYTEST_ARGS)
+
+# SOAK_MINUTES (default 30) of mixed LLM/MCP/A2A traffic through 3 replicas, with a growth verdict (docs/operations.md).
+SOAK_MINUTES ?= 30
+soak: $(STAMP) haproxy
+	$(BIN)/python scripts/soak.py --minutes $(SOAK_MINUTES)
 
 # Both official suites, each against its fixture alone and through agentgw (docs/conformance.md).
 conformance: conformance-mcp conformance-a2a

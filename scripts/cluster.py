@@ -106,7 +106,7 @@ backend replicas
     return path
 
 
-def wait_ready(url: str, seconds: float = 60.0) -> None:
+def wait_ready(url: str, seconds: float = 180.0) -> None:  # a busy 2-core machine: 30 s starts were seen
     deadline = time.monotonic() + seconds
     while True:
         try:

@@ -8,6 +8,8 @@ import pytest
 
 # tests/cluster runs against `make cluster` (scripts/cluster.py test sets the URL), never in `make test`
 collect_ignore = [] if os.environ.get("AGENTGW_CLUSTER_URL") else ["cluster"]
+# tests/drills bring up their own clusters and kill parts of them (minutes): `make drills`, never in `make test`
+collect_ignore += [] if os.environ.get("AGENTGW_DRILLS") else ["drills"]
 
 
 @pytest.fixture
