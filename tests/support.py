@@ -117,12 +117,29 @@ async def gateway(
         yield url, app
 
 
+def audit_rows(path: Path) -> list[Any]:
+    """Every row of a SQLite audit store in seq order, read the way the store reads it: each record's JSON (the
+    bytes the chain hashes) expanded from its compact stored form."""
+    import sqlite3
+
+    from agentgw.audit.sqlite import SELECT, _row
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [_row(r) for r in db.execute(SELECT + " ORDER BY seq")]
+
+
+def audit_bytes(tmp: Path) -> bytes:
+    """What a look at the SQLite audit store beside the config can see: its files' bytes and every record's JSON
+    (records are stored compressed, so a search of the file alone would find nothing they hold)."""
+    files = b"".join(p.read_bytes() for p in sorted(tmp.glob("audit.db*")))
+    path = tmp / "audit.db"
+    return files + b"\n".join(r.data for r in audit_rows(path)) if path.exists() else files
+
+
 def audit_records(tmp: Path) -> list[dict[str, Any]]:
     """The call records in the gateway's SQLite audit store (`audit.db` beside the config), oldest first. Read
     after the gateway has shut down (its writer drained the queue); the chain's links are checked on the way (from
     wherever it starts: retention may have pruned its beginning)."""
-    import sqlite3
-
     import orjson
 
     from agentgw.audit.chain import hasher
@@ -131,16 +148,14 @@ def audit_records(tmp: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     link, prev, out = hasher(None), None, []
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        for text, prev_hash, digest in db.execute("SELECT data, prev_hash, hash FROM records ORDER BY seq"):
-            data = text.encode()
-            assert (prev_hash, link(prev_hash, data)) == (prev or prev_hash, digest), (
-                "the audit chain is broken"
-            )
-            prev = digest
-            record = orjson.loads(data)
-            if record["kind"] == "call":
-                out.append(record)
+    for row in audit_rows(path):
+        assert (row.prev_hash, link(row.prev_hash, row.data)) == (prev or row.prev_hash, row.hash), (
+            "the audit chain is broken"
+        )
+        prev = row.hash
+        record = orjson.loads(row.data)
+        if record["kind"] == "call":
+            out.append(record)
     return out
 
 

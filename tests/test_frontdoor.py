@@ -3,7 +3,6 @@ can make the audit store hold."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from agentgw import create_app, load_settings
 from agentgw.frontdoor import json_depth
-from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, gateway, sha, write_config
+from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, audit_rows, gateway, sha, write_config
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 DEMO_KEY = "agw-demo-key-0123456789"
@@ -172,8 +171,7 @@ async def test_anonymous_refusals_are_one_record_per_source_with_a_count_and_no_
     assert tally["refused"]["count"] == 201
     assert tally["refused"]["codes"] == {"missing_api_key": 200, "invalid_api_key": 1}
     assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
-    with sqlite3.connect(tmp_path / "audit.db") as db:
-        stored = b"".join(row[0].encode() for row in db.execute("SELECT data FROM records"))
+    stored = b"".join(r.data for r in audit_rows(tmp_path / "audit.db"))
     assert b"PAYLOAD-MARKER" not in stored and len(stored) < 10_000
 
 
@@ -204,6 +202,5 @@ async def test_host_and_origin_refusals_are_tallied_per_source_and_plane_without
     assert refused["http"]["refused"]["codes"] == {"misdirected_request": 1}
     for tally in refused.values():
         assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
-    with sqlite3.connect(tmp_path / "audit.db") as db:
-        stored = b"".join(row[0].encode() for row in db.execute("SELECT data FROM records"))
+    stored = b"".join(r.data for r in audit_rows(tmp_path / "audit.db"))
     assert b"PAYLOAD-MARKER" not in stored

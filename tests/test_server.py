@@ -20,6 +20,7 @@ from tests.support import (
     TEST_KEY,
     ServeProcess,
     agentgw_serve,
+    audit_bytes,
     audit_records,
     free_port,
     write_config,
@@ -170,5 +171,5 @@ async def test_connection_refusals_are_tallied_per_source_and_plane_without_payl
     assert refusals["http"]["refused"]["codes"] == {"request_timeout": 1, "invalid_http_request": 1}
     for tally in refusals.values():
         assert tally["client"] == "127.0.0.1" and tally["principal"] is None and tally["status"] == "denied"
-    stored = (tmp_path / "audit.db").read_bytes()
+    stored = audit_bytes(tmp_path)
     assert b"PAYLOAD-MARKER" not in stored

@@ -45,6 +45,8 @@ class Prepared:
 
     data: bytes
     columns: tuple[Any, ...]
+    target: str | None = None  # a column of its own in the stores (not in INDEX: rows from before lack it)
+    stored: bytes | None = None  # the stored form (compact.py), made by the store
 
 
 @dataclass(slots=True)
@@ -82,7 +84,8 @@ def index_columns(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def prepare(record: dict[str, Any]) -> Prepared:
-    return Prepared(canonical(record), index_columns(record))
+    target = record.get("target")
+    return Prepared(canonical(record), index_columns(record), target if isinstance(target, str) else None)
 
 
 def hasher(key: str | None) -> Callable[[str, bytes], str]:

@@ -1,7 +1,8 @@
 """The PostgreSQL audit store (asyncpg): any number of gateway replicas append to one chain. Each batch is one
 transaction that locks the chain-head row (`SELECT … FOR UPDATE`), links the batch after it, copies it in and
 moves the head, so concurrent writers serialize their appends and the chain stays verifiable; the same transaction
-adds the batch to the usage rollup (usage.py)."""
+adds the batch to the usage rollup (usage.py). Records are stored compact (compact.py) and expanded on read; rows
+written before that read as they are, and a table created before it keeps its hex hash columns."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from agentgw.audit.chain import GENESIS, INDEX, Head, Prepared, Row
+from agentgw.audit.compact import STORED, expand, hash_bytes, hash_hex, pack_all
 from agentgw.audit.config import PostgresStore as PostgresConfig
 from agentgw.audit.store import (
     PAGE,
@@ -26,12 +28,17 @@ from agentgw.audit.usage import COLUMNS as USAGE_COLUMNS
 from agentgw.audit.usage import METRICS, RollupRow, UsagePlan, UsageQuery, rollup
 from agentgw.audit.usage import PAGE as USAGE_PAGE
 
-COLUMNS = ["seq", *INDEX, "data", "prev_hash", "hash"]
+COLUMNS = ["seq", *STORED, "data", "prev_hash", "hash"]
 
 
 def _row(r: Any) -> Row:
+    stored = tuple(r[i] for i in range(1, len(STORED) + 1))
     return Row(
-        r[0], tuple(r[i] for i in range(1, len(INDEX) + 1)), bytes(r["data"]), r["prev_hash"], r["hash"]
+        r[0],
+        stored[: len(INDEX)],
+        expand(bytes(r["data"]), stored),
+        hash_hex(r["prev_hash"]),
+        hash_hex(r["hash"]),
     )
 
 
@@ -54,6 +61,7 @@ class PostgresStore:
         )
         self.select = f"SELECT {', '.join(COLUMNS)} FROM {self.records}"
         self._pool: asyncpg.Pool | None = None
+        self._binary = True  # hashes as 32 bytes (False: a table created before, with hex text columns)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -84,10 +92,12 @@ class PostgresStore:
                 cost_usd DOUBLE PRECISION,
                 trace_id TEXT,
                 parent_span_id TEXT,
+                target TEXT,
                 data BYTEA NOT NULL,
-                prev_hash TEXT NOT NULL,
-                hash TEXT NOT NULL
+                prev_hash BYTEA NOT NULL,
+                hash BYTEA NOT NULL
             );
+            ALTER TABLE {r} ADD COLUMN IF NOT EXISTS target TEXT;  -- NULL in rows from before (their JSON has it)
             CREATE INDEX IF NOT EXISTS {p}_task ON {r} (task_id, principal);
             CREATE INDEX IF NOT EXISTS {p}_parent ON {r} (parent_task_id) WHERE parent_task_id IS NOT NULL;
             CREATE INDEX IF NOT EXISTS {p}_child ON {r} (child_task_id) WHERE child_task_id IS NOT NULL;
@@ -110,6 +120,15 @@ class PostgresStore:
                     await conn.execute(f"DROP TABLE IF EXISTS {self.usage_table}")
                 if await conn.fetchval("SELECT to_regclass($1)", self.usage_table) is None:
                     await self._build_usage(conn)
+                self._binary = (
+                    await conn.fetchval(
+                        "SELECT data_type FROM information_schema.columns WHERE table_schema = $1 "
+                        "AND table_name = $2 AND column_name = 'hash'",
+                        self.schema,
+                        self.records_name,
+                    )
+                    == "bytea"
+                )
         except BaseException:
             await pool.close()
             raise
@@ -146,14 +165,13 @@ class PostgresStore:
         after = -1
         while True:
             got = await conn.fetch(
-                f"SELECT seq, data FROM {self.records} WHERE seq > $1 AND seq <= $2 AND kind = 'call' "
-                "ORDER BY seq LIMIT $3",
+                f"{self.select} WHERE seq > $1 AND seq <= $2 AND kind = 'call' ORDER BY seq LIMIT $3",
                 after,
                 through if through is not None else 2**62,
                 USAGE_PAGE,
             )
             if got:
-                await self._add_usage(conn, rollup([bytes(r[1]) for r in got], sign))
+                await self._add_usage(conn, rollup([_row(r).data for r in got], sign))
             if len(got) < USAGE_PAGE:
                 return
             after = got[-1][0]
@@ -181,7 +199,11 @@ class PostgresStore:
         usage: list[RollupRow] | None = None,
     ) -> Head:
         """`usage`: the batch's rollup rows (None: made here)."""
+        pack_all(batch)  # no-op for a batch packed before the lock was taken
         rows, new = link_batch(locked[0], batch, link, locked[1])
+        if self._binary:
+            n = len(STORED) + 2
+            rows = [(*r[:n], hash_bytes(r[n]), hash_bytes(r[n + 1])) for r in rows]
         await conn.copy_records_to_table(
             self.records_name, records=rows, columns=COLUMNS, schema_name=self.schema
         )
@@ -198,7 +220,8 @@ class PostgresStore:
     async def append(self, batch: list[Prepared], link: Link) -> Head | None:
         if not batch:
             return None
-        usage = rollup([p.data for p in batch])  # made before the chain is locked
+        usage = rollup([p.data for p in batch])  # made (and the batch packed) before the chain is locked
+        pack_all(batch)
         async with self.pool.acquire() as conn, conn.transaction():
             return await self._append(conn, batch, link, await self._locked_head(conn), usage)
 
@@ -212,6 +235,7 @@ class PostgresStore:
             h = await conn.fetchval(f"SELECT hash FROM {self.records} WHERE seq = $1", last)
             if h is None:
                 return 0
+            h = hash_hex(h)
             await self._count_usage(conn, int(last), -1)  # the rollup counts what the chain still holds
             await conn.execute(f"DELETE FROM {self.usage_table} WHERE calls = 0")
             status = await conn.execute(f"DELETE FROM {self.records} WHERE seq <= $1", last)
@@ -277,7 +301,10 @@ class PostgresStore:
         return [(str(r[0]), str(r[1]), str(r[2])) for r in got]
 
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
-        target = "(convert_from(data, 'UTF8')::jsonb ->> 'target')"
+        target = (
+            "CASE WHEN target IS NOT NULL THEN target "
+            "WHEN get_byte(data, 0) = 123 THEN convert_from(data, 'UTF8')::jsonb ->> 'target' END"
+        )
         sql, args = task_list_sql(flt, lambda n: f"${n}", self.records, target)
         return [task_row(r) for r in await self.pool.fetch(sql, *args)]
 

@@ -1,6 +1,7 @@
 """The SQLite audit store (the default): one file in WAL mode, used from a worker thread (the stdlib driver is
 blocking). Appends run in `BEGIN IMMEDIATE`, so several gateway workers sharing the file keep one chain; the usage
-rollup (usage.py) is written in the same transaction as the records it counts."""
+rollup (usage.py) is written in the same transaction as the records it counts. Records are stored compact
+(compact.py) and expanded on read; rows written before that read as they are."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentgw.audit.chain import INDEX, Head, Prepared, Row
+from agentgw.audit.compact import STORED, expand, hash_bytes, hash_hex, pack_all
 from agentgw.audit.store import (
     PAGE,
     Checkpoint,
@@ -45,9 +47,10 @@ CREATE TABLE IF NOT EXISTS records (
     cost_usd REAL,
     trace_id TEXT,
     parent_span_id TEXT,
-    data TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    target TEXT,  -- NULL in rows from before the compact form (their JSON says it)
+    data BLOB NOT NULL,  -- compact.py (JSON text in rows from before)
+    prev_hash BLOB NOT NULL,  -- 32 bytes (hex text in rows from before)
+    hash BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_task ON records (task_id, principal);
 CREATE INDEX IF NOT EXISTS records_parent ON records (parent_task_id) WHERE parent_task_id IS NOT NULL;
@@ -62,11 +65,11 @@ CREATE TABLE IF NOT EXISTS chain_head (
     mac TEXT  -- over (seq, count, hash) under the chain's key
 );
 """
-COLS = ", ".join(("seq", *INDEX, "data", "prev_hash", "hash"))
+COLS = ", ".join(("seq", *STORED, "data", "prev_hash", "hash"))
 # A whole batch is one multi-row INSERT (one statement step): the driver releases the GIL once per step, so
 # row-by-row executemany would hand the GIL back and forth with the event loop for every row (measured: a third
 # of the gateway's CPU per request went to that convoy). Statements are cached per batch size.
-_WIDTH = len(INDEX) + 4
+_WIDTH = len(STORED) + 4
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _MAX_ROWS = 32_766 // _WIDTH  # SQLite's default limit on parameters per statement (older builds)
 
@@ -114,11 +117,11 @@ def _count_usage(db: sqlite3.Connection, through: int | None, sign: int) -> None
     after = -1
     while True:
         got = db.execute(
-            "SELECT seq, data FROM records WHERE seq > ? AND seq <= ? AND kind = 'call' ORDER BY seq LIMIT ?",
+            f"{SELECT} WHERE seq > ? AND seq <= ? AND kind = 'call' ORDER BY seq LIMIT ?",
             (after, through if through is not None else 2**62, USAGE_PAGE),
         ).fetchall()
         if got:
-            _add_usage(db, rollup([r[1] for r in got], sign))
+            _add_usage(db, rollup([_row(r).data for r in got], sign))
         if len(got) < USAGE_PAGE:
             return
         after = got[-1][0]
@@ -130,7 +133,8 @@ def _has_usage(db: sqlite3.Connection) -> bool:
     )
 
 
-SELECT = f"SELECT {COLS} FROM records"
+# The stored form read as bytes whatever its type (JSON text in rows from before; a blob edited as text by hand).
+SELECT = "SELECT " + COLS.replace("data", "CAST(data AS BLOB)") + " FROM records"
 
 
 def _page(db: sqlite3.Connection, after: int) -> list[Any]:
@@ -138,10 +142,15 @@ def _page(db: sqlite3.Connection, after: int) -> list[Any]:
 
 
 def _row(r: tuple[Any, ...]) -> Row:
-    n = len(INDEX)
+    n = len(STORED)
     data = r[n + 1]
+    stored = data.encode() if isinstance(data, str) else bytes(data)
     return Row(
-        r[0], tuple(r[1 : n + 1]), data.encode() if isinstance(data, str) else bytes(data), r[n + 2], r[n + 3]
+        r[0],
+        tuple(r[1 : len(INDEX) + 1]),
+        expand(stored, r[1 : n + 1]),
+        hash_hex(r[n + 2]),
+        hash_hex(r[n + 3]),
     )
 
 
@@ -168,6 +177,8 @@ class SQLiteStore:
             for col, kind in (("count", "INTEGER"), ("mac", "TEXT")):  # a store created by an older version
                 if col not in have:
                     db.execute(f"ALTER TABLE chain_head ADD COLUMN {col} {kind}")
+            if "target" not in {r[1] for r in db.execute("PRAGMA table_info(records)")}:
+                db.execute("ALTER TABLE records ADD COLUMN target TEXT")  # rows before it: NULL
             if not _has_usage(db):  # a store from before the rollup: built from its records, once
                 try:
                     self._tx(db, lambda: None if _has_usage(db) else self._build_usage(db))
@@ -218,11 +229,15 @@ class SQLiteStore:
         """Inside a write transaction. `count`: records in the chain before the batch (None: from the head);
         `usage`: the batch's rollup rows (None: made here)."""
         head = SQLiteStore._head(db)
+        pack_all(batch)  # no-op for a batch packed before the lock was taken
         rows, new = link_batch(head, batch, link, SQLiteStore._count(db, head) if count is None else count)
-        n = len(INDEX) + 1  # the data column: stored as the UTF-8 text it is (the hash covers those bytes)
+        n = len(STORED) + 2  # the hashes: stored as their 32 bytes
         for start in range(0, len(rows), _MAX_ROWS):
             part = rows[start : start + _MAX_ROWS]
-            db.execute(_insert(len(part)), [v for r in part for v in (*r[:n], r[n].decode(), *r[n + 1 :])])
+            db.execute(
+                _insert(len(part)),
+                [v for r in part for v in (*r[:n], hash_bytes(r[n]), hash_bytes(r[n + 1]))],
+            )
         _add_usage(db, rollup([p.data for p in batch]) if usage is None else usage)
         db.execute(
             "INSERT INTO chain_head (id, seq, hash, count, mac) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
@@ -247,7 +262,8 @@ class SQLiteStore:
             return None
 
         def call() -> Head:
-            usage = rollup([p.data for p in batch])  # parsed before the write lock is taken
+            usage = rollup([p.data for p in batch])  # parsed and packed before the write lock is taken
+            pack_all(batch)
             with self._lock:
                 db = self._conn()
                 return self._tx(db, lambda: self._append(db, batch, link, usage=usage))
@@ -265,11 +281,12 @@ class SQLiteStore:
             r = db.execute("SELECT hash FROM records WHERE seq = ?", (last,)).fetchone()
             if r is None:  # already pruned through there
                 return 0
+            through = hash_hex(r[0])
             count = self._count(db, self._head(db))  # before the delete (a legacy head is counted)
             _count_usage(db, int(last), -1)  # the rollup counts what the chain still holds
             db.execute("DELETE FROM usage_rollup WHERE calls = 0")
             n = db.execute("DELETE FROM records WHERE seq <= ?", (last,)).rowcount
-            self._append(db, [checkpoint(int(last), str(r[0]), int(n), cutoff)], link, count - n)
+            self._append(db, [checkpoint(int(last), through, int(n), cutoff)], link, count - n)
             return int(n)
 
         return await self._run(lambda db: self._tx(db, lambda: body(db)))
@@ -341,7 +358,8 @@ class SQLiteStore:
         return [(str(r[0]), str(r[1]), str(r[2])) for r in got]
 
     async def tasks(self, flt: TaskFilter) -> list[dict[str, Any]]:
-        sql, args = task_list_sql(flt, lambda n: "?", "records", "json_extract(data, '$.target')")
+        target = "CASE WHEN target IS NOT NULL THEN target WHEN typeof(data) = 'text' THEN json_extract(data, '$.target') END"
+        sql, args = task_list_sql(flt, lambda n: "?", "records", target)
         got = await self._run(lambda db: db.execute(sql, args).fetchall())
         return [task_row(r) for r in got]
 

@@ -107,14 +107,15 @@ PAGE = 1000
 def link_batch(
     head: Head | None, batch: list[Prepared], link: Link, count: int
 ) -> tuple[list[tuple[Any, ...]], Head]:
-    """Rows to insert after `head`: (seq, *columns, data, prev_hash, hash), and the signed head after them.
-    `count`: records in the chain before the batch."""
+    """Rows to insert after `head`: (seq, *columns, target, stored form, prev_hash, hash), hashes in hex, and the
+    signed head after them. `count`: records in the chain before the batch."""
     seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
     out: list[tuple[Any, ...]] = []
     for item in batch:
         seq += 1
-        h = link(prev, item.data)
-        out.append((seq, *item.columns, item.data, prev, h))
+        h = link(prev, item.data)  # the chain hashes the record's JSON, whatever form stores it
+        stored = item.stored if item.stored is not None else item.data
+        out.append((seq, *item.columns, item.target, stored, prev, h))
         prev = h
     return out, signed_head(link, seq, count + len(batch), prev)
 
@@ -123,8 +124,8 @@ def task_list_sql(
     flt: TaskFilter, ph: Callable[[int], str], table: str, target: str = "NULL"
 ) -> tuple[str, list[Any]]:
     """One row per (task, principal): when, how many records, denied/errors, tokens, cost (standard SQL for
-    both stores). `ph(n)` renders the n-th placeholder; `target` is the store's SQL for a record's target (read
-    from its JSON: there is no column, and only a filtered list pays for it)."""
+    both stores). `ph(n)` renders the n-th placeholder; `target` is the store's SQL for a record's target (its
+    column; in rows from before it had one, read from their JSON: only a filtered list pays for that)."""
     args: list[Any] = []
     where = ["kind = 'call'", "task_id IS NOT NULL"]
 

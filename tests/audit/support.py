@@ -21,6 +21,7 @@ from agentgw.audit.chain import Verdict, verify
 from agentgw.audit.writer import Writer, open_writer
 from agentgw.exchange import Exchange, Principal, Result, Usage, task_from_headers
 from agentgw.settings import load_settings
+from tests.support import audit_bytes
 
 PG_DSN = os.environ.get("AGENTGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["sqlite", "postgres"]
@@ -119,5 +120,6 @@ def sqlite_db(tmp: Path) -> Iterator[sqlite3.Connection]:
 
 
 def store_bytes(tmp: Path) -> bytes:
-    """Every byte of a SQLite store on disk (the database and its WAL)."""
-    return b"".join(p.read_bytes() for p in sorted(tmp.glob("audit.db*")))
+    """Every byte of a SQLite store on disk (the database and its WAL), and every record's JSON expanded from
+    its compressed stored form."""
+    return audit_bytes(tmp)

@@ -166,7 +166,7 @@ async def test_verifying_a_task_finds_its_records_intact_and_then_the_one_edited
         intact = await c.get("/admin/tasks/solo/verify", headers=ADMIN)
         seq = intact.json()["records"][0]["seq"]
         with sqlite3.connect(tmp_path / "audit.db") as db:  # an insider edits the record in place
-            db.execute("UPDATE records SET data = replace(data, 'tester', 'someone') WHERE seq = ?", (seq,))
+            db.execute("UPDATE records SET status = 'denied' WHERE seq = ?", (seq,))
         edited = await c.get("/admin/tasks/solo/verify", headers=ADMIN)
         unknown = await c.get("/admin/tasks/nothing-here/verify", headers=ADMIN)
         agent = await c.get("/admin/tasks/solo/verify", headers={"authorization": f"Bearer {TEST_KEY}"})

@@ -48,8 +48,7 @@ async def set_head(raw: Raw, seq: int, h: str, count: int | None, mac: str | Non
 
 
 async def hash_at(raw: Raw, seq: int) -> str:
-    [(h,)] = await raw.run("SELECT hash FROM records WHERE seq = ?", seq)
-    return str(h)
+    return await raw.hash(seq)
 
 
 async def test_deleting_the_newest_records_and_pointing_the_head_back_is_found(

@@ -4,7 +4,6 @@ the store is back) or drops records with a counter and leaves a `dropped` record
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 import pytest
 
 from tests.audit.support import sqlite_db
-from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, gateway
+from tests.support import MOCK_REGISTRY, TEST_KEY, audit_records, audit_rows, gateway
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 CHAT = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
@@ -34,8 +33,7 @@ def pressure(on_full: str, writer: str) -> dict[str, Any]:
 
 
 def kinds(tmp: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(tmp / "audit.db") as db:
-        return [orjson.loads(d) for (d,) in db.execute("SELECT data FROM records ORDER BY seq")]
+    return [orjson.loads(r.data) for r in audit_rows(tmp / "audit.db")]
 
 
 # In process: two records queued and one in the writer's failing batch. Through the writer process: two in

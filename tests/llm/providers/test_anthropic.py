@@ -25,7 +25,7 @@ from agentgw.llm.providers.anthropic_translate import (
 from agentgw.llm.providers.base import ProviderError
 from tests.anthropic_upstream import FakeAnthropic, events_for, message, text, tool_use
 from tests.llm.providers.support import PNG, WEATHER_TOOL, chunks_of, user
-from tests.support import TEST_KEY, audit_records, gateway, serve
+from tests.support import TEST_KEY, audit_bytes, audit_records, gateway, serve
 
 SECRET = "sk-ant-test-secret"
 UPSTREAM_MODEL = "claude-sonnet-4-5"
@@ -313,7 +313,7 @@ async def test_upstream_400_is_relayed_as_an_openai_400_and_never_shows_the_api_
     assert err.value.type == "invalid_request_error"
     assert SECRET not in err.value.response.text
     assert len(fake.requests) == 1  # a 400 is the request's fault: not retried
-    assert SECRET.encode() not in (tmp_path / "audit.db").read_bytes()
+    assert SECRET.encode() not in audit_bytes(tmp_path)
 
 
 @pytest.mark.parametrize("failures", [[529], [500], [529, 500]])

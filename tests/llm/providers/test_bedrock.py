@@ -53,7 +53,7 @@ from tests.bedrock_upstream import (
     tool_use,
 )
 from tests.llm.providers.support import PNG, WEATHER_TOOL, chunks_of, user
-from tests.support import TEST_KEY, audit_records, gateway, serve
+from tests.support import TEST_KEY, audit_bytes, audit_records, gateway, serve
 
 # the colon is percent-encoded by botocore, and sent (and signed) in yarl's form by the gateway
 UPSTREAM_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -459,7 +459,7 @@ async def test_bedrock_errors_reach_the_client_as_openai_errors_without_any_cred
         invalid.value.response.text,
         refused.value.response.text,
         *(m for m, _ in cut),
-        (tmp_path / "audit.db").read_bytes().decode("utf-8", "replace"),
+        audit_bytes(tmp_path).decode("utf-8", "replace"),
         caplog.text,
     ]
     for secret in [SECRET, SESSION_TOKEN, BAD_SECRET, "ab" * 32, *signatures]:

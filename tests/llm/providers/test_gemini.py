@@ -47,7 +47,7 @@ from tests.gemini_upstream import (
     text,
 )
 from tests.llm.providers.support import PNG, chunks_of, user
-from tests.support import TEST_KEY, audit_records, gateway, serve
+from tests.support import TEST_KEY, audit_bytes, audit_records, gateway, serve
 
 UPSTREAM_MODEL = "gemini-2.5-flash"
 SETTINGS = {"audit": {"writer": "inline"}}
@@ -403,7 +403,7 @@ async def test_an_upstream_400_is_relayed_with_a_stable_code_and_the_api_key_nev
     assert refused.value.code == "content_filter"
     assert "Gemini blocked the prompt (PROHIBITED_CONTENT)." in refused.value.message
     assert [r["status"] for r in audit_records(tmp_path)] == ["error", "error"]
-    assert API_KEY.encode() not in (tmp_path / "audit.db").read_bytes()
+    assert API_KEY.encode() not in audit_bytes(tmp_path)
 
 
 async def test_server_errors_are_retried_then_failed_over_to_the_next_target(tmp_path: Path) -> None:
