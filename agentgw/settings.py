@@ -191,6 +191,10 @@ class MCPSessions(Frozen):
     max_age_s: float = Field(
         default=86_400.0, gt=0
     )  # a session id is honored (and revived) this long at most
+    # Where a session's events, log level, subscriptions and end live (agentgw/mcp/front/shared.py): `auto` = Redis
+    # when the budget ledger is Redis (replicas share it), else this process's memory.
+    shared: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # default: budgets.redis_url
 
 
 class MCPEndpoint(Frozen):

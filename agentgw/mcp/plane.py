@@ -52,6 +52,7 @@ from agentgw.mcp.errors import (
 )
 from agentgw.mcp.front.endpoint import FRONT_KEY, TASK_META_KEY, Endpoint, Front
 from agentgw.mcp.front.sessions import OPENING, Opening
+from agentgw.mcp.front.shared import make_shared
 from agentgw.mcp.guard_content import MCPContent
 from agentgw.mcp.upstream.upstream import Upstreams
 from agentgw.metrics import Metrics
@@ -126,6 +127,7 @@ class MCPPlane:
                 secret,
                 settings.mcp.sessions,
                 identity,
+                make_shared(settings, view.name),
             )
 
         self._endpoint = endpoint
@@ -219,6 +221,8 @@ class MCPPlane:
     @staticmethod
     async def _run(endpoint: Endpoint, stack: AsyncExitStack, tg: anyio.abc.TaskGroup) -> None:
         endpoint.events.start(tg)
+        if endpoint.shared is not None:
+            await tg.start(endpoint.shared.run)
         stack.push_async_callback(endpoint.direct.aclose)
         await stack.enter_async_context(endpoint.manager.run())
 
@@ -243,6 +247,8 @@ class MCPPlane:
             endpoint = self._endpoint(view)
             if self._stack is not None and self._tg is not None:
                 endpoint.events.start(self._tg)
+                if endpoint.shared is not None:
+                    await self._tg.start(endpoint.shared.run)
                 self._stack.push_async_callback(endpoint.direct.aclose)
                 # Its session manager runs in a task of the plane's group: a context is left by the task
                 # that entered it, and this call is not the one that started the plane.
@@ -404,6 +410,9 @@ class MCPPlane:
             if parsed.get("method") == "initialize" and "mcp-session-id" not in headers:
                 params = parsed.get("params")
                 opening = OPENING.set(Opening(principal, params if isinstance(params, dict) else {}))
+            sid = headers.get("mcp-session-id")
+            if sid and endpoint.shared is not None and _is_answer(parsed):
+                await endpoint.manager.forward_answer(sid, principal, body or b"")
             if parsed.get("method") == "notifications/cancelled":
                 endpoint.direct.cancelled(headers.get("mcp-session-id"), parsed.get("params"), user)
             plan = endpoint.direct.plan(scope, headers, parsed, user)
@@ -416,6 +425,11 @@ class MCPPlane:
         finally:
             if opening is not None:
                 OPENING.reset(opening)
+
+
+def _is_answer(message: dict[str, Any]) -> bool:
+    """A client's answer to a server-to-client request (it has no method, an id, and a result or an error)."""
+    return "method" not in message and "id" in message and ("result" in message or "error" in message)
 
 
 def _session_task(session_id: str) -> str:

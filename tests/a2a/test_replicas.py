@@ -19,7 +19,7 @@ REDIS_URL = os.environ.get("AGENTGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 MALLORY_KEY = "agw-mallory-key-0123456789"
 
 
-async def _redis_up() -> None:
+async def redis_up() -> None:
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(REDIS_URL)
@@ -53,7 +53,7 @@ def rpc(method: str, params: dict[str, Any]) -> dict[str, Any]:
 async def test_a_task_created_through_one_replica_is_its_owners_on_another_and_nobody_elses(
     tmp_path: Path,
 ) -> None:
-    await _redis_up()
+    await redis_up()
     prefix = f"t{uuid.uuid4().hex[:8]}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"

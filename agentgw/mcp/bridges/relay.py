@@ -291,6 +291,9 @@ class HeldCalls:
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
 
+    def has(self, held_id: str) -> bool:
+        return held_id in self._calls
+
     def get(self, held_id: str, bind: Binding) -> HeldCall | None:
         call = self._calls.get(held_id)
         return call if call is not None and call.bind == bind else None

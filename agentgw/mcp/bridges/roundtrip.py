@@ -30,6 +30,15 @@ class Send(Protocol):
     ) -> Awaitable[dict[str, Any]]: ...
 
 
+class Remote(Protocol):
+    """Play one round of a call held by another replica (shared sessions): its result, or None if no replica
+    holds the call."""
+
+    def __call__(
+        self, held: str, round: int, bind: Binding, responses: object, caller: Caller
+    ) -> Awaitable[dict[str, Any] | None]: ...
+
+
 class RoundTrips:
     """The plane's multi-round-trip machinery: the state seal and the held calls. Fails with RefusedState (-32602)
     for a `requestState` the gateway did not mint for this caller and call (or that expired), and relays a
@@ -40,24 +49,38 @@ class RoundTrips:
         self.held = held
 
     async def forward(
-        self, raw: Mapping[str, Any], caller: Caller, bind: Binding, up: Upstream, send: Send
+        self,
+        raw: Mapping[str, Any],
+        caller: Caller,
+        bind: Binding,
+        up: Upstream,
+        send: Send,
+        remote: Remote | None = None,
     ) -> dict[str, Any]:
-        """`raw` is the caller's request params (its `requestState` and `inputResponses`)."""
+        """`raw` is the caller's request params (its `requestState` and `inputResponses`); `remote` plays a round
+        of a call another replica holds."""
         try:
-            return await self._forward(raw, caller, bind, up, send)
+            return await self._forward(raw, caller, bind, up, send, remote)
         except MCPError as err:  # the caller declined, or could not be asked
             raise UpstreamRPCError(err.code, err.message, err.data) from None
 
     async def _forward(
-        self, raw: Mapping[str, Any], caller: Caller, bind: Binding, up: Upstream, send: Send
+        self,
+        raw: Mapping[str, Any],
+        caller: Caller,
+        bind: Binding,
+        up: Upstream,
+        send: Send,
+        remote: Remote | None,
     ) -> dict[str, Any]:
         opened = self.seal.open(raw["requestState"], bind) if raw.get("requestState") is not None else None
         if opened is not None and opened.held is not None:
             call = self.held.get(opened.held, bind)
-            if call is None or call.round != opened.round:
-                raise StateSeal.refuse("the held call is gone or the round is stale")
-            call.answer(raw.get("inputResponses"))
-            return await self._round(call, caller)
+            if call is None and remote is not None:
+                there = await remote(opened.held, opened.round, bind, raw.get("inputResponses"), caller)
+                if there is not None:
+                    return there
+            return await self.play(opened.held, opened.round, bind, raw.get("inputResponses"), caller)
         extra: dict[str, Any] = {}
         if raw.get("inputResponses") is not None:
             extra["inputResponses"] = raw["inputResponses"]
@@ -86,6 +109,19 @@ class RoundTrips:
             result = await send(retry, caller=caller, relay=caller)
         raise UpstreamError(f"MCP server '{bind.server}' asked for input more than {MAX_ROUNDS} times.")
 
+    async def play(
+        self, held: str, round: int, bind: Binding, responses: object, caller: Caller
+    ) -> dict[str, Any]:
+        """One round of a call held here: deliver the caller's answers, wait for the next questions or the end."""
+        call = self.held.get(held, bind)
+        if call is None or call.round != round:
+            raise StateSeal.refuse("the held call is gone or the round is stale")
+        call.answer(responses)
+        return await self._round(call, caller)
+
+    def holds(self, held: str) -> bool:
+        return self.held.has(held)
+
     async def _round(self, call: HeldCall, caller: Caller) -> dict[str, Any]:
         try:
             asks = await call.next(caller)
@@ -101,4 +137,4 @@ class RoundTrips:
         return {"resultType": "input_required", "inputRequests": asks, "requestState": state}
 
 
-__all__ = ["RefusedState", "RoundTrips", "Send"]
+__all__ = ["RefusedState", "Remote", "RoundTrips", "Send"]

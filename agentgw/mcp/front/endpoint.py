@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import mcp.types as types
+import orjson
 from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.lowlevel.server import NotificationOptions
@@ -22,16 +23,17 @@ from agentgw.exchange import Exchange, Principal, Result
 from agentgw.identity import OutboundIdentity
 from agentgw.mcp.bridges.relay import LEVEL_KEY, Caller, session_connection
 from agentgw.mcp.bridges.roundtrip import RoundTrips
-from agentgw.mcp.bridges.state import Binding
+from agentgw.mcp.bridges.state import STATE_TTL_S, Binding
 from agentgw.mcp.catalog.catalog import Catalog, Entry
 from agentgw.mcp.catalog.naming import View
 from agentgw.mcp.catalog.pinops import ToolHeld, note_pins
-from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool
+from agentgw.mcp.errors import INVALID_PARAMS, UnknownPrompt, UnknownResource, UnknownTool, UpstreamRPCError
 from agentgw.mcp.front.direct import Direct
 from agentgw.mcp.front.events import Events
 from agentgw.mcp.front.mediate import FRONT_KEY, TASK_META_KEY, Call, Ctx, Front, Mediator, rewrite_content
 from agentgw.mcp.front.resume import RETRY_MS
 from agentgw.mcp.front.sessions import SessionIds, Sessions
+from agentgw.mcp.front.shared import SharedSessions
 from agentgw.mcp.front.subscriptions import Subscriptions
 from agentgw.mcp.upstream.inflight import Relay
 from agentgw.mcp.upstream.upstream import CLIENT_INFO, ParamMap, Upstreams
@@ -40,6 +42,7 @@ from agentgw.settings import MCPSessions
 
 __all__ = ["FRONT_KEY", "TASK_META_KEY", "Endpoint", "Front"]
 
+HELD_ACK_S = 2.0  # how long a retry waits for the replica holding its call to answer that it does
 _ACTIONS = {"tools": "call", "prompts": "read", "resources": "read", "templates": "read"}  # Casbin actions
 
 
@@ -80,8 +83,14 @@ class Endpoint(Subscriptions, Mediator):
         secret: bytes,
         sessions: MCPSessions,
         identity: OutboundIdentity | None = None,
+        shared: SharedSessions | None = None,
     ) -> None:
         Mediator.__init__(self, view, catalog, upstreams, pipeline, identity)
+        self.shared = shared
+        if shared is not None:
+            shared.on("subs", self._reconcile)
+            shared.on("level", self._relevel)
+            shared.on("held", self._held_here)
         self.trips = trips
         self.seal = trips.seal
         self.events = Events(self._unwatch)
@@ -120,6 +129,8 @@ class Endpoint(Subscriptions, Mediator):
             session_idle_timeout=sessions.idle_timeout_s,
             max_sessions=sessions.max_sessions,
             max_per_principal=sessions.max_per_principal,
+            shared=shared,
+            revived=self._restore,
             max_request_body_size=max_body_bytes,
             retry_interval=RETRY_MS,
         )
@@ -187,7 +198,54 @@ class Endpoint(Subscriptions, Mediator):
                 progress=progress,
             )
 
-        return await self.trips.forward(call.params, call.caller(), bind, up, send)
+        remote = self._held_elsewhere if self.shared is not None else None
+        return await self.trips.forward(call.params, call.caller(), bind, up, send, remote)
+
+    # -- held calls across replicas (shared sessions) ----------------------------------------------------------
+
+    async def _held_elsewhere(
+        self, held: str, round: int, bind: Binding, responses: object, caller: Caller
+    ) -> dict[str, Any] | None:
+        """A retry for a call another replica holds: that replica plays the round (logs and progress of the
+        round stay there) and its answer, or its error, is this request's."""
+        assert self.shared is not None
+        ask = {"r": round, "b": bind.claims(), "i": responses, "c": caller.caps, "v": caller.version}
+        got = await self.shared.ask("held", held, orjson.dumps(ask), HELD_ACK_S, STATE_TTL_S)
+        if got is None:
+            return None
+        out = orjson.loads(got)
+        if "rpc" in out:
+            raise UpstreamRPCError(*out["rpc"])
+        if "err" in out:
+            message, status, code = out["err"]
+            raise GatewayError(message, status=status, code=code)
+        result: dict[str, Any] = out["ok"]
+        return result
+
+    async def _held_here(self, held: str, payload: bytes) -> None:
+        """Another replica got the retry of a call held here: play its round for it."""
+        if self.shared is None or not self.trips.holds(held):
+            return
+        shared = self.shared
+        box, _, body = payload.partition(b"\n")
+
+        async def play() -> None:
+            await shared.reply(box.decode(), b"ack")
+            out: dict[str, Any]
+            try:
+                ask = orjson.loads(body)
+                caller = Caller(None, None, ask["v"], ask["c"], None)
+                result = await self.trips.play(held, ask["r"], Binding(*ask["b"]), ask["i"], caller)
+                out = {"ok": result}
+            except UpstreamRPCError as err:
+                out = {"rpc": [err.rpc_code, err.message, err.rpc_data]}
+            except MCPError as err:
+                out = {"rpc": [err.code, err.message, err.data]}
+            except GatewayError as err:
+                out = {"err": [err.message, err.status, err.code]}
+            await shared.reply(box.decode(), orjson.dumps(out))
+
+        self.events.spawn(play)
 
     def _bind(self, ex: Exchange, server: str, method: str, target: str) -> Binding:
         assert ex.principal is not None
@@ -360,4 +418,13 @@ class Endpoint(Subscriptions, Mediator):
         conn = session_connection(ctx)
         if conn is not None:
             conn.state[LEVEL_KEY] = params.level
+            if self.shared is not None and conn.session_id is not None:
+                await self.shared.set_level(conn.session_id, params.level)
         return {}
+
+    async def _relevel(self, sid: str, _: bytes) -> None:
+        """Another replica set the session's log level (shared sessions)."""
+        conn = self.events.session(sid)
+        level = await self.shared.level(sid) if conn is not None and self.shared is not None else None
+        if conn is not None and level is not None:
+            conn.state[LEVEL_KEY] = level

@@ -53,7 +53,7 @@ class Events:
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
 
-    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         if self._tg is not None:
             self._tg.start_soon(fn, *args)
 
@@ -85,6 +85,10 @@ class Events:
     def subscribe(self, sid: str, key: Key, exposed: str) -> None:
         self._subs.setdefault(key, {})[sid] = exposed
 
+    def held(self, sid: str) -> dict[str, Key]:
+        """The session's subscriptions here: the URI it subscribed as → (server, upstream URI)."""
+        return {subs[sid]: key for key, subs in self._subs.items() if sid in subs}
+
     def unsubscribe(self, sid: str, key: Key) -> bool:
         """Forget one session's subscription; whether it had one."""
         subs = self._subs.get(key)
@@ -101,16 +105,16 @@ class Events:
         event = _LIST_EVENTS.get(kind)
         if event is None:
             return
-        self._spawn(self.bus.publish, event)
+        self.spawn(self.bus.publish, event)
         for conn in list(self._sessions.values()):
             method = f"notifications/{kind}/list_changed"
-            self._spawn(conn.notify, method, None)
+            self.spawn(conn.notify, method, None)
 
     def resource_updated(self, server: str, uri: str, exposed: str) -> None:
         """The server's resource `uri` (the endpoint calls it `exposed`) changed."""
-        self._spawn(self.bus.publish, ResourceUpdated(uri=exposed))
+        self.spawn(self.bus.publish, ResourceUpdated(uri=exposed))
         for sid, as_uri in list(self._subs.get((server, uri), {}).items()):
             conn = self._sessions.get(sid)
             if conn is not None:
                 note = types.ResourceUpdatedNotificationParams(uri=as_uri)
-                self._spawn(conn.notify, "notifications/resources/updated", note.model_dump(by_alias=True))
+                self.spawn(conn.notify, "notifications/resources/updated", note.model_dump(by_alias=True))

@@ -17,13 +17,14 @@ RETRY_MS = 1000  # the `retry:` advice on the gateway's SSE streams
 class SessionEvents(EventStore):
     """One session's last EVENTS_PER_SESSION SSE events (priming events included, as cursors)."""
 
-    def __init__(self, limit: int = EVENTS_PER_SESSION) -> None:
+    def __init__(self, limit: int = EVENTS_PER_SESSION, prefix: str = "") -> None:
         self._events: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # event id → (stream id, message)
         self._ids = itertools.count(1)
         self._limit = limit
+        self._prefix = prefix  # makes the ids unique across processes when events are shared (shared.py)
 
     async def store_event(self, stream_id: str, message: Any) -> str:
-        event_id = str(next(self._ids))
+        event_id = f"{self._prefix}{next(self._ids)}"
         self._events[event_id] = (stream_id, message)
         while len(self._events) > self._limit:
             self._events.popitem(last=False)

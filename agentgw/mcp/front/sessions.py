@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +30,17 @@ from mcp.server.runner import serve_connection
 from mcp.server.streamable_http import GET_STREAM_KEY, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
 from mcp.shared.transport_context import TransportContext
+from mcp_types import JSONRPCError, JSONRPCResponse, jsonrpc_message_adapter
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
 from agentgw.exchange import Principal
+from agentgw.mcp.bridges.relay import LEVEL_KEY
 from agentgw.mcp.bridges.state import Binding
 from agentgw.mcp.front.resume import SessionEvents
+from agentgw.mcp.front.shared import SharedEvents, SharedSessions
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -136,8 +140,9 @@ class Sessions(StreamableHTTPSessionManager):
     """Decides which session ids are honored: one this process serves, to the principal that opened it; or one
     it never saw (opened before a restart, or by another replica) that opens as this endpoint's and this
     principal's, is younger than `max_age_s` and was not ended here (DELETE, idle timeout) — that session is
-    served again from what its id carries (protocol version, client capabilities). What lived only in the old
-    process does not come back: its event history, log level and resource subscriptions. One principal holds at
+    served again from what its id carries (protocol version, client capabilities). With `shared` (Redis) the
+    session's events, log level, subscriptions and end are every replica's (shared.py); without, what lived only
+    in the old process does not come back: its event history, log level and subscriptions. One principal holds at
     most `max_per_principal` sessions: opening one more (or one more in a full table) first ends that
     principal's oldest idle session, so no principal can lock the others out. Everything else is answered by the
     SDK (404 for an unknown session, 503 at a session limit with none of the principal's sessions idle)."""
@@ -147,10 +152,18 @@ class Sessions(StreamableHTTPSessionManager):
         ids: SessionIds,
         principal_of: Callable[[dict[str, Any]], Principal | None],
         max_per_principal: int | None = None,
+        shared: SharedSessions | None = None,
+        revived: Callable[[Connection], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ids = ids
+        self.shared = shared
+        self._revived = revived  # told of each session served again here (it restores subscriptions)
+        if shared is not None:
+            shared.on("end", self._ended_elsewhere)
+            shared.on("get", self._listened_elsewhere)
+            shared.on("reply", self._answered_elsewhere)
         self._principal_of = principal_of  # ASGI scope → the Principal the front door established
         self._ended: dict[str, float] = {}  # session ids ended here → when their id expires anyway
         self.max_per_principal = max_per_principal
@@ -180,7 +193,7 @@ class Sessions(StreamableHTTPSessionManager):
         return StreamableHTTPServerTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
-            event_store=SessionEvents(),
+            event_store=SharedEvents(self.shared, session_id) if self.shared else SessionEvents(),
             security_settings=self.security_settings,
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,
@@ -228,12 +241,16 @@ class Sessions(StreamableHTTPSessionManager):
                 mine.pop(session_id, None)
                 if not mine:
                     del self._owned[_owner(requestor)]
-        if session_id in self._server_instances and self._task_group is not None:
-            now = time.time()
-            if len(self._ended) > 4 * (self.max_sessions or 10_000):
-                self._ended = {sid: exp for sid, exp in self._ended.items() if exp > now}
-            self._ended[session_id] = now + self.ids.max_age_s
+        # An idle timeout ends a shared session only here: the client may be using it on another replica.
+        if session_id in self._server_instances and self._task_group is not None and self.shared is None:
+            self._mark_ended(session_id)
         await super()._discard_session(session_id, transport)
+
+    def _mark_ended(self, session_id: str) -> None:
+        now = time.time()
+        if len(self._ended) > 4 * (self.max_sessions or 10_000):
+            self._ended = {sid: exp for sid, exp in self._ended.items() if exp > now}
+        self._ended[session_id] = now + self.ids.max_age_s
 
     # -- serving a session this process never saw --------------------------------------------------------------
 
@@ -246,13 +263,79 @@ class Sessions(StreamableHTTPSessionManager):
         elif session_id is not None and session_id not in self._server_instances:
             principal = self._principal_of(scope)
             claims = self.ids.open(session_id, principal) if principal is not None else None
-            if claims is not None and self._ended.get(session_id, 0) < time.time():
+            if claims is not None and not await self._was_ended(session_id):
                 await self._make_room(requestor)
                 async with self._session_creation_lock:
                     full = self.max_sessions is not None and len(self._server_instances) >= self.max_sessions
                     if session_id not in self._server_instances and not (full or self._at_cap(requestor)):
                         await self._revive(session_id, requestor, claims)
-        await super()._handle_stateful_request(scope, receive, send)
+        if self.shared is None or session_id is None:
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        method = scope.get("method")
+        if method == "GET":
+            await self._listening(session_id)
+        if method != "DELETE":
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        shared = self.shared
+
+        async def ending(message: Any) -> None:
+            # Every replica knows before the client hears it: its next request may go to any of them.
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                self._mark_ended(session_id)
+                await shared.end(session_id)
+            await send(message)
+
+        await super()._handle_stateful_request(scope, receive, ending)
+
+    async def _was_ended(self, session_id: str) -> bool:
+        if self._ended.get(session_id, 0) >= time.time():
+            return True
+        return self.shared is not None and await self.shared.ended(session_id)
+
+    # -- shared sessions: what the other replicas tell ---------------------------------------------------------
+
+    async def _listening(self, session_id: str) -> None:
+        """The client's GET stream is on this replica from now on: its notifications are the ones replayed."""
+        transport = self._server_instances.get(session_id)
+        store = transport._event_store if transport is not None else None
+        if isinstance(store, SharedEvents) and self.shared is not None:
+            store.listening = True
+            await self.shared.tell("get", session_id)
+
+    async def _listened_elsewhere(self, session_id: str, _: bytes) -> None:
+        transport = self._server_instances.get(session_id)
+        store = transport._event_store if transport is not None else None
+        if isinstance(store, SharedEvents):
+            store.listening = False
+
+    async def _ended_elsewhere(self, session_id: str, _: bytes) -> None:
+        self._mark_ended(session_id)
+        transport = self._server_instances.get(session_id)
+        if transport is not None:
+            log.info("MCP session ended on another replica")
+            await self._discard_session(session_id, transport)
+
+    async def forward_answer(self, session_id: str, principal: Principal, body: bytes) -> None:
+        """A client's answer to a request a server sent it (elicitation, sampling, roots) may reach any replica:
+        every replica serving the session gets it, and the one that asked takes it (the others' dispatchers
+        drop an answer to nothing they asked). Only the principal that opened the session can send one."""
+        if self.shared is not None and self.ids.open(session_id, principal) is not None:
+            await self.shared.tell("reply", session_id, body)
+
+    async def _answered_elsewhere(self, session_id: str, body: bytes) -> None:
+        transport = self._server_instances.get(session_id)
+        writer = transport._read_stream_writer if transport is not None else None
+        if writer is None:
+            return
+        try:
+            message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+        except ValidationError:
+            return
+        if isinstance(message, JSONRPCResponse | JSONRPCError):
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await writer.send(SessionMessage(message))
 
     async def _revive(self, session_id: str, requestor: AuthorizationContext | None, claims: Claims) -> None:
         """Serve a session this process never saw. Its transport is made reachable only once its server task has
@@ -260,8 +343,9 @@ class Sessions(StreamableHTTPSessionManager):
         a transport with nothing reading it (HTTP 500 "No read stream writer available", seen with --workers)."""
         transport = self._transport(session_id)
         assert self._task_group is not None
+        level = await self.shared.level(session_id) if self.shared is not None else None
         try:
-            await self._task_group.start(self._serve_revived, session_id, transport, claims)
+            await self._task_group.start(self._serve_revived, session_id, transport, claims, level)
         except BaseException:
             await super()._discard_session(session_id, transport)
             raise
@@ -275,14 +359,15 @@ class Sessions(StreamableHTTPSessionManager):
         session_id: str,
         transport: StreamableHTTPServerTransport,
         claims: Claims,
+        level: str | None,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """The session's server task, born initialized (no `initialize` comes again) and otherwise run like the
         SDK runs a session: until DELETE, the idle timeout, or shutdown."""
         async with transport.connect() as (read, write):
-            task_status.started()
             idle = transport.idle_scope or anyio.CancelScope()
+            started = False
             try:
                 with idle:
                     dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
@@ -293,6 +378,12 @@ class Sessions(StreamableHTTPSessionManager):
                     )
                     connection.client_params = claims.init_params()
                     connection.initialized.set()
+                    if level is not None:
+                        connection.state[LEVEL_KEY] = level
+                    if self._revived is not None:  # e.g. its subscriptions, back before its first request
+                        await self._revived(connection)
+                    task_status.started()
+                    started = True
                     await serve_connection(
                         self.app, dispatcher, connection=connection, lifespan_state=self._lifespan_state
                     )
@@ -300,6 +391,8 @@ class Sessions(StreamableHTTPSessionManager):
                 log.exception("revived MCP session crashed")
             finally:
                 await self._discard_session(session_id, transport)
+                if not started:
+                    task_status.started()
 
     # -- the direct path ---------------------------------------------------------------------------------------
 

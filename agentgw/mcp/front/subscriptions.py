@@ -4,10 +4,12 @@ shared upstream subscription per resource URI."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 import mcp.types as types
+from mcp.server.connection import Connection as SessionConnection
 from mcp.server.context import HandlerResult
 
 from agentgw.errors import BadRequest, GatewayError
@@ -16,6 +18,11 @@ from agentgw.mcp.bridges.relay import session_connection
 from agentgw.mcp.errors import UnknownResource
 from agentgw.mcp.front.events import Events
 from agentgw.mcp.front.mediate import Call, Ctx, Mediator
+from agentgw.mcp.front.shared import SharedSessions
+
+log = logging.getLogger("agentgw.mcp")
+
+RESTORE_S = 5.0
 
 
 class Subscriptions(Mediator):
@@ -24,6 +31,7 @@ class Subscriptions(Mediator):
     drops the others from its acknowledgement."""
 
     events: Events
+    shared: SharedSessions | None
 
     async def _unwatch(self, server: str, uri: str) -> None:
         up = self.upstreams.get(server)
@@ -62,9 +70,40 @@ class Subscriptions(Mediator):
                     raise
             elif not subscribe and self.events.unsubscribe(sid, key):
                 await self._unwatch(server, original)
+            if self.shared is not None:  # the replicas serving the session follow (_reconcile)
+                await self.shared.subscribe(sid, uri, subscribe)
             return Result(payload={})
 
         return await self._run(ex, forward, unseen)
+
+    async def _restore(self, conn: SessionConnection) -> None:
+        """A session served again here (shared sessions): tracked, with the subscriptions it made anywhere (an
+        upstream that is slow to take them back does not hold the session up for more than RESTORE_S)."""
+        self.events.track(conn)
+        if conn.session_id is not None and self.shared is not None:
+            with anyio.move_on_after(RESTORE_S):
+                await self._reconcile(conn.session_id)
+
+    async def _reconcile(self, sid: str, _: bytes = b"") -> None:
+        """Make this replica's subscriptions of session `sid` the ones in the shared state (another replica
+        subscribed or unsubscribed it). A URI that no longer resolves, or whose server refuses, is skipped."""
+        if self.shared is None or self.events.session(sid) is None:
+            return
+        wanted = await self.shared.subscriptions(sid)
+        held = self.events.held(sid)
+        for exposed, key in held.items():
+            if exposed not in wanted and self.events.unsubscribe(sid, key):
+                await self._unwatch(*key)
+        for exposed in wanted - held.keys():
+            hit = await self.catalog.resolve_uri(self.view, exposed)
+            if hit is None or self.events.subscribed(sid, hit):
+                continue
+            self.events.subscribe(sid, hit, exposed)
+            try:
+                await self._watch(*hit)
+            except GatewayError as err:
+                self.events.unsubscribe(sid, hit)
+                log.info("a shared subscription of %s was not restored here: %s", exposed, err.message)
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> HandlerResult:
         return await self._session_change(ctx, "resources/subscribe", params.uri, True)
