@@ -440,6 +440,8 @@ class Gateway:
         await self.a2a.aclose()
         await self.llm.aclose()
         await self.approvals.aclose()
+        if self.console is not None:
+            await self.console.sessions.aclose()
         if self.guardrails is not None:
             await self.guardrails.aclose()
         await self.policy.aclose()

@@ -117,6 +117,10 @@ class Console(Frozen):
     oidc: ConsoleOIDC | None = None
     session_idle_s: float = Field(default=1800.0, gt=0)  # signed out after this long without a request
     session_max_s: float = Field(default=8 * 3600.0, gt=0)  # and after this long in any case
+    # Where sessions live: `auto` = Redis when the budget ledger is Redis (every replica signs the same people in),
+    # else this process's memory.
+    sessions: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # default: budgets.redis_url
 
 
 class Authz(Frozen):

@@ -131,7 +131,7 @@ class Admin:
         """Who is asking: the credential's principal, or, without one, the console session's (a state change
         through a session must carry its CSRF token: a forged cross-site request cannot)."""
         if self.sessions is not None and credential(headers) is None:
-            session = self.sessions.get(cookie_value(headers))
+            session = await self.sessions.get(cookie_value(headers))
             if session is not None:
                 if scope["method"] not in ("GET", "HEAD") and not csrf_ok(session, headers):
                     raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote
 import orjson
 
 from agentgw.console.oidc import PENDING_S, LoginFailed, OIDCLogin
-from agentgw.console.sessions import COOKIE, Session, Sessions, cookie_value, csrf_ok
+from agentgw.console.sessions import COOKIE, Session, Sessions, cookie_value, csrf_ok, make_sessions
 from agentgw.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthenticated
 from agentgw.exchange import Principal
 from agentgw.http import ClientGone, Receive, Scope, Send, client_host, header_dict, read_body, send_bytes
@@ -94,7 +94,7 @@ class Console:
             oidc = OIDCLogin(settings.auth.jwt.issuer, c.oidc.client_id, secret, c.oidc.scopes)
         return cls(
             auth,
-            Sessions(c.session_idle_s, c.session_max_s),
+            make_sessions(settings),
             settings.auth.admin_roles,
             settings.auth.auditor_roles,
             settings.approvals.approver_roles,
@@ -113,7 +113,7 @@ class Console:
             elif path.startswith(PREFIX + "/static/") and method in ("GET", "HEAD"):
                 await self._asset(send, path[len(PREFIX + "/static/") :])
             elif path == PREFIX + "/session" and method == "GET":
-                session = self.sessions.get(cookie_value(header_dict(scope)))
+                session = await self.sessions.get(cookie_value(header_dict(scope)))
                 if session is None:
                     raise Unauthenticated("Not signed in.", code="not_signed_in")
                 await self._json(send, 200, self._about(session))
@@ -172,7 +172,7 @@ class Console:
         principal, _ = await self.auth.authenticate(probe, client_host(scope), "admin")
         if not self.may_sign_in(principal):
             raise Forbidden("The console is for admins and auditors.", code="console_role_required")
-        sid, session = self.sessions.create(principal)
+        sid, session = await self.sessions.create(principal)
         await self._json(send, 200, self._about(session), {"set-cookie": self._cookie(scope, sid)})
 
     def _callback_url(self, scope: Scope) -> str:
@@ -213,7 +213,7 @@ class Console:
                 send, 302, b"", headers=[], extra={**_SECURITY, "location": where, "set-cookie": clear}
             )
             return
-        sid, _ = self.sessions.create(principal)
+        sid, _ = await self.sessions.create(principal)
         raw = [(b"location", f"{PREFIX}/".encode())]
         raw += [(b"set-cookie", c.encode()) for c in (clear, self._cookie(scope, sid))]
         await send_bytes(send, 302, b"", headers=raw, extra=_SECURITY)
@@ -237,11 +237,11 @@ class Console:
     async def _logout(self, scope: Scope, send: Send) -> None:
         headers = header_dict(scope)
         sid = cookie_value(headers)
-        session = self.sessions.get(sid)
+        session = await self.sessions.get(sid)
         if session is not None:
             if not csrf_ok(session, headers):
                 raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
-            self.sessions.end(sid)
+            await self.sessions.end(sid)
         await self._json(
             send, 200, {"signed_out": True}, {"set-cookie": self._cookie(scope, "", expire=True)}
         )
