@@ -14,7 +14,7 @@ import anyio
 import anyio.abc
 import orjson
 from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventMessage
-from mcp_types import JSONRPCError, JSONRPCResponse, jsonrpc_message_adapter
+from mcp_types import INTERNAL_ERROR, JSONRPCError, JSONRPCResponse, jsonrpc_message_adapter
 
 from agentgw.mcp.front.resume import SessionEvents
 from agentgw.settings import Settings
@@ -23,9 +23,9 @@ log = logging.getLogger("agentgw.mcp")
 
 EVENTS_KEPT = 256  # per session, approximately (XADD MAXLEN ~): the tail any replica can replay
 TAIL_BLOCK_MS = 1000  # one blocking read of a resumed stream's new events
-TAIL_IDLE_S = (
-    600.0  # a resumed stream that gets no event this long is given up (the call died with its replica)
-)
+TAIL_IDLE_S = 600.0  # a resumed stream that gets no event this long is given up
+ALIVE_S = 3.0  # a replica that has not said it is alive for this long is gone (its calls with it)
+LOST = "The call was lost: the gateway replica serving it stopped. Call again."
 
 Handler = Callable[[str, bytes], Awaitable[None]]  # (session id, payload): what a replica does when told
 
@@ -185,7 +185,7 @@ class SharedSessions:
     def mirror(self, session_id: str, event_id: str, stream_id: str, message: Any) -> None:
         """Queue one stored event for Redis (the request path never waits for it)."""
         data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_none=True).encode()
-        fields = orjson.dumps([event_id, stream_id]) + b"\n" + data
+        fields = orjson.dumps([event_id, stream_id, self.me]) + b"\n" + data
         self._queue.append((self.key(session_id, "ev"), event_id, fields))
         self._wake.set()
 
@@ -215,7 +215,7 @@ class SharedSessions:
         if found is None:
             return None
         cursor, fields = entries[found]
-        stream_id = _event(fields)[1]
+        _, stream_id, origin, _ = _event(fields)
         if stream_id is None:
             return None
         for entry_id, fields in entries[found + 1 :]:
@@ -229,6 +229,9 @@ class SharedSessions:
                 got = await self._try("tail", self.redis.xread({key: cursor}, block=TAIL_BLOCK_MS, count=64))
                 if got is None and self._failing:
                     await anyio.sleep(TAIL_BLOCK_MS / 1000)  # Redis down: wait a blocking read's worth
+                if not got and origin is not None and not await self._alive(origin):
+                    await send(EventMessage(_lost(stream_id)))
+                    return stream_id
                 for _, items in got or ():
                     for entry_id, fields in items:
                         cursor = entry_id
@@ -237,6 +240,19 @@ class SharedSessions:
                             return stream_id
         return stream_id
 
+    async def _alive(self, replica: str) -> bool:
+        if replica == self.me:
+            return True
+        got = await self._try("read", self.redis.exists(self.prefix + "alive:" + replica))
+        return got is None or bool(got)  # Redis down: assume it lives (the tail waits)
+
+    async def _beat(self) -> None:
+        """Say this replica is alive, so a client following one of its calls from elsewhere learns if it dies."""
+        key, ttl_ms = self.prefix + "alive:" + self.me, int(ALIVE_S * 1000)
+        while True:
+            await self._try("write", self.redis.set(key, b"1", px=ttl_ms))
+            await anyio.sleep(ALIVE_S / 3)  # a heartbeat's period, not coordination
+
     # -- lifetime ----------------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -244,24 +260,34 @@ class SharedSessions:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen)
                 tg.start_soon(self._flush)
+                tg.start_soon(self._beat)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.redis.aclose()
 
 
-def _event(fields: dict[bytes, bytes]) -> tuple[str | None, str | None, bytes]:
+def _event(fields: dict[bytes, bytes]) -> tuple[str | None, str | None, str | None, bytes]:
+    """(event id, stream id, the replica that stored it, the message's JSON) of one stored event."""
     head, _, data = fields.get(b"e", b"").partition(b"\n")
     try:
-        eid, sid = orjson.loads(head)
+        eid, sid, origin = orjson.loads(head)
     except (orjson.JSONDecodeError, ValueError, TypeError):
-        return None, None, b""
-    return str(eid), str(sid), data
+        return None, None, None, b""
+    return str(eid), str(sid), str(origin), data
+
+
+def _lost(stream_id: str) -> Any:
+    """The error that ends a resumed request stream whose call died with its replica. The SDK names a request's
+    stream by str(id): an all-digit name was (almost always) a number."""
+    rid: int | str = int(stream_id) if stream_id.isdigit() else stream_id
+    error = {"jsonrpc": "2.0", "id": rid, "error": {"code": INTERNAL_ERROR, "message": LOST}}
+    return jsonrpc_message_adapter.validate_python(error, by_name=False)
 
 
 async def _send(fields: dict[bytes, bytes], stream_id: str, send: EventCallback) -> bool:
     """Send one replayed event if it belongs to `stream_id`; whether it was that stream's answer."""
-    eid, sid, data = _event(fields)
+    eid, sid, _, data = _event(fields)
     if sid != stream_id or not data or eid is None:
         return False
     message = jsonrpc_message_adapter.validate_json(data, by_name=False)

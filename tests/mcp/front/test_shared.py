@@ -269,3 +269,44 @@ async def test_a_modern_callers_retry_of_an_input_required_round_may_reach_anoth
                     assert spent.value.code == -32602
     assert isinstance(done, types.CallToolResult)
     assert done.content[0].text == "Hello, Grace!"  # type: ignore[union-attr]
+
+
+async def test_a_resumed_stream_whose_call_died_with_its_replica_ends_with_an_error_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    await redis_up()
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = {
+        "secret": "s" * 40,
+        "mcp": {"sessions": {"shared": "redis", "redis_url": REDIS_URL}},
+        "budgets": {"redis_url": REDIS_URL, "key_prefix": prefix},
+    }
+    docs = Upstream("docs")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        async with serve(docs) as up, httpx.AsyncClient(timeout=30) as http:
+            reg = registry(server_entry("docs", up))
+            async with gateway(tmp_path / "b", reg, settings) as (url_b, _):
+                async with gateway(tmp_path / "a", reg, settings) as (url_a, _):
+                    session = await _open(http, url_a)
+                    call = _rpc(7, "tools/call", {"name": "docs__wait_gate"})
+                    with anyio.fail_after(10):
+                        async with http.stream("POST", f"{url_a}/mcp", json=call, headers=session) as stream:
+                            async for line in stream.aiter_lines():
+                                if line.startswith("id:"):
+                                    event_id = line[3:].strip()
+                                    break
+                # replica a is gone, its call with it (the upstream never answered)
+                resumed = {**session, "Accept": "text/event-stream", "Last-Event-ID": event_id}
+                with anyio.fail_after(20):
+                    async with http.stream("GET", f"{url_b}/mcp", headers=resumed) as replay:
+                        async for line in replay.aiter_lines():
+                            if line.startswith("data:") and line[5:].strip():
+                                message = json.loads(line[5:])
+                                if message.get("id") == 7:
+                                    break
+            docs.gate.set()
+    finally:
+        await drop_redis_keys(REDIS_URL, prefix)
+    assert message["id"] == 7 and "error" in message
