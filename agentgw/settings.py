@@ -36,8 +36,7 @@ from agentgw.configfile import (
     validation_problems,
 )
 from agentgw.guardrails.config import GuardrailSettings
-from agentgw.identity.signing import Signing, load_keys
-from agentgw.jwt_auth import JWTSettings
+from agentgw.identity.config import JWTSettings, Signing
 from agentgw.names import ambiguous
 from agentgw.observability import MetricsSettings, TelemetrySettings
 from agentgw.registry import Registry
@@ -686,7 +685,10 @@ def load_settings(path: str | os.PathLike[str], *, host: str | None = None) -> S
     env_secret = os.environ.get(SECRET_ENV)
     if settings.secret is None and env_secret and len(env_secret.encode()) < 32:
         problems.append(Problem(SECRET_ENV, "", "the gateway secret must be at least 32 bytes"))
-    if "signing" not in invalid:
+    if "signing" not in invalid and settings.signing.keys:
+        # PyJWT and cryptography only when there are PEMs to read (the audit worker reads settings too)
+        from agentgw.identity.signing import load_keys
+
         try:
             load_keys(settings.signing, settings.base_dir)
         except ValueError as exc:
