@@ -19,45 +19,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from driver import LoadOptions, header, load_arguments, profiled, py_spy, running
 from harness import (
     API_KEY,
-    MIB,
     POLICY,
     PY,
+    CpuWatch,
     Env,
     _json_out,
-    audit_count,
-    children_cpu,
-    cpu_seconds,
     free_port,
     http_status,
     log,
-    machine_busy,
-    proc_status,
     raise_nofile,
     stop,
     wait_until,
     write_gateway_config,
 )
-from llm import background_now, machine, median_of
-from loadgen import summary_ms
-from mcp_bench import components, gateway_source
+from loadgen import client, summary_ms
+from mcp_bench import components
+from procs import tree, tree_rss_mib
+from report import backgrounds, fmt, median_of, write_json
 
 AGENTS = ("echo", "stream")  # the upstream agents; the same names in the gateway's registry
 TARGETS = ("direct", "gateway")
@@ -243,14 +237,7 @@ async def run_load(
                 firsts.append(t1 - t0)
                 events += data.count(b"data:")
 
-    sessions = [
-        aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1, force_close=False),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        for _ in range(c)
-    ]
+    sessions = [client(1) for _ in range(c)]
     try:
         start, cpu0 = time.perf_counter(), time.process_time()
         deadline = start + duration
@@ -292,91 +279,23 @@ def load_main(argv: list[str]) -> None:
     sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
 
 
-# -- process trees -----------------------------------------------------------------------------------------------
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (the gateway's audit writer is its child), from /proc."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    todo += [int(x) for x in fh.read().split()]
-        except OSError:
-            continue
-    return out
-
-
-def tree_cpu(pids: list[int]) -> float:
-    total = 0.0
-    for p in pids:
-        with contextlib.suppress(OSError):  # a process that ended meanwhile
-            total += cpu_seconds(p)
-    return total
-
-
-def pss(pid: int) -> int:
-    """Proportional set size (bytes): pages shared with other processes count by share, so a tree's PSS sums."""
-    with open(f"/proc/{pid}/smaps_rollup") as fh:
-        return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss:"))
-
-
-def tree_rss_mib(pid: int) -> dict[str, float]:
-    """RSS of the gateway process and its peak (VmHWM); RSS and PSS of its whole tree (MiB)."""
-    main = proc_status(pid)
-    rss = pss_sum = 0
-    for p in tree(pid):
-        with contextlib.suppress(OSError, StopIteration):
-            rss += proc_status(p)["VmRSS"]
-            pss_sum += pss(p)
-    return {
-        "rss_mib": main["VmRSS"] / MIB,
-        "peak_rss_mib": main["VmHWM"] / MIB,
-        "tree_rss_mib": rss / MIB,
-        "tree_pss_mib": pss_sum / MIB,
-    }
-
-
 # -- the bench ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Options:
-    rounds: int = (
-        3  # each load runs this many times per target, the target order alternated; medians reported
-    )
-    c1_requests: int = 100_000  # count bound of one c=1 run (a safety bound: the time bound usually ends it)
+class Options(LoadOptions):
     c1_seconds: float = 2.5
-    concurrency: int = 32
-    cN_requests: int = 200_000
     cN_seconds: float = 3.0
     chunks: int = 5  # artifact updates per stream
     warmup_seconds: float = 1.0
-    profile: str | None = None  # directory for py-spy profiles of the gateway
     profile_seconds: float = 6.0
-    json: str | None = None
-    keep: bool = False
 
 
 def parse_args(argv: list[str]) -> Options:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Options()
-    ap.add_argument("--quick", action="store_true", help="smoke run (~25 s): one round, short loads")
-    ap.add_argument("--json", metavar="PATH", help="write all results as JSON")
-    ap.add_argument("--rounds", type=int, default=d.rounds)
-    ap.add_argument("--c1-requests", type=int, default=d.c1_requests)
-    ap.add_argument("--c1-seconds", type=float, default=d.c1_seconds)
-    ap.add_argument("--concurrency", type=int, default=d.concurrency)
-    ap.add_argument("--cN-requests", dest="cN_requests", type=int, default=d.cN_requests)
-    ap.add_argument("--cN-seconds", dest="cN_seconds", type=float, default=d.cN_seconds)
+    load_arguments(ap, d, "smoke run (~25 s): one round, short loads")
     ap.add_argument("--chunks", type=int, default=d.chunks, help="artifact updates per stream")
-    ap.add_argument("--warmup-seconds", type=float, default=d.warmup_seconds)
-    ap.add_argument("--profile", metavar="DIR", help="also profile the gateway with py-spy; files go to DIR")
-    ap.add_argument("--profile-seconds", type=float, default=d.profile_seconds)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit db)")
     a = ap.parse_args(argv)
     o = Options(**{k: v for k, v in vars(a).items() if k != "quick"})
     if a.quick:
@@ -450,25 +369,18 @@ def measured(
     """One load, plus the CPU per call of the gateway's process tree (gateway + audit writer), of the gateway
     process alone and of the upstream, and the other processes' load on the machine (the load generator reports
     its own CPU during the load; its whole process, start-up included, counts as ours here)."""
-    gw = tree(env.pid("gateway"))
-    up = env.procs[agent].pid
-    t0 = time.perf_counter()
-    gw0, main0, up0, ch0 = tree_cpu(gw), cpu_seconds(gw[0]), cpu_seconds(up), children_cpu()
-    busy0, total0 = machine_busy()
+    watch = CpuWatch(env, trees=("gateway",))
     r = load_run(env, target, agent, mode, n, c, seconds)
-    gw_s, main_s = tree_cpu(gw) - gw0, cpu_seconds(gw[0]) - main0
-    up_s, ch_s = cpu_seconds(up) - up0, children_cpu() - ch0
-    busy1, total1 = machine_busy()
-    wall = time.perf_counter() - t0
+    cpu = watch.done()
     calls = max(1, r.get("requests", 0))
     if target == "gateway":
-        r["gateway_cpu_us_per_call"] = gw_s / calls * 1e6
-        r["gateway_process_cpu_us_per_call"] = main_s / calls * 1e6
-        r["gateway_cores"] = gw_s / max(r.get("elapsed_s", wall), 1e-9)  # it idles while the loader starts
-    r["upstream_cpu_us_per_call"] = up_s / calls * 1e6
+        r["gateway_cpu_us_per_call"] = cpu["gateway_cpu_s"] / calls * 1e6
+        r["gateway_process_cpu_us_per_call"] = cpu["gateway_process_cpu_s"] / calls * 1e6
+        # it idles while the loader starts
+        r["gateway_cores"] = cpu["gateway_cpu_s"] / max(r.get("elapsed_s", cpu["wall_s"]), 1e-9)
+    r["upstream_cpu_us_per_call"] = cpu[f"{agent}_cpu_s"] / calls * 1e6
     # everything busy on the machine minus ours (the gateway tree idles during direct runs but counts as ours)
-    busy_cores = (busy1 - busy0) / max(1.0, total1 - total0) * (os.cpu_count() or 1)
-    r["background_cores"] = max(0.0, busy_cores - (gw_s + up_s + ch_s) / wall)
+    r["background_cores"] = cpu["background_cores"]
     return r
 
 
@@ -524,24 +436,15 @@ def phase_profile(o: Options, env: A2AEnv) -> dict[str, str]:
     """py-spy (blocking samples, --native) on the gateway under each load, apart from the measured runs."""
     import stacks
 
-    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-    if not Path(spy).exists():
-        log("py-spy not found: skipping the profile (pip install py-spy)")
+    found = py_spy(o.profile)
+    if found is None:
         return {}
-    outdir = Path(o.profile or ".")
-    outdir.mkdir(parents=True, exist_ok=True)
+    spy, outdir = found
     summaries: dict[str, str] = {}
     for name, (agent, mode, c, _, _) in loads(o).items():
         raw = outdir / f"gateway-a2a-{name}.txt"
-        cmd = [spy, "record", "-p", str(env.pid("gateway")), "-r", "200", "--native", "--format", "raw"]
-        spy_proc = subprocess.Popen(
-            [*cmd, "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(1.0)
-        load_run(env, "gateway", agent, mode, 10_000_000, c, o.profile_seconds)
-        spy_proc.send_signal(signal.SIGINT)
-        spy_proc.wait(30)
-        if raw.exists():
+        load = lambda a=agent, m=mode, c=c: load_run(env, "gateway", a, m, 10_000_000, c, o.profile_seconds)  # noqa: E731
+        if profiled(spy, env.pid("gateway"), raw, load):
             summaries[name] = components(raw, COMPONENTS) + "\n" + stacks.report(stacks.load(raw), top=25)
             (outdir / f"gateway-a2a-{name}.md").write_text(summaries[name])
             log(f"profile {name}: {raw} (summary: {outdir / f'gateway-a2a-{name}.md'})")
@@ -549,12 +452,6 @@ def phase_profile(o: Options, env: A2AEnv) -> dict[str, str]:
 
 
 # -- report ------------------------------------------------------------------------------------------------------
-
-
-def _f(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def table(res: dict[str, Any], o: Options) -> str:
@@ -571,7 +468,7 @@ def table(res: dict[str, Any], o: Options) -> str:
         pairs = zip(ld[load]["direct"]["rounds"], ld[load]["gateway"]["rounds"], strict=True)
         per_round = [gr[key] / dr[key] for dr, gr in pairs if direct and dr.get(key) and key in gr]
         paired = f"{statistics.median(per_round):.2f}×" if per_round else "–"
-        lines.append(f"| {metric} | {_f(d)} | {_f(g)} | {unit} | {ratio} | {added} | {paired} |")
+        lines.append(f"| {metric} | {fmt(d)} | {fmt(g)} | {unit} | {ratio} | {added} | {paired} |")
 
     row("SendMessage c=1 throughput", "send_c1", "rps", "req/s")
     row("SendMessage c=1 latency p50", "send_c1", "p50_ms", "ms")
@@ -600,13 +497,13 @@ def table(res: dict[str, Any], o: Options) -> str:
         row(f"load generator CPU per call, {load}", load, "loadgen_cpu_us_per_call", "µs")
         row(f"load generator busy, {load}", load, "loadgen_cores", "cores")
     rss = res["rss"]
-    lines.append(f"| gateway RSS idle (after start) | – | {_f(rss['idle']['rss_mib'])} | MiB | – | – | – |")
-    lines.append(f"| gateway RSS after the loads | – | {_f(rss['after']['rss_mib'])} | MiB | – | – | – |")
-    lines.append(f"| gateway peak RSS (VmHWM) | – | {_f(rss['after']['peak_rss_mib'])} | MiB | – | – | – |")
+    lines.append(f"| gateway RSS idle (after start) | – | {fmt(rss['idle']['rss_mib'])} | MiB | – | – | – |")
+    lines.append(f"| gateway RSS after the loads | – | {fmt(rss['after']['rss_mib'])} | MiB | – | – | – |")
+    lines.append(f"| gateway peak RSS (VmHWM) | – | {fmt(rss['after']['peak_rss_mib'])} | MiB | – | – | – |")
     for what, key in (("RSS", "tree_rss_mib"), ("PSS", "tree_pss_mib")):
         lines.append(
-            f"| gateway + audit writer {what} idle → after the loads | – | {_f(rss['idle'][key])} → "
-            f"{_f(rss['after'][key])} | MiB | – | – | – |"
+            f"| gateway + audit writer {what} idle → after the loads | – | {fmt(rss['idle'][key])} → "
+            f"{fmt(rss['after'][key])} | MiB | – | – | – |"
         )
     return "\n".join(lines)
 
@@ -629,21 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     env = A2AEnv(Path(tempfile.mkdtemp(prefix="agentgw-bench-a2a-")), o.chunks)
     env.write_config()
-    res: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "bench/a2a_bench.py", *args]),
-        "machine": machine(),
-        "agentgw": gateway_source(),
-        "nofile": nofile,
-        "options": asdict(o),
-        "background_cores_at_start": background_now(),
-        "loadavg_at_start": os.getloadavg(),
-    }
-    log(f"{res['machine']}; agentgw {res['agentgw']}; temp dir {env.tmp}")
-    log(
-        f"background load before start: {res['background_cores_at_start']:.2f} cores, loadavg {os.getloadavg()}"
-    )
-    started = time.perf_counter()
-    try:
+    res = header("a2a_bench.py", args, o, nofile)
+    log(f"temp dir {env.tmp}")
+    with running(env, res, o.keep):
         env.start_upstreams()
         res["gateway_start_s"] = env.start_gateway()
         time.sleep(1.0)
@@ -654,13 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         res["rss"]["after"] = tree_rss_mib(env.pid("gateway"))
         if o.profile:
             res["profile"] = phase_profile(o, env)
-    finally:
-        env.close()
-        res["audit_records"] = audit_count(env.tmp / "audit.db")
-        if not o.keep:
-            shutil.rmtree(env.tmp, ignore_errors=True)
-    res["elapsed_s"] = time.perf_counter() - started
-    bg = [run["background_cores"] for ld in res["load"].values() for t in ld.values() for run in t["rounds"]]
+    bg = backgrounds(res["load"])
     res["background_cores"] = {"median": statistics.median(bg), "max": max(bg)}
     print(table(res, o))
     print(
@@ -681,8 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if errors:
         print(f"errors: {errors}")
-    if o.json:
-        Path(o.json).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+    write_json(o.json, res)
     return 1 if errors else 0
 
 

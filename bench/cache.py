@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import math
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from harness import (
     wait_until,
     write_gateway_config,
 )
+from loadgen import percentile
+from upstream import lifespan
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,13 +66,8 @@ def embed_app(dims: int) -> Any:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         body = b""
         while True:
             msg = await receive()
@@ -98,11 +94,6 @@ def serve_embeddings(port: int, dims: int) -> None:
 
 
 # -- the load ---------------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    v = sorted(values)
-    return v[max(0, min(len(v) - 1, math.ceil(p / 100 * len(v)) - 1))] if v else 0.0
 
 
 async def load(
@@ -137,8 +128,8 @@ async def load(
     return {
         "n": n,
         "rps": n / wall,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
+        "p50_ms": percentile(sorted(latencies), 50) * 1000,
+        "p99_ms": percentile(sorted(latencies), 99) * 1000,
         "expected": matched / n,
         "errors": failed,
     }

@@ -94,7 +94,8 @@ async def gateway_ab(rounds: int, n: int) -> dict[str, float]:
     """Two gateway processes as `make run` deploys them (audit on, SQLite), each before its own upstream mock:
     guardrails off and the quickstart's guards on; c=1 calls over loopback, the modes alternating by round."""
     import aiohttp
-    from harness import API_KEY, Env, cpu_seconds, rss_mib
+    from harness import API_KEY, Env
+    from procs import cpu_seconds, rss_mib
 
     envs: dict[str, Env] = {}
     tmp = tempfile.TemporaryDirectory()

@@ -1,16 +1,14 @@
 """The benches' shared driver: the temp gateway config, spawning and stopping the upstream mock, the floor proxy and
-`agentgw serve`, readiness polling, RSS, PSS and CPU accounting of processes and whole process trees from /proc, the
-machine and its background load, and the load-generator runs (wrk with bench/wrk_post.lua, or bench/loadgen.py).
-Loopback only. The result tables are bench/report.py's.
+`agentgw serve`, readiness polling, the CPU of each server (or its whole process tree) during a load, and the
+load-generator runs (wrk with bench/wrk_post.lua, or bench/loadgen.py). Loopback only. What /proc tells is
+bench/procs.py's, the result tables bench/report.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -25,13 +23,14 @@ from typing import Any
 
 import orjson
 import yaml
+from procs import MIB as MIB  # re-exported: benches take it from here
+from procs import children_cpu, cpu_seconds, machine_busy, tree, tree_cpu
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 API_KEY = "agw-bench-key-0123456789abcdef"
 UPSTREAM_KEY = "sk-bench-upstream-0123456789"
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
-MIB = 1024 * 1024
 TARGETS = (
     "direct",
     "floor",
@@ -108,116 +107,6 @@ def spawn(
         stop(proc)
         raise
     return proc, time.perf_counter() - t0
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (bytes) from /proc/<pid>/status."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
-def rss_mib(pid: int) -> float:
-    return proc_status(pid)["VmRSS"] / MIB
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, seconds (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        v = [int(x) for x in fh.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return float(sum(v) - idle), float(sum(v))
-
-
-def background_now(seconds: float = 1.0) -> float:
-    """Cores busy on the machine over `seconds` (before we start anything: other people's work)."""
-    b0, t0 = machine_busy()
-    time.sleep(seconds)
-    b1, t1 = machine_busy()
-    return (b1 - b0) / max(1.0, t1 - t0) * (os.cpu_count() or 1)
-
-
-def machine() -> dict[str, Any]:
-    """What a result was measured on: cores, CPU model, Python, kernel, memory."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-    }
-
-
-# -- process trees (a gateway is its main process, its audit writer and any workers) -----------------------------
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, from /proc."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    todo += [int(x) for x in fh.read().split()]
-        except OSError:
-            continue
-    return out
-
-
-def tree_cpu(pids: list[int]) -> float:
-    """CPU seconds of `pids` summed (a process that ended meanwhile counts nothing)."""
-    total = 0.0
-    for p in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(p)
-    return total
-
-
-def pss(pid: int) -> int:
-    """Proportional set size (bytes): pages shared with other processes count by share, so a tree's PSS sums."""
-    with open(f"/proc/{pid}/smaps_rollup") as fh:
-        return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss:"))
-
-
-def tree_rss_mib(pid: int) -> dict[str, float]:
-    """RSS of the process `pid` and its peak (VmHWM); RSS and PSS of its whole tree (MiB)."""
-    main = proc_status(pid)
-    rss = pss_sum = 0
-    for p in tree(pid):
-        with contextlib.suppress(OSError, StopIteration):
-            rss += proc_status(p)["VmRSS"]
-            pss_sum += pss(p)
-    return {
-        "rss_mib": main["VmRSS"] / MIB,
-        "peak_rss_mib": main["VmHWM"] / MIB,
-        "tree_rss_mib": rss / MIB,
-        "tree_pss_mib": pss_sum / MIB,
-    }
-
-
-def children_cpu() -> float:
-    """CPU seconds of reaped children (the load generators)."""
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -9,21 +9,19 @@ gateway with py-spy. Every server and the load generator run in their own proces
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from driver import LoadOptions, header, load_arguments, profiled, py_spy, running
 from harness import (
     API_KEY,
     CHAT,
@@ -33,26 +31,18 @@ from harness import (
     TARGETS,
     CpuWatch,
     Env,
-    audit_count,
     audit_section,
     log,
-    machine_busy,
-    proc_status,
     raise_nofile,
     requests_run,
-    rss_mib,
     run_loadgen,
 )
+from procs import proc_status, rss_mib
+from report import Layout, Row, finish, median_of
 
 
 @dataclass
-class Options:
-    rounds: int = 3  # each load runs this many times per target, in rotating order; medians are reported
-    c1_requests: int = 100_000  # count bound of one c=1 run (a safety bound: the time bound usually ends it)
-    c1_seconds: float = 4.0  # time bound of one c=1 run
-    concurrency: int = 32
-    cN_requests: int = 200_000
-    cN_seconds: float = 5.0
+class Options(LoadOptions):
     ttfb_requests: int = 2_000
     ttfb_seconds: float = 3.0
     ttfb_chunks: int = 5
@@ -60,12 +50,7 @@ class Options:
     stream_seconds: int = 30  # each stream sends one chunk a second for this long
     stream_ramp: float = 5.0  # seconds over which the streams are opened
     cold_starts: int = 3
-    warmup_seconds: float = 1.5
     loadgen: str = "auto"  # auto | wrk | aiohttp
-    profile: str | None = None  # directory for py-spy profiles of the gateway (c=1 and c=N)
-    profile_seconds: float = 8.0
-    json: str | None = None
-    keep: bool = False
     strict: bool = False
     budgets: str = "off"
     audit: str = "sqlite"
@@ -75,14 +60,7 @@ class Options:
 def parse_args(argv: list[str] | None = None) -> Options:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Options()
-    ap.add_argument("--quick", action="store_true", help="smoke run (~1 minute): small counts, short streams")
-    ap.add_argument("--json", metavar="PATH", help="write all results as JSON")
-    ap.add_argument("--rounds", type=int, default=d.rounds)
-    ap.add_argument("--c1-requests", type=int, default=d.c1_requests)
-    ap.add_argument("--c1-seconds", type=float, default=d.c1_seconds)
-    ap.add_argument("--concurrency", type=int, default=d.concurrency)
-    ap.add_argument("--cN-requests", dest="cN_requests", type=int, default=d.cN_requests)
-    ap.add_argument("--cN-seconds", dest="cN_seconds", type=float, default=d.cN_seconds)
+    load_arguments(ap, d, "smoke run (~1 minute): small counts, short streams")
     ap.add_argument("--ttfb-requests", type=int, default=d.ttfb_requests)
     ap.add_argument("--ttfb-seconds", type=float, default=d.ttfb_seconds)
     ap.add_argument("--streams", type=int, default=d.streams, help="long-lived streams (0 skips the phase)")
@@ -90,9 +68,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--stream-ramp", type=float, default=d.stream_ramp)
     ap.add_argument("--cold-starts", type=int, default=d.cold_starts)
     ap.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default=d.loadgen)
-    ap.add_argument("--profile", metavar="DIR", help="also profile the gateway with py-spy into DIR")
-    ap.add_argument("--profile-seconds", type=float, default=d.profile_seconds)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit file)")
     ap.add_argument(
         "--budgets",
         choices=["off", "memory", "redis"],
@@ -162,22 +137,6 @@ def measured(env: Env, target: str, run: Callable[[], dict[str, Any]]) -> dict[s
     r["loadgen_cpu_us_per_req"] = cpu["loadgen_cpu_s"] / n * 1e6
     r["background_cores"] = cpu["background_cores"]
     return r
-
-
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-key median over rounds for numbers; errors summed."""
-    out: dict[str, Any] = {}
-    for key in runs[0]:
-        vals = [r[key] for r in runs if key in r]
-        if key == "errors":
-            total: dict[str, int] = {}
-            for e in vals:
-                for k, v in e.items():
-                    total[k] = total.get(k, 0) + v
-            out[key] = total
-        elif all(isinstance(v, int | float) for v in vals):
-            out[key] = statistics.median(vals)
-    return out
 
 
 def phase_load(o: Options, env: Env, tool: str) -> dict[str, Any]:
@@ -256,24 +215,19 @@ def phase_profile(o: Options, env: Env, tool: str) -> dict[str, str]:
     """py-spy (blocking samples, --native) on the gateway under c=1 and c=N loads, apart from the measured runs."""
     from stacks import load, report
 
-    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-    if not Path(spy).exists():
-        log("py-spy not found: skipping the profile (pip install py-spy)")
+    found = py_spy(o.profile)
+    if found is None:
         return {}
-    outdir = Path(o.profile or ".")
-    outdir.mkdir(parents=True, exist_ok=True)
+    spy, outdir = found
     summaries: dict[str, str] = {}
     for name, c in (("c1", 1), (f"c{o.concurrency}", o.concurrency)):
         raw = outdir / f"gateway-{name}.txt"
-        cmd = [spy, "record", "-p", str(env.pid("gateway")), "-r", "200", "--native", "--format", "raw"]
-        spy_proc = subprocess.Popen(
-            [*cmd, "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(1.0)
-        requests_run(tool, env.url("gateway"), 10_000_000, c, o.profile_seconds)
-        spy_proc.send_signal(signal.SIGINT)
-        spy_proc.wait(30)
-        if raw.exists():
+        if profiled(
+            spy,
+            env.pid("gateway"),
+            raw,
+            lambda c=c: requests_run(tool, env.url("gateway"), 10_000_000, c, o.profile_seconds),  # type: ignore[misc]
+        ):
             summaries[name] = report(load(raw))
             (outdir / f"gateway-{name}.md").write_text(summaries[name])
             log(f"profile {name}: {raw} (summary: {outdir / f'gateway-{name}.md'})")
@@ -281,44 +235,6 @@ def phase_profile(o: Options, env: Env, tool: str) -> dict[str, str]:
 
 
 # -- report ----------------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-    }
-
-
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    values: dict[str, float | None] = field(default_factory=dict)  # direct / floor / gateway
-    target: str = ""
-    met: bool | None = None
-
-    def cells(self) -> list[str]:
-        def f(v: float | None) -> str:
-            if v is None:
-                return "–"
-            return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-
-        d, fl, g = (self.values.get(t) for t in TARGETS)
-        ratio = f"{g / d:.2f}×" if d and g is not None else "–"
-        vs_floor = f"{g / fl:.2f}×" if fl and g is not None else "–"
-        added = f"{g - d:+.3f}" if d is not None and g is not None and self.unit == "ms" else "–"
-        verdict = "" if self.met is None else ("met" if self.met else "**missed**")
-        return [self.metric, f(d), f(fl), f(g), self.unit, ratio, vs_floor, added, self.target, verdict]
 
 
 def rows(res: dict[str, Any], o: Options) -> list[Row]:
@@ -366,30 +282,8 @@ def rows(res: dict[str, Any], o: Options) -> list[Row]:
     return out
 
 
-def table(rs: list[Row]) -> str:
-    head = [
-        "metric",
-        "direct",
-        "floor",
-        "gateway",
-        "unit",
-        "gw ÷ direct",
-        "gw ÷ floor",
-        "added",
-        "target",
-        "",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r.cells()) + " |" for r in rs]
-    return "\n".join(lines)
-
-
-def background_now(seconds: float = 1.0) -> float:
-    """Cores busy on the machine over `seconds` (before we start anything: other people's work)."""
-    b0, t0 = machine_busy()
-    time.sleep(seconds)
-    b1, t1 = machine_busy()
-    return (b1 - b0) / max(1.0, t1 - t0) * (os.cpu_count() or 1)
+# direct / floor / gateway, the gateway's ratio to each and the latency it adds over direct
+LAYOUT = Layout(TARGETS, (("gw ÷ direct", "gateway", "direct"), ("gw ÷ floor", "gateway", "floor")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,18 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         tool_policy=o.tool_policy,
     )
     env.write_config()
-    res: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "bench/llm.py", *(sys.argv[1:] if argv is None else argv)]),
-        "machine": machine(),
-        "loadgen": tool,
-        "nofile": nofile,
-        "options": asdict(o),
-        "background_cores_at_start": background_now(),
-    }
-    log(f"{res['machine']}; load generator {tool}; temp dir {env.tmp}")
-    log(f"background load before start: {res['background_cores_at_start']:.2f} cores (other processes)")
-    started = time.perf_counter()
-    try:
+    res = header("llm.py", sys.argv[1:] if argv is None else argv, o, nofile)
+    res["loadgen"] = tool
+    log(f"load generator {tool}; temp dir {env.tmp}")
+    with running(env, res, o.keep):
         env.start_upstream()
         res["cold_start"] = phase_cold_start(o, env)
         res["load"] = phase_load(o, env, tool)
@@ -424,32 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             res["streams"] = phase_streams(o, env)
         if o.profile:
             res["profile"] = phase_profile(o, env, tool)
-    finally:
-        env.close()
-        res["audit_records"] = audit_count(env.tmp / "audit.db")
-        if not o.keep:
-            shutil.rmtree(env.tmp, ignore_errors=True)
-    res["elapsed_s"] = time.perf_counter() - started
-    bg = [run["background_cores"] for ld in res["load"].values() for t in ld.values() for run in t["rounds"]]
-    res["background_cores"] = {"median": statistics.median(bg), "max": max(bg)}
-    rs = rows(res, o)
-    res["table"] = [
-        {"metric": r.metric, "unit": r.unit, **r.values, "target": r.target, "met": r.met} for r in rs
-    ]
-    print(table(rs))
-    print(
-        f"\n{res['machine']}; load generator {tool}; {res['audit_records']} audit records; {res['elapsed_s']:.0f} s"
-    )
-    print(
-        f"background load from other processes during measured runs: median {statistics.median(bg):.2f}, "
-        f"max {max(bg):.2f} cores (before start: {res['background_cores_at_start']:.2f})"
-    )
-    if o.json:
-        Path(o.json).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
-    missed = [r.metric for r in rs if r.met is False]
-    if missed:
-        print(f"missed targets: {'; '.join(missed)}")
-    return 1 if (o.strict and missed) else 0
+    footer = f"{res['machine']}; load generator {tool}; {res['audit_records']} audit records; {res['elapsed_s']:.0f} s"
+    return finish(res, LAYOUT, rows(res, o), footer, o.strict, o.json)
 
 
 if __name__ == "__main__":

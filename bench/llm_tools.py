@@ -11,7 +11,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from report import per_call_us  # noqa: E402
 
 import agentgw.llm.plane  # noqa: E402, F401  (the plane first: its modules import each other)
 from agentgw.exchange import Exchange, Principal  # noqa: E402
@@ -63,17 +64,6 @@ def exchange() -> Exchange:
     ex = Exchange("llm", "chat", "llm:m", {})
     ex.principal = Principal("bench", ("agents",))
     return ex
-
-
-def per_call_us(fn: Callable[[], Any], n: int, rounds: int = 5) -> float:
-    """Median over `rounds` of the mean time of one call, in µs."""
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(times)
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:

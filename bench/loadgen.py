@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import resource
 import sys
 import time
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import uvloop
+from harness import raise_nofile
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -39,15 +39,9 @@ def summary_ms(values_s: list[float]) -> dict[str, float]:
     }
 
 
-def raise_nofile(want: int = 65536) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _session(limit: int) -> aiohttp.ClientSession:
+def client(limit: int) -> aiohttp.ClientSession:
+    """The load generators' HTTP client: `limit` keep-alive connections (0: no limit), no extra headers, no overall
+    timeout (each request sets its own)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, force_close=False)
     return aiohttp.ClientSession(
         connector=connector,
@@ -83,7 +77,7 @@ async def run_requests(
             else:
                 errors[kind] = errors.get(kind, 0) + 1
 
-    async with _session(c) as session:
+    async with client(c) as session:
         start = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(c)))
         elapsed = time.perf_counter() - start
@@ -103,7 +97,7 @@ async def run_ttfb(url: str, headers: dict[str, str], body: bytes, n: int, durat
     errors: dict[str, int] = {}
     deadline = time.perf_counter() + duration
     timeout = aiohttp.ClientTimeout(total=10)
-    async with _session(1) as session:
+    async with client(1) as session:
         start = time.perf_counter()
         for _ in range(n):
             if time.perf_counter() >= deadline:
@@ -176,7 +170,7 @@ async def run_streams(
         finally:
             active -= 1
 
-    async with _session(0) as session:
+    async with client(0) as session:
         start = time.perf_counter()
         await asyncio.gather(*(one(i, session) for i in range(count)))
         elapsed = time.perf_counter() - start

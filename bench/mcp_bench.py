@@ -25,26 +25,24 @@ import argparse
 import asyncio
 import http.client
 import itertools
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from driver import LoadOptions, header, load_arguments, profiled, py_spy, running
 from harness import (
     API_KEY,
     PY,
     CpuWatch,
     Env,
     _json_out,
-    audit_count,
     free_port,
     http_status,
     log,
@@ -53,8 +51,8 @@ from harness import (
     wait_until,
     write_gateway_config,
 )
-from llm import background_now, machine, median_of
-from loadgen import summary_ms
+from loadgen import client, summary_ms
+from report import Layout, Row, backgrounds, finish, median_of, write_json
 
 ERAS = ("handshake", "modern")  # the upstream server names in the gateway's registry, too
 VERSION = {"handshake": "2025-11-25", "modern": "2026-07-28"}
@@ -194,13 +192,6 @@ async def run_load(
             raise RuntimeError(f"notifications/initialized: HTTP {resp.status} {data[:300]!r}")
         return headers
 
-    def connection() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1, force_close=False),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-
     async def worker(session: aiohttp.ClientSession, headers: dict[str, str], deadline: float) -> None:
         nonlocal issued
         while issued < n and time.perf_counter() < deadline:
@@ -232,7 +223,7 @@ async def run_load(
             else:
                 latencies.append(elapsed)
 
-    sessions = [connection() for _ in range(c)]
+    sessions = [client(1) for _ in range(c)]
     try:
         headers = await asyncio.wait_for(asyncio.gather(*(open_session(s) for s in sessions)), 30)
         start = time.perf_counter()
@@ -282,19 +273,8 @@ def load_main(argv: list[str]) -> None:
 
 
 @dataclass
-class Options:
-    rounds: int = 3  # each load runs this many times per target, in rotating order; medians are reported
-    c1_requests: int = 100_000  # count bound of one c=1 run (a safety bound: the time bound usually ends it)
-    c1_seconds: float = 4.0  # time bound of one c=1 run
-    concurrency: int = 32
-    cN_requests: int = 200_000
-    cN_seconds: float = 5.0
-    warmup_seconds: float = 1.5
+class Options(LoadOptions):
     upstream_sse: bool = False  # upstreams answer with SSE (the SDK default) instead of JSON
-    profile: str | None = None  # directory for py-spy profiles of the gateway (each era, c=1 and c=N)
-    profile_seconds: float = 8.0
-    json: str | None = None
-    keep: bool = False
     strict: bool = False
     scope: bool = False  # measure session_scope principal vs shared instead of direct vs gateway
     workers: int = 1  # gateway worker processes (sessions then move between workers: each revives them)
@@ -303,19 +283,8 @@ class Options:
 def parse_args(argv: list[str] | None = None) -> Options:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Options()
-    ap.add_argument("--quick", action="store_true", help="smoke run (~30 s): one round, short loads")
-    ap.add_argument("--json", metavar="PATH", help="write all results as JSON")
-    ap.add_argument("--rounds", type=int, default=d.rounds)
-    ap.add_argument("--c1-requests", type=int, default=d.c1_requests)
-    ap.add_argument("--c1-seconds", type=float, default=d.c1_seconds)
-    ap.add_argument("--concurrency", type=int, default=d.concurrency)
-    ap.add_argument("--cN-requests", dest="cN_requests", type=int, default=d.cN_requests)
-    ap.add_argument("--cN-seconds", dest="cN_seconds", type=float, default=d.cN_seconds)
-    ap.add_argument("--warmup-seconds", type=float, default=d.warmup_seconds)
+    load_arguments(ap, d, "smoke run (~30 s): one round, short loads")
     ap.add_argument("--upstream-sse", action="store_true", help="upstreams answer with SSE instead of JSON")
-    ap.add_argument("--profile", metavar="DIR", help="also profile the gateway with py-spy; files go to DIR")
-    ap.add_argument("--profile-seconds", type=float, default=d.profile_seconds)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, audit file)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--scope", action="store_true", help="session_scope principal vs shared (handshake era)")
     ap.add_argument("--workers", type=int, default=d.workers, help="gateway worker processes")
@@ -581,27 +550,18 @@ def phase_profile(o: Options, env: McpEnv) -> dict[str, str]:
     """py-spy (blocking samples, --native) on the gateway, per era at c=1 and c=N, apart from the measured runs."""
     import stacks
 
-    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-    if not Path(spy).exists():
-        log("py-spy not found: skipping the profile (pip install py-spy)")
+    found = py_spy(o.profile)
+    if found is None:
         return {}
+    spy, outdir = found
     stacks.LAYERS = MCP_LAYERS + stacks.LAYERS
-    outdir = Path(o.profile or ".")
-    outdir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, str] = {}
     for era in ERAS:
         for c in (1, o.concurrency):
             name = f"{era}-c{c}"
             raw = outdir / f"gateway-mcp-{name}.txt"
-            cmd = [spy, "record", "-p", str(env.pid("gateway")), "-r", "200", "--native", "--format", "raw"]
-            spy_proc = subprocess.Popen(
-                [*cmd, "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            time.sleep(1.0)
-            load_run(env, "gateway", era, 10_000_000, c, o.profile_seconds)
-            spy_proc.send_signal(signal.SIGINT)
-            spy_proc.wait(30)
-            if raw.exists():
+            load = lambda era=era, c=c: load_run(env, "gateway", era, 10_000_000, c, o.profile_seconds)  # noqa: E731
+            if profiled(spy, env.pid("gateway"), raw, load):
                 summaries[name] = components(raw) + "\n" + stacks.report(stacks.load(raw), top=25)
                 (outdir / f"gateway-mcp-{name}.md").write_text(summaries[name])
                 log(f"profile {name}: {raw} (summary: {outdir / f'gateway-mcp-{name}.md'})")
@@ -609,27 +569,6 @@ def phase_profile(o: Options, env: McpEnv) -> dict[str, str]:
 
 
 # -- report ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    values: dict[str, float | None] = field(default_factory=dict)  # direct / gateway
-    target: str = ""
-    met: bool | None = None
-
-    def cells(self) -> list[str]:
-        def f(v: float | None) -> str:
-            if v is None:
-                return "–"
-            return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-
-        d, g = self.values.get("direct"), self.values.get("gateway")
-        ratio = f"{g / d:.2f}×" if d and g is not None else "–"
-        added = f"{g - d:+.3f}" if d is not None and g is not None and self.unit == "ms" else "–"
-        verdict = "" if self.met is None else ("met" if self.met else "**missed**")
-        return [self.metric, f(d), f(g), self.unit, ratio, added, self.target, verdict]
 
 
 def rows(res: dict[str, Any], o: Options) -> list[Row]:
@@ -663,32 +602,7 @@ def rows(res: dict[str, Any], o: Options) -> list[Row]:
     return out
 
 
-def table(rs: list[Row]) -> str:
-    head = ["metric", "direct", "gateway", "unit", "gw ÷ direct", "added", "target", ""]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r.cells()) + " |" for r in rs]
-    return "\n".join(lines)
-
-
-def gateway_source() -> dict[str, Any]:
-    """Which agentgw the gateway process will import (PYTHONPATH can point it at another tree), and, inside a git
-    checkout, its commit and whether agentgw/ has uncommitted changes."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("agentgw")
-    pkg = Path(spec.origin).parent if spec and spec.origin else None
-    out: dict[str, Any] = {"path": str(pkg) if pkg else None}
-    if pkg is not None:
-        git = ["git", "-C", str(pkg.parent)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-        if head.returncode == 0:
-            dirty = subprocess.run(
-                [*git, "status", "--porcelain", "--", str(pkg)], capture_output=True, text=True, check=False
-            )
-            out.update(commit=head.stdout.strip(), uncommitted_changes=bool(dirty.stdout.strip()))
-    return out
+LAYOUT = Layout(TARGETS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,18 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     env = McpEnv(Path(tempfile.mkdtemp(prefix="agentgw-bench-mcp-")), o.upstream_sse)
     env.write_config()
-    res: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "bench/mcp_bench.py", *args]),
-        "machine": machine(),
-        "agentgw": gateway_source(),
-        "nofile": nofile,
-        "options": asdict(o),
-        "background_cores_at_start": background_now(),
-    }
-    log(f"{res['machine']}; agentgw {res['agentgw']}; temp dir {env.tmp}")
-    log(f"background load before start: {res['background_cores_at_start']:.2f} cores (other processes)")
-    started = time.perf_counter()
-    try:
+    res = header("mcp_bench.py", args, o, nofile)
+    log(f"temp dir {env.tmp}")
+    with running(env, res, o.keep):
         env.start_upstreams()
         res["gateway_start_s"] = env.start_gateway(o.workers)
         res["upstreams"] = env.wait_gateway_upstreams()
@@ -731,54 +636,20 @@ def main(argv: list[str] | None = None) -> int:
             res["load"] = phase_load(o, env)
         if o.profile:
             res["profile"] = phase_profile(o, env)
-    finally:
-        env.close()
-        res["audit_records"] = audit_count(env.tmp / "audit.db")
-        if not o.keep:
-            shutil.rmtree(env.tmp, ignore_errors=True)
-    res["elapsed_s"] = time.perf_counter() - started
     if o.scope:
-        bg = [
-            run["background_cores"]
-            for ld in res["scope"].values()
-            for s in ld.values()
-            for run in s["rounds"]
-        ]
+        bg = backgrounds(res["scope"])
         print(scope_table(res["scope"]))
         print(f"\n{res['machine']}; agentgw {res['agentgw']}; {res['elapsed_s']:.0f} s")
         print(
             f"background load from other processes: median {statistics.median(bg):.2f}, max {max(bg):.2f} cores"
         )
-        if o.json:
-            Path(o.json).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+        write_json(o.json, res)
         return 0
-    bg = [
-        run["background_cores"]
-        for era in res["load"].values()
-        for ld in era.values()
-        for t in ld.values()
-        for run in t["rounds"]
-    ]
-    res["background_cores"] = {"median": statistics.median(bg), "max": max(bg)}
-    rs = rows(res, o)
-    res["table"] = [
-        {"metric": r.metric, "unit": r.unit, **r.values, "target": r.target, "met": r.met} for r in rs
-    ]
-    print(table(rs))
-    print(
-        f"\n{res['machine']}; agentgw {res['agentgw']}; upstream responses {'SSE' if o.upstream_sse else 'JSON'}; "
+    footer = (
+        f"{res['machine']}; agentgw {res['agentgw']}; upstream responses {'SSE' if o.upstream_sse else 'JSON'}; "
         f"{res['audit_records']} audit records; {res['elapsed_s']:.0f} s"
     )
-    print(
-        f"background load from other processes during measured runs: median {statistics.median(bg):.2f}, "
-        f"max {max(bg):.2f} cores (before start: {res['background_cores_at_start']:.2f})"
-    )
-    if o.json:
-        Path(o.json).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
-    missed = [r.metric for r in rs if r.met is False]
-    if missed:
-        print(f"missed targets: {'; '.join(missed)}")
-    return 1 if (o.strict and missed) else 0
+    return finish(res, LAYOUT, rows(res, o), footer, o.strict, o.json)
 
 
 if __name__ == "__main__":

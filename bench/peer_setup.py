@@ -28,10 +28,9 @@ from harness import (
     log,
     spawn,
     stop,
-    tree,
-    tree_rss_mib,
     write_gateway_config,
 )
+from procs import tree, tree_rss_mib
 
 CACHE = Path(os.environ.get("AGENTGW_BENCH_PEERS", Path.home() / ".cache" / "agentgw-bench-peers"))
 PACKAGES = {  # peer → (installer, registry package, distribution whose version is reported)

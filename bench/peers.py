@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,14 +34,10 @@ from harness import (
     UPSTREAM_KEY,
     CpuWatch,
     _json_out,
-    background_now,
     gateway_source,
     log,
-    machine,
     raise_nofile,
     run_loadgen,
-    tree,
-    tree_rss_mib,
 )
 from peer_setup import (
     Bench,
@@ -51,7 +48,8 @@ from peer_setup import (
     start_litellm,
     start_portkey,
 )
-from report import fmt, markdown, median_of, write_json
+from procs import background_now, machine, tree, tree_rss_mib
+from report import backgrounds, fmt, markdown, median_of, write_json
 
 STREAM = {**CHAT, "stream": True}
 
@@ -261,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     o = Options(a.rounds, a.concurrency, a.seconds, a.requests, a.warmup_seconds, peers,
                 tuple(a.planes.split(",")), a.workers, a.json, a.keep)  # fmt: skip
     raise_nofile()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop every server on the way out
     b = Bench(Path(tempfile.mkdtemp(prefix="agentgw-bench-peers-")))
     args = sys.argv[1:] if argv is None else argv
     res: dict[str, Any] = {
@@ -301,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + memory_table(b.gateways))
     for peer, why in res.get("failed", {}).items():
         print(f"\n{peer} not measured: {why}")
-    bg = [r["background_cores"] for p in ("llm", "mcp", "workers") for ld in res.get(p, {}).values()
-          for t in ld.values() for r in t["rounds"]]  # fmt: skip
+    bg = backgrounds({p: res[p] for p in ("llm", "mcp", "workers") if p in res})
     print(
         f"\n{res['machine']}; agentgw {res['agentgw']}; {res['elapsed_s']:.0f} s; background load from other "
         f"processes during measured runs: median {statistics.median(bg):.2f}, max {max(bg):.2f} cores "

@@ -15,6 +15,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import per_call_us  # noqa: E402
+
 from agentgw.mcp.catalog.pinning import Lock, Pins, fingerprint  # noqa: E402
 from agentgw.mcp.catalog.scan import scan_tool  # noqa: E402
 from agentgw.settings import ToolPinning  # noqa: E402
@@ -43,13 +45,6 @@ def large(i: int = 0) -> dict[str, Any]:
         "outputSchema": {"type": "object", "properties": {"result": {"type": "string"}}},
         "annotations": {"readOnlyHint": True},
     }
-
-
-def per_call_us(fn: Any, n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n * 1e6
 
 
 def main() -> None:
@@ -83,13 +78,13 @@ def main() -> None:
         first_ms = (time.perf_counter() - t) * 1000
 
         result = {
-            "fingerprint_small_us": round(per_call_us(lambda: fingerprint(SMALL), args.n), 1),
-            "fingerprint_large_us": round(per_call_us(lambda: fingerprint(big), args.n), 1),
-            "scan_small_us": round(per_call_us(lambda: scan_tool(SMALL), args.n), 1),
-            "scan_large_us": round(per_call_us(lambda: scan_tool(big), args.n), 1),
-            "check_large_us": round(per_call_us(lambda: pins.check("bench", big, big), args.n), 1),
+            "fingerprint_small_us": round(per_call_us(lambda: fingerprint(SMALL), args.n, rounds=1), 1),
+            "fingerprint_large_us": round(per_call_us(lambda: fingerprint(big), args.n, rounds=1), 1),
+            "scan_small_us": round(per_call_us(lambda: scan_tool(SMALL), args.n, rounds=1), 1),
+            "scan_large_us": round(per_call_us(lambda: scan_tool(big), args.n, rounds=1), 1),
+            "check_large_us": round(per_call_us(lambda: pins.check("bench", big, big), args.n, rounds=1), 1),
             f"first_listing_{args.tools}_large_tools_ms": round(first_ms, 1),
-            f"rebuild_{args.tools}_large_tools_ms": round(per_call_us(rebuild, 20) / 1000, 2),
+            f"rebuild_{args.tools}_large_tools_ms": round(per_call_us(rebuild, 20, rounds=1) / 1000, 2),
             f"lock_save_{args.tools}_ms": round(save_ms, 1),
             f"lock_load_{args.tools}_ms": round(load_ms, 1),
         }

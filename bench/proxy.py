@@ -6,11 +6,11 @@ responses (SSE included) as they arrive; `gateway ÷ floor` is what agentgw's ow
 from __future__ import annotations
 
 import argparse
-import resource
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import aiohttp
+from upstream import serve
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,30 +68,12 @@ class Proxy:
 
 
 def main() -> None:
-    import uvicorn
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9200)
     ap.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9100")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    uvicorn.run(
-        Proxy(args.upstream),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=30,
-    )
+    serve(Proxy(args.upstream), args.host, args.port, timeout_keep_alive=30)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,17 @@ def row_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [{"metric": r.metric, "unit": r.unit, **r.values, "target": r.target, "met": r.met} for r in rows]
 
 
+def backgrounds(res: Any) -> list[float]:
+    """The background load (cores) of every measured run in a result: each run sits in a `rounds` list."""
+    if not isinstance(res, dict):
+        return []
+    if isinstance(res.get("rounds"), list):
+        return [r["background_cores"] for r in res["rounds"]]
+    return [b for v in res.values() for b in backgrounds(v)]
+
+
 def background_line(bg: list[float], at_start: float) -> str:
+    """What other processes kept busy while we measured (cores), for the result's footer."""
     return (
         f"background load from other processes during measured runs: median {statistics.median(bg):.2f}, "
         f"max {max(bg):.2f} cores (before start: {at_start:.2f})"
@@ -119,6 +129,20 @@ def background_line(bg: list[float], at_start: float) -> str:
 def write_json(path: str | None, res: dict[str, Any]) -> None:
     if path:
         Path(path).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+
+
+def finish(
+    res: dict[str, Any], layout: Layout, rows: Sequence[Row], footer: str, strict: bool, json: str | None
+) -> int:
+    """Print a metric table, its footer and the background load; write the JSON file; the exit code."""
+    bg = backgrounds(res)
+    res["background_cores"] = {"median": statistics.median(bg), "max": max(bg)}
+    res["table"] = row_dicts(rows)
+    print(layout.table(rows))
+    print(f"\n{footer}")
+    print(background_line(bg, res["background_cores_at_start"]))
+    write_json(json, res)
+    return verdict(rows, strict)
 
 
 def verdict(rows: Sequence[Row], strict: bool) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import per_call_us  # noqa: E402
+
 from agentgw.exchange import Exchange, Principal  # noqa: E402
 from agentgw.llm.routing.content import ContentRoutes  # noqa: E402
 from agentgw.llm.routing.strategies import Routing  # noqa: E402
@@ -28,16 +30,6 @@ def model(strategy: str, limits: bool) -> Model:
     extra: dict[str, Any] = {"rpm": 10**9, "tpm": 10**12} if limits else {}
     targets = [{"provider": f"p{i}", "model": f"m{i}", "cost_per_mtok": i + 1, **extra} for i in range(3)]
     return Model.model_validate({"name": "m", "strategy": strategy, "targets": targets})
-
-
-def per_call_us(fn: Any, n: int, rounds: int = 5) -> float:
-    samples = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t) / n * 1e6)
-    return statistics.median(samples)
 
 
 def _routed(routing: Routing, m: Model) -> Any:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+from harness import raise_nofile
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,13 +70,8 @@ class Upstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
@@ -123,35 +118,43 @@ class Upstream:
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer an ASGI lifespan scope: nothing to start or stop (the bench's mock servers)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def _send(send: Send, status: int, body: bytes) -> None:
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def raise_nofile(want: int = 65536) -> int:
-    """Raise the soft open-file limit towards `want` (capped by the hard limit); returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def main() -> None:
-    import uvicorn
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9100)
     ap.add_argument("--chunks", type=int, default=5, help="default content frames per stream")
     ap.add_argument("--delay-ms", type=float, default=0.0, help="default delay between stream frames")
     args = ap.parse_args()
+    # keep-alive longer than any idle gap between phases: pooled connections stay valid
+    serve(Upstream(args.chunks, args.delay_ms), args.host, args.port, backlog=4096, timeout_keep_alive=300)
+
+
+def serve(app: Any, host: str, port: int, **options: Any) -> None:
+    """A bench server on uvicorn as lean as it gets (uvloop, httptools, no access log, no Server or Date header)."""
+    import uvicorn
+
     raise_nofile()
     uvicorn.run(
-        Upstream(args.chunks, args.delay_ms),
-        host=args.host,
-        port=args.port,
+        app,
+        host=host,
+        port=port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -159,8 +162,7 @@ def main() -> None:
         log_level="warning",
         server_header=False,
         date_header=False,
-        backlog=4096,
-        timeout_keep_alive=300,  # longer than any idle gap between phases: pooled connections stay valid
+        **options,
     )
 
 
