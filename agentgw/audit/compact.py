@@ -5,6 +5,7 @@ reads as it is. Hashes are stored as their 32 raw bytes and read back as hex."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -16,15 +17,20 @@ from agentgw.audit.zdict import ZDICT_1
 
 FORMAT_1 = 1  # any first byte other than `{`: plain JSON records always start with it
 STORED = (*INDEX, "target")  # the columns a row keeps beside its stored form, in the order `pack` reads them
-# The record's key each column is read from (chain.index_columns): its value there is cut out and read back.
-_KEYS = tuple({"tokens": "total_tokens", "cost_usd": "usd"}.get(c, c) for c in STORED)
-_NEEDLES = tuple(b'"' + k.encode() + b'":' for k in _KEYS)
-# Raw control bytes stand for the cut values: JSON text never holds one (orjson escapes them in strings).
-_MARKS = tuple(bytes([i + 1]) for i in range(len(_KEYS)))
-# Level 6 (9 finds nothing more in ~1 KB records), a 16 KiB window (the dictionary and a record fit in it) and
-# small hash tables: measured 20-30 µs per record, most of it setting up a compressor, so each record starts
-# from a copy of one that has already read the dictionary.
-_PRIMED = zlib.compressobj(6, zlib.DEFLATED, -14, 6, zlib.Z_DEFAULT_STRATEGY, ZDICT_1)
+# The values cut out: those of the columns that are ids, names or times (the rest cost a byte or two deflated),
+# each (its column's place in STORED, its key in the record, its type there; a value of another type stays put,
+# so what the column gives back on read is what was cut out). Raw control bytes stand for them: JSON text never
+# holds one (orjson escapes them in strings).
+_CUT = tuple(
+    (i, b'"' + c.encode() + b'":', bytes((i + 1,)), float if c == "ts" else str)
+    for i, c in enumerate(STORED)
+    if c not in ("kind", "status", "tokens", "cost_usd")
+)
+_ANY_MARK = re.compile(b"[\x01-\x1f]")
+# Level 6 (9 finds nothing more in ~1 KB records), an 8 KiB window (the dictionary and a typical record fit in
+# it) and small hash tables: setting up a compressor is most of the cost, so each record starts from a copy of
+# one that has already read the dictionary.
+_PRIMED = zlib.compressobj(6, zlib.DEFLATED, -13, 5, zlib.Z_DEFAULT_STRATEGY, ZDICT_1)
 
 
 def columns_of(p: Prepared) -> tuple[Any, ...]:
@@ -33,10 +39,11 @@ def columns_of(p: Prepared) -> tuple[Any, ...]:
 
 
 def cut(data: bytes, columns: Sequence[Any]) -> bytes:
-    """The JSON with each column's value, where it appears exactly once under its key, replaced by its mark."""
+    """The JSON with each cut column's value, where it appears exactly once under its key, replaced by its mark."""
     body = data
-    for needle, mark, value in zip(_NEEDLES, _MARKS, columns, strict=True):
-        if value is None or isinstance(value, bool):
+    for i, needle, mark, kind in _CUT:
+        value = columns[i]
+        if type(value) is not kind:
             continue
         full = needle + orjson.dumps(value)
         at = body.find(full)
@@ -46,11 +53,13 @@ def cut(data: bytes, columns: Sequence[Any]) -> bytes:
 
 
 def pack(data: bytes, columns: Sequence[Any]) -> bytes:
-    """The stored form of a record's JSON `data` whose row holds `columns` (STORED order). Checked on the way:
-    what does not read back to exactly `data` is stored as `data` itself (the chain hashes those bytes)."""
+    """The stored form of a record's JSON `data` whose row holds `columns` (STORED order). Reads back to exactly
+    `data` (the bytes the chain hashes): a mark replaced exactly the bytes its column gives back, and deflate is
+    lossless. JSON with a raw control byte in it (not orjson's) is stored as it is."""
+    if _ANY_MARK.search(data):
+        return data
     z = _PRIMED.copy()
-    out = bytes((FORMAT_1,)) + z.compress(cut(data, columns)) + z.flush()
-    return out if expand(out, columns) == data else data
+    return bytes((FORMAT_1,)) + z.compress(cut(data, columns)) + z.flush()
 
 
 def pack_all(batch: list[Prepared]) -> None:
@@ -72,9 +81,14 @@ def expand(stored: bytes, columns: Sequence[Any]) -> bytes:
         return stored
     if not z.eof or z.unused_data:
         return stored
-    for mark, value in zip(_MARKS, columns, strict=False):
+    return _fill(body, columns)
+
+
+def _fill(body: bytes, columns: Sequence[Any]) -> bytes:
+    """The cut-out values put back from the columns."""
+    for i, _, mark, _ in _CUT:
         if mark in body:
-            body = body.replace(mark, orjson.dumps(value))
+            body = body.replace(mark, orjson.dumps(columns[i]))
     return body
 
 

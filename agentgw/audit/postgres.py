@@ -6,6 +6,7 @@ written before that read as they are, and a table created before it keeps its he
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -221,7 +222,7 @@ class PostgresStore:
         if not batch:
             return None
         usage = rollup([p.data for p in batch])  # made (and the batch packed) before the chain is locked
-        pack_all(batch)
+        await asyncio.to_thread(pack_all, batch)  # deflate lets go of the GIL: records keep being built
         async with self.pool.acquire() as conn, conn.transaction():
             return await self._append(conn, batch, link, await self._locked_head(conn), usage)
 
