@@ -87,6 +87,7 @@ class Gateway:
     start_s: float
     llm: tuple[str, dict[str, str]] | None = None  # chat completions URL, request headers
     mcp: tuple[str, str, str] | None = None  # MCP endpoint, tool name, bearer key
+    sessionless: bool = False  # its MCP endpoint answers `initialize` without a session id (stateless)
     rss: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -264,4 +265,5 @@ def start_contextforge(b: Bench) -> Gateway:
         r.read()
     gw = Gateway("contextforge", version, proc, secs)
     gw.mcp = (f"http://127.0.0.1:{port}/mcp/", "bench-add", token)
+    gw.sessionless = True
     return gw

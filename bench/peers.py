@@ -102,7 +102,9 @@ def run_load(
             "--tool",
             tool,
         ]
-        cmd += [*bound, "-c", str(c), "--sessionless", *(["--key", key] if key else [])]
+        cmd += [*bound, "-c", str(c), *(["--key", key] if key else [])]
+        if target != "direct" and b.gateways[target].sessionless:
+            cmd.append("--sessionless")
         return _json_out(cmd, seconds + 60)
     if target == "direct":
         url, headers = f"{b.llm_base}/chat/completions", {"Authorization": f"Bearer {UPSTREAM_KEY}"}
