@@ -106,9 +106,12 @@ backend replicas
     return path
 
 
-def wait_ready(url: str, seconds: float = 180.0) -> None:  # a busy 2-core machine: 30 s starts were seen
+def wait_ready(url: str, seconds: float = 180.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `url` answers 200 (a busy 2-core machine: 30 s starts were seen), or `proc` has exited."""
     deadline = time.monotonic() + seconds
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"cluster: the process behind {url} exited ({proc.returncode}); see its log")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -195,8 +198,8 @@ def cluster(
         group = Replicas(start, cfg, ports)
         for i in range(1, replicas + 1):
             group.start(i)
-        for p in ports:
-            wait_ready(f"http://127.0.0.1:{p}/readyz")
+        for i in range(1, replicas + 1):
+            wait_ready(f"{group.url(i)}/readyz", proc=group.procs[i])
         start("haproxy", [haproxy, "-f", str(haproxy_cfg(work, port, ports)), "-db"])
         wait_ready(f"{lb}/healthz")
         info = {"url": lb, "replicas": [f"http://127.0.0.1:{p}" for p in ports], "config": str(cfg),

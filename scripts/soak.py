@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -34,6 +35,8 @@ KEY = "agw-demo-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
 SHARES = {"llm": 0.6, "mcp": 0.3, "a2a": 0.1}  # of the total rate
 MAX_IN_FLIGHT = 64  # per plane: a slow gateway makes the soak drop ticks (counted), never pile up
+MCP_SESSIONS = 8  # MCP sessions open at a time
+CALLS_PER_SESSION = 20
 
 
 def proc_rss_kib(pid: int) -> int:
@@ -113,12 +116,25 @@ class Load:
             base_url=url, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=64)
         )
         self.seq = 0
+        self.stop = asyncio.Event()  # SIGINT / SIGTERM: end early, still report
+        self.mcp_work: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+        self.a2a_clients: list[Any] = []  # one streaming, one not: made once (each fetches the agent card)
+
+    async def open(self) -> None:
+        for streaming in (False, True):
+            self.a2a_clients.append(
+                await create_client(
+                    f"{self.url}/a2a/researcher",
+                    client_config=ClientConfig(httpx_client=self.http, streaming=streaming),
+                )
+            )
 
     async def llm(self) -> None:
         self.seq += 1
         body: dict[str, Any] = {
             "model": "mock-fast",
             "messages": [{"role": "user", "content": f"soak {self.seq}"}],
+            "max_tokens": 16,
         }
         headers = {"x-agentgw-task": f"{self.task}-{self.seq // 1000}"}  # a budgeted task, renewed every 1000
         if self.seq % 2:
@@ -135,27 +151,41 @@ class Load:
                     raise RuntimeError("stream ended without [DONE]")
 
     async def mcp(self) -> None:
-        """A whole MCP session each time (initialize, list, call, close): sessions are what could leak."""
-        async with (
-            httpx2.AsyncClient(headers=AUTH, timeout=30) as http,
-            streamable_http_client(f"{self.url}/mcp", http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            result = await session.call_tool("docs__search", {"query": "budget"})
-            if result.is_error:
-                raise RuntimeError(f"tool error: {result.content}")
+        """One tool call, made by whichever pooled session takes it (its latency includes the wait for one)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.mcp_work.put(done)
+        await done
+
+    async def mcp_slot(self) -> None:
+        """One pooled MCP session at a time: open, serve CALLS_PER_SESSION calls, close, open the next — so
+        sessions come and go all through the soak (what could leak)."""
+        while True:
+            try:
+                async with (
+                    httpx2.AsyncClient(headers=AUTH, timeout=30) as http,
+                    streamable_http_client(f"{self.url}/mcp", http_client=http) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    for _ in range(CALLS_PER_SESSION):
+                        done = await self.mcp_work.get()
+                        try:
+                            result = await session.call_tool("docs__search", {"query": "budget"})
+                        except Exception as exc:
+                            done.set_exception(exc)
+                            raise
+                        if result.is_error:
+                            done.set_exception(RuntimeError(f"tool error: {result.content}"))
+                        else:
+                            done.set_result(None)
+            except Exception:  # counted by the call that failed; the slot opens a new session
+                await asyncio.sleep(0.5)
 
     async def a2a(self) -> None:
-        client = await create_client(
-            f"{self.url}/a2a/researcher",
-            client_config=ClientConfig(httpx_client=self.http, streaming=bool(self.seq % 2)),
-        )
-        async with client:
-            request = SendMessageRequest(
-                message=new_text_message("How do budgets work?", role=Role.ROLE_USER)
-            )
-            events = [e async for e in client.send_message(request)]
+        self.seq += 1
+        client = self.a2a_clients[self.seq % 2]
+        request = SendMessageRequest(message=new_text_message("How do budgets work?", role=Role.ROLE_USER))
+        events = [e async for e in client.send_message(request)]
         if not events:
             raise RuntimeError("no A2A events")
 
@@ -178,7 +208,7 @@ class Load:
         """Open loop at a fixed rate: a tick whose plane is saturated is dropped (counted)."""
         interval = 1.0 / rate
         next_at = time.monotonic()
-        while next_at < until:
+        while next_at < until and time.monotonic() < until and not self.stop.is_set():
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
             if self.planes[name].in_flight >= MAX_IN_FLIGHT:
@@ -200,24 +230,42 @@ def slope(ys: list[float]) -> float:
 
 async def soak(url: str, pids: dict[str, int], minutes: float, rate: float) -> list[dict[str, Any]]:
     load = Load(url)
-    until = time.monotonic() + minutes * 60
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, load.stop.set)
+    await load.open()
+    slots = [asyncio.create_task(load.mcp_slot()) for _ in range(MCP_SESSIONS)]
+    started = time.monotonic()
+    until = started + minutes * 60
     tasks: set[asyncio.Task[None]] = set()
     drivers = [asyncio.create_task(load.drive(n, rate * share, until, tasks)) for n, share in SHARES.items()]
     rows = [{"minute": 0, "procs": sample(pids), "planes": {}}]
     print(json.dumps(rows[0]), flush=True)
+    last = {name: (0, 0, 0) for name in SHARES}
     for minute in range(1, int(minutes) + 1):
-        await asyncio.sleep(max(0.0, until - (minutes - minute) * 60 - time.monotonic()))
+        with contextlib.suppress(TimeoutError):  # the minute is up, or a signal ended the soak early
+            await asyncio.wait_for(load.stop.wait(), max(0.0, started + minute * 60 - time.monotonic()))
         planes = {}
         for name, plane in load.planes.items():
-            planes[name] = {"ok": plane.ok, "errors": plane.errors, "dropped": plane.dropped,
+            ok, errors, dropped = (plane.ok - last[name][0], plane.errors - last[name][1],
+                                   plane.dropped - last[name][2])  # fmt: skip
+            last[name] = (plane.ok, plane.errors, plane.dropped)
+            planes[name] = {"ok": ok, "errors": errors, "dropped": dropped, "per_s": round((ok + errors) / 60, 1),
                             "p99_ms": round(p99(plane.latencies), 1), "last_error": plane.last_error}  # fmt: skip
             plane.latencies.clear()
+            plane.last_error = ""
         row = {"minute": minute, "procs": sample(pids), "planes": planes}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if load.stop.is_set():
+            break
+    load.stop.set()
     await asyncio.gather(*drivers)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+    for slot in slots:
+        slot.cancel()
+    await asyncio.gather(*slots, return_exceptions=True)
     await load.http.aclose()
     return rows
 

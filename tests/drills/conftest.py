@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import random
 import shutil
 import signal
 import socket
@@ -27,13 +28,10 @@ UPSTREAMS = Path(__file__).with_name("slow_upstreams.py")
 
 
 def free_port_block(size: int) -> int:
-    """A base port whose next `size` ports are all free (the cluster uses base+1… and base+91…)."""
+    """A base port whose next `size` ports and base+91… are all free, below the ephemeral range (32768…): other
+    tests' outgoing connections take ephemeral ports, and one took a replica's port between check and bind."""
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1]) // 100 * 100
-        if base + 100 > 65000 or base < 20000:
-            continue
+        base = random.randrange(20000, 32000, 100)
         ok = True
         for p in [base, *range(base + 1, base + 1 + size), *range(base + 91, base + 97)]:
             with socket.socket() as s:
@@ -48,9 +46,16 @@ def free_port_block(size: int) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (see free_port_block)."""
+    for _ in range(200):
+        port = random.randrange(32100, 32700)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
@@ -176,4 +181,4 @@ def restart(info: dict[str, Any], i: int) -> None:
     """Replica i again (after a kill or a stop), ready, and back in HAProxy's rotation."""
     group = info["group"]
     group.start(i)
-    wait_ready(f"{group.url(i)}/readyz")
+    wait_ready(f"{group.url(i)}/readyz", proc=group.procs[i])

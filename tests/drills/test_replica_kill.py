@@ -58,7 +58,7 @@ def replica_header(seen: list[str]) -> dict[str, list[Any]]:
     """httpx event hooks that note which replica served each response (HAProxy's X-Agentgw-Replica)."""
 
     async def note(response: Any) -> None:
-        if "x-agentgw-replica" in response.headers:
+        if response.status_code < 400 and "x-agentgw-replica" in response.headers:  # not HAProxy's own 50x
             seen.append(response.headers["x-agentgw-replica"])
 
     return {"response": [note]}
@@ -156,12 +156,6 @@ async def test_an_mcp_session_outlives_the_replica_that_served_it(lb: dict[str, 
     assert seen and killed not in seen  # the same session id, served by the others
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SDK client reconnects with GET + Last-Event-ID; the replica that takes it does not know the stream "
-    "(MCP event replay is per process until issue #16's shared replay lands) and holds the GET open, so the "
-    "call waits for the client's own read timeout",
-)
 async def test_an_mcp_call_cut_with_its_replica_fails_instead_of_hanging(lb: dict[str, Any]) -> None:
     seen: list[str] = []
     progressed = anyio.Event()
@@ -170,6 +164,7 @@ async def test_an_mcp_call_cut_with_its_replica_fails_instead_of_hanging(lb: dic
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         progressed.set()
 
+    took = 0.0
     async with httpx2.AsyncClient(headers=AUTH, timeout=30, event_hooks=replica_header(seen)) as http:
         async with streamable_http_client(f"{lb['url']}/mcp", http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
@@ -186,4 +181,7 @@ async def test_an_mcp_call_cut_with_its_replica_fails_instead_of_hanging(lb: dic
                         tg.start_soon(slow_call)
                         await progressed.wait()
                         kill(lb, seen[-1])  # the replica holding the streamed call
-    assert errors and str(errors[0])
+                        killed_at = anyio.current_time()
+                took = anyio.current_time() - killed_at
+    print(f"the cut MCP call ended {took:.1f} s after the kill: {errors[0] if errors else 'no error'}")
+    assert errors and str(errors[0])  # the shared session store tells the resuming replica the call died
