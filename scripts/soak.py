@@ -86,7 +86,10 @@ def sample(pids: dict[str, int]) -> dict[str, dict[str, float]]:
     for p in tree(os.getpid(), kids)[1:]:
         with contextlib.suppress(OSError):
             everything += proc_rss_kib(p)
-    out["all"] = {"tree_mib": everything / 1024}
+    out["all"] = {
+        "tree_mib": everything / 1024,
+        "load1": os.getloadavg()[0],
+    }  # the machine is shared: say how busy
     return out
 
 
@@ -284,6 +287,39 @@ def verdict(rows: list[dict[str, Any]], window: int, rss_mib_per_min: float, fds
     return lines
 
 
+def table(rows: list[dict[str, Any]], every: int = 5) -> str:
+    """The markdown table docs/operations.md shows: every `every` minutes and the last one."""
+    names = [n for n in rows[0]["procs"] if n != "all"]
+    head = ("| min | " + " | ".join(f"{n} RSS MiB / tree MiB / fds" for n in names)
+            + " | all procs MiB | LLM /s, p99 ms | MCP /s, p99 ms | A2A /s, p99 ms | errors | dropped |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if r["minute"] % every and r is not rows[-1]:
+            continue
+        procs = " | ".join(
+            f"{r['procs'][n]['rss_mib']:.1f} / {r['procs'][n]['tree_mib']:.1f} / {r['procs'][n]['fds']}"
+            for n in names
+        )
+        planes = r["planes"]
+        load = " | ".join(
+            f"{planes[k]['per_s']}, {planes[k]['p99_ms']:.0f}" if k in planes else "–"
+            for k in ("llm", "mcp", "a2a")
+        )
+        errors = sum(v["errors"] for v in planes.values())
+        dropped = sum(v["dropped"] for v in planes.values())
+        lines.append(
+            f"| {r['minute']} | {procs} | {r['procs']['all']['tree_mib']:.0f} | {load} | {errors} | {dropped} |"
+        )
+    return "\n".join(lines)
+
+
+def report(log: Path, args: argparse.Namespace) -> None:
+    """`--report LOG`: the table and verdict again from a soak's printed rows (one JSON object a line)."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"minute"')]
+    print(table(rows))
+    print("\n".join(verdict(rows, args.window, args.rss_limit, args.fd_limit)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30)
@@ -291,9 +327,15 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8300)
     ap.add_argument("--window", type=int, default=20, help="minutes at the end the growth verdict looks at")
     ap.add_argument("--rss-limit", type=float, default=0.5, help="MiB per minute")
-    ap.add_argument("--fd-limit", type=float, default=0.2, help="fds per minute")
+    ap.add_argument(
+        "--fd-limit", type=float, default=0.5, help="fds per minute (sampled fds move with the load)"
+    )
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--report", type=Path, help="print the table and verdict of a soak's log, run nothing")
     args = ap.parse_args()
+    if args.report:
+        report(args.report, args)
+        return
     if not 0 < args.minutes <= 240 or not 0 < args.rate <= 200:
         raise SystemExit("soak: --minutes must be in (0, 240] and --rate in (0, 200]")
     with cluster(3, args.port) as info:
@@ -302,6 +344,7 @@ def main() -> None:
         rows = asyncio.run(soak(info["url"], pids, args.minutes, args.rate))
     lines = verdict(rows, args.window, args.rss_limit, args.fd_limit)
     grows = any(line.endswith("GROWS") for line in lines)
+    print(table(rows))
     print("\n".join(lines))
     print("verdict:", "something grows" if grows else "nothing grows beyond the limits")
     if args.json:
