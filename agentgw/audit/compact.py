@@ -27,9 +27,10 @@ _CUT = tuple(
     if c not in ("kind", "status", "tokens", "cost_usd")
 )
 _ANY_MARK = re.compile(b"[\x01-\x1f]")
-# Level 6 (9 finds nothing more in ~1 KB records), an 8 KiB window (the dictionary and a typical record fit in
-# it) and small hash tables: setting up a compressor is most of the cost, so each record starts from a copy of
-# one that has already read the dictionary.
+# Level 6: measured on typical records, 17 µs and 220 B per record against level 2's 13 µs and 240 B (which
+# made SQLite rows 56 B larger: fewer per page) and level 9's nothing more. An 8 KiB window (the dictionary and a
+# typical record fit in it) and small hash tables; each record starts from a copy of a compressor that has
+# already read the dictionary (setting one up costs more).
 _PRIMED = zlib.compressobj(6, zlib.DEFLATED, -13, 5, zlib.Z_DEFAULT_STRATEGY, ZDICT_1)
 
 
@@ -39,16 +40,16 @@ def columns_of(p: Prepared) -> tuple[Any, ...]:
 
 
 def cut(data: bytes, columns: Sequence[Any]) -> bytes:
-    """The JSON with each cut column's value, where it appears exactly once under its key, replaced by its mark."""
+    """The JSON with each cut column's value, where it first appears under its key (the record's top level, near
+    the start), replaced by its mark: the mark stands for exactly those bytes, wherever they were."""
     body = data
     for i, needle, mark, kind in _CUT:
         value = columns[i]
-        if type(value) is not kind:
-            continue
-        full = needle + orjson.dumps(value)
-        at = body.find(full)
-        if at >= 0 and body.find(full, at + 1) < 0:
-            body = body[: at + len(needle)] + mark + body[at + len(full) :]
+        if type(value) is kind:
+            full = needle + orjson.dumps(value)
+            at = body.find(full)
+            if at >= 0:
+                body = body[: at + len(needle)] + mark + body[at + len(full) :]
     return body
 
 
