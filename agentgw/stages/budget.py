@@ -20,6 +20,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from agentgw.budget import metering
 from agentgw.budget.answers import (
     LOWERING,
     BudgetExhausted,
@@ -39,23 +40,17 @@ from agentgw.budget.ledger import (
     Rejection,
     Throttled,
     TooDeep,
-    Window,
     child_key,
-    key_part,
     task_key,
     too_deep,
 )
 from agentgw.budget.retry import Pending, RetryQueue
-from agentgw.errors import GatewayError, UpstreamInvalidResponse
+from agentgw.errors import GatewayError
 from agentgw.exchange import Exchange, Principal
 from agentgw.pipeline import Stage, StopStream
 from agentgw.registry import Pricing
-from agentgw.tokens import count_messages, count_tokens
 
 log = logging.getLogger("agentgw.budget")
-
-# The A2A operations that delegate (one `agent_calls` unit and a child task each); reads and cancels are free.
-A2A_SENDS = frozenset({"SendMessage", "SendStreamingMessage"})
 
 CHILD_PREFIX = "c-"
 CHAIN_CACHE = 100_000  # task chains kept in process (each a few hundred bytes)
@@ -188,49 +183,10 @@ class BudgetStage(Stage):
         return known
 
     def estimate(self, ex: Exchange, rule: BudgetRule) -> tuple[Amount, str | None, int, int | None]:
-        """What to reserve; whether to take what is left of a metric instead, and then at most how much; and the
-        prompt's weighted tokens. A chat call without max_tokens reserves its prompt and a bounded estimate of its
-        output (the model's max_output_tokens, else default_max_tokens), or what is left if that is less (at
-        least one output token): parallel calls share the task instead of the first taking it all."""
-        payload = ex.payload or {}
-        if ex.plane == "llm":
-            if ex.operation == "embeddings":
-                inp = payload.get("input")
-                texts = inp if isinstance(inp, list) else [inp]
-                prompt = sum(count_tokens(t) if isinstance(t, str) else 1 for t in texts)
-                out = 0
-            else:
-                known = ex.attrs.get(
-                    "prompt_tokens"
-                )  # counted by a routing rule, if the messages are unchanged
-                if known is not None and known[0] is payload.get("messages"):
-                    prompt = known[1]
-                else:
-                    prompt = count_messages(payload.get("messages"), payload.get("tools"))
-                mt = payload.get("max_completion_tokens") or payload.get("max_tokens")
-                out = mt if isinstance(mt, int) and mt > 0 else 0
-            w = rule.weights
-            weighted_prompt = math.ceil(prompt * w.input)
-            amount: Amount = {"tokens": weighted_prompt + math.ceil(out * w.output)}
-            bounded = ex.operation == "chat" and out == 0
-            guess = self.output_estimate(ex) if bounded else out
-            price = self.pricing.get(ex.target)
-            if price is not None and rule.task.usd is not None:
-                amount["usd_micros"] = math.ceil(
-                    prompt * price.input_per_mtok + guess * price.output_per_mtok
-                )
-            if bounded and rule.task.tokens is not None:
-                amount["tokens"] = weighted_prompt + 1  # at least one output token must be affordable
-                return amount, "tokens", weighted_prompt, weighted_prompt + math.ceil(guess * w.output)
-            return amount, None, weighted_prompt, None
-        if ex.plane == "mcp":
-            if ex.operation == "tools/call":
-                extra = self.tool_costs.get(ex.target, 0)
-                return ({"tool_calls": 1, **({"tokens": extra} if extra else {})}), None, 0, None
-            return {}, None, 0, None
-        if ex.plane == "a2a":
-            return ({"agent_calls": 1}, None, 0, None) if ex.operation in A2A_SENDS else ({}, None, 0, None)
-        return {}, None, 0, None
+        guess = self.output_estimate(ex) if ex.plane == "llm" and ex.operation == "chat" else 0
+        return metering.estimate(
+            ex, rule, self.pricing.get(ex.target), self.tool_costs.get(ex.target, 0), guess
+        )
 
     def output_estimate(self, ex: Exchange) -> int:
         """Output tokens a chat call without max_tokens is expected to produce, and a stream's top-up step."""
@@ -246,7 +202,7 @@ class BudgetStage(Stage):
         if rule is None:
             return
         amount, rest, prompt, most = self.estimate(exchange, rule)
-        windows = self.windows(p, rule, amount.get("tokens", 0))
+        windows = metering.windows(p, rule, amount.get("tokens", 0))
         if not amount and not windows:  # costs nothing, counts nowhere: no ledger round trip
             return
         limits = self.task_limits(rule, exchange.headers)
@@ -400,7 +356,7 @@ class BudgetStage(Stage):
         price = self.pricing.get(exchange.target)
         if price is not None and "usd_micros" in held.reserved:
             amount["usd_micros"] = math.ceil(max(held.step, least / w) * price.output_per_mtok)
-        windows = self.windows(exchange.principal, held.rule, least, requests=False)
+        windows = metering.windows(exchange.principal, held.rule, least, requests=False)
         try:
             got = await self.ledger.extend(held.chain, amount, "tokens", most, held.op, windows)
         except Exception as exc:
@@ -434,7 +390,7 @@ class BudgetStage(Stage):
             return
         actual = self.actual(exchange, held.rule)
         p = exchange.principal
-        corrections = self.corrections(p, held.rule, actual.get("tokens", 0) - held.counted) if p else []
+        corrections = metering.corrections(p, held.rule, actual.get("tokens", 0) - held.counted) if p else []
         task = exchange.task
         # A one-request task (no x-agentgw-task) that delegated nothing: no later call can name it.
         forget = (
@@ -472,55 +428,7 @@ class BudgetStage(Stage):
         return self.retries.pending
 
     def actual(self, ex: Exchange, rule: BudgetRule) -> Amount:
-        """What the call really cost: provider usage (or the estimate of what was delivered); a tool or agent
-        call counts once it reached the upstream and answered something readable."""
-        if ex.plane == "llm":
-            u = ex.usage
-            if u is None or (ex.error is not None and u.output_tokens == 0 and not ex.result):
-                return {}
-            w = rule.weights
-            out: Amount = {"tokens": math.ceil(u.input_tokens * w.input + u.output_tokens * w.output)}
-            price = self.pricing.get(ex.target)
-            if price is not None:
-                out["usd_micros"] = math.ceil(
-                    u.input_tokens * price.input_per_mtok + u.output_tokens * price.output_per_mtok
-                )
-            return out
-        if not ex.attempts:  # refused before any upstream was asked
-            return {}
-        if isinstance(ex.error, UpstreamInvalidResponse):  # no usable answer came back: nothing delivered
-            return {}
-        if ex.plane == "mcp" and ex.operation == "tools/call":
-            extra = self.tool_costs.get(ex.target, 0)
-            return {"tool_calls": 1, **({"tokens": extra} if extra else {})}
-        if ex.plane == "a2a" and ex.operation in A2A_SENDS:
-            return {"agent_calls": 1}
-        return {}
-
-    @staticmethod
-    def windows(p: Principal, rule: BudgetRule, tokens: int, requests: bool = True) -> list[Window]:
-        """The principal's rate windows this call counts in (its estimated tokens for the token windows; a
-        stream's top-up counts in the token windows only)."""
-        w, who = rule.windows, key_part(p.subject)
-        out: list[Window] = []
-        if w.requests_per_minute and requests:
-            out.append(Window(f"rpm:{who}", 1, w.requests_per_minute, 60))
-        if w.tokens_per_minute and tokens:
-            out.append(Window(f"tpm:{who}", tokens, w.tokens_per_minute, 60))
-        if w.tokens_per_day and tokens:
-            out.append(Window(f"tpd:{who}", tokens, w.tokens_per_day, 86400))
-        return out
-
-    @staticmethod
-    def corrections(p: Principal, rule: BudgetRule, tokens: int) -> list[Window]:
-        """Token-window corrections once the real usage is known (`tokens`: actual minus what was counted)."""
-        w, who = rule.windows, key_part(p.subject)
-        out: list[Window] = []
-        if tokens and w.tokens_per_minute:
-            out.append(Window(f"tpm:{who}", tokens, 0, 60))
-        if tokens and w.tokens_per_day:
-            out.append(Window(f"tpd:{who}", tokens, 0, 86400))
-        return out
+        return metering.actual(ex, rule, self.pricing.get(ex.target), self.tool_costs.get(ex.target, 0))
 
 
 def _loop(task: str, parent: str | None) -> TaskParentLoop:
