@@ -123,9 +123,11 @@ def tree_memory(pid: int) -> dict[str, Any]:
 # -- the setup -------------------------------------------------------------------------------------------------
 
 
-def write_config(tmp: Path, ports: dict[str, int]) -> Path:
+def write_config(tmp: Path, ports: dict[str, int], llm: str) -> Path:
     """The quickstart's agentgw.yaml and registry in `tmp`, with the upstreams' `command:`s and the stdio server
-    taken out (they run on their own, see start_upstreams), and the audit store in `tmp`."""
+    taken out (they run on their own, see start_upstreams), and the audit store in `tmp`. `llm`: `mock` keeps the
+    quickstart's mock providers (the gateway loads the tokenizer at start for them); `openai` points the same
+    models at an OpenAI-kind provider on a port where nothing listens (a deployment's shape: nothing to count)."""
     cfg = yaml.safe_load(QUICKSTART.read_text())
     reg = tmp / "registry"
     reg.mkdir()
@@ -139,6 +141,16 @@ def write_config(tmp: Path, ports: dict[str, int]) -> Path:
         if "mcp" in doc:  # the virtual server named the stdio server's tool
             for v in doc["mcp"].get("virtual_servers", []):
                 v["tools"] = [t for t in v["tools"] if not t.startswith("time__")]
+        if "llm" in doc and llm == "openai":  # a provider kind that counts nothing: no tokenizer warm-up
+            doc["llm"]["providers"] = [
+                {
+                    "name": p["name"],
+                    "kind": "openai",
+                    "base_url": f"http://127.0.0.1:{ports['dead']}/v1",
+                    "api_key": "sk-footprint-0123456789",
+                }
+                for p in doc["llm"]["providers"]
+            ]
         (reg / src.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     cfg["registry"] = ["registry/*.yaml"]
     cfg["policies"] = {k: str(ROOT / "policies" / Path(v).name) for k, v in cfg["policies"].items()}
@@ -262,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     extra_env = dict(kv.split("=", 1) for kv in a.env)
     tmp = Path(tempfile.mkdtemp(prefix="agentgw-footprint-"))
-    ports = {name: free_port() for name in ("gateway", "docs", "planner", "researcher")}
-    config = write_config(tmp, ports)
+    ports = {name: free_port() for name in ("gateway", "docs", "planner", "researcher", "dead")}
+    config = write_config(tmp, ports, a.llm)
     load0 = os.getloadavg()[0]
     upstreams = start_upstreams(ports, tmp)
     runs: list[dict[str, Any]] = []

@@ -219,8 +219,12 @@ def tree_cpu(pid: int) -> float:
 
 
 class Servers:
-    def __init__(self, env: Env, extra_path: str | None, with_granian: bool) -> None:
+    def __init__(
+        self, env: Env, extra_path: str | None, with_granian: bool, compare: str | None, only: str | None
+    ) -> None:
         self.env, self.procs, self.ports = env, {}, {}
+        self.compare = compare
+        self.only = set(only.split(",")) if only else None
         self.extra = extra_path
         self.with_granian = with_granian
         self.up = f"http://127.0.0.1:{env.ports['direct']}"
@@ -228,6 +232,8 @@ class Servers:
     def _start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, ready: str = "/") -> None:
         from harness import free_port
 
+        if self.only is not None and name not in self.only:
+            return
         port = free_port()
         cmd = [c.replace("{port}", str(port)) for c in cmd]
         fh = open(self.env.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -248,6 +254,13 @@ class Servers:
         self._start("floor-raw2", [*raw, "--raw-client"])
         exe = str(Path(PY).parent / "agentgw")
         self._start("gateway-uvicorn", [exe, "serve", "--config", str(self.env.config), "--port", "{port}"])
+        if self.compare:
+            cfg = yaml.safe_load(self.env.config.read_text())
+            cfg["audit"] = {"sqlite": {"path": "audit-compare.db"}}
+            path = self.env.tmp / "agentgw-compare.yaml"
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            cenv = {**os.environ, "PYTHONPATH": self.compare}
+            self._start("gateway-compare", [exe, "serve", "--config", str(path), "--port", "{port}"], cenv)
         if self.extra and self.with_granian:
             cfg = yaml.safe_load(self.env.config.read_text())
             cfg["audit"] = {"sqlite": {"path": "audit-granian.db"}}
@@ -314,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ttfb-requests", type=int, default=1000)
     ap.add_argument("--extra-path", help="a folder with granian installed (pip install --target)")
     ap.add_argument("--with-granian", action="store_true", help="also run the gateway on granian")
+    ap.add_argument("--compare-path", metavar="DIR", help="also run the gateway from another checkout (A/B)")
+    ap.add_argument("--only", help="comma-separated targets to run (default: all)")
     ap.add_argument(
         "--profile", metavar="DIR", help="py-spy the gateways under c=32 into DIR (apart from the runs)"
     )
@@ -325,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(Path(tempfile.mkdtemp(prefix="agentgw-httplayer-")))
     env.write_config()
     env.start_upstream()
-    srv = Servers(env, a.extra_path, a.with_granian)
+    srv = Servers(env, a.extra_path, a.with_granian, a.compare_path, a.only)
     stream_body = orjson.dumps({**CHAT, "stream": True, "bench": {"chunks": 5, "delay_ms": 0}})
     res: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
