@@ -21,33 +21,25 @@ from agentgw.a2a.plane import A2APlane
 from agentgw.admin import WELL_KNOWN, Admin, protected_resource_url
 from agentgw.admin.metrics import MetricsEndpoint
 from agentgw.admin.registry import AuditSource
-from agentgw.approvals import Approvals
-from agentgw.approvals import open_store as open_approvals_store
-from agentgw.audit.redact import Redactor
 from agentgw.audit.writer import open_sink
-from agentgw.budget.config import Budgets
-from agentgw.budget.ledger import Ledger
-from agentgw.budget.memory import MemoryLedger
-from agentgw.configfile import Problem
+from agentgw.configcheck import registry_problems
 from agentgw.console import Console
 from agentgw.errors import GatewayError, NotFound
 from agentgw.exchange import Exchange, task_from_headers
 from agentgw.frontdoor import HostGuard, plane_of, refusal_body
 from agentgw.guardrails.engine import Guardrails
 from agentgw.http import Receive, Scope, Send, client_host, header_dict, send_bytes
-from agentgw.identity import JWKS_PATH, OutboundIdentity, SigningKeys
+from agentgw.identity import JWKS_PATH
 from agentgw.jwt_auth import JWTVerifier
-from agentgw.keys import KeyStore, name_clashes
-from agentgw.llm.cache.exact import embedding_problem
+from agentgw.keys import KeyStore
 from agentgw.llm.plane import LLMPlane
-from agentgw.mcp import check_collisions, tool_costs, tool_tags
+from agentgw.mcp import tool_costs, tool_tags
 from agentgw.metrics import Metrics, add_process_metrics
+from agentgw.parts import identity_specs, make_approvals, make_ledger, outbound_identity, policy_store
 from agentgw.pipeline import Pipeline, Stage
-from agentgw.policy import PolicyEngine, PolicyStore, bare_subjects, policy_problems, policy_roles
-from agentgw.registry import Registry, UpstreamIdentity
 from agentgw.reload import RegistryWatch
 from agentgw.secrets import Scrubber, configured_secrets, scrub_logs
-from agentgw.settings import Policies, Settings, secret_of
+from agentgw.settings import Settings
 from agentgw.stages import default_stages
 from agentgw.stages.audit import AuditStage
 from agentgw.stages.authn import Authenticator
@@ -476,122 +468,5 @@ def _number(obj: object, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def registry_problems(registry: Registry) -> list[Problem]:
-    """What load_registry cannot see in a registry: MCP tool-name collisions."""
-    return [Problem("registry", "", message) for message in check_collisions(registry)]
-
-
-def check(settings: Settings) -> list[Problem]:
-    """What only the assembled gateway can check, beyond load_settings: MCP tool-name collisions, whether the
-    policy files load (no empty or doubly prefixed name), and key subjects that are also a `role:` name of the
-    policy, a key's role or an admin or metrics role. `check-config` and `serve` refuse these like every other
-    problem; `ambiguities` are what only `check-config` refuses."""
-    problems = registry_problems(settings.registry_data)
-    semantic = embedding_problem(settings.llm.cache, {m.name for m in settings.registry_data.llm.models})
-    if semantic is not None:  # the semantic cache embeds with a model the registry does not have
-        problems.append(Problem(str(settings.path), "llm.cache.semantic.embedding_model", semantic))
-    problems += missing_extras(settings)
-    paths = settings.policies or Policies()
-    policy = settings.resolve(paths.policy)
-    try:
-        lines = policy_problems(policy)
-        problems.extend(Problem(str(policy), "", line) for line in lines)
-        if not lines:
-            PolicyEngine(settings.resolve(paths.model), policy)
-        problems.extend(name_clashes(settings, policy_roles(policy, bare=False)))
-    except FileNotFoundError as exc:
-        problems.append(Problem(str(exc.filename or paths.policy), "", "policy file not found"))
-    except Exception as exc:
-        problems.append(Problem(str(settings.resolve(paths.model)), "", f"policy does not load: {exc}"))
-    if settings.guardrails.guards:
-        try:  # a guard's patterns compile only when it is built: a bad one is a config problem, not a 500
-            Guardrails(settings.guardrails)
-        except ValueError as exc:
-            problems.append(Problem(str(settings.path), "guardrails", str(exc)))
-    return problems
-
-
-def missing_extras(settings: Settings) -> list[Problem]:
-    """Features whose libraries are optional extras of the package (kept out of a plain install: ~120 MB), named
-    with the install command when the config uses them and they are missing."""
-    import importlib.util
-
-    need: dict[str, tuple[str, str]] = {}  # module → (extra, what needs it)
-    for i, p in enumerate(settings.registry_data.llm.providers):
-        if p.kind == "bedrock":
-            need["botocore"] = ("bedrock", f"llm.providers[{i}] ({p.name}, kind bedrock)")
-    cache = settings.llm.cache
-    if cache.mode == "semantic":
-        need["numpy"] = ("semantic-cache", "llm.cache.mode semantic")
-        if (cache.semantic.index or cache.store) == "memory":
-            need["usearch"] = ("semantic-cache", "llm.cache.semantic.index memory")
-    return [
-        Problem(str(settings.path), where, f"needs the '{extra}' extra: pip install 'agentgw[{extra}]'")
-        for module, (extra, where) in need.items()
-        if importlib.util.find_spec(module) is None
-    ]
-
-
-def ambiguities(settings: Settings) -> list[Problem]:
-    """Bare (role) names of the policy that are also key subjects: likely written for the subject before the
-    `user:` prefix, and now a role that subject is not in. `check-config` refuses them; `serve` loads the policy
-    and logs them (`PolicyStore.load`), as the gateway denies those subjects rather than over-grant."""
-    policy = settings.resolve((settings.policies or Policies()).policy)
-    try:
-        found = bare_subjects(policy, frozenset(k.subject for k in settings.all_keys))
-    except (OSError, UnicodeDecodeError):
-        return []  # `check` reports a policy that does not load
-    return [Problem(str(policy), "", why) for why in found]
-
-
-def make_ledger(cfg: Budgets) -> Ledger:
-    if cfg.ledger == "redis":
-        from agentgw.budget.redis import RedisLedger  # only deployments that use Redis import its client
-
-        return RedisLedger(cfg.redis_url, cfg.key_prefix, cfg.task_ttl_s)
-    return MemoryLedger(cfg.task_ttl_s)
-
-
-def policy_store(settings: Settings) -> PolicyStore:
-    """The policy named by `policies:` (default `policies/model.conf` + `policy.csv` beside the config),
-    with registry tool tags available to rules as `tag:<name>`. Loaded now: a broken policy denies all."""
-    paths = settings.policies or Policies()
-    tags = tool_tags(settings.registry_data.mcp)  # keyed by the upstream's own tool names, as targets are
-    subjects = frozenset(k.subject for k in settings.all_keys)
-    store = PolicyStore(settings.resolve(paths.model), settings.resolve(paths.policy), tags, subjects)
-    store.load()
-    return store
-
-
-def outbound_identity(settings: Settings, pool: UpstreamPool) -> OutboundIdentity:
-    """The signing keys and every upstream's `identity:` block (MCP servers, LLM providers)."""
-    keys = SigningKeys(settings.signing, settings.base_dir, secret_of(settings))
-    listen = settings.listen
-    issuer = settings.signing.issuer or f"http://{listen.host}:{listen.port}"
-    identity = OutboundIdentity(keys, issuer, lambda: pool.session)
-    identity.apply(identity_specs(settings.registry_data))
-    return identity
-
-
-def identity_specs(reg: Registry) -> dict[str, tuple[UpstreamIdentity | None, str | None]]:
-    """Every upstream's `identity:` block and URL, by target (MCP servers, LLM providers)."""
-    specs: dict[str, tuple[UpstreamIdentity | None, str | None]] = {}
-    for server in reg.mcp.servers:
-        specs[f"mcp:{server.name}"] = (server.identity, server.url)
-    for provider in reg.llm.providers:
-        specs[f"llm:{provider.name}"] = (provider.identity, provider.base_url)
-    for agent in reg.a2a.agents:
-        specs[f"a2a:{agent.name}"] = (agent.identity, str(agent.url))
-    return specs
-
-
 def create_app(settings: Settings) -> Gateway:
     return Gateway(settings)
-
-
-def make_approvals(settings: Settings, pool: UpstreamPool, secrets: list[str]) -> Approvals:
-    """The approvals service over the configured store; arguments are redacted by the audit rules."""
-    cfg = settings.audit
-    key = (cfg.hmac_key or secret_of(settings) or "agentgw-approvals").encode()
-    redactor = Redactor(cfg.redaction, secrets, key)
-    return Approvals(settings.approvals, open_approvals_store(settings), redactor, key, lambda: pool.session)

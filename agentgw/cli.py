@@ -197,8 +197,8 @@ def policy_check(
     """Would SUBJECT be allowed ACTION on OBJECT? SUBJECT is a subject (`alice` or `user:alice`) or a role alone
     (`role:admins`). Prints allowed/denied (with the effect when it holds the call: approve, confirm) and the
     deciding policy line. Exit 0 when allowed, 1 when denied."""
-    from agentgw.app import policy_store
     from agentgw.names import parse_who
+    from agentgw.parts import policy_store
 
     settings = load_or_exit(config)
     sub, role_alone = parse_who(subject)

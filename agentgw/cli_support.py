@@ -43,7 +43,10 @@ def load_or_exit(config: str, host: str | None = None, *, strict: bool = False) 
         settings = load_settings(config, host=host)
     except ConfigError as err:
         exit_with(err)
-    from agentgw.app import ambiguities, check  # the assembled gateway's own checks (MCP names, policy files)
+    from agentgw.configcheck import (  # the assembled gateway's own checks (MCP names, policy files)
+        ambiguities,
+        check,
+    )
 
     problems = check(settings) + (ambiguities(settings) if strict else [])
     if problems:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from agentgw.app import ambiguities, check
 from agentgw.cli import main
+from agentgw.configcheck import ambiguities, check
 from agentgw.policy import PolicyEngine, PolicyError, PolicyStore, policy_problems
 from agentgw.settings import load_settings
 from tests.support import MOCK_REGISTRY, POLICIES, TEST_KEY, gateway, sha, write_config
