@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         "--settle", type=float, default=2.0, help="seconds idle after /readyz before memory is read"
     )
     ap.add_argument(
+        "--llm", choices=["mock", "openai"], default="mock", help="the providers' kind (write_config)"
+    )
+    ap.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="extra environment for the gateway"
     )
     ap.add_argument("--json", metavar="PATH", help="write all results as JSON")
