@@ -37,6 +37,7 @@ SHARES = {"llm": 0.6, "mcp": 0.3, "a2a": 0.1}  # of the total rate
 MAX_IN_FLIGHT = 64  # per plane: a slow gateway makes the soak drop ticks (counted), never pile up
 MCP_SESSIONS = 8  # MCP sessions open at a time
 CALLS_PER_SESSION = 20
+IDLE_S = 20  # after the load: the idle sample
 
 
 def proc_rss_kib(pid: int) -> int:
@@ -270,11 +271,17 @@ async def soak(url: str, pids: dict[str, int], minutes: float, rate: float) -> l
         slot.cancel()
     await asyncio.gather(*slots, return_exceptions=True)
     await load.http.aclose()
-    return rows
+    # Idle again: what a leak would keep (pools and HAProxy's kept-alive connections to the replicas go in ~10 s)
+    await asyncio.sleep(IDLE_S)
+    idle = {"minute": "idle", "procs": sample(pids), "planes": {}}
+    print(json.dumps(idle), flush=True)
+    return [*rows, idle]
 
 
 def verdict(rows: list[dict[str, Any]], window: int, rss_mib_per_min: float, fds_per_min: float) -> list[str]:
     """One line per replica and measure: its slope over the last `window` minutes against the threshold."""
+    idle = [r for r in rows if r["minute"] == "idle"]
+    rows = [r for r in rows if r["minute"] != "idle"]
     tail = rows[-window:] if len(rows) > window else rows[1:] if len(rows) > 2 else rows
     lines = []
     for name in rows[0]["procs"]:
@@ -284,6 +291,10 @@ def verdict(rows: list[dict[str, Any]], window: int, rss_mib_per_min: float, fds
             s = slope([r["procs"][name][key] for r in tail])
             flag = "GROWS" if s > limit else "flat"
             lines.append(f"{name} {key}: {s:+.3f}/min over the last {len(tail)} min (limit {limit}) {flag}")
+    for r in idle:
+        lines += [f"{n} idle after the load: {v.get('rss_mib', 0):.1f} MiB, {v.get('fds', '–')} fds "
+                  f"(at the start: {rows[0]['procs'][n].get('rss_mib', 0):.1f} MiB, {rows[0]['procs'][n].get('fds', '–')} fds)"
+                  for n, v in r["procs"].items() if n != "all"]  # fmt: skip
     return lines
 
 
@@ -293,6 +304,7 @@ def table(rows: list[dict[str, Any]], every: int = 5) -> str:
     head = ("| min | " + " | ".join(f"{n} RSS MiB / tree MiB / fds" for n in names)
             + " | all procs MiB | LLM /s, p99 ms | MCP /s, p99 ms | A2A /s, p99 ms | errors | dropped |")  # fmt: skip
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    rows = [r for r in rows if r["minute"] != "idle"]
     for r in rows:
         if r["minute"] % every and r is not rows[-1]:
             continue
@@ -315,7 +327,9 @@ def table(rows: list[dict[str, Any]], every: int = 5) -> str:
 
 def report(log: Path, args: argparse.Namespace) -> None:
     """`--report LOG`: the table and verdict again from a soak's printed rows (one JSON object a line)."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"minute"')]
+    rows = [
+        json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"minute"')
+    ]  # idle too
     print(table(rows))
     print("\n".join(verdict(rows, args.window, args.rss_limit, args.fd_limit)))
 
