@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import yaml
 from harness import HERE, MIB, PY, free_port, http_status, log, stop, wait_until
+from procs import tree, tree_cpu
 
 ROOT = HERE.parent
 QUICKSTART = ROOT / "examples" / "quickstart" / "agentgw.yaml"
@@ -46,59 +47,24 @@ MCP_INIT = {
 # -- the process tree ------------------------------------------------------------------------------------------
 
 
-def children_of() -> dict[int, list[int]]:
-    """ppid → pids, for every process on the machine (from /proc/<pid>/stat)."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def tree(pid: int) -> list[int]:
-    kids, out, todo = children_of(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += kids.get(p, [])
-    return out
-
-
 def rollup(pid: int) -> dict[str, float]:
-    """Rss / Pss / Pss_Anon of one process, MiB (smaps_rollup: PSS splits pages shared with other processes)."""
+    """Rss / Pss / Anonymous of one process, MiB (smaps_rollup). PSS splits a page among every process that maps
+    it, the gateway's or not: other Python processes using the same files on this machine lower it. Anonymous
+    memory (the heaps: the writer is exec'd, not forked, so none is shared) does not depend on them."""
     out: dict[str, float] = {}
     with open(f"/proc/{pid}/smaps_rollup") as fh:
         for line in fh:
             key, _, rest = line.partition(":")
-            if key in ("Rss", "Pss", "Pss_Anon", "Private_Dirty"):
+            if key in ("Rss", "Pss", "Anonymous", "Private_Dirty"):
                 out[key.lower()] = int(rest.split()[0]) * 1024 / MIB
     return out
 
 
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """utime + stime of a process (or of one of its threads), seconds."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    with open(path) as fh:
+def thread_cpu(pid: int, tid: int) -> float:
+    """utime + stime of one thread of a process, seconds (the main thread: tid == pid)."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the tree has used: on a busy machine the wall time to ready stretches with
-    other people's load, this much less."""
-    total = 0.0
-    for p in tree(pid):
-        try:
-            total += cpu_seconds(p)
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def cmdline(pid: int) -> str:
@@ -117,6 +83,7 @@ def tree_memory(pid: int) -> dict[str, Any]:
         "processes": procs,
         "rss_mib": sum(p["rss"] for p in procs),
         "pss_mib": sum(p["pss"] for p in procs),
+        "anon_mib": sum(p["anonymous"] for p in procs),
     }
 
 
@@ -208,7 +175,7 @@ def start_gateway(
     proc = subprocess.Popen(cmd, env={**port_env(ports), **extra_env}, stdout=fh, stderr=fh)
     port = ports["gateway"]
     wait_until(lambda: http_status(port, "/readyz", 0.5) == 200, 60, proc, "gateway")
-    return proc, time.perf_counter() - t0, tree_cpu(proc.pid), cpu_seconds(proc.pid, proc.pid)
+    return proc, time.perf_counter() - t0, tree_cpu(tree(proc.pid)), thread_cpu(proc.pid, proc.pid)
 
 
 def post(port: int, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
@@ -324,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         "main_thread_cpu_median_s": statistics.median(r["main_thread_cpu_s"] for r in runs),
         "idle_rss_median_mib": statistics.median(r["idle"]["rss_mib"] for r in runs),
         "idle_pss_median_mib": statistics.median(r["idle"]["pss_mib"] for r in runs),
+        "idle_anon_median_mib": statistics.median(r["idle"]["anon_mib"] for r in runs),
         "runs": runs,
     }
-    print("| process (idle, first run) | RSS MiB | PSS MiB |\n|---|---|---|")
+    print("| process (idle, first run) | RSS MiB | PSS MiB | anonymous MiB |\n|---|---|---|---|")
     for p in first["idle"]["processes"]:
-        print(f"| {p['cmd'][:70]} | {p['rss']:.1f} | {p['pss']:.1f} |")
+        print(f"| {p['cmd'][:70]} | {p['rss']:.1f} | {p['pss']:.1f} | {p['anonymous']:.1f} |")
     print()
     after = first["after_calls"]
     print("| metric | value | target |\n|---|---|---|")
@@ -339,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| CPU of the main thread until ready (median) | {res['main_thread_cpu_median_s']:.3f} s | |")
     print(f"| idle process tree RSS (median) | {res['idle_rss_median_mib']:.1f} MiB | ≤ 100 MiB |")
     print(f"| idle process tree PSS (median) | {res['idle_pss_median_mib']:.1f} MiB | |")
+    print(f"| idle process tree anonymous memory (median) | {res['idle_anon_median_mib']:.1f} MiB | |")
     print(
         f"| tree RSS / PSS after one call per plane | {after['rss_mib']:.1f} / {after['pss_mib']:.1f} MiB | |"
     )

@@ -36,7 +36,6 @@ from harness import (
     PY,
     Env,
     audit_count,
-    cpu_seconds,
     http_status,
     log,
     raise_nofile,
@@ -45,6 +44,7 @@ from harness import (
     stop,
     wait_until,
 )
+from procs import tree, tree_cpu
 
 # -- the raw floors (run as `python http_layer.py raw --port P --upstream URL [--raw-client]`) -------------------
 
@@ -204,20 +204,6 @@ def floor_app() -> Any:
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
-def tree_cpu(pid: int) -> float:
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += cpu_seconds(p)
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    todo += [int(x) for x in fh.read().split()]
-        except OSError:
-            continue
-    return total
-
-
 class Servers:
     def __init__(
         self, env: Env, extra_path: str | None, with_granian: bool, compare: str | None, only: str | None
@@ -352,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             order = names[r % len(names) :] + names[: r % len(names)]
             for n in order:
                 pid = srv.pid(n)
-                cpu0 = tree_cpu(pid)
+                cpu0 = tree_cpu(tree(pid))
                 cN = requests_run("wrk", srv.url(n), 10**7, 32, a.seconds)
-                cN["cpu_us_per_req"] = (tree_cpu(pid) - cpu0) / max(1, cN["requests"]) * 1e6
+                cN["cpu_us_per_req"] = (tree_cpu(tree(pid)) - cpu0) / max(1, cN["requests"]) * 1e6
                 args = ["-n", str(a.ttfb_requests), "--duration", "3"]
                 tt = run_loadgen("ttfb", srv.url(n), stream_body, args, 40)
                 res.setdefault(n, {"c32": [], "ttfb": []})
