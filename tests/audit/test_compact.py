@@ -16,10 +16,9 @@ from agentgw.audit.chain import GENESIS, INDEX, Prepared, hasher, prepare, signe
 from agentgw.audit.compact import FORMAT_1, STORED, columns_of, expand, pack
 from agentgw.audit.record import checkpoint_record, dropped_record
 from agentgw.audit.store import TaskFilter
-from agentgw.audit.writer import Writer, open_writer
+from agentgw.audit.writer import Writer
 from agentgw.audit.zdict import ZDICT_1
 from agentgw.exchange import Attempt, Decision, Exchange, Principal, Result, task_from_headers
-from agentgw.settings import load_settings
 from tests.audit.support import (
     STORES,
     audit_settings,
@@ -27,7 +26,6 @@ from tests.audit.support import (
     finished,
     pg_connect,
     running_writer,
-    settings_file,
     write,
 )
 from tests.audit.test_chain import Raw
@@ -262,25 +260,26 @@ async def test_a_store_written_before_the_compact_form_still_reads_verifies_and_
 # -- size ---------------------------------------------------------------------------------------------------
 
 
-async def test_a_typical_chat_record_takes_under_600_bytes_of_sqlite(tmp_path: Path) -> None:
+async def test_a_typical_chat_record_takes_under_600_bytes_of_sqlite_and_800_of_postgresql(
+    tmp_path: Path, kind: str
+) -> None:
     n = 2000
-    writer = open_writer(load_settings(settings_file(tmp_path, {"batch_size": 500})))
-    assert writer is not None
-    await writer.start()
-    try:
+    async with audit_settings(kind, batch_size=500) as audit, running_writer(tmp_path, audit) as w:
         for i in range(n):
-            await writer.submit(finished(task=f"t-{i:024x}"), time.perf_counter())
-        await writer.flush()
-    finally:
-        await writer.aclose()
-    db = sqlite3.connect(tmp_path / "audit.db")
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        pages = db.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'records%'").fetchone()[0]
-        json_bytes = db.execute("SELECT sum(length(data)) FROM records").fetchone()[0]
-    finally:
-        db.close()
-    # The records table and its indexes (the fixed pages of the other tables left out); before the compact
-    # form: ~2,100 bytes per record.
-    assert pages / n < 600, pages / n
-    assert json_bytes / n < 250
+            await w.submit(finished(task=f"t-{i:024x}"), time.perf_counter())
+        await w.flush()
+        if kind == "postgres":
+            store: Any = w.store
+            size = await store.pool.fetchval("SELECT pg_total_relation_size($1)", store.records)
+            stored = await store.pool.fetchval(f"SELECT sum(octet_length(data)) FROM {store.records}")
+    if kind == "sqlite":
+        db = sqlite3.connect(tmp_path / "audit.db")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            size = db.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'records%'").fetchone()[0]
+            stored = db.execute("SELECT sum(length(data)) FROM records").fetchone()[0]
+        finally:
+            db.close()
+    # The records table with its indexes (and TOAST); before the compact form ~2,100 bytes per record on both.
+    assert size / n < (600 if kind == "sqlite" else 800), size / n
+    assert stored / n < 250
