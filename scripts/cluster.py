@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def haproxy_cfg(work: Path, port: int, replicas: list[int]) -> Path:
     )
     text = f"""global
   maxconn 4096
+  stats socket {work}/haproxy.sock mode 600 level admin
 defaults
   mode http
   timeout connect 2s
@@ -144,6 +146,34 @@ class Replicas:
             p.send_signal(sig)
         p.wait(timeout=timeout)
 
+    admin: Path | None = None  # HAProxy's admin socket, once it runs
+
+    def lb(self, command: str) -> str:
+        """One command on HAProxy's runtime API (e.g. `set server replicas/r1 state drain`); its answer."""
+        assert self.admin is not None, "HAProxy is not up yet"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.admin))
+            s.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def drain(self, i: int, seconds: float = 30.0) -> None:
+        """Take replica i out of HAProxy's rotation and wait (bounded) until it has no request in flight: then
+        it can stop without a kept-alive connection racing a new request (what a Kubernetes preStop pause does)."""
+        self.lb(f"set server replicas/r{i} state drain")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            stat = self.lb("show stat")  # CSV: pxname,svname,qcur,qmax,scur,...
+            row = next(line.split(",") for line in stat.splitlines() if line.startswith(f"replicas,r{i},"))
+            if row[2] == "0" and row[4] == "0":
+                return
+            time.sleep(0.05)
+
+    def undrain(self, i: int) -> None:
+        self.lb(f"set server replicas/r{i} state ready")
+
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.ports[i - 1]}"
 
@@ -202,6 +232,7 @@ def cluster(
             wait_ready(f"{group.url(i)}/readyz", proc=group.procs[i])
         start("haproxy", [haproxy, "-f", str(haproxy_cfg(work, port, ports)), "-db"])
         wait_ready(f"{lb}/healthz")
+        group.admin = work / "haproxy.sock"
         info = {"url": lb, "replicas": [f"http://127.0.0.1:{p}" for p in ports], "config": str(cfg),
                 "work": str(work), "redis": redis_url, "pg": pg_dsn, "prefix": prefix,
                 "haproxy": procs[-1], "group": group}  # fmt: skip

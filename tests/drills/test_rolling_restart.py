@@ -14,6 +14,7 @@ from functools import partial
 import anyio
 import asyncpg
 import httpx
+import pytest
 import redis
 
 from agentgw.budget.ledger import task_key
@@ -22,7 +23,7 @@ from tests.drills.conftest import drill_cluster, restart
 AUTH = {"authorization": "Bearer agw-demo-key"}
 CHAT = {"model": "mock-fast", "messages": [{"role": "user", "content": "rolling"}], "max_tokens": 5}
 WORKERS = 4
-MAX_CALLS = 6000  # the load's bound in count; the roll bounds it in time
+MAX_CALLS = 30000  # the load's bound in count (never reached: the roll ends the load, asserted below)
 CALLS_PER_TASK = 200  # 20,000 tokens a task (the quickstart's rule) is ~900 of these calls
 
 
@@ -39,7 +40,10 @@ async def audit_records(dsn: str, schema: str, tasks: list[str]) -> Counter[str]
         await conn.close()
 
 
-async def test_a_rolling_restart_under_load_loses_no_audit_record_and_no_reservation() -> None:
+@pytest.mark.parametrize("drain", [False, True], ids=["stop", "drain-then-stop"])
+async def test_a_rolling_restart_under_load_loses_no_audit_record_and_no_reservation(drain: bool) -> None:
+    """Stopped straight away, a replica may close a kept-alive connection just as HAProxy sends it a request
+    (seen: 1 call in ~4,600, a RemoteProtocolError); drained first (HAProxy's runtime API), none is lost."""
     run = uuid.uuid4().hex[:6]
     spent: Counter[str] = Counter()  # task → tokens of its answered calls
     answered: Counter[str] = Counter()  # task → answered calls
@@ -77,8 +81,12 @@ async def test_a_rolling_restart_under_load_loses_no_audit_record_and_no_reserva
             await anyio.sleep(2)  # the load runs on all three first
             for i in (1, 2, 3):
                 started = time.monotonic()
+                if drain:
+                    await anyio.to_thread.run_sync(group.drain, i)
                 await anyio.to_thread.run_sync(partial(group.stop, i, signal.SIGTERM))
                 await anyio.to_thread.run_sync(partial(restart, info, i))
+                if drain:
+                    group.undrain(i)
                 roll_times.append(round(time.monotonic() - started, 1))
             await anyio.sleep(2)
             rolled.set()
@@ -106,10 +114,14 @@ async def test_a_rolling_restart_under_load_loses_no_audit_record_and_no_reserva
         ledger = {t: r.hgetall(f"{info['prefix']}:task:{task_key('demo-agent', t)}") for t in tasks}
         open_ops = list(r.scan_iter(f"{info['prefix']}:res:*"))
     print(
-        f"rolling restart: {calls} calls in {took:.1f} s, {sum(answered.values())} answered, failures {dict(failures)}; "
+        f"rolling restart ({'drain, then stop' if drain else 'stop'}): {calls} calls in {took:.1f} s, {sum(answered.values())} answered, failures {dict(failures)}; "
         f"replicas restarted in {roll_times} s; audit records by status {dict(records)}"
     )
-    assert sum(answered.values()) > 0 and len(roll_times) == 3
+    assert (
+        sum(answered.values()) > 0 and len(roll_times) == 3 and calls < MAX_CALLS
+    )  # load all through the roll
+    if drain:
+        assert not failures
     assert records.get("ok", 0) == sum(answered.values())  # one record per answered call, none lost
     assert {t: int(ledger[t].get("s:tokens", 0)) for t in tasks} == {t: spent[t] for t in tasks}
     assert all(int(ledger[t].get("r:tokens", 0)) == 0 for t in tasks) and not open_ops
