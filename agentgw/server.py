@@ -185,46 +185,11 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.limits.body_timeout_s, "body")
-        before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:  # a new request's cycle (not an upgrade)
-            self.cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
-
-
-class OneWrite:
-    """The transport as one response's cycle sees it. uvicorn writes a response's head and its body apart: two
-    write syscalls (and two wake-ups of the client) per answer, the largest single cost of a small one. A head
-    that announces a content-length, when it is the cycle's first write, is held and leaves with the body's
-    first write (uvicorn always makes one, an empty one too). Streams (chunked) and 100 Continue pass at once."""
-
-    __slots__ = ("_first", "_head", "_t")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._t = transport
-        self._head: bytes | None = None
-        self._first = True
-
-    def write(self, data: bytes) -> None:
-        if self._first:
-            self._first = False
-            if data.startswith(b"HTTP/1.1 ") and b"\r\ncontent-length: " in data:
-                self._head = data
-                return
-        head, self._head = self._head, None
-        self._t.write(data if head is None else head + data)
-
-    def close(self) -> None:
-        if self._head is not None:  # an app that failed after its start: the head goes out as before
-            self._t.write(self._head)
-            self._head = None
-        self._t.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._t, name)
 
 
 def configure(limits: Limits) -> type[GuardedHttpTools]:
