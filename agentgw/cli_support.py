@@ -78,7 +78,7 @@ def with_store(config: str, fn: Callable[[AuditStore], Awaitable[T]], settings: 
     """Open the configured audit store, run `fn` on it, close it. Exit 2 when it cannot be opened."""
     import asyncio
 
-    from agentgw.audit.store import open_store
+    from agentgw.audit.factory import open_store
 
     s = settings or audit_or_exit(config)
 

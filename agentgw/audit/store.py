@@ -1,5 +1,5 @@
 """The audit store protocol (SQLite and PostgreSQL implement it), the task-list query both share, and
-`open_store(settings)`. A store appends batches to its one hash chain under a lock (several writers, one
+`open_store(settings)` (factory.py). A store appends batches to its one hash chain under a lock (several writers, one
 chain), prunes behind a checkpoint, and answers the trace and usage queries."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from agentgw.audit.chain import GENESIS, Head, Prepared, Row, signed_head
 from agentgw.audit.usage import UsageQuery
 
 if TYPE_CHECKING:
-    from agentgw.audit.config import Audit
+    pass
 
 Link = Callable[[str, bytes], str]
 Checkpoint = Callable[[int, str, int, float], Prepared]  # (pruned through seq, its hash, count, cutoff)
@@ -181,16 +181,3 @@ def task_row(r: tuple[Any, ...] | Any) -> dict[str, Any]:
         "tokens": int(r[7] or 0),
         "cost_usd": float(r[8]) if r[8] is not None else None,
     }
-
-
-def open_store(cfg: Audit, resolve: Callable[[str], Any]) -> AuditStore:
-    """The configured store (not yet opened). `resolve` makes a config-relative path absolute."""
-    if cfg.store == "postgres":
-        from agentgw.audit.postgres import (
-            PostgresStore,
-        )  # only deployments that use PostgreSQL import asyncpg
-
-        return PostgresStore(cfg.postgres)
-    from agentgw.audit.sqlite import SQLiteStore
-
-    return SQLiteStore(resolve(cfg.sqlite.path), cfg.sqlite.busy_timeout_s)

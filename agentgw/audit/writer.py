@@ -21,9 +21,10 @@ from typing import Any, BinaryIO, Protocol
 from agentgw.audit.chain import Prepared, hasher, prepare
 from agentgw.audit.checkpoints import Checkpointer, Sink, open_checkpoint_sink
 from agentgw.audit.config import Audit
+from agentgw.audit.factory import open_store
 from agentgw.audit.record import RecordBuilder, checkpoint_record, dropped_record, identity, iso
 from agentgw.audit.redact import Redactor
-from agentgw.audit.store import AuditStore, open_store
+from agentgw.audit.store import AuditStore
 from agentgw.exchange import Exchange
 from agentgw.secrets import Scrubber, configured_secrets
 from agentgw.settings import Settings

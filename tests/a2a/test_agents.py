@@ -19,7 +19,7 @@ from google.protobuf.json_format import ParseDict
 from jwt import PyJWK
 
 from agentgw import load_settings
-from agentgw.audit.store import open_store
+from agentgw.audit.factory import open_store
 from agentgw.audit.tree import task_tree
 from tests.a2a.agents import run_agent
 from tests.a2a.plane import KEYS, Plane, message, rpc, run_plane
