@@ -4,9 +4,11 @@ from another replica. Each drill restarts the killed replica for the next."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,7 +24,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from agentgw.budget.ledger import task_key
-from tests.drills.conftest import drill_cluster, restart
+from tests.drills.conftest import drill_cluster, restart, wait_until
 
 KEY = "agw-demo-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -40,11 +42,35 @@ def lb() -> Iterator[dict[str, Any]]:
         yield info
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
 def kill(info: dict[str, Any], replica: str) -> None:
-    """SIGKILL the replica HAProxy named (r1…), then bring it back for the next drill once the test is done."""
+    """SIGKILL the replica HAProxy named (r1…), then bring it back for the next drill once the test is done. Its
+    children (the audit writer process, the stdio MCP server) die with it (agentgw/orphans.py: PDEATHSIG)."""
     i = int(replica.removeprefix("r"))
+    kids = children(info["group"].procs[i].pid)
     info["group"].stop(i, signal.SIGKILL)
     info.setdefault("killed", []).append(i)
+    assert kids
+    wait_until(
+        lambda: not any(Path(f"/proc/{k}").exists() and not zombie(k) for k in kids), 10, "children gone"
+    )
+
+
+def zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rfind(")") + 2] == "Z"
+    return True
 
 
 @pytest.fixture(autouse=True)
@@ -55,10 +81,12 @@ def revive(lb: dict[str, Any]) -> Iterator[None]:
 
 
 def replica_header(seen: list[str]) -> dict[str, list[Any]]:
-    """httpx event hooks that note which replica served each response (HAProxy's X-Agentgw-Replica)."""
+    """httpx event hooks noting which replica served each POST (HAProxy's X-Agentgw-Replica): the calls
+    themselves, not the MCP client's standing GET stream or the A2A agent card's fetch."""
 
     async def note(response: Any) -> None:
-        if response.status_code < 400 and "x-agentgw-replica" in response.headers:  # not HAProxy's own 50x
+        ok = response.status_code < 400  # not HAProxy's own 50x
+        if ok and response.request.method == "POST" and "x-agentgw-replica" in response.headers:
             seen.append(response.headers["x-agentgw-replica"])
 
     return {"response": [note]}
@@ -84,7 +112,7 @@ async def test_a_chat_stream_cut_by_a_killed_replica_is_retried_whole_and_its_re
                 async for chunk in raw.parse():
                     got.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
                     if len(got) == 3:
-                        kill(lb, served)
+                        await anyio.to_thread.run_sync(kill, lb, served)
             except (openai.APIError, httpx.HTTPError) as exc:  # what the SDK raises for the cut stream
                 cut = exc
             raw = await client.chat.completions.with_raw_response.create(**body, extra_headers=headers)
@@ -113,7 +141,6 @@ async def test_an_a2a_task_whose_stream_dies_with_its_replica_is_followed_to_the
         )
         async with client:
             task_id, streamed_by = None, ""
-            seen.clear()  # the agent card's fetch
             cut: Exception | None = None
             with anyio.fail_after(60):
                 try:
@@ -124,7 +151,7 @@ async def test_an_a2a_task_whose_stream_dies_with_its_replica_is_followed_to_the
                             task_id = event.task.id if event.HasField("task") else event.status_update.task_id
                             if not streamed_by:
                                 streamed_by = seen[-1]
-                                kill(lb, streamed_by)
+                                await anyio.to_thread.run_sync(kill, lb, streamed_by)
                                 seen.clear()
                 except Exception as exc:  # the transport's error for the cut stream, whichever it is
                     cut = exc
@@ -148,12 +175,11 @@ async def test_an_mcp_session_outlives_the_replica_that_served_it(lb: dict[str, 
                 await session.initialize()
                 before = await session.call_tool("docs__search", {"query": "budget"})
                 killed = seen[-1]
-                kill(lb, killed)
-                seen.clear()
+                await anyio.to_thread.run_sync(kill, lb, killed)
                 with anyio.fail_after(30):
                     after = [await session.call_tool("docs__search", {"query": "budget"}) for _ in range(4)]
     assert not before.is_error and not any(r.is_error for r in after)
-    assert seen and killed not in seen  # the same session id, served by the others
+    assert killed not in seen[-4:]  # the same session id, served by the others
 
 
 async def test_an_mcp_call_cut_with_its_replica_fails_instead_of_hanging(lb: dict[str, Any]) -> None:
@@ -180,7 +206,9 @@ async def test_an_mcp_call_cut_with_its_replica_fails_instead_of_hanging(lb: dic
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(slow_call)
                         await progressed.wait()
-                        kill(lb, seen[-1])  # the replica holding the streamed call
+                        await anyio.to_thread.run_sync(
+                            kill, lb, seen[-1]
+                        )  # the one holding the streamed call
                         killed_at = anyio.current_time()
                 took = anyio.current_time() - killed_at
     print(f"the cut MCP call ended {took:.1f} s after the kill: {errors[0] if errors else 'no error'}")
