@@ -276,6 +276,8 @@ async def redis_apps(tmp_path: Path, n: int, **budget_extra: Any) -> AsyncIterat
         cfg = budgets(
             {"tokens": 5000}, ledger="redis", redis_url=REDIS_URL, key_prefix=prefix, **budget_extra
         )
+        # Budgets only: three routing-state syncs in one event loop once hung this test's shutdown under xdist.
+        cfg["llm"] = {"routing": {"state": "memory"}}
         apps.append(create_app(load_settings(write_config(folder, REGISTRY, cfg))))
     try:
         yield apps
